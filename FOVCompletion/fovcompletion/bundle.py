@@ -1,0 +1,286 @@
+"""Model bundles: a folder with `bundle.json` (everything needed to use the weights) and weight files.
+
+Weights are safetensors (or `torch.load(weights_only=True)` files) and never unpickle code; every weight
+file's sha256 is in the metadata and is checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import BundleError
+from .networks import build_network, latent_downsample_factor, unet_size_multiple
+
+METADATA_FILE = "bundle.json"
+FORMAT = "fovcompletion-bundle"
+FORMAT_VERSION = 1
+ORIENTATION = "LIA"  # axis 0 left-right, axis 1 superior->inferior, axis 2 posterior->anterior
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """The noise schedule the UNet was trained with; samplers rebuild MONAI schedulers from it."""
+
+    num_train_timesteps: int = 1000
+    schedule: str = "scaled_linear_beta"
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+    prediction_type: str = "epsilon"
+
+
+@dataclass(frozen=True)
+class IntensitySpec:
+    """Per-volume normalisation: percentile `lower`..`upper` of the scan maps to `out_min`..`out_max`."""
+
+    lower_percentile: float = 0.0
+    upper_percentile: float = 95.0
+    out_min: float = -1.0
+    out_max: float = 1.0
+    clip: bool = True
+
+
+@dataclass(frozen=True)
+class CanvasSpec:
+    """The model's input window: `shape` = (superior-inferior, anterior-posterior) pixels at `spacing_mm`.
+
+    `ap_policy` "fit" widens the canvas to the scan's A-P extent (networks are fully convolutional);
+    "fixed" centre-crops/pads to the trained width, as the reference implementation did.
+    """
+
+    shape: tuple[int, int] = (1280, 512)
+    spacing_mm: tuple[float, float] = (1.0, 1.0)
+    padding_value: float = -1.0
+    ap_policy: str = "fit"
+    context_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BundleMetadata:
+    """Everything needed to use a bundle's weights, as stored in `bundle.json`."""
+
+    name: str
+    autoencoder: dict[str, Any]
+    diffusion: dict[str, Any]
+    latent_scale_factor: float
+    weights: dict[str, WeightFile]
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    canvas: CanvasSpec = field(default_factory=CanvasSpec)
+    intensity: IntensitySpec = field(default_factory=IntensitySpec)
+    orientation: str = ORIENTATION
+    default_slices: int = 5
+    version: str = "0.0.0"
+    description: str = ""
+    licence: str = "unspecified"
+    training: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+    speed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def latent_factor(self) -> int:
+        return latent_downsample_factor(self.autoencoder["args"])
+
+    @property
+    def size_multiple(self) -> int:
+        """Canvas sizes in pixels must be multiples of this (VQ-VAE stride x UNet depth)."""
+        return self.latent_factor * unet_size_multiple(self.diffusion["args"])
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data = {"format": FORMAT, "format_version": FORMAT_VERSION, **data}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BundleMetadata:
+        if data.get("format") != FORMAT:
+            raise BundleError(f"not a FOVCompletion bundle: {METADATA_FILE} has format {data.get('format')!r}")
+        if int(data.get("format_version", 0)) > FORMAT_VERSION:
+            raise BundleError(
+                f"bundle format version {data['format_version']} is newer than this FOVCompletion supports "
+                f"({FORMAT_VERSION}): update fovcompletion"
+            )
+        try:
+            canvas = dict(data.get("canvas", {}))
+            for key in ("shape", "spacing_mm"):
+                if key in canvas:
+                    canvas[key] = tuple(canvas[key])
+            return cls(
+                name=str(data["name"]),
+                autoencoder=dict(data["autoencoder"]),
+                diffusion=dict(data["diffusion"]),
+                latent_scale_factor=float(data["latent_scale_factor"]),
+                weights={role: WeightFile(**spec) for role, spec in data["weights"].items()},
+                scheduler=SchedulerSpec(**data.get("scheduler", {})),
+                canvas=CanvasSpec(**canvas),
+                intensity=IntensitySpec(**data.get("intensity", {})),
+                orientation=str(data.get("orientation", ORIENTATION)),
+                default_slices=int(data.get("default_slices", 5)),
+                version=str(data.get("version", "0.0.0")),
+                description=str(data.get("description", "")),
+                licence=str(data.get("licence", "unspecified")),
+                training=dict(data.get("training", {})),
+                quality=dict(data.get("quality", {})),
+                speed=dict(data.get("speed", {})),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleError(f"{METADATA_FILE} is incomplete or malformed: {error!r}") from None
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified model: metadata plus the two networks in eval mode."""
+
+    path: Path
+    metadata: BundleMetadata
+    autoencoder: torch.nn.Module
+    unet: torch.nn.Module
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def to(self, device: torch.device | str) -> Bundle:
+        self.autoencoder.to(device)
+        self.unet.to(device)
+        return self
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_metadata(path: str | os.PathLike) -> BundleMetadata:
+    """Read and validate `bundle.json` of a bundle folder (no weights loaded)."""
+    folder = Path(path)
+    metadata_path = folder / METADATA_FILE
+    if not metadata_path.is_file():
+        raise BundleError(f"{folder} is not a model bundle: {METADATA_FILE} is missing")
+    try:
+        data = json.loads(metadata_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"cannot read {metadata_path}: {error}") from None
+    return BundleMetadata.from_dict(data)
+
+
+def verify_bundle(path: str | os.PathLike) -> BundleMetadata:
+    """Check metadata, presence and sha256 of every weight file; raise BundleError with one line if not."""
+    folder = Path(path)
+    metadata = read_metadata(folder)
+    for role in ("autoencoder", "diffusion"):
+        if role not in metadata.weights:
+            raise BundleError(f"bundle {metadata.name!r} lists no {role} weights")
+    for role, weight in metadata.weights.items():
+        weight_path = folder / weight.file
+        if not weight_path.is_file():
+            raise BundleError(f"bundle {metadata.name!r}: weight file {weight.file} ({role}) is missing")
+        actual = sha256_of(weight_path)
+        if actual != weight.sha256:
+            raise BundleError(
+                f"bundle {metadata.name!r}: {weight.file} has sha256 {actual[:12]}..., expected "
+                f"{weight.sha256[:12]}... (corrupted or modified file)"
+            )
+    return metadata
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Load tensors without executing pickled code: safetensors, or torch.load(weights_only=True)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to parse a weight file is a bundle error
+        raise BundleError(f"cannot read weights {path.name}: {str(error).splitlines()[0]}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BundleError(f"{path.name} does not hold a state dict")
+    return state
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], label: str) -> None:
+    """Strictly load a state dict; any missing, unexpected or mis-shaped key is an architecture mismatch."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).split("\n\t")[1] if "\n\t" in str(error) else str(error)
+        raise BundleError(f"{label} weights do not match the bundle's architecture: {first.strip()[:300]}") from None
+
+
+def load_bundle(path: str | os.PathLike, device: torch.device | str = "cpu") -> Bundle:
+    """Verify and load a bundle folder (or a bundle name known to the registry)."""
+    folder = Path(path)
+    if not folder.exists():
+        from .registry import resolve_bundle
+
+        folder = resolve_bundle(str(path))
+    metadata = verify_bundle(folder)
+    autoencoder = build_network(metadata.autoencoder["class"], metadata.autoencoder["args"])
+    unet = build_network(metadata.diffusion["class"], metadata.diffusion["args"])
+    load_weights(autoencoder, load_state_dict_file(folder / metadata.weights["autoencoder"].file), "autoencoder")
+    load_weights(unet, load_state_dict_file(folder / metadata.weights["diffusion"].file), "diffusion UNet")
+    autoencoder.eval()
+    unet.eval()
+    return Bundle(folder, metadata, autoencoder, unet).to(device)
+
+
+def _save_safetensors(module: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {key: value.detach().cpu().contiguous().clone() for key, value in module.state_dict().items()}
+    save_file(state, str(path))
+
+
+def save_bundle(
+    folder: str | os.PathLike,
+    metadata: BundleMetadata,
+    autoencoder: torch.nn.Module,
+    unet: torch.nn.Module,
+    extra_files: dict[str, str | os.PathLike] | None = None,
+) -> Path:
+    """Write a complete bundle atomically: weights as safetensors, their sha256 in `bundle.json`.
+
+    The folder appears only once everything is written, so an interrupted export leaves nothing behind.
+    `extra_files` maps names inside the bundle (a model card, example images) to files to copy.
+    """
+    target = Path(folder)
+    if target.exists() and any(target.iterdir()):
+        raise BundleError(f"{target} already exists and is not empty")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        weights = {}
+        for role, module in (("autoencoder", autoencoder), ("diffusion", unet)):
+            file_name = f"{role}.safetensors"
+            _save_safetensors(module, staging / file_name)
+            weights[role] = WeightFile(file_name, sha256_of(staging / file_name))
+        for name, source in (extra_files or {}).items():
+            shutil.copyfile(source, staging / name)
+        final = BundleMetadata(**{**metadata.__dict__, "weights": weights})
+        (staging / METADATA_FILE).write_text(json.dumps(final.to_dict(), indent=2) + "\n")
+        if target.exists():
+            target.rmdir()
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,41 @@
+"""`fovcompletion` command line: one subcommand per module; user errors print one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import FOVCompletionError
+
+# Each module has register(subparsers) adding its subcommand with set_defaults(handler=run).
+COMMAND_MODULES = ("complete", "demo", "phantom", "models", "import_checkpoint", "train", "benchmark")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fovcompletion",
+        description="Complete a partial field of view of a sagittal T2w spine MRI with latent diffusion.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        if not (__import__("pathlib").Path(__file__).parent / f"{name}.py").exists():  # DEVTEMP
+            continue
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except FOVCompletionError as error:
+        print(f"fovcompletion: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("fovcompletion: cancelled; nothing was written", file=sys.stderr)
+        return 130

@@ -1,0 +1,25 @@
+"""User-facing errors: each carries one clear line that the command line prints instead of a traceback."""
+
+
+class FOVCompletionError(Exception):
+    """Base class: a problem the user can act on (bad input, bad model, no memory, cancelled)."""
+
+    exit_code = 1
+
+
+class InputError(FOVCompletionError):
+    """The input image or the requested options cannot be completed."""
+
+
+class BundleError(FOVCompletionError):
+    """A model bundle is missing, corrupted, tampered with or does not match its architecture."""
+
+
+class OutOfMemoryError(FOVCompletionError):
+    """The device ran out of memory; the message suggests what to reduce."""
+
+
+class CancelledError(FOVCompletionError):
+    """The user cancelled a run; nothing was written."""
+
+    exit_code = 130

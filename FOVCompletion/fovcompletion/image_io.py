@@ -1,0 +1,156 @@
+"""Read and write 3D volumes (NIfTI, NRRD) as a float array plus a voxel-to-RAS affine.
+
+Reading validates what completion needs (3D, finite, not constant); writing is atomic so that a failed or
+cancelled run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+# NRRD space names -> sign flips that turn that space into RAS.
+_NRRD_TO_RAS = {
+    "left-posterior-superior": (-1, -1, 1),
+    "lps": (-1, -1, 1),
+    "right-anterior-superior": (1, 1, 1),
+    "ras": (1, 1, 1),
+    "left-anterior-superior": (-1, 1, 1),
+    "las": (-1, 1, 1),
+}
+
+
+@dataclass
+class Volume:
+    """A 3D image: `array[i, j, k]` with `affine @ [i, j, k, 1]` its RAS world position in mm."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def validate_volume(array: np.ndarray, affine: np.ndarray, label: str = "input") -> Volume:
+    """Refuse what cannot be completed: not 3D, NaN/inf, constant, degenerate geometry."""
+    array = np.asarray(array)
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        kind = {2: "a 2D image", 4: "a 4D series"}.get(array.ndim, f"{array.ndim}D data")
+        raise InputError(f"{label} is {kind} (shape {array.shape}); a 3D sagittal volume is required")
+    if min(array.shape) < 1 or array.size == 0:
+        raise InputError(f"{label} is empty (shape {array.shape})")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise InputError(f"{label} has a non-real voxel type ({array.dtype})")
+    array = array.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise InputError(f"{label} contains {bad} NaN or infinite voxels; clean or mask them first")
+    if float(array.max()) == float(array.min()):
+        raise InputError(f"{label} is constant (every voxel is {float(array.min()):g}); nothing to complete from")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputError(f"{label} has a degenerate voxel-to-world matrix")
+    return Volume(array, affine)
+
+
+def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nrrd
+
+    data, header = nrrd.read(str(path))
+    directions = np.asarray(header.get("space directions"), dtype=object)
+    rows = [d for d in directions if d is not None and not (isinstance(d, float) and np.isnan(d))]
+    space = str(header.get("space", "left-posterior-superior")).lower()
+    if space not in _NRRD_TO_RAS or len(rows) != 3:
+        raise InputError(f"{path.name}: unsupported NRRD geometry (space {space!r}, {len(rows)} spatial axes)")
+    flips = np.diag(_NRRD_TO_RAS[space])
+    affine = np.eye(4)
+    affine[:3, :3] = flips @ np.asarray(rows, dtype=float).T
+    affine[:3, 3] = flips @ np.asarray(header.get("space origin", [0, 0, 0]), dtype=float)
+    return data, affine
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a NIfTI or NRRD volume; any unreadable file becomes one clear InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    suffix = _suffix(path)
+    try:
+        if suffix in NRRD_SUFFIXES:
+            array, affine = _read_nrrd(path)
+        else:
+            import nibabel as nib
+
+            image = nib.load(str(path))
+            array, affine = np.asanyarray(image.dataobj), image.affine
+    except InputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every parser failure means "not an image"
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{path.name} is not a readable NIfTI or NRRD image ({detail})") from None
+    return validate_volume(array, affine, label=path.name)
+
+
+def _nifti_bytes_writer(volume: Volume, path: Path) -> None:
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.asarray(volume.array), volume.affine)
+    image.set_qform(volume.affine, code=1)
+    image.set_sform(volume.affine, code=1)
+    nib.save(image, str(path))
+
+
+def _nrrd_writer(volume: Volume, path: Path) -> None:
+    import nrrd
+
+    flips = np.diag([-1.0, -1.0, 1.0])
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": (flips @ volume.affine[:3, :3]).T,
+        "space origin": flips @ volume.affine[:3, 3],
+        "encoding": "gzip",
+    }
+    nrrd.write(str(path), np.asarray(volume.array), header)
+
+
+def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
+    """Write NIfTI or NRRD (by extension) atomically: a temporary file in the target folder, then rename."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix not in NIFTI_SUFFIXES + NRRD_SUFFIXES:
+        raise InputError(f"output {path.name}: use a .nii.gz, .nii or .nrrd file name")
+    if not path.parent.exists():
+        raise InputError(f"output folder does not exist: {path.parent}")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        (_nrrd_writer if suffix in NRRD_SUFFIXES else _nifti_bytes_writer)(volume, Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two paths name the same file (output must never overwrite the input)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()

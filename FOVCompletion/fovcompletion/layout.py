@@ -1,0 +1,98 @@
+"""Where the scan sits on the model's canvas, and which windows complete a taller field of view.
+
+Rows are counted on the model grid with row 0 at the scan's first (most superior) row. The requested
+output spans rows [-above, n_rows + below). When that is taller than the canvas, windows move outwards
+from the scan, each keeping `context` known rows (progressive outpainting), so any extent works with
+any canvas.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .bundle import BundleMetadata
+from .errors import InputError
+
+
+def round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+@dataclass(frozen=True)
+class CanvasLayout:
+    """The mosaic (all rows the sampler will touch) and the windows that fill it, in model-grid units."""
+
+    n_rows: int  # scan rows on the model grid
+    n_cols: int  # scan columns on the model grid
+    above: int  # requested rows above the scan
+    below: int  # requested rows below the scan
+    top: int  # first mosaic row (<= -above)
+    height: int  # mosaic height (>= window height)
+    width: int  # mosaic/canvas width
+    col_offset: int  # mosaic column of the scan's column 0 (negative when the canvas crops the scan)
+    window_height: int
+    window_starts: tuple[int, ...]  # first row of each window, in scan rows, in processing order
+
+    @property
+    def windows(self) -> int:
+        return len(self.window_starts)
+
+
+def plan_windows(top: int, bottom: int, known: tuple[int, int], height: int, context: int) -> list[int]:
+    """Greedy window starts covering [top, bottom): first downwards from the known rows, then upwards."""
+    if bottom - top <= height:
+        return [top]
+    starts = []
+    known_top, known_bottom = known
+    while known_bottom < bottom:
+        start = max(top, min(known_bottom - context, bottom - height))
+        starts.append(start)
+        known_bottom = start + height
+        known_top = min(known_top, start)
+    while known_top > top:
+        start = max(top, known_top + context - height)
+        starts.append(start)
+        known_top = start
+    return starts
+
+
+def plan_layout(
+    metadata: BundleMetadata,
+    n_rows: int,
+    n_cols: int,
+    extend_superior_mm: float,
+    extend_inferior_mm: float,
+    reference_placement: bool = False,
+) -> CanvasLayout:
+    """Lay out the scan and the requested extension on the model's canvas."""
+    if extend_superior_mm < 0 or extend_inferior_mm < 0:
+        raise InputError("extensions must be zero or positive millimetres")
+    if extend_superior_mm == 0 and extend_inferior_mm == 0:
+        raise InputError("nothing to complete: extend superiorly and/or inferiorly by more than 0 mm")
+    spacing_si = metadata.canvas.spacing_mm[0]
+    above = int(math.ceil(extend_superior_mm / spacing_si))
+    below = int(math.ceil(extend_inferior_mm / spacing_si))
+    canvas_h, canvas_w = metadata.canvas.shape
+    multiple = metadata.size_multiple
+    fixed = reference_placement or metadata.canvas.ap_policy == "fixed"
+    width = canvas_w if fixed else max(multiple, round_up(n_cols, multiple))
+    col_offset = (width - n_cols) // 2
+    requested = n_rows + above + below
+    if reference_placement:
+        # The reference centres the scan on its single canvas; we shift only as far as the request needs.
+        if requested > canvas_h:
+            raise InputError(
+                f"the reference sampler has one canvas of {canvas_h * spacing_si:.0f} mm; the scan plus the "
+                f"extension need {requested * spacing_si:.0f} mm"
+            )
+        top = min(max((n_rows - canvas_h) // 2, n_rows + below - canvas_h), -above)
+        return CanvasLayout(n_rows, n_cols, above, below, top, canvas_h, width, col_offset, canvas_h, (top,))
+    window_height = canvas_h if fixed else min(canvas_h, round_up(requested, multiple))
+    height = max(requested, window_height)
+    # Spare rows (window taller than requested) go to the unknown ends, split evenly.
+    spare = height - requested
+    top = -above - (spare // 2 if above and below else (spare if above else 0))
+    context = max(multiple, int(round(metadata.canvas.context_fraction * window_height)) // multiple * multiple)
+    starts = plan_windows(top, top + height, (0, n_rows), window_height, context)
+    return CanvasLayout(n_rows, n_cols, above, below, top, height, width, col_offset, window_height, tuple(starts))

@@ -1,0 +1,77 @@
+"""Build the MONAI generative networks from the architecture arguments stored in a bundle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import BundleError
+
+SUPPORTED_CLASSES = ("VQVAE", "DiffusionModelUNet")
+
+
+def reference_autoencoder_args() -> dict[str, Any]:
+    """VQ-VAE of the reference implementation (disc-labeling-playground, monai-generative 0.2.2)."""
+    return {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": [128, 256, 512],
+        "num_res_channels": 512,
+        "num_res_layers": 2,
+        "downsample_parameters": [[2, 4, 1, 1]] * 3,
+        "upsample_parameters": [[2, 4, 1, 1, 0]] * 3,
+        "num_embeddings": 512,
+        "embedding_dim": 16,
+    }
+
+
+def reference_unet_args() -> dict[str, Any]:
+    """Latent diffusion UNet of the reference implementation (about 254 M parameters)."""
+    return {
+        "spatial_dims": 2,
+        "in_channels": 16,
+        "out_channels": 16,
+        "channels": [128, 256, 512, 1024],
+        "attention_levels": [False, True, True, True],
+        "num_head_channels": [0, 32, 32, 32],
+        "num_res_blocks": 2,
+    }
+
+
+def _tuples(value: Any) -> Any:
+    """JSON stores tuples as lists; MONAI's VQ-VAE checks for tuples of tuples."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def build_network(class_name: str, args: dict[str, Any]) -> torch.nn.Module:
+    """Instantiate a MONAI core network by class name; a bad argument set is a bundle error."""
+    from monai.networks import nets
+
+    if class_name not in SUPPORTED_CLASSES:
+        raise BundleError(f"unsupported network class {class_name!r} (expected one of {SUPPORTED_CLASSES})")
+    kwargs = {key: _tuples(value) for key, value in args.items()}
+    try:
+        return getattr(nets, class_name)(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise BundleError(f"cannot build {class_name} from the bundle's arguments: {error}") from None
+
+
+def latent_downsample_factor(autoencoder_args: dict[str, Any]) -> int:
+    """Pixels per latent cell along each axis: the product of the VQ-VAE's downsampling strides."""
+    factor = 1
+    for stride, *_ in autoencoder_args["downsample_parameters"]:
+        factor *= int(stride)
+    return factor
+
+
+def unet_size_multiple(unet_args: dict[str, Any]) -> int:
+    """Latent sizes must be divisible by this for the UNet's down/up path to line up."""
+    return 2 ** (len(unet_args["channels"]) - 1)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

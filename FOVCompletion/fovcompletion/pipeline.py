@@ -1,0 +1,281 @@
+"""The completion engine: a partial sagittal scan in, a geometry-exact completed volume out.
+
+Data flow: volume -> model orientation, model spacing, chosen slices, normalised -> canvas layout ->
+for each sample and window: VQ-VAE encode, latent inpainting, decode, feathered seam -> back to the scan's
+own in-plane grid over the extended field of view, known pixels pasted back exactly -> input axis order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bundle import Bundle, load_bundle
+from .device import autocast_dtype, is_out_of_memory, resolve_device
+from .errors import InputError, OutOfMemoryError
+from .geometry import axcodes_of, reorient, sample_at
+from .image_io import Volume, read_volume, same_file, validate_volume, write_volume
+from .layout import CanvasLayout, plan_layout
+from .preprocess import PreparedSlab, prepare_slab
+from .progress import ProgressCallback, ProgressTracker
+from .registry import resolve_bundle
+from .sampling import CancelCheck, LatentInpainter, SamplerOptions, count_model_evaluations, latent_mask
+from .seam import blend_seam
+
+DEFAULT_FEATHER_MM = 16.0
+
+
+@dataclass
+class CompletionResult:
+    """The completed volume in the input's axis order and world space.
+
+    `image` holds the chosen slices over the extended field of view at the input's in-plane spacing (the
+    mean when several samples were drawn), `mask` is 1 where the input was known, `spread` the per-voxel
+    standard deviation across samples (None for one sample).
+    """
+
+    image: np.ndarray
+    affine: np.ndarray
+    mask: np.ndarray
+    spread: np.ndarray | None
+    model: str
+    device: str
+    samples: int
+    nfe: int
+    seconds: float
+    slice_indices: np.ndarray
+
+    @property
+    def volume(self) -> Volume:
+        return Volume(self.image, self.affine)
+
+
+@lru_cache(maxsize=4)
+def _cached_bundle(path: str, device: str, stamp: int) -> Bundle:
+    return load_bundle(path, device)
+
+
+def get_bundle(model: str | os.PathLike | Bundle | None, device: torch.device) -> Bundle:
+    """A loaded bundle: an object as is, else by path or name (verified once, then cached)."""
+    if isinstance(model, Bundle):
+        return model.to(device)
+    folder = resolve_bundle(str(model) if model else None)
+    stamp = (folder / "bundle.json").stat().st_mtime_ns
+    return _cached_bundle(str(folder.resolve()), str(device), stamp)
+
+
+def _mosaic(slab: PreparedSlab, layout: CanvasLayout, padding: float) -> tuple[np.ndarray, np.ndarray]:
+    """The scan on the full mosaic (all rows any window touches) and its known mask."""
+    n_slices = slab.model.shape[0]
+    image = np.full((n_slices, layout.height, layout.width), padding, dtype=np.float32)
+    known = np.zeros(image.shape, dtype=bool)
+    row0 = -layout.top
+    rows = slice(max(row0, 0), min(row0 + layout.n_rows, layout.height))
+    source_rows = slice(rows.start - row0, rows.stop - row0)
+    col0 = layout.col_offset
+    cols = slice(max(col0, 0), min(col0 + layout.n_cols, layout.width))
+    source_cols = slice(cols.start - col0, cols.stop - col0)
+    image[:, rows, cols] = slab.model[:, source_rows, source_cols]
+    known[:, rows, cols] = True
+    return image, known
+
+
+class _Completer:
+    """One run's state: the networks, the sampler and the progress over every window and sample."""
+
+    def __init__(self, bundle: Bundle, device: torch.device, options: SamplerOptions, seed: int,
+                 tracker: ProgressTracker, should_cancel: CancelCheck | None) -> None:
+        self.bundle = bundle
+        self.device = device
+        self.options = options
+        self.tracker = tracker
+        self.generator = torch.Generator().manual_seed(int(seed))
+        metadata = bundle.metadata
+        self.inpainter = LatentInpainter(
+            bundle.unet, metadata.scheduler, self.generator,
+            on_step=lambda done, total: tracker.advance("sampling"),
+            should_cancel=should_cancel, autocast_dtype=autocast_dtype(device),
+        )
+
+    def window(self, image: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """Complete one canvas window (slices as one batch); returns the decoded window."""
+        metadata = self.bundle.metadata
+        scale = metadata.latent_scale_factor
+        with torch.no_grad():
+            pixels = torch.from_numpy(image[:, None]).to(self.device)
+            mask = torch.from_numpy(known[:, None].astype(np.float32)).to(self.device)
+            latent = self.bundle.autoencoder.encode_stage_2_inputs(pixels) * scale
+            cells = latent_mask(mask, metadata.latent_factor, self.options.mask_erosion)
+            sampled = self.inpainter.run(latent, cells, self.options)
+            decoded = self.bundle.autoencoder.decode_stage_2_outputs(sampled / scale)
+        return decoded[:, 0].float().cpu().numpy()
+
+    def sample(self, slab: PreparedSlab, layout: CanvasLayout, feather_px: float) -> np.ndarray:
+        """One completed mosaic (model grid, normalised), windows in order, each conditioned on all before."""
+        metadata = self.bundle.metadata
+        image, known = _mosaic(slab, layout, metadata.canvas.padding_value)
+        reference = self.options.method == "reference"
+        for start in layout.window_starts:
+            rows = slice(start - layout.top, start - layout.top + layout.window_height)
+            decoded = self.window(image[:, rows], known[:, rows])
+            if reference:  # the reference keeps the decoded canvas as is, known part included
+                image[:, rows] = decoded
+            else:
+                image[:, rows] = blend_seam(decoded, image[:, rows], known[:, rows], feather_px)
+            known[:, rows] = True
+        return image
+
+
+def _native_grid(slab: PreparedSlab, layout: CanvasLayout, extend_mm: tuple[float, float]) -> tuple:
+    """Rows/cols of the output on the scan's own in-plane grid, and where they fall on the mosaic."""
+    spacing = slab.native_spacing
+    above = int(np.ceil(extend_mm[0] / spacing[1] - 1e-6))
+    below = int(np.ceil(extend_mm[1] / spacing[1] - 1e-6))
+    n_rows, n_cols = slab.native.shape[1:]
+    native_rows = np.arange(-above, n_rows + below)
+    native_cols = np.arange(n_cols)
+    step = np.diag(slab.model_to_native)[:3]
+    offset = slab.model_to_native[:3, 3]
+    mosaic_rows = (native_rows - offset[1]) / step[1] - layout.top
+    mosaic_cols = (native_cols - offset[2]) / step[2] + layout.col_offset
+    return above, native_rows, mosaic_rows, mosaic_cols
+
+
+def complete(
+    image: np.ndarray | Volume,
+    affine: np.ndarray | None = None,
+    *,
+    model: str | os.PathLike | Bundle | None = None,
+    slices: int | None = None,
+    slice_range: tuple[int, int] | None = None,
+    steps: int | None = None,
+    extend_superior_mm: float = 0.0,
+    extend_inferior_mm: float = 0.0,
+    seed: int = 0,
+    samples: int = 1,
+    device: str = "auto",
+    sampler: SamplerOptions | None = None,
+    feather_mm: float = DEFAULT_FEATHER_MM,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> CompletionResult:
+    """Complete a partial sagittal scan given as an array + voxel-to-RAS affine (or a `Volume`).
+
+    `slices`: count of central sagittal slices (default: the model's); `slice_range`: (start, stop) along the
+    input's left-right axis instead. `steps`: denoising steps. `cancel`: polled every step; raises
+    `CancelledError`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
+    """
+    started = time.perf_counter()
+    volume = image if isinstance(image, Volume) else validate_volume(image, affine)
+    volume = validate_volume(volume.array, volume.affine)
+    if samples < 1:
+        raise InputError(f"samples must be at least 1 (got {samples})")
+    options = sampler or SamplerOptions()
+    if steps is not None:
+        options = replace(options, steps=int(steps))
+    torch_device = resolve_device(device)
+    bundle = get_bundle(model, torch_device)
+    metadata = bundle.metadata
+    options.validate(metadata.scheduler.num_train_timesteps)
+    slab = prepare_slab(volume, metadata, slices, slice_range)
+    reference = options.method == "reference"
+    layout = plan_layout(metadata, slab.model.shape[1], slab.model.shape[2],
+                         extend_superior_mm, extend_inferior_mm, reference_placement=reference)
+    nfe_per_window = count_model_evaluations(options, metadata.scheduler.num_train_timesteps)
+    tracker = ProgressTracker(samples * layout.windows * nfe_per_window, progress)
+    tracker.emit(
+        "start", f"{metadata.name}: {layout.windows} window(s), {slab.model.shape[0]} slice(s), {samples} "
+        f"sample(s), {tracker.total} UNet steps on {torch_device}",
+        slices=int(slab.model.shape[0]), windows=layout.windows, samples=samples, device=str(torch_device),
+    )
+    completer = _Completer(bundle, torch_device, options, seed, tracker, cancel)
+    feather_px = feather_mm / metadata.canvas.spacing_mm[0]
+    above, native_rows, mosaic_rows, mosaic_cols = _native_grid(
+        slab, layout, (extend_superior_mm, extend_inferior_mm))
+    known_native = slab.scaling.normalise(slab.native)
+    known_rows = np.zeros(len(native_rows), dtype=bool)
+    known_rows[above : above + slab.native.shape[1]] = True
+    known_mask = np.broadcast_to(known_rows[None, :, None], (slab.native.shape[0], len(native_rows),
+                                                             slab.native.shape[2]))
+    outputs = []
+    try:
+        for _ in range(samples):
+            mosaic = completer.sample(slab, layout, feather_px)
+            generated = sample_at(mosaic, mosaic_rows, mosaic_cols)
+            if not reference:
+                placed = np.zeros_like(generated)
+                placed[:, known_rows] = known_native
+                generated = blend_seam(generated, placed, known_mask,
+                                       feather_mm / float(slab.native_spacing[1]))
+            values = slab.scaling.denormalise(generated)
+            if not reference:
+                values[:, known_rows] = slab.native
+            outputs.append(values)
+    except Exception as error:
+        if is_out_of_memory(error):
+            raise OutOfMemoryError(
+                f"out of memory on {torch_device.type} completing {slab.model.shape[0]} slice(s): use fewer "
+                "slices (--slices)" + (" or --device cpu" if torch_device.type != "cpu" else "")
+            ) from None
+        raise
+    stack = np.stack(outputs)
+    mean = stack.mean(axis=0).astype(np.float32)
+    spread = stack.std(axis=0).astype(np.float32) if samples > 1 else None
+    if not reference:  # exact, not just to rounding: the known region is the input
+        mean[:, known_rows] = slab.native
+        if spread is not None:
+            spread[:, known_rows] = 0.0
+    shift = np.eye(4)
+    shift[1, 3] = -above
+    out_affine = slab.native_affine @ shift
+    codes = axcodes_of(volume.affine)
+    out_image, final_affine = reorient(mean, out_affine, codes)
+    out_mask, _ = reorient(known_mask.astype(np.uint8), out_affine, codes)
+    out_spread = reorient(spread, out_affine, codes)[0] if spread is not None else None
+    return CompletionResult(
+        image=out_image, affine=final_affine, mask=out_mask, spread=out_spread, model=metadata.name,
+        device=str(torch_device), samples=samples, nfe=samples * layout.windows * nfe_per_window,
+        seconds=time.perf_counter() - started, slice_indices=slab.slice_indices,
+    )
+
+
+def complete_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    mask_path: str | os.PathLike | None = None,
+    spread_path: str | os.PathLike | None = None,
+    preview_path: str | os.PathLike | None = None,
+    **options,
+) -> CompletionResult:
+    """Complete a NIfTI/NRRD file and write the results; nothing is written unless everything succeeded."""
+    targets = [Path(p) for p in (output_path, mask_path, spread_path, preview_path) if p is not None]
+    for target in targets:
+        if same_file(input_path, target):
+            raise InputError(f"output {target} is the input file; choose another output path")
+        if not target.parent.exists():
+            raise InputError(f"output folder does not exist: {target.parent}")
+    volume = read_volume(input_path)
+    result = complete(volume, **options)
+    written: list[Path] = []
+    try:
+        written.append(write_volume(result.volume, output_path))
+        if mask_path is not None:
+            written.append(write_volume(Volume(result.mask, result.affine), mask_path))
+        if spread_path is not None and result.spread is not None:
+            written.append(write_volume(Volume(result.spread, result.affine), spread_path))
+        if preview_path is not None:
+            from .preview import write_preview
+
+            written.append(write_preview(result, preview_path))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return result

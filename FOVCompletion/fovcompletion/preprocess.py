@@ -1,0 +1,108 @@
+"""From a volume in any orientation to normalised sagittal slices on the model's grid.
+
+Training and inference both call `prepare_slab`, so the model always sees data prepared one way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bundle import BundleMetadata
+from .errors import InputError
+from .geometry import (
+    MODEL_AXCODES,
+    check_sagittal_resolution,
+    original_axis_index,
+    reorient,
+    resample_inplane,
+)
+from .image_io import Volume
+from .intensity import IntensityScaling
+
+
+@dataclass
+class PreparedSlab:
+    """Chosen sagittal slices, in model orientation, at native and at model in-plane spacing.
+
+    `native` keeps the scan's own samples for the exact paste-back; `model` is what the networks see.
+    `native_affine` maps native voxel indices of the slab to RAS; `model_to_native` maps model-grid
+    indices to native-slab indices.
+    """
+
+    native: np.ndarray
+    native_affine: np.ndarray
+    model: np.ndarray
+    model_to_native: np.ndarray
+    scaling: IntensityScaling
+    slice_indices: np.ndarray  # indices of the chosen slices along the input's own left-right axis
+
+    @property
+    def native_spacing(self) -> np.ndarray:
+        return np.linalg.norm(self.native_affine[:3, :3], axis=0)
+
+
+def max_inplane_spacing_mm(metadata: BundleMetadata) -> float:
+    """Coarsest superior-inferior/anterior-posterior sampling we accept: thick slices cannot be completed."""
+    return max(3.0, 1.5 * max(metadata.canvas.spacing_mm))
+
+
+def select_slices(
+    n_slices: int, count: int | None = None, index_range: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """[start, stop) in model orientation: `count` slices centred on the middle, or an explicit range."""
+    if index_range is not None:
+        start, stop = index_range
+        if not (0 <= start < stop <= n_slices):
+            raise InputError(f"slice range {start}:{stop} is outside the scan's {n_slices} sagittal slices (0:{n_slices})")
+        return start, stop
+    count = count or 1
+    if count < 1:
+        raise InputError(f"the number of slices must be at least 1 (got {count})")
+    if count > n_slices:
+        raise InputError(f"{count} slices requested but the scan has only {n_slices} sagittal slices")
+    start = n_slices // 2 - count // 2
+    return start, start + count
+
+
+def prepare_slab(
+    volume: Volume,
+    metadata: BundleMetadata,
+    slices: int | None = None,
+    slice_range: tuple[int, int] | None = None,
+) -> PreparedSlab:
+    """Reorient, check, pick slices, resample to the model spacing and normalise intensities.
+
+    `slice_range` counts along the input's own left-right axis (as a viewer shows it), end excluded.
+    """
+    array, affine = reorient(volume.array, volume.affine, MODEL_AXCODES)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    check_sagittal_resolution(spacing, max_inplane_spacing_mm(metadata))
+    n_slices = array.shape[0]
+    lr_axis, flipped = original_axis_index(volume.affine, 0)
+    model_range = None
+    if slice_range is not None:
+        start, stop = slice_range
+        if not (0 <= start < stop <= volume.array.shape[lr_axis]):
+            raise InputError(
+                f"slice range {start}:{stop} is outside the scan's {n_slices} sagittal slices (0:{n_slices})"
+            )
+        model_range = (n_slices - stop, n_slices - start) if flipped else (start, stop)
+    start, stop = select_slices(n_slices, slices or metadata.default_slices, model_range)
+    native = array[start:stop]
+    shift = np.eye(4)
+    shift[0, 3] = start
+    native_affine = affine @ shift
+    model, model_to_native = resample_inplane(native, spacing, metadata.canvas.spacing_mm)
+    scaling = IntensityScaling.fit(native, metadata.intensity)
+    indices = np.arange(start, stop)
+    input_indices = (n_slices - 1 - indices) if flipped else indices
+    return PreparedSlab(
+        native=native.astype(np.float32),
+        native_affine=native_affine,
+        model=scaling.normalise(model),
+        model_to_native=model_to_native,
+        scaling=scaling,
+        slice_indices=np.sort(input_indices),
+    )

@@ -1,0 +1,70 @@
+"""A PNG montage a person can look at: input, completion, and the completion with the known region outlined."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .geometry import MODEL_AXCODES, reorient
+
+OUTLINE_RGB = (255, 200, 0)
+GENERATED_TINT = np.array([0.85, 0.92, 1.0])
+
+
+def _to_uint8(plane: np.ndarray, low: float, high: float) -> np.ndarray:
+    return (np.clip((plane - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def _display_plane(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """Middle sagittal plane as displayed in a viewer: superior up, anterior left; and its pixel spacing."""
+    lia, lia_affine = reorient(array, affine, MODEL_AXCODES)
+    spacing = np.linalg.norm(lia_affine[:3, :3], axis=0)
+    plane = lia[lia.shape[0] // 2][:, ::-1]
+    return plane, (float(spacing[1]), float(spacing[2]))
+
+
+def montage(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, height_px: int = 512) -> Image.Image:
+    """Three panels side by side, resized to square pixels."""
+    plane, (row_mm, col_mm) = _display_plane(image, affine)
+    known, _ = _display_plane(mask.astype(np.float32), affine)
+    known = known > 0.5
+    low, high = np.percentile(plane[known] if known.any() else plane, [0.5, 99.5])
+    gray = _to_uint8(plane, low, high)
+    input_only = np.where(known, gray, 0).astype(np.uint8)
+    overlay = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+    overlay[~known] *= GENERATED_TINT
+    edge = known ^ np.pad(known, 1, mode="edge")[2:, 1:-1] | known ^ np.pad(known, 1, mode="edge")[:-2, 1:-1]
+    overlay[edge] = OUTLINE_RGB
+    scale = height_px / (plane.shape[0] * row_mm)
+    size = (max(1, int(round(plane.shape[1] * col_mm * scale))), height_px)
+    panels = [
+        Image.fromarray(input_only).convert("RGB").resize(size, Image.BILINEAR),
+        Image.fromarray(gray).convert("RGB").resize(size, Image.BILINEAR),
+        Image.fromarray(overlay.astype(np.uint8)).resize(size, Image.NEAREST),
+    ]
+    titles = ("input", "completion", "overlay (known region outlined)")
+    sheet = Image.new("RGB", (size[0] * 3 + 20, height_px + 24), "black")
+    draw = ImageDraw.Draw(sheet)
+    for index, (panel, title) in enumerate(zip(panels, titles, strict=True)):
+        x = index * (size[0] + 10)
+        sheet.paste(panel, (x, 24))
+        draw.text((x + 4, 6), title, fill="white")
+    return sheet
+
+
+def write_preview(result, path: str | os.PathLike) -> Path:
+    """Write the montage of a `CompletionResult` atomically."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        montage(result.image, result.mask, result.affine).save(temporary, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

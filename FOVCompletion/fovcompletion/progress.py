@@ -1,0 +1,108 @@
+"""Progress of long runs: events with step, elapsed time and ETA, shown as a bar or as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    step: int
+    total: int
+    elapsed_s: float
+    eta_s: float | None
+    stage: str
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 0.0
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class ProgressTracker:
+    """Turns "step i of n" into events with elapsed time and a linear ETA."""
+
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.total = max(total, 1)
+        self.callback = callback
+        self.start = time.perf_counter()
+        self.step = 0
+
+    def advance(self, stage: str, message: str = "") -> None:
+        self.step += 1
+        self.emit(stage, message)
+
+    def emit(self, stage: str, message: str = "", **details: Any) -> None:
+        if self.callback is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.step * (self.total - self.step) if self.step else None
+        self.callback(ProgressEvent(self.step, self.total, elapsed, eta, stage, message, details))
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class TextProgressBar:
+    """A one-line bar on stderr, redrawn in place: `[#####.....] 12/50 sampling 00:04<00:12`."""
+
+    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
+        self._stream = stream
+        self.width = width
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage == "start":
+            self.stream.write(f"{event.message}\n")
+            return
+        filled = int(self.width * event.fraction)
+        bar = "#" * filled + "." * (self.width - filled)
+        line = (
+            f"\r[{bar}] {event.step}/{event.total} {event.stage} "
+            f"{format_seconds(event.elapsed_s)}<{format_seconds(event.eta_s)}"
+        )
+        self.stream.write(line)
+        if event.step >= event.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+class JsonLines:
+    """One JSON object per line on stdout, for the Slicer module's reader thread."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stdout
+
+    def send(self, event: str, **fields: object) -> None:
+        self.stream.write(json.dumps({"event": event, **fields}) + "\n")
+        self.stream.flush()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage == "start":
+            self.send("start", total_steps=event.total, message=event.message, **event.details)
+            return
+        fields = {k: v for k, v in asdict(event).items() if k != "details"}
+        fields["elapsed_s"] = round(fields["elapsed_s"], 3)
+        fields["eta_s"] = None if fields["eta_s"] is None else round(fields["eta_s"], 3)
+        self.send("progress", **fields)

@@ -1,0 +1,104 @@
+"""Import checkpoints of the reference implementation (monai-generative 0.2.x state dicts) into a bundle."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .bundle import BundleMetadata, CanvasSpec, IntensitySpec, SchedulerSpec, load_state_dict_file, load_weights, save_bundle
+from .errors import BundleError, InputError
+from .image_io import read_volume
+from .latent_scale import latent_scale_factor
+from .networks import build_network, reference_autoencoder_args, reference_unet_args
+from .preprocess import prepare_slab
+
+REFERENCE_CANVAS = CanvasSpec(shape=(1280, 512), spacing_mm=(1.0, 1.0), padding_value=0.0, ap_policy="fixed")
+REFERENCE_SOURCE = "spinalcordtoolbox/disc-labeling-playground (FOV generation using latent diffusion model)"
+
+
+def load_old_unet_state(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a monai-generative UNet state dict (attention keys renamed in MONAI 1.4); leftovers are a mismatch."""
+    remaining = dict(state)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            unet.load_old_state_dict(remaining)
+    except (KeyError, RuntimeError) as error:
+        raise BundleError(f"diffusion UNet checkpoint does not match the architecture: {str(error).splitlines()[0][:200]}") from None
+    leftovers = [key for key in remaining if key not in unet.state_dict()]
+    if leftovers:
+        raise BundleError(f"diffusion UNet checkpoint has {len(leftovers)} unexpected keys, e.g. {leftovers[0]!r}")
+
+
+def find_scans(root: str | os.PathLike) -> list[Path]:
+    """NIfTI scans under a folder (BIDS: every sub-*/anat/*_T2w), derivatives excluded."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    scans = sorted(p for p in root.rglob("*.nii*") if "derivatives" not in p.parts)
+    bids = [p for p in scans if p.name.endswith(("_T2w.nii.gz", "_T2w.nii"))]
+    return bids or scans
+
+
+def canvas_batches(scans: list[Path], metadata: BundleMetadata) -> Iterator[np.ndarray]:
+    """Each scan's central slices, centre cropped/padded to the canvas, as the reference prepared them."""
+    height, width = metadata.canvas.shape
+    for path in scans:
+        slab = prepare_slab(read_volume(path), metadata).model
+        canvas = np.full((slab.shape[0], 1, height, width), metadata.canvas.padding_value, dtype=np.float32)
+        rows, cols = min(height, slab.shape[1]), min(width, slab.shape[2])
+        r0, c0 = (slab.shape[1] - rows) // 2, (slab.shape[2] - cols) // 2
+        R0, C0 = (height - rows) // 2, (width - cols) // 2
+        canvas[:, 0, R0 : R0 + rows, C0 : C0 + cols] = slab[:, r0 : r0 + rows, c0 : c0 + cols]
+        yield canvas
+
+
+def import_reference_checkpoints(
+    vqvae_path: str | os.PathLike,
+    unet_path: str | os.PathLike,
+    output: str | os.PathLike,
+    name: str,
+    scale_factor: float | None = None,
+    scale_data: str | os.PathLike | None = None,
+    autoencoder_args: dict[str, Any] | None = None,
+    unet_args: dict[str, Any] | None = None,
+    canvas: CanvasSpec = REFERENCE_CANVAS,
+    licence: str = "as granted by the checkpoints' authors",
+    description: str = "imported reference checkpoints",
+) -> Path:
+    """Write a bundle from reference checkpoints; the scale factor is given or computed from training scans."""
+    if (scale_factor is None) == (scale_data is None):
+        raise InputError("give exactly one of a scale factor or a folder of training scans to compute it from")
+    autoencoder_args = autoencoder_args or reference_autoencoder_args()
+    unet_args = unet_args or reference_unet_args()
+    autoencoder = build_network("VQVAE", autoencoder_args)
+    unet = build_network("DiffusionModelUNet", unet_args)
+    load_weights(autoencoder, load_state_dict_file(Path(vqvae_path)), "VQ-VAE")
+    load_old_unet_state(unet, load_state_dict_file(Path(unet_path)))
+    metadata = BundleMetadata(
+        name=name,
+        autoencoder={"class": "VQVAE", "args": autoencoder_args},
+        diffusion={"class": "DiffusionModelUNet", "args": unet_args},
+        latent_scale_factor=1.0,
+        weights={},
+        scheduler=SchedulerSpec(),
+        canvas=canvas,
+        intensity=IntensitySpec(),
+        description=description,
+        licence=licence,
+        training={"source": REFERENCE_SOURCE, "imported_from": [Path(vqvae_path).name, Path(unet_path).name]},
+    )
+    if scale_factor is None:
+        scans = find_scans(scale_data)
+        if not scans:
+            raise InputError(f"no NIfTI scans found under {scale_data}")
+        scale_factor = latent_scale_factor(autoencoder, canvas_batches(scans, metadata))
+        metadata.training["scale_factor_from"] = f"{len(scans)} scans under {Path(scale_data).name}"
+    metadata = BundleMetadata(**{**metadata.__dict__, "latent_scale_factor": float(scale_factor)})
+    return save_bundle(output, metadata, autoencoder, unet)

@@ -1,0 +1,194 @@
+"""Latent inpainting samplers: DDIM with known-region blending and optional RePaint resampling, and the
+reference implementation's algorithm (DDPM, known latent noised to level t) kept for comparison."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .bundle import SchedulerSpec
+from .errors import CancelledError, InputError
+
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+METHODS = ("ddim", "reference")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How to sample. `resample` > 1 repeats every `jump_length` steps (RePaint); NFE grows accordingly."""
+
+    method: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    resample: int = 1
+    jump_length: int = 1
+    mask_erosion: int = 0
+
+    def validate(self, num_train_timesteps: int) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown sampler {self.method!r} (choose from {', '.join(METHODS)})")
+        if not 1 <= self.steps <= num_train_timesteps:
+            raise InputError(f"steps must be between 1 and {num_train_timesteps} (got {self.steps})")
+        if self.resample < 1 or self.jump_length < 1 or self.mask_erosion < 0:
+            raise InputError("resample and jump length must be at least 1, mask erosion at least 0")
+        if self.eta < 0:
+            raise InputError(f"eta must be non-negative (got {self.eta})")
+
+
+def alphas_cumprod(spec: SchedulerSpec) -> torch.Tensor:
+    """The cumulative signal fraction of the bundle's schedule, taken from MONAI's own scheduler."""
+    from monai.networks.schedulers import DDPMScheduler
+
+    scheduler = DDPMScheduler(
+        num_train_timesteps=spec.num_train_timesteps,
+        schedule=spec.schedule,
+        beta_start=spec.beta_start,
+        beta_end=spec.beta_end,
+        prediction_type=spec.prediction_type,
+    )
+    return scheduler.alphas_cumprod.to(torch.float64)
+
+
+def ddim_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
+    """Evenly spaced timesteps from T-1 down to 0, followed by -1 (the clean sample)."""
+    grid = np.unique(np.round(np.linspace(0, num_train_timesteps - 1, steps)).astype(int))[::-1]
+    return [int(t) for t in grid] + [-1]
+
+
+def repaint_transitions(n_steps: int, resample: int, jump_length: int) -> list[tuple[int, int]]:
+    """(from, to) index pairs over the timestep list: down is a model step, up re-noises (RePaint schedule)."""
+    jumps = {index: resample - 1 for index in range(jump_length, n_steps, jump_length)}
+    transitions, index = [], 0
+    while index < n_steps:
+        transitions.append((index, index + 1))
+        index += 1
+        if jumps.get(index, 0) > 0:
+            jumps[index] -= 1
+            for _ in range(jump_length):
+                transitions.append((index, index - 1))
+                index -= 1
+    return transitions
+
+
+def latent_mask(pixel_mask: torch.Tensor, factor: int, erosion: int = 0) -> torch.Tensor:
+    """A latent cell is known only when all its pixels are known; `erosion` shrinks it further."""
+    mask = -F.max_pool2d(-pixel_mask, kernel_size=factor, stride=factor)
+    for _ in range(erosion):
+        mask = -F.max_pool2d(-mask, kernel_size=3, stride=1, padding=1)
+    return mask
+
+
+class LatentInpainter:
+    """Runs one inpainting of a batch of latents; noise comes from one seeded CPU generator."""
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        schedule: SchedulerSpec,
+        generator: torch.Generator,
+        on_step: StepCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        self.unet = unet
+        self.schedule = schedule
+        self.alphas = alphas_cumprod(schedule)
+        self.generator = generator
+        self.on_step = on_step or (lambda done, total: None)
+        self.should_cancel = should_cancel or (lambda: False)
+        self.autocast_dtype = autocast_dtype
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.generator, dtype=torch.float32).to(like.device)
+
+    def _alpha(self, t: int) -> float:
+        return 1.0 if t < 0 else float(self.alphas[t])
+
+    def _eps_and_x0(self, z: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.should_cancel():
+            raise CancelledError("cancelled by the user; nothing was written")
+        timesteps = torch.full((z.shape[0],), t, device=z.device, dtype=torch.long)
+        autocast = (
+            torch.autocast(device_type=z.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.no_grad(), autocast:
+            output = self.unet(z, timesteps).float()
+        a_t = self._alpha(t)
+        kind = self.schedule.prediction_type
+        if kind == "epsilon":
+            eps = output
+            x0 = (z - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        elif kind == "v_prediction":
+            x0 = a_t**0.5 * z - (1 - a_t) ** 0.5 * output
+            eps = (1 - a_t) ** 0.5 * z + a_t**0.5 * output
+        elif kind == "sample":
+            x0 = output
+            eps = (z - a_t**0.5 * x0) / (1 - a_t) ** 0.5
+        else:
+            raise InputError(f"unsupported prediction type {kind!r}")
+        return eps, x0
+
+    def _noised_known(self, known: torch.Tensor, t: int) -> torch.Tensor:
+        a = self._alpha(t)
+        return known if t < 0 else a**0.5 * known + (1 - a) ** 0.5 * self._noise(known)
+
+    def ddim(self, known: torch.Tensor, mask: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
+        """DDIM from pure noise; after each step the known latent, noised to the produced level, is blended in."""
+        timesteps = ddim_timesteps(self.schedule.num_train_timesteps, options.steps)
+        transitions = repaint_transitions(len(timesteps) - 1, options.resample, options.jump_length)
+        total = sum(1 for a, b in transitions if b > a)
+        z, done = self._noise(known), 0
+        for source, target in transitions:
+            t, t_next = timesteps[source], timesteps[target]
+            if target < source:  # RePaint: go back up one step by re-noising
+                ratio = self._alpha(t_next) / self._alpha(t)
+                z = ratio**0.5 * z + (1 - ratio) ** 0.5 * self._noise(z)
+                continue
+            eps, x0 = self._eps_and_x0(z, t)
+            a_t, a_next = self._alpha(t), self._alpha(t_next)
+            sigma = options.eta * ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)) ** 0.5 if t_next >= 0 else 0.0
+            z = a_next**0.5 * x0 + max(1 - a_next - sigma**2, 0.0) ** 0.5 * eps
+            if sigma > 0:
+                z = z + sigma * self._noise(z)
+            z = mask * self._noised_known(known, t_next) + (1 - mask) * z
+            done += 1
+            self.on_step(done, total)
+        return z
+
+    def reference(self, known: torch.Tensor, mask: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
+        """The reference algorithm: ancestral DDPM over `steps` (1000 in the original); after each step the
+        known latent noised to level t (one level noisier than the sample just produced) replaces the known area."""
+        n = self.schedule.num_train_timesteps
+        timesteps = list(range(n - 1, -1, -max(1, n // options.steps)))[: options.steps]
+        z = self._noise(known)
+        for done, t in enumerate(timesteps, start=1):
+            t_prev = timesteps[done] if done < len(timesteps) else -1
+            _, x0 = self._eps_and_x0(z, t)
+            a_t, a_prev = self._alpha(t), self._alpha(t_prev)
+            beta = 1 - a_t / a_prev
+            mean = (a_prev**0.5 * beta / (1 - a_t)) * x0 + ((1 - beta) ** 0.5 * (1 - a_prev) / (1 - a_t)) * z
+            variance = beta * (1 - a_prev) / (1 - a_t)
+            z = mean + (variance**0.5 * self._noise(z) if t_prev >= 0 else 0.0)
+            z = mask * self._noised_known(known, t) + (1 - mask) * z
+            self.on_step(done, len(timesteps))
+        return z
+
+    def run(self, known: torch.Tensor, mask: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
+        return (self.reference if options.method == "reference" else self.ddim)(known, mask, options)
+
+
+def count_model_evaluations(options: SamplerOptions, num_train_timesteps: int) -> int:
+    """UNet evaluations (NFE) of one inpainting with these options."""
+    if options.method == "reference":
+        return options.steps
+    n_steps = len(ddim_timesteps(num_train_timesteps, options.steps)) - 1
+    return sum(1 for a, b in repaint_transitions(n_steps, options.resample, options.jump_length) if b > a)

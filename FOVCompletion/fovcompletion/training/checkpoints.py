@@ -1,0 +1,68 @@
+"""Checkpoints that make any run resumable: models, optimisers, scaler, epoch, step and every RNG state.
+
+Written atomically (temporary file, then rename) so an interrupted save never corrupts the last good one,
+and read with `weights_only=True`: a checkpoint holds tensors and plain data, never code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+LAST = "checkpoint_last.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state()[1].copy(),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "python": list(random.getstate()[1]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", np.asarray(state["numpy"], dtype=np.uint32), int(state["numpy_pos"]), 0, 0.0))
+    random.setstate((3, tuple(int(v) for v in state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """Atomic save of a checkpoint dict (`rng` is added here)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "rng": rng_state()}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: Path, restore_rng: bool = True) -> dict[str, Any]:
+    """Load a checkpoint on the CPU; with `restore_rng` the global RNGs continue where the run stopped."""
+    if not path.is_file():
+        raise InputError(f"no checkpoint to resume from at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is a user-facing problem
+        raise InputError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+    if restore_rng and "rng" in payload:
+        set_rng_state(payload["rng"])
+    return payload

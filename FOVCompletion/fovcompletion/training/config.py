@@ -1,0 +1,201 @@
+"""Training configurations: the CPU-trainable default window model and the reference architecture.
+
+A configuration is plain data (dataclasses <-> JSON) so that the exact settings of a run are saved in its
+folder and copied into the exported bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from ..bundle import BundleMetadata, CanvasSpec, IntensitySpec, SchedulerSpec
+from ..errors import InputError
+from ..networks import reference_autoencoder_args, reference_unet_args
+
+PRESETS = ("default", "reference")
+
+
+@dataclass
+class DataConfig:
+    """Where scans come from and how training windows are cut from them."""
+
+    roots: list[str] = field(default_factory=list)  # BIDS roots (sub-*/[ses-*/]anat/*_T2w.nii[.gz])
+    files: list[str] = field(default_factory=list)  # or explicit scan paths
+    held_out: list[str] = field(default_factory=list)  # subject ids kept for validation only
+    slices: int = 5  # central sagittal slices per volume
+    canvas: tuple[int, int] = (128, 128)  # window rows (S-I) x cols (A-P) in pixels
+    spacing_mm: tuple[float, float] = (2.0, 2.0)
+    padding_value: float = -1.0
+    ap_policy: str = "fit"
+    context_fraction: float = 0.5
+    min_inside_fraction: float = 0.4  # a window keeps at least this fraction of its rows inside the scan
+    balance_regions: bool = True  # sample participants.tsv regions equally often
+    phantoms: int = 0  # synthetic phantoms added to the training scans (needs fovcompletion.phantom)
+
+
+@dataclass
+class AugmentConfig:
+    """MRI-suited augmentation. Never a superior-inferior or anterior-posterior flip."""
+
+    rotate_deg: float = 8.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    gamma: tuple[float, float] = (0.7, 1.5)
+    intensity_scale: tuple[float, float] = (0.9, 1.1)
+    intensity_shift: float = 0.05
+    bias_field: float = 0.15  # amplitude of a smooth multiplicative (log) bias field
+    flip_lr: float = 0.5  # probability of a left-right mirror (slice order of a multi-slice sample)
+
+
+@dataclass
+class AutoencoderConfig:
+    """VQ-VAE recipe: L1 + quantisation + perceptual (optional, needs weights) + patch adversarial."""
+
+    args: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 16
+    epochs: int = 30
+    iterations_per_epoch: int = 50
+    lr: float = 3e-4
+    lr_discriminator: float = 3e-4
+    adversarial_weight: float = 0.01
+    adversarial_warmup_epochs: int = 10
+    discriminator_channels: int = 32
+    discriminator_layers: int = 3
+    perceptual_weight: float = 0.0
+    perceptual_network: str = "alex"
+    perceptual_weights: str | None = None  # local weights file; None = let MONAI download them
+    validation_windows: int = 32
+
+
+@dataclass
+class DiffusionConfig:
+    """Latent diffusion UNet recipe: epsilon-MSE on VQ-VAE latents, masked to cells inside the scan."""
+
+    args: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=lambda: asdict(SchedulerSpec()))
+    batch_size: int = 16
+    epochs: int = 40
+    iterations_per_epoch: int = 50
+    lr: float = 3e-4
+    ema_decay: float = 0.999
+    mask_padding_loss: bool = True
+    latent_augmentations: int = 6  # augmented copies of each training scan encoded once before training
+    validation_windows: int = 32
+    sample_steps: int = 25
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved as `config.json` in the run folder and in the exported bundle."""
+
+    name: str = "fovcompletion-spine-t2w-window"
+    preset: str = "default"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    validate_every: int = 2  # epochs between validation losses
+    sample_every: int = 5  # epochs between sample PNGs
+    max_minutes: float | None = None  # stop (with a checkpoint) once this much time is spent
+    device: str = "auto"
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def preprocessing_metadata(self) -> BundleMetadata:
+        """The bundle metadata that `prepare_slab` needs: training and inference prepare data one way."""
+        return BundleMetadata(
+            name=self.name,
+            autoencoder={"class": "VQVAE", "args": self.autoencoder.args},
+            diffusion={"class": "DiffusionModelUNet", "args": self.diffusion.args},
+            latent_scale_factor=1.0,
+            weights={},
+            scheduler=SchedulerSpec(**self.diffusion.scheduler),
+            canvas=self.canvas_spec(),
+            intensity=IntensitySpec(),
+            default_slices=self.data.slices,
+        )
+
+    def canvas_spec(self) -> CanvasSpec:
+        return CanvasSpec(
+            shape=tuple(self.data.canvas),
+            spacing_mm=tuple(self.data.spacing_mm),
+            padding_value=self.data.padding_value,
+            ap_policy=self.data.ap_policy,
+            context_fraction=self.data.context_fraction,
+        )
+
+
+def default_autoencoder_args() -> dict[str, Any]:
+    """A small VQ-VAE (latent /4, 4 channels) that trains on 2 CPU cores in half an hour."""
+    return {
+        "spatial_dims": 2, "in_channels": 1, "out_channels": 1, "channels": [32, 64],
+        "num_res_channels": [32, 64], "num_res_layers": 2,
+        "downsample_parameters": [[2, 4, 1, 1]] * 2, "upsample_parameters": [[2, 4, 1, 1, 0]] * 2,
+        "num_embeddings": 256, "embedding_dim": 4,
+    }
+
+
+def default_unet_args() -> dict[str, Any]:
+    """A small UNet (about 6.5 M parameters) with attention only at the lowest level."""
+    return {
+        "spatial_dims": 2, "in_channels": 4, "out_channels": 4, "channels": [64, 128, 128],
+        "attention_levels": [False, False, True], "num_head_channels": [0, 0, 32],
+        "num_res_blocks": 2, "norm_num_groups": 32,
+    }
+
+
+def preset_config(name: str) -> TrainConfig:
+    """`default`: 2 mm window model for regional scans; `reference`: the reference recipe (whole spine, GPU)."""
+    if name == "default":
+        config = TrainConfig()
+        config.autoencoder.args = default_autoencoder_args()
+        config.diffusion.args = default_unet_args()
+        return config
+    if name == "reference":
+        config = TrainConfig(name="fovcompletion-spine-t2w-reference", preset="reference")
+        config.data = DataConfig(canvas=(1280, 512), spacing_mm=(1.0, 1.0), ap_policy="fixed",
+                                 min_inside_fraction=0.9, balance_regions=False)
+        config.autoencoder = AutoencoderConfig(args=reference_autoencoder_args(), batch_size=4, epochs=100,
+                                               iterations_per_epoch=500, lr=1e-4, lr_discriminator=5e-4,
+                                               adversarial_warmup_epochs=20)
+        config.diffusion = DiffusionConfig(args=reference_unet_args(), batch_size=4, epochs=200,
+                                           iterations_per_epoch=500, lr=1e-4, sample_steps=50)
+        config.validate_every, config.sample_every = 5, 10
+        return config
+    raise InputError(f"unknown training preset {name!r} (choose from {', '.join(PRESETS)})")
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise InputError(f"unknown {cls.__name__} keys in the training configuration: {', '.join(unknown)}")
+    values = {}
+    defaults = cls()
+    for key, value in data.items():
+        current = getattr(defaults, key)
+        if is_dataclass(current) and isinstance(value, dict):
+            value = _from_dict(type(current), value)
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    return cls(**values)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    return _from_dict(TrainConfig, data)
+
+
+def load_config(path: Path) -> TrainConfig:
+    try:
+        return config_from_dict(json.loads(Path(path).read_text()))
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read training configuration {path}: {error}") from None

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random-weight bundles (real MONAI networks) and small synthetic scans on disk."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from fovcompletion.bundle import CanvasSpec
+from fovcompletion.bundle_factory import create_random_bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A verified bundle with tiny random networks: canvas 32 x 32 at 2 mm (64 mm windows)."""
+    return create_random_bundle(tmp_path_factory.mktemp("bundles") / "tiny", name="tiny-test")
+
+
+@pytest.fixture(scope="session")
+def tiny_fixed_bundle(tmp_path_factory) -> Path:
+    """Like `tiny_bundle` with a fixed-width canvas, as the reference implementation uses."""
+    canvas = CanvasSpec(shape=(48, 32), spacing_mm=(2.0, 2.0), padding_value=0.0, ap_policy="fixed")
+    return create_random_bundle(tmp_path_factory.mktemp("bundles") / "tiny-fixed", canvas=canvas, name="tiny-fixed")
+
+
+def synthetic_scan(shape=(9, 40, 30), seed: int = 0) -> np.ndarray:
+    """A smooth, non-constant volume with a bright band (a stand-in for discs) every 12 rows."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(shape[1])[None, :, None]
+    cols = np.arange(shape[2])[None, None, :]
+    volume = 200 + 300 * (np.sin(rows / 12 * 2 * np.pi) > 0.8) + 2 * cols + rng.normal(0, 5, shape)
+    return volume.astype(np.float32)
+
+
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+    return path
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def oblique_affine(spacing=(1.0, 1.0, 1.0), angle_deg: float = 12.0, flips=(1, 1, 1)) -> np.ndarray:
+    """A sagittal-ish affine: array axes (R-L, S-I, A-P)-like with a rotation about L-R and optional flips."""
+    angle = np.deg2rad(angle_deg)
+    rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    # axis 0 -> -x (towards left), axis 1 -> -z (towards inferior), axis 2 -> +y (anterior)
+    base = np.array([[-1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=float)
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ base @ np.diag(np.array(spacing) * np.array(flips))
+    affine[:3, 3] = [12.5, -30.0, 80.0]
+    return affine

@@ -1,0 +1,93 @@
+"""Bundles: verified hashes, strict architectures, no pickled code, discovery."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from fovcompletion.bundle import load_bundle, load_state_dict_file, read_metadata, verify_bundle
+from fovcompletion.cli import main
+from fovcompletion.errors import BundleError
+from fovcompletion.registry import ENV_MODEL_PATH, list_bundles, resolve_bundle
+
+
+def copy_bundle(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def test_round_trip_loads_the_saved_networks(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    metadata = read_metadata(tiny_bundle)
+    assert bundle.name == "tiny-test"
+    assert set(metadata.weights) == {"autoencoder", "diffusion"}
+    assert all(len(w.sha256) == 64 for w in metadata.weights.values())
+    again = load_bundle(tiny_bundle)
+    for a, b in zip(bundle.unet.state_dict().values(), again.unet.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_modified_weight_file_is_refused(tiny_bundle, tmp_path):
+    folder = copy_bundle(tiny_bundle, tmp_path / "tampered")
+    weights = folder / "diffusion.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(folder)
+
+
+def test_missing_weight_file_is_refused(tiny_bundle, tmp_path):
+    folder = copy_bundle(tiny_bundle, tmp_path / "incomplete")
+    (folder / "autoencoder.safetensors").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        verify_bundle(folder)
+
+
+def test_architecture_mismatch_is_refused(tiny_bundle, tmp_path):
+    folder = copy_bundle(tiny_bundle, tmp_path / "mismatch")
+    metadata = json.loads((folder / "bundle.json").read_text())
+    metadata["diffusion"]["args"]["channels"] = [16, 64]
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match="do not match"):
+        load_bundle(folder)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path("/tmp/fovcompletion-pwned").touch, ())
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    marker = Path("/tmp/fovcompletion-pwned")
+    marker.unlink(missing_ok=True)
+    weights = tmp_path / "evil.pt"
+    weights.write_bytes(pickle.dumps({"weight": _Exploit()}))
+    with pytest.raises(BundleError):
+        load_state_dict_file(weights)
+    assert not marker.exists()
+
+
+def test_registry_finds_bundles_on_the_environment_path(tiny_bundle, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(ENV_MODEL_PATH, str(tiny_bundle.parent))
+    monkeypatch.setenv("FOVCOMPLETION_HOME", str(tmp_path / "home"))
+    names = {info.name: info.source for info in list_bundles()}
+    assert names.get("tiny-test") == "env"
+    assert resolve_bundle("tiny-test") == tiny_bundle
+    with pytest.raises(BundleError, match="no model bundle named"):
+        resolve_bundle("does-not-exist")
+    assert main(["models"]) == 0
+    assert "tiny-test" in capsys.readouterr().out
+
+
+def test_models_command_reports_a_corrupted_bundle(tiny_bundle, tmp_path, monkeypatch, capsys):
+    folder = copy_bundle(tiny_bundle, tmp_path / "models" / "broken")
+    (folder / "diffusion.safetensors").write_bytes(b"not weights")
+    monkeypatch.setenv(ENV_MODEL_PATH, str(folder.parent))
+    assert main(["models"]) == 1
+    assert "INVALID" in capsys.readouterr().out

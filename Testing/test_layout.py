@@ -1,0 +1,50 @@
+"""Canvas layout and progressive outpainting: any extent with any canvas, windows overlap, no gaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import oblique_affine, synthetic_scan
+
+from fovcompletion.bundle import read_metadata
+from fovcompletion.errors import InputError
+from fovcompletion.layout import plan_layout, plan_windows
+from fovcompletion.pipeline import complete
+
+
+@pytest.mark.parametrize(("top", "bottom", "known", "height", "context"),
+                         [(-10, 200, (0, 30), 32, 16), (-150, 40, (0, 40), 32, 8), (-50, 90, (0, 10), 64, 32)])
+def test_windows_cover_every_row_and_keep_context(top, bottom, known, height, context):
+    starts = plan_windows(top, bottom, known, height, context)
+    known_rows = np.zeros(bottom - top, dtype=bool)
+    known_rows[known[0] - top : known[1] - top] = True
+    covered = known_rows.copy()
+    for start in starts:
+        window = slice(start - top, start - top + height)
+        assert start >= top and start + height <= bottom
+        assert known_rows[window].sum() >= min(context, known[1] - known[0])  # conditioned on something known
+        covered[window] = True
+        known_rows[window] = True
+    assert covered.all()
+
+
+def test_zero_extension_is_refused(tiny_bundle):
+    with pytest.raises(InputError, match="nothing to complete"):
+        plan_layout(read_metadata(tiny_bundle), 30, 20, 0, 0)
+
+
+def test_windowed_outpainting_stitches_without_gaps(tiny_bundle):
+    scan = synthetic_scan((3, 30, 24))
+    result = complete(scan, oblique_affine((2.0, 2.0, 2.0), 0.0), model=tiny_bundle, slices=1, steps=2,
+                      extend_inferior_mm=200, extend_superior_mm=90)
+    metadata = read_metadata(tiny_bundle)
+    layout = plan_layout(metadata, 30, 24, 90, 200)
+    assert layout.windows > 4  # the 64 mm canvas must move along the 350 mm field of view
+    plane = result.image[0]
+    assert plane.shape == (30 + 45 + 100, 24)
+    assert np.isfinite(plane).all()
+    # every output row holds generated or known content, none is left as canvas padding
+    padding_value = result.image[result.mask == 1].min() - 1
+    assert (plane > padding_value).all()
+    row_std = plane.std(axis=1)
+    assert (row_std > 0).all()

@@ -1,0 +1,107 @@
+"""Sampler behaviour: reproducibility, RePaint schedule, cancellation, progress, several samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import synthetic_scan
+
+from fovcompletion.errors import CancelledError, InputError
+from fovcompletion.pipeline import complete
+from fovcompletion.sampling import SamplerOptions, count_model_evaluations, ddim_timesteps, repaint_transitions
+
+AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def run(bundle, **options):
+    defaults = {"model": bundle, "slices": 2, "steps": 4, "extend_inferior_mm": 30}
+    return complete(synthetic_scan((6, 40, 30)), AFFINE, **{**defaults, **options})
+
+
+def test_same_seed_is_bit_identical_and_another_seed_differs(tiny_bundle):
+    first, second, other = run(tiny_bundle, seed=3), run(tiny_bundle, seed=3), run(tiny_bundle, seed=4)
+    assert np.array_equal(first.image, second.image)
+    generated = first.mask == 0
+    assert not np.allclose(first.image[generated], other.image[generated])
+    known = first.mask == 1
+    assert np.array_equal(first.image[known], other.image[known])
+
+
+def test_ddim_timesteps_descend_to_the_clean_sample():
+    steps = ddim_timesteps(1000, 10)
+    assert steps[0] == 999 and steps[-2] == 0 and steps[-1] == -1
+    assert all(a > b for a, b in zip(steps, steps[1:], strict=False))
+    assert len(ddim_timesteps(1000, 1000)) == 1001
+
+
+def test_repaint_schedule_repeats_each_jump():
+    plain = repaint_transitions(10, 1, 1)
+    assert plain == [(i, i + 1) for i in range(10)]
+    resampled = repaint_transitions(10, resample=3, jump_length=2)
+    downs = [t for t in resampled if t[1] > t[0]]
+    ups = [t for t in resampled if t[1] < t[0]]
+    assert len(ups) == 2 * 2 * 4  # jumps at 2, 4, 6, 8; two extra passes of two steps each
+    assert len(downs) == 10 + len(ups)
+    assert resampled[-1] == (9, 10)
+    assert count_model_evaluations(SamplerOptions(steps=10, resample=3, jump_length=2), 1000) == len(downs)
+
+
+def test_resampling_and_mask_erosion_run_with_the_counted_evaluations(tiny_bundle):
+    options = SamplerOptions(steps=4, resample=2, jump_length=1, mask_erosion=1)
+    result = run(tiny_bundle, sampler=options, steps=None)
+    assert result.nfe == count_model_evaluations(options, 1000)
+    assert np.isfinite(result.image).all()
+
+
+def test_progress_reports_every_step_with_elapsed_and_eta(tiny_bundle):
+    events = []
+    result = run(tiny_bundle, progress=events.append)
+    steps = [e for e in events if e.stage == "sampling"]
+    assert events[0].stage == "start" and events[0].details["slices"] == 2
+    assert [e.step for e in steps] == list(range(1, result.nfe + 1))
+    assert all(e.total == result.nfe for e in steps)
+    assert steps[-1].eta_s == pytest.approx(0.0, abs=1e-9)
+    assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(steps, steps[1:], strict=False))
+
+
+def test_cancellation_stops_within_a_step(tiny_bundle):
+    calls = []
+
+    def cancel_after_two() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(CancelledError):
+        run(tiny_bundle, cancel=cancel_after_two, steps=20)
+    assert len(calls) == 3
+
+
+def test_several_samples_give_a_mean_and_a_spread(tiny_bundle):
+    single = [run(tiny_bundle, seed=0).image]
+    result = run(tiny_bundle, samples=3, seed=0)
+    assert result.spread is not None and result.spread.shape == result.image.shape
+    assert np.all(result.spread[result.mask == 1] == 0)
+    assert result.spread[result.mask == 0].mean() > 0
+    assert result.nfe == 3 * single_nfe(tiny_bundle)
+    assert not np.array_equal(result.image, single[0])
+
+
+def single_nfe(bundle) -> int:
+    return run(bundle).nfe
+
+
+def test_reference_sampler_keeps_no_pixels_and_uses_its_own_placement(tiny_fixed_bundle):
+    options = SamplerOptions(method="reference", steps=5)
+    scan = synthetic_scan((6, 40, 30))
+    result = complete(scan, AFFINE, model=tiny_fixed_bundle, slices=1, sampler=options, extend_inferior_mm=20)
+    assert result.nfe == 5
+    known = result.mask == 1
+    assert not np.allclose(result.image[known], scan[2:3].transpose(0, 1, 2).ravel()[: known.sum()])
+    with pytest.raises(InputError, match="one canvas"):
+        complete(scan, AFFINE, model=tiny_fixed_bundle, slices=1, sampler=options, extend_inferior_mm=200)
+
+
+@pytest.mark.parametrize("steps", [0, 1001])
+def test_steps_out_of_range_are_refused(tiny_bundle, steps):
+    with pytest.raises(InputError, match="steps must be between"):
+        run(tiny_bundle, steps=steps)
