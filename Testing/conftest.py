@@ -23,7 +23,9 @@ def tiny_bundle(tmp_path_factory) -> Path:
 def tiny_fixed_bundle(tmp_path_factory) -> Path:
     """Like `tiny_bundle` with a fixed-width canvas, as the reference implementation uses."""
     canvas = CanvasSpec(shape=(48, 32), spacing_mm=(2.0, 2.0), padding_value=0.0, ap_policy="fixed")
-    return create_random_bundle(tmp_path_factory.mktemp("bundles") / "tiny-fixed", canvas=canvas, name="tiny-fixed")
+    return create_random_bundle(
+        tmp_path_factory.mktemp("bundles") / "tiny-fixed", canvas=canvas, name="tiny-fixed"
+    )
 
 
 def synthetic_scan(shape=(9, 40, 30), seed: int = 0) -> np.ndarray:

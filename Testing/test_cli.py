@@ -12,9 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import file_digest, oblique_affine, synthetic_scan, write_nifti
 from PIL import Image
 
+from conftest import file_digest, oblique_affine, synthetic_scan, write_nifti
 from fovcompletion.cli import main
 from fovcompletion.errors import OutOfMemoryError
 from fovcompletion.pipeline import complete_file, get_bundle
@@ -45,10 +45,30 @@ def refuse(args: list[str], capsys, input_path: Path, output: Path, match: str) 
 
 def test_complete_writes_volume_mask_spread_and_preview(tiny_bundle, scan_file, tmp_path, capsys):
     out = tmp_path / "out.nii.gz"
-    code = main(["complete", str(scan_file), "-o", str(out), "--model", str(tiny_bundle), "--steps", "3",
-                 "--extend-inferior", "30", "--slices", "3", "--samples", "2", "--mask-output",
-                 str(tmp_path / "mask.nii.gz"), "--spread-output", str(tmp_path / "spread.nii.gz"),
-                 "--preview", str(tmp_path / "preview.png")])
+    code = main(
+        [
+            "complete",
+            str(scan_file),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_bundle),
+            "--steps",
+            "3",
+            "--extend-inferior",
+            "30",
+            "--slices",
+            "3",
+            "--samples",
+            "2",
+            "--mask-output",
+            str(tmp_path / "mask.nii.gz"),
+            "--spread-output",
+            str(tmp_path / "spread.nii.gz"),
+            "--preview",
+            str(tmp_path / "preview.png"),
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert "wrote" in err and "#" in err  # progress bar drawn on stderr
@@ -62,24 +82,64 @@ def test_complete_writes_volume_mask_spread_and_preview(tiny_bundle, scan_file, 
 
 def test_json_progress_lines_for_the_slicer_module(tiny_bundle, scan_file, tmp_path, capsys):
     out = tmp_path / "out.nii.gz"
-    code = main(["complete", str(scan_file), "-o", str(out), "--model", str(tiny_bundle), "--steps", "4",
-                 "--extend-superior", "20", "--progress", "json"])
+    code = main(
+        [
+            "complete",
+            str(scan_file),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_bundle),
+            "--steps",
+            "4",
+            "--extend-superior",
+            "20",
+            "--progress",
+            "json",
+        ]
+    )
     assert code == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events[0]["event"] == "start" and events[0]["total_steps"] == 4 and events[0]["slices"] == 5
     progress = [e for e in events if e["event"] == "progress"]
     assert [e["step"] for e in progress] == [1, 2, 3, 4]
     assert {"elapsed_s", "eta_s", "total", "stage"} <= set(progress[0])
-    assert events[-1] == {"event": "done", "output": str(out), "mask": None, "spread": None,
-                          "seconds": events[-1]["seconds"]}
+    assert events[-1] == {
+        "event": "done",
+        "output": str(out),
+        "mask": None,
+        "spread": None,
+        "seconds": events[-1]["seconds"],
+    }
 
 
 def test_cancel_from_the_parent_process_leaves_nothing(tiny_bundle, scan_file, tmp_path):
     out = tmp_path / "out.nii.gz"
-    command = [sys.executable, "-m", "fovcompletion", "complete", str(scan_file), "-o", str(out), "--model",
-               str(tiny_bundle), "--steps", "1000", "--extend-inferior", "30", "--progress", "json"]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "fovcompletion",
+        "complete",
+        str(scan_file),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_bundle),
+        "--steps",
+        "1000",
+        "--extend-inferior",
+        "30",
+        "--progress",
+        "json",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     for line in process.stdout:
         if json.loads(line)["event"] == "progress":
             process.stdin.write("cancel\n")
@@ -98,18 +158,38 @@ def _nifti(tmp_path: Path, name: str, array: np.ndarray, affine=AFFINE) -> Path:
 
 
 BAD_INPUTS = {
-    "not an image": (lambda p: (p / "bad.nii.gz").write_text("hello") and p / "bad.nii.gz", [], "not a readable"),
+    "not an image": (
+        lambda p: (p / "bad.nii.gz").write_text("hello") and p / "bad.nii.gz",
+        [],
+        "not a readable",
+    ),
     "2D": (lambda p: _nifti(p, "flat.nii.gz", np.ones((40, 30), np.float32) * np.arange(30)), [], "2D image"),
-    "4D": (lambda p: _nifti(p, "series.nii.gz", np.random.rand(6, 40, 30, 3).astype(np.float32)), [], "4D series"),
-    "NaN": (lambda p: _nifti(p, "nan.nii.gz", np.where(synthetic_scan() > 400, np.nan, synthetic_scan())), [],
-            "NaN"),
+    "4D": (
+        lambda p: _nifti(p, "series.nii.gz", np.random.rand(6, 40, 30, 3).astype(np.float32)),
+        [],
+        "4D series",
+    ),
+    "NaN": (
+        lambda p: _nifti(p, "nan.nii.gz", np.where(synthetic_scan() > 400, np.nan, synthetic_scan())),
+        [],
+        "NaN",
+    ),
     "constant": (lambda p: _nifti(p, "constant.nii.gz", np.full((6, 40, 30), 7, np.float32)), [], "constant"),
-    "axial thick": (lambda p: _nifti(p, "axial.nii.gz", synthetic_scan((64, 64, 20)), np.diag([0.8, 0.8, 6, 1])),
-                    [], "axial thick-slice"),
-    "too many slices": (lambda p: _nifti(p, "few.nii.gz", synthetic_scan((4, 40, 30))), ["--slices", "9"],
-                        "only 4 sagittal slices"),
-    "no extension": (lambda p: _nifti(p, "s.nii.gz", synthetic_scan()), ["--extend-inferior", "0"],
-                     "nothing to complete"),
+    "axial thick": (
+        lambda p: _nifti(p, "axial.nii.gz", synthetic_scan((64, 64, 20)), np.diag([0.8, 0.8, 6, 1])),
+        [],
+        "axial thick-slice",
+    ),
+    "too many slices": (
+        lambda p: _nifti(p, "few.nii.gz", synthetic_scan((4, 40, 30))),
+        ["--slices", "9"],
+        "only 4 sagittal slices",
+    ),
+    "no extension": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--extend-inferior", "0"],
+        "nothing to complete",
+    ),
 }
 
 
@@ -118,14 +198,39 @@ def test_bad_input_is_refused_cleanly(case, tiny_bundle, tmp_path, capsys):
     make, extra, match = BAD_INPUTS[case]
     source = make(tmp_path)
     out = tmp_path / "out.nii.gz"
-    args = ["complete", str(source), "-o", str(out), "--model", str(tiny_bundle), "--steps", "2",
-            "--extend-inferior", "20", *extra]
+    args = [
+        "complete",
+        str(source),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_bundle),
+        "--steps",
+        "2",
+        "--extend-inferior",
+        "20",
+        *extra,
+    ]
     refuse(args, capsys, source, out, match)
 
 
 def test_output_equal_to_input_is_refused(tiny_bundle, scan_file, capsys):
-    refuse(["complete", str(scan_file), "-o", str(scan_file), "--model", str(tiny_bundle), "--extend-inferior",
-            "20"], capsys, scan_file, scan_file.parent / "never.nii.gz", "is the input file")
+    refuse(
+        [
+            "complete",
+            str(scan_file),
+            "-o",
+            str(scan_file),
+            "--model",
+            str(tiny_bundle),
+            "--extend-inferior",
+            "20",
+        ],
+        capsys,
+        scan_file,
+        scan_file.parent / "never.nii.gz",
+        "is the input file",
+    )
 
 
 def test_bundle_with_a_wrong_hash_is_refused(tiny_bundle, scan_file, tmp_path, capsys):
@@ -135,8 +240,22 @@ def test_bundle_with_a_wrong_hash_is_refused(tiny_bundle, scan_file, tmp_path, c
     metadata = json.loads((broken / "bundle.json").read_text())
     metadata["weights"]["diffusion"]["sha256"] = "0" * 64
     (broken / "bundle.json").write_text(json.dumps(metadata))
-    refuse(["complete", str(scan_file), "-o", str(tmp_path / "out.nii.gz"), "--model", str(broken),
-            "--extend-inferior", "20"], capsys, scan_file, tmp_path / "out.nii.gz", "sha256")
+    refuse(
+        [
+            "complete",
+            str(scan_file),
+            "-o",
+            str(tmp_path / "out.nii.gz"),
+            "--model",
+            str(broken),
+            "--extend-inferior",
+            "20",
+        ],
+        capsys,
+        scan_file,
+        tmp_path / "out.nii.gz",
+        "sha256",
+    )
 
 
 def test_out_of_memory_gets_advice_and_no_output(tiny_bundle, scan_file, tmp_path):
@@ -148,7 +267,9 @@ def test_out_of_memory_gets_advice_and_no_output(tiny_bundle, scan_file, tmp_pat
     handle = bundle.unet.register_forward_pre_hook(exhausted)
     try:
         with pytest.raises(OutOfMemoryError, match="use fewer slices"):
-            complete_file(scan_file, tmp_path / "out.nii.gz", model=tiny_bundle, extend_inferior_mm=20, steps=2)
+            complete_file(
+                scan_file, tmp_path / "out.nii.gz", model=tiny_bundle, extend_inferior_mm=20, steps=2
+            )
     finally:
         handle.remove()
     assert not (tmp_path / "out.nii.gz").exists()
@@ -163,3 +284,13 @@ def test_nrrd_input_and_output_keep_the_geometry(tiny_bundle, scan_file, tmp_pat
     back = read_volume(tmp_path / "out.nrrd")
     np.testing.assert_allclose(back.affine, result.affine, atol=1e-5)
     np.testing.assert_allclose(back.array, result.image, rtol=1e-6)
+
+
+def test_too_little_memory_is_refused_before_starting(tiny_bundle, scan_file, tmp_path, capsys, monkeypatch):
+    import fovcompletion.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1024)
+    err = refuse(["complete", str(scan_file), "-o", str(tmp_path / "out.nii.gz"), "--model", str(tiny_bundle),
+                  "--extend-inferior", "20", "--slices", "5"], capsys, scan_file, tmp_path / "out.nii.gz",
+                 "GiB is free on cpu")
+    assert "use fewer slices" in err

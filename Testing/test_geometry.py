@@ -5,28 +5,42 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import oblique_affine, synthetic_scan, write_nifti
 
+from conftest import oblique_affine, synthetic_scan, write_nifti
 from fovcompletion.errors import InputError
 from fovcompletion.geometry import axcodes_of
 from fovcompletion.pipeline import complete, complete_file
 
 
-def world_to_input_index(input_affine: np.ndarray, output_affine: np.ndarray, indices: np.ndarray) -> np.ndarray:
+def world_to_input_index(
+    input_affine: np.ndarray, output_affine: np.ndarray, indices: np.ndarray
+) -> np.ndarray:
     homogeneous = np.c_[indices, np.ones(len(indices))]
     return (np.linalg.inv(input_affine) @ output_affine @ homogeneous.T).T[:, :3]
 
 
 @pytest.mark.parametrize(
     ("spacing", "angle", "flips"),
-    [((1.0, 1.0, 1.0), 0.0, (1, 1, 1)), ((0.8, 1.2, 0.9), 17.0, (1, 1, 1)), ((1.0, 0.9, 1.1), -9.0, (-1, -1, 1))],
+    [
+        ((1.0, 1.0, 1.0), 0.0, (1, 1, 1)),
+        ((0.8, 1.2, 0.9), 17.0, (1, 1, 1)),
+        ((1.0, 0.9, 1.1), -9.0, (-1, -1, 1)),
+    ],
 )
 def test_known_region_lies_exactly_over_the_input(tiny_bundle, tmp_path, spacing, angle, flips):
     scan = synthetic_scan((7, 45, 33))
     affine = oblique_affine(spacing, angle, flips)
     source = write_nifti(tmp_path / "in.nii.gz", scan, affine)
-    result = complete_file(source, tmp_path / "out.nii.gz", mask_path=tmp_path / "mask.nii.gz", model=tiny_bundle,
-                           slices=3, steps=3, extend_superior_mm=20, extend_inferior_mm=30)
+    result = complete_file(
+        source,
+        tmp_path / "out.nii.gz",
+        mask_path=tmp_path / "mask.nii.gz",
+        model=tiny_bundle,
+        slices=3,
+        steps=3,
+        extend_superior_mm=20,
+        extend_inferior_mm=30,
+    )
     written = nib.load(str(tmp_path / "out.nii.gz"))
     mask = np.asarray(nib.load(str(tmp_path / "mask.nii.gz")).dataobj) > 0
     np.testing.assert_allclose(written.affine, result.affine, atol=1e-4)
@@ -37,7 +51,9 @@ def test_known_region_lies_exactly_over_the_input(tiny_bundle, tmp_path, spacing
     positions = world_to_input_index(affine, written.affine, known)
     np.testing.assert_allclose(positions, np.round(positions), atol=1e-3)
     source_idx = np.round(positions).astype(int)
-    np.testing.assert_allclose(np.asarray(written.dataobj)[tuple(known.T)], scan[tuple(source_idx.T)], rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(written.dataobj)[tuple(known.T)], scan[tuple(source_idx.T)], rtol=1e-5
+    )
     # the three chosen slices are the central ones of the input's left-right axis
     assert sorted(set(source_idx[:, 0])) == [2, 3, 4]
 

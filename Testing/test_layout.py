@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import oblique_affine, synthetic_scan
 
+from conftest import oblique_affine, synthetic_scan
 from fovcompletion.bundle import read_metadata
 from fovcompletion.errors import InputError
 from fovcompletion.layout import plan_layout, plan_windows
 from fovcompletion.pipeline import complete
 
 
-@pytest.mark.parametrize(("top", "bottom", "known", "height", "context"),
-                         [(-10, 200, (0, 30), 32, 16), (-150, 40, (0, 40), 32, 8), (-50, 90, (0, 10), 64, 32)])
+@pytest.mark.parametrize(
+    ("top", "bottom", "known", "height", "context"),
+    [(-10, 200, (0, 30), 32, 16), (-150, 40, (0, 40), 32, 8), (-50, 90, (0, 10), 64, 32)],
+)
 def test_windows_cover_every_row_and_keep_context(top, bottom, known, height, context):
     starts = plan_windows(top, bottom, known, height, context)
     known_rows = np.zeros(bottom - top, dtype=bool)
@@ -35,8 +37,15 @@ def test_zero_extension_is_refused(tiny_bundle):
 
 def test_windowed_outpainting_stitches_without_gaps(tiny_bundle):
     scan = synthetic_scan((3, 30, 24))
-    result = complete(scan, oblique_affine((2.0, 2.0, 2.0), 0.0), model=tiny_bundle, slices=1, steps=2,
-                      extend_inferior_mm=200, extend_superior_mm=90)
+    result = complete(
+        scan,
+        oblique_affine((2.0, 2.0, 2.0), 0.0),
+        model=tiny_bundle,
+        slices=1,
+        steps=2,
+        extend_inferior_mm=200,
+        extend_superior_mm=90,
+    )
     metadata = read_metadata(tiny_bundle)
     layout = plan_layout(metadata, 30, 24, 90, 200)
     assert layout.windows > 4  # the 64 mm canvas must move along the 350 mm field of view

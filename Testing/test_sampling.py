@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import synthetic_scan
 
+from conftest import synthetic_scan
 from fovcompletion.errors import CancelledError, InputError
 from fovcompletion.pipeline import complete
-from fovcompletion.sampling import SamplerOptions, count_model_evaluations, ddim_timesteps, repaint_transitions
+from fovcompletion.sampling import (
+    SamplerOptions,
+    count_model_evaluations,
+    ddim_timesteps,
+    repaint_transitions,
+)
 
 AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 

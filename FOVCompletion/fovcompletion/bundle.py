@@ -107,7 +107,9 @@ class BundleMetadata:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BundleMetadata:
         if data.get("format") != FORMAT:
-            raise BundleError(f"not a FOVCompletion bundle: {METADATA_FILE} has format {data.get('format')!r}")
+            raise BundleError(
+                f"not a FOVCompletion bundle: {METADATA_FILE} has format {data.get('format')!r}"
+            )
         if int(data.get("format_version", 0)) > FORMAT_VERSION:
             raise BundleError(
                 f"bundle format version {data['format_version']} is newer than this FOVCompletion supports "
@@ -223,7 +225,9 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], label:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first = str(error).split("\n\t")[1] if "\n\t" in str(error) else str(error)
-        raise BundleError(f"{label} weights do not match the bundle's architecture: {first.strip()[:300]}") from None
+        raise BundleError(
+            f"{label} weights do not match the bundle's architecture: {first.strip()[:300]}"
+        ) from None
 
 
 def load_bundle(path: str | os.PathLike, device: torch.device | str = "cpu") -> Bundle:
@@ -236,7 +240,9 @@ def load_bundle(path: str | os.PathLike, device: torch.device | str = "cpu") -> 
     metadata = verify_bundle(folder)
     autoencoder = build_network(metadata.autoencoder["class"], metadata.autoencoder["args"])
     unet = build_network(metadata.diffusion["class"], metadata.diffusion["args"])
-    load_weights(autoencoder, load_state_dict_file(folder / metadata.weights["autoencoder"].file), "autoencoder")
+    load_weights(
+        autoencoder, load_state_dict_file(folder / metadata.weights["autoencoder"].file), "autoencoder"
+    )
     load_weights(unet, load_state_dict_file(folder / metadata.weights["diffusion"].file), "diffusion UNet")
     autoencoder.eval()
     unet.eval()

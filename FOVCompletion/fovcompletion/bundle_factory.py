@@ -15,19 +15,30 @@ from .networks import build_network
 def tiny_autoencoder_args(latent_channels: int = 4) -> dict[str, Any]:
     """A VQ-VAE small enough for unit tests (latent /4)."""
     return {
-        "spatial_dims": 2, "in_channels": 1, "out_channels": 1, "channels": [8, 16],
-        "num_res_channels": [8, 16], "num_res_layers": 1,
-        "downsample_parameters": [[2, 4, 1, 1]] * 2, "upsample_parameters": [[2, 4, 1, 1, 0]] * 2,
-        "num_embeddings": 32, "embedding_dim": latent_channels,
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": [8, 16],
+        "num_res_channels": [8, 16],
+        "num_res_layers": 1,
+        "downsample_parameters": [[2, 4, 1, 1]] * 2,
+        "upsample_parameters": [[2, 4, 1, 1, 0]] * 2,
+        "num_embeddings": 32,
+        "embedding_dim": latent_channels,
     }
 
 
 def tiny_unet_args(latent_channels: int = 4) -> dict[str, Any]:
     """A diffusion UNet small enough for unit tests, with one attention level like the real ones."""
     return {
-        "spatial_dims": 2, "in_channels": latent_channels, "out_channels": latent_channels,
-        "channels": [16, 32], "attention_levels": [False, True], "num_head_channels": [0, 16],
-        "num_res_blocks": 1, "norm_num_groups": 8,
+        "spatial_dims": 2,
+        "in_channels": latent_channels,
+        "out_channels": latent_channels,
+        "channels": [16, 32],
+        "attention_levels": [False, True],
+        "num_head_channels": [0, 16],
+        "num_res_blocks": 1,
+        "norm_num_groups": 8,
     }
 
 

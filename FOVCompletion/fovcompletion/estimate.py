@@ -24,7 +24,9 @@ def estimate_seconds(
     metadata = read_metadata(bundle_path)
     device = "cuda" if device.startswith("cuda") else ("cpu" if device == "auto" else device)
     speed = metadata.speed.get(device, {})
-    per_step = float(speed.get("seconds_per_unet_step_per_slice", FALLBACK_SECONDS_PER_STEP_PER_SLICE.get(device, 0.1)))
+    per_step = float(
+        speed.get("seconds_per_unet_step_per_slice", FALLBACK_SECONDS_PER_STEP_PER_SLICE.get(device, 0.1))
+    )
     measured_canvas = speed.get("canvas", list(metadata.canvas.shape))
     rows = max(1, int(round(input_height_mm / metadata.canvas.spacing_mm[0])))
     if extend_superior_mm <= 0 and extend_inferior_mm <= 0:

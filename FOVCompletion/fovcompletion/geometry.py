@@ -15,7 +15,9 @@ def axcodes_of(affine: np.ndarray) -> tuple[str, str, str]:
     return tuple(ornt.aff2axcodes(affine))  # type: ignore[return-value]
 
 
-def reorient(array: np.ndarray, affine: np.ndarray, axcodes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def reorient(
+    array: np.ndarray, affine: np.ndarray, axcodes: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """Permute/flip axes (no interpolation) so the array's axes point along `axcodes`; world stays the same."""
     transform = ornt.ornt_transform(ornt.io_orientation(affine), ornt.axcodes2ornt(axcodes))
     reoriented = ornt.apply_orientation(array, transform)
@@ -83,7 +85,12 @@ def resample_inplane(
     if np.allclose(steps, 1.0) and np.allclose(offsets, 0.0):
         return smoothed.astype(np.float32, copy=True), mapping
     resampled = ndimage.affine_transform(
-        smoothed, np.array(steps), offset=np.array(offsets), output_shape=tuple(sizes), order=1, mode="nearest"
+        smoothed,
+        np.array(steps),
+        offset=np.array(offsets),
+        output_shape=tuple(sizes),
+        order=1,
+        mode="nearest",
     )
     return resampled.astype(np.float32), mapping
 

@@ -62,7 +62,9 @@ def validate_volume(array: np.ndarray, affine: np.ndarray, label: str = "input")
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise InputError(f"{label} contains {bad} NaN or infinite voxels; clean or mask them first")
     if float(array.max()) == float(array.min()):
-        raise InputError(f"{label} is constant (every voxel is {float(array.min()):g}); nothing to complete from")
+        raise InputError(
+            f"{label} is constant (every voxel is {float(array.min()):g}); nothing to complete from"
+        )
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError(f"{label} has a degenerate voxel-to-world matrix")
@@ -77,7 +79,9 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
     rows = [d for d in directions if d is not None and not (isinstance(d, float) and np.isnan(d))]
     space = str(header.get("space", "left-posterior-superior")).lower()
     if space not in _NRRD_TO_RAS or len(rows) != 3:
-        raise InputError(f"{path.name}: unsupported NRRD geometry (space {space!r}, {len(rows)} spatial axes)")
+        raise InputError(
+            f"{path.name}: unsupported NRRD geometry (space {space!r}, {len(rows)} spatial axes)"
+        )
     flips = np.diag(_NRRD_TO_RAS[space])
     affine = np.eye(4)
     affine[:3, :3] = flips @ np.asarray(rows, dtype=float).T

@@ -12,8 +12,11 @@ import numpy as np
 import torch
 
 
-def latent_scale_factor(autoencoder: torch.nn.Module, batches: Iterable[np.ndarray | torch.Tensor],
-                        device: torch.device | str = "cpu") -> float:
+def latent_scale_factor(
+    autoencoder: torch.nn.Module,
+    batches: Iterable[np.ndarray | torch.Tensor],
+    device: torch.device | str = "cpu",
+) -> float:
     """1/std of `autoencoder.encode(x)` pooled over every batch (each batch: N x 1 x H x W, normalised)."""
     total, total_sq, count = 0.0, 0.0, 0
     autoencoder.eval()

@@ -22,6 +22,7 @@ from .errors import InputError, OutOfMemoryError
 from .geometry import axcodes_of, reorient, sample_at
 from .image_io import Volume, read_volume, same_file, validate_volume, write_volume
 from .layout import CanvasLayout, plan_layout
+from .memory import check_memory
 from .preprocess import PreparedSlab, prepare_slab
 from .progress import ProgressCallback, ProgressTracker
 from .registry import resolve_bundle
@@ -89,8 +90,15 @@ def _mosaic(slab: PreparedSlab, layout: CanvasLayout, padding: float) -> tuple[n
 class _Completer:
     """One run's state: the networks, the sampler and the progress over every window and sample."""
 
-    def __init__(self, bundle: Bundle, device: torch.device, options: SamplerOptions, seed: int,
-                 tracker: ProgressTracker, should_cancel: CancelCheck | None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: torch.device,
+        options: SamplerOptions,
+        seed: int,
+        tracker: ProgressTracker,
+        should_cancel: CancelCheck | None,
+    ) -> None:
         self.bundle = bundle
         self.device = device
         self.options = options
@@ -98,9 +106,12 @@ class _Completer:
         self.generator = torch.Generator().manual_seed(int(seed))
         metadata = bundle.metadata
         self.inpainter = LatentInpainter(
-            bundle.unet, metadata.scheduler, self.generator,
+            bundle.unet,
+            metadata.scheduler,
+            self.generator,
             on_step=lambda done, total: tracker.advance("sampling"),
-            should_cancel=should_cancel, autocast_dtype=autocast_dtype(device),
+            should_cancel=should_cancel,
+            autocast_dtype=autocast_dtype(device),
         )
 
     def window(self, image: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -110,10 +121,12 @@ class _Completer:
         with torch.no_grad():
             pixels = torch.from_numpy(image[:, None]).to(self.device)
             mask = torch.from_numpy(known[:, None].astype(np.float32)).to(self.device)
-            latent = self.bundle.autoencoder.encode_stage_2_inputs(pixels) * scale
+            # The VQ-VAE works slice by slice: its full-resolution maps dominate memory, the UNet batches.
+            autoencoder = self.bundle.autoencoder
+            latent = torch.cat([autoencoder.encode_stage_2_inputs(p[None]) for p in pixels]) * scale
             cells = latent_mask(mask, metadata.latent_factor, self.options.mask_erosion)
             sampled = self.inpainter.run(latent, cells, self.options)
-            decoded = self.bundle.autoencoder.decode_stage_2_outputs(sampled / scale)
+            decoded = torch.cat([autoencoder.decode_stage_2_outputs(z[None] / scale) for z in sampled])
         return decoded[:, 0].float().cpu().numpy()
 
     def sample(self, slab: PreparedSlab, layout: CanvasLayout, feather_px: float) -> np.ndarray:
@@ -185,24 +198,37 @@ def complete(
     options.validate(metadata.scheduler.num_train_timesteps)
     slab = prepare_slab(volume, metadata, slices, slice_range)
     reference = options.method == "reference"
-    layout = plan_layout(metadata, slab.model.shape[1], slab.model.shape[2],
-                         extend_superior_mm, extend_inferior_mm, reference_placement=reference)
+    layout = plan_layout(
+        metadata,
+        slab.model.shape[1],
+        slab.model.shape[2],
+        extend_superior_mm,
+        extend_inferior_mm,
+        reference_placement=reference,
+    )
+    check_memory(metadata, torch_device, slab.model.shape[0], layout.window_height, layout.width)
     nfe_per_window = count_model_evaluations(options, metadata.scheduler.num_train_timesteps)
     tracker = ProgressTracker(samples * layout.windows * nfe_per_window, progress)
     tracker.emit(
-        "start", f"{metadata.name}: {layout.windows} window(s), {slab.model.shape[0]} slice(s), {samples} "
+        "start",
+        f"{metadata.name}: {layout.windows} window(s), {slab.model.shape[0]} slice(s), {samples} "
         f"sample(s), {tracker.total} UNet steps on {torch_device}",
-        slices=int(slab.model.shape[0]), windows=layout.windows, samples=samples, device=str(torch_device),
+        slices=int(slab.model.shape[0]),
+        windows=layout.windows,
+        samples=samples,
+        device=str(torch_device),
     )
     completer = _Completer(bundle, torch_device, options, seed, tracker, cancel)
     feather_px = feather_mm / metadata.canvas.spacing_mm[0]
     above, native_rows, mosaic_rows, mosaic_cols = _native_grid(
-        slab, layout, (extend_superior_mm, extend_inferior_mm))
+        slab, layout, (extend_superior_mm, extend_inferior_mm)
+    )
     known_native = slab.scaling.normalise(slab.native)
     known_rows = np.zeros(len(native_rows), dtype=bool)
     known_rows[above : above + slab.native.shape[1]] = True
-    known_mask = np.broadcast_to(known_rows[None, :, None], (slab.native.shape[0], len(native_rows),
-                                                             slab.native.shape[2]))
+    known_mask = np.broadcast_to(
+        known_rows[None, :, None], (slab.native.shape[0], len(native_rows), slab.native.shape[2])
+    )
     outputs = []
     try:
         for _ in range(samples):
@@ -211,8 +237,9 @@ def complete(
             if not reference:
                 placed = np.zeros_like(generated)
                 placed[:, known_rows] = known_native
-                generated = blend_seam(generated, placed, known_mask,
-                                       feather_mm / float(slab.native_spacing[1]))
+                generated = blend_seam(
+                    generated, placed, known_mask, feather_mm / float(slab.native_spacing[1])
+                )
             values = slab.scaling.denormalise(generated)
             if not reference:
                 values[:, known_rows] = slab.native
@@ -239,9 +266,16 @@ def complete(
     out_mask, _ = reorient(known_mask.astype(np.uint8), out_affine, codes)
     out_spread = reorient(spread, out_affine, codes)[0] if spread is not None else None
     return CompletionResult(
-        image=out_image, affine=final_affine, mask=out_mask, spread=out_spread, model=metadata.name,
-        device=str(torch_device), samples=samples, nfe=samples * layout.windows * nfe_per_window,
-        seconds=time.perf_counter() - started, slice_indices=slab.slice_indices,
+        image=out_image,
+        affine=final_affine,
+        mask=out_mask,
+        spread=out_spread,
+        model=metadata.name,
+        device=str(torch_device),
+        samples=samples,
+        nfe=samples * layout.windows * nfe_per_window,
+        seconds=time.perf_counter() - started,
+        slice_indices=slab.slice_indices,
     )
 
 

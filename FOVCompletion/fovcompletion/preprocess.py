@@ -55,7 +55,9 @@ def select_slices(
     if index_range is not None:
         start, stop = index_range
         if not (0 <= start < stop <= n_slices):
-            raise InputError(f"slice range {start}:{stop} is outside the scan's {n_slices} sagittal slices (0:{n_slices})")
+            raise InputError(
+                f"slice range {start}:{stop} is outside the scan's {n_slices} sagittal slices (0:{n_slices})"
+            )
         return start, stop
     count = count or 1
     if count < 1:

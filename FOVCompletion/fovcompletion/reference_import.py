@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bundle import BundleMetadata, CanvasSpec, IntensitySpec, SchedulerSpec, load_state_dict_file, load_weights, save_bundle
+from .bundle import (
+    BundleMetadata,
+    CanvasSpec,
+    IntensitySpec,
+    SchedulerSpec,
+    load_state_dict_file,
+    load_weights,
+    save_bundle,
+)
 from .errors import BundleError, InputError
 from .image_io import read_volume
 from .latent_scale import latent_scale_factor
@@ -30,10 +38,14 @@ def load_old_unet_state(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -
         with contextlib.redirect_stdout(io.StringIO()):
             unet.load_old_state_dict(remaining)
     except (KeyError, RuntimeError) as error:
-        raise BundleError(f"diffusion UNet checkpoint does not match the architecture: {str(error).splitlines()[0][:200]}") from None
+        raise BundleError(
+            f"diffusion UNet checkpoint does not match the architecture: {str(error).splitlines()[0][:200]}"
+        ) from None
     leftovers = [key for key in remaining if key not in unet.state_dict()]
     if leftovers:
-        raise BundleError(f"diffusion UNet checkpoint has {len(leftovers)} unexpected keys, e.g. {leftovers[0]!r}")
+        raise BundleError(
+            f"diffusion UNet checkpoint has {len(leftovers)} unexpected keys, e.g. {leftovers[0]!r}"
+        )
 
 
 def find_scans(root: str | os.PathLike) -> list[Path]:
@@ -74,7 +86,9 @@ def import_reference_checkpoints(
 ) -> Path:
     """Write a bundle from reference checkpoints; the scale factor is given or computed from training scans."""
     if (scale_factor is None) == (scale_data is None):
-        raise InputError("give exactly one of a scale factor or a folder of training scans to compute it from")
+        raise InputError(
+            "give exactly one of a scale factor or a folder of training scans to compute it from"
+        )
     autoencoder_args = autoencoder_args or reference_autoencoder_args()
     unet_args = unet_args or reference_unet_args()
     autoencoder = build_network("VQVAE", autoencoder_args)

@@ -70,7 +70,9 @@ def list_bundles() -> list[BundleInfo]:
                 metadata = read_metadata(folder)
             except FOVCompletionError:
                 continue
-            found.append(BundleInfo(metadata.name, folder, source, metadata.description, metadata.default_slices))
+            found.append(
+                BundleInfo(metadata.name, folder, source, metadata.description, metadata.default_slices)
+            )
     return found
 
 

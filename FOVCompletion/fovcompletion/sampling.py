@@ -155,7 +155,9 @@ class LatentInpainter:
                 continue
             eps, x0 = self._eps_and_x0(z, t)
             a_t, a_next = self._alpha(t), self._alpha(t_next)
-            sigma = options.eta * ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)) ** 0.5 if t_next >= 0 else 0.0
+            sigma = (
+                options.eta * ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)) ** 0.5 if t_next >= 0 else 0.0
+            )
             z = a_next**0.5 * x0 + max(1 - a_next - sigma**2, 0.0) ** 0.5 * eps
             if sigma > 0:
                 z = z + sigma * self._noise(z)

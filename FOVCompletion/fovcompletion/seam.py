@@ -18,7 +18,9 @@ def smooth_residual(residual: np.ndarray, known: np.ndarray, sigma: float) -> np
     return np.where(weight > 1e-6, total / np.maximum(weight, 1e-6), 0.0).astype(np.float32)
 
 
-def blend_seam(generated: np.ndarray, known_values: np.ndarray, known: np.ndarray, feather: float) -> np.ndarray:
+def blend_seam(
+    generated: np.ndarray, known_values: np.ndarray, known: np.ndarray, feather: float
+) -> np.ndarray:
     """Per 2D plane: known pixels from `known_values`, generated ones corrected near the seam.
 
     `feather` is the fade length in pixels (along any direction); 0 disables the correction.

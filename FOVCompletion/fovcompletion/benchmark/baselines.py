@@ -23,7 +23,9 @@ MIN_COLUMN_OVERLAP = 0.5
 def constant_fill(visible: np.ndarray, above: int, below: int) -> np.ndarray:
     """Hidden rows take the mean of each slice's visible part."""
     means = visible.mean(axis=(1, 2), keepdims=True)
-    out = np.broadcast_to(means, (visible.shape[0], above + visible.shape[1] + below, visible.shape[2])).copy()
+    out = np.broadcast_to(
+        means, (visible.shape[0], above + visible.shape[1] + below, visible.shape[2])
+    ).copy()
     out[:, above : above + visible.shape[1]] = visible
     return out.astype(np.float32)
 
@@ -94,7 +96,9 @@ class Match:
     coverage: float  # fraction of the hidden rows the library volume actually has
 
 
-def best_shift(template: np.ndarray, library: np.ndarray, hidden: int) -> tuple[int, int, float, float] | None:
+def best_shift(
+    template: np.ndarray, library: np.ndarray, hidden: int
+) -> tuple[int, int, float, float] | None:
     """The translation maximising NCC, the template's rows inside the library and the hidden rows above it
     available where possible (full coverage beats any partial one); None when nothing overlaps enough."""
     rows_t, cols_t = template.shape
@@ -141,8 +145,15 @@ class RetrievalBaseline:
         same = [i for i in usable if self.library[i].region == region]
         return same or usable
 
-    def fill(self, visible: np.ndarray, above: int, below: int, spacing: tuple[float, float],
-             region: str, exclude: str) -> np.ndarray:
+    def fill(
+        self,
+        visible: np.ndarray,
+        above: int,
+        below: int,
+        spacing: tuple[float, float],
+        region: str,
+        exclude: str,
+    ) -> np.ndarray:
         """The completed slab; rows no library volume covers fall back to the visible mean."""
         self.last_matches = []
         out = constant_fill(visible, above, below)
@@ -153,8 +164,15 @@ class RetrievalBaseline:
             out[:, above + visible.shape[1] :] = block[:, ::-1]
         return out
 
-    def _continue(self, visible: np.ndarray, hidden: int, spacing: tuple[float, float], region: str,
-                  exclude: str, flipped: bool = False) -> np.ndarray:
+    def _continue(
+        self,
+        visible: np.ndarray,
+        hidden: int,
+        spacing: tuple[float, float],
+        region: str,
+        exclude: str,
+        flipped: bool = False,
+    ) -> np.ndarray:
         """`hidden` rows to put above `visible` (callers flip rows to continue downwards)."""
         n_slices, _, n_cols = visible.shape
         band = visible[:, : max(2, int(round(MATCH_MM / spacing[0])))]
@@ -179,8 +197,9 @@ class RetrievalBaseline:
         return paste_continuation(band, slab, best.dy, best.dx, hidden, fallback)
 
 
-def paste_continuation(band: np.ndarray, library: np.ndarray, dy: int, dx: int, hidden: int,
-                       fallback: np.ndarray) -> np.ndarray:
+def paste_continuation(
+    band: np.ndarray, library: np.ndarray, dy: int, dx: int, hidden: int, fallback: np.ndarray
+) -> np.ndarray:
     """Rows dy - hidden .. dy - 1 of the library slab, shifted by dx, intensity-matched to the overlap."""
     n_slices, rows_t, n_cols = band.shape
     cols = np.arange(n_cols) + dx

@@ -89,8 +89,10 @@ def to_model_orientation(volume: Volume) -> Volume:
 # ---------------------------------------------------------------------------------------------- BIDS data
 
 
-def subject_id(name: str) -> str:
-    """`errsm11` and `sub-errsm11` name one subject."""
+def subject_id(name: str | dict) -> str:
+    """`errsm11`, `sub-errsm11` and a training manifest's {"subject": ...} name one subject."""
+    if isinstance(name, dict):
+        name = name.get("subject", "")
     name = str(name).strip()
     return name if name.startswith("sub-") else f"sub-{name}"
 
@@ -108,7 +110,9 @@ def bids_subjects(root: str | Path) -> dict[str, tuple[Path, str]]:
                 if row.get("participant_id"):
                     regions[subject_id(row["participant_id"])] = (row.get("region") or "unknown").strip()
     found = {}
-    for path in sorted(root.glob("sub-*/anat/sub-*_T2w.nii*")) + sorted(root.glob("sub-*/ses-*/anat/sub-*_T2w.nii*")):
+    for path in sorted(root.glob("sub-*/anat/sub-*_T2w.nii*")) + sorted(
+        root.glob("sub-*/ses-*/anat/sub-*_T2w.nii*")
+    ):
         subject = subject_id(path.name.split("_")[0])
         found.setdefault(subject, (path, regions.get(subject, "unknown")))
     if not found:
@@ -116,7 +120,9 @@ def bids_subjects(root: str | Path) -> dict[str, tuple[Path, str]]:
     return found
 
 
-def split_subjects(subjects: Iterable[str], held_out: Sequence[str] | None) -> tuple[list[str], list[str]]:
+def split_subjects(
+    subjects: Iterable[str], held_out: Sequence[str | dict] | None
+) -> tuple[list[str], list[str]]:
     """(evaluation subjects, training subjects): the bundle's held-out list when it has one, else all vs all."""
     subjects = sorted(subjects)
     if not held_out:
@@ -154,8 +160,15 @@ def real_cases(
             continue
         for end in directions_of(direction):
             cases.append(
-                Case(f"{subject}/{end}", subject, "real", region, volume.array, volume.affine,
-                     hide_rows(n_rows, hidden, end))
+                Case(
+                    f"{subject}/{end}",
+                    subject,
+                    "real",
+                    region,
+                    volume.array,
+                    volume.affine,
+                    hide_rows(n_rows, hidden, end),
+                )
             )
     return cases[:limit] if limit is not None else cases
 
@@ -196,7 +209,9 @@ def centerline_in_model(phantom, shape: tuple[int, ...], model_affine: np.ndarra
     return np.interp(rows, model[order, 1], model[order, 2])
 
 
-def phantom_cases(count: int, spacing_mm: float, keep_region: str = "cervical", first_seed: int = 0) -> list[Case]:
+def phantom_cases(
+    count: int, spacing_mm: float, keep_region: str = "cervical", first_seed: int = 0
+) -> list[Case]:
     """Whole-spine phantoms with only `keep_region` visible: the rest, above and below, is to be completed."""
     from ..phantom import generate_phantom
 
@@ -206,8 +221,18 @@ def phantom_cases(count: int, spacing_mm: float, keep_region: str = "cervical", 
         volume, labels, centerline = _phantom_to_model(phantom)
         known = region_rows(phantom, keep_region, volume)
         cases.append(
-            Case(f"phantom-{seed}/{keep_region}", f"phantom-{seed}", "phantom", "whole-spine", volume.array,
-                 volume.affine, known, labels, centerline, dict(getattr(phantom, "label_names", {})))
+            Case(
+                f"phantom-{seed}/{keep_region}",
+                f"phantom-{seed}",
+                "phantom",
+                "whole-spine",
+                volume.array,
+                volume.affine,
+                known,
+                labels,
+                centerline,
+                dict(getattr(phantom, "label_names", {})),
+            )
         )
     return cases
 
@@ -239,8 +264,10 @@ def phantom_library(count: int, spacing_mm: float, first_seed: int) -> list[Libr
 
         return load
 
-    return [LibraryEntry(f"phantom-{seed}", "whole-spine", loader(seed))
-            for seed in range(first_seed, first_seed + count)]
+    return [
+        LibraryEntry(f"phantom-{seed}", "whole-spine", loader(seed))
+        for seed in range(first_seed, first_seed + count)
+    ]
 
 
 def real_library(subjects: dict[str, tuple[Path, str]], training: Sequence[str]) -> list[LibraryEntry]:

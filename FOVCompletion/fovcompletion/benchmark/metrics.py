@@ -73,7 +73,11 @@ def bands(known_rows: np.ndarray, spacing_mm: float, near_mm: float = NEAR_MM) -
     """Row masks: all hidden rows, the first `near_mm` past the boundary, and beyond."""
     distance = row_distance_mm(known_rows, spacing_mm)
     hidden = ~np.asarray(known_rows, dtype=bool)
-    return {"": hidden, "_near": hidden & (distance <= near_mm + 1e-6), "_far": hidden & (distance > near_mm + 1e-6)}
+    return {
+        "": hidden,
+        "_near": hidden & (distance <= near_mm + 1e-6),
+        "_far": hidden & (distance > near_mm + 1e-6),
+    }
 
 
 def boundary_pairs(known_rows: np.ndarray) -> list[tuple[int, int]]:

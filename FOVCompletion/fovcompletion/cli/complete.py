@@ -13,16 +13,27 @@ from .options import add_completion_options, completion_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("complete", help="complete a partial-FOV sagittal scan",
-                                   description="Complete a partial field of view of a sagittal T2w spine scan.")
+    parser = subparsers.add_parser(
+        "complete",
+        help="complete a partial-FOV sagittal scan",
+        description="Complete a partial field of view of a sagittal T2w spine scan.",
+    )
     parser.add_argument("input", type=Path, help="NIfTI or NRRD scan")
     parser.add_argument("-o", "--output", type=Path, required=True, help="completed volume (.nii.gz/.nrrd)")
     parser.add_argument("--mask-output", type=Path, default=None, help="also write the known-region mask")
-    parser.add_argument("--spread-output", type=Path, default=None,
-                        help="also write the per-voxel standard deviation (with --samples > 1)")
+    parser.add_argument(
+        "--spread-output",
+        type=Path,
+        default=None,
+        help="also write the per-voxel standard deviation (with --samples > 1)",
+    )
     parser.add_argument("--preview", type=Path, default=None, help="PNG montage: input, completion, overlay")
-    parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
-                        help="bar on stderr (default), one JSON line per step on stdout, or none")
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="bar on stderr (default), one JSON line per step on stdout, or none",
+    )
     add_completion_options(parser)
     parser.set_defaults(handler=run)
 
@@ -53,8 +64,14 @@ def run(args: argparse.Namespace) -> int:
     cancelled = cancel_on_stdin_close(json_lines is not None)
     try:
         result = complete_file(
-            args.input, args.output, mask_path=args.mask_output, spread_path=args.spread_output,
-            preview_path=args.preview, steps=args.steps, progress=progress, cancel=cancelled.is_set,
+            args.input,
+            args.output,
+            mask_path=args.mask_output,
+            spread_path=args.spread_output,
+            preview_path=args.preview,
+            steps=args.steps,
+            progress=progress,
+            cancel=cancelled.is_set,
             **completion_kwargs(args),
         )
     except FOVCompletionError as error:
@@ -63,11 +80,19 @@ def run(args: argparse.Namespace) -> int:
         raise
     spread = str(args.spread_output) if args.spread_output and result.spread is not None else None
     if json_lines is not None:
-        json_lines.send("done", output=str(args.output), mask=str(args.mask_output) if args.mask_output else None,
-                        spread=spread, seconds=round(result.seconds, 3))
+        json_lines.send(
+            "done",
+            output=str(args.output),
+            mask=str(args.mask_output) if args.mask_output else None,
+            spread=spread,
+            seconds=round(result.seconds, 3),
+        )
     else:
-        print(f"wrote {args.output} ({result.image.shape[0]} slices, {result.nfe} UNet evaluations, "
-              f"{result.seconds:.1f} s on {result.device})", file=sys.stderr)
+        print(
+            f"wrote {args.output} ({result.image.shape[0]} slices, {result.nfe} UNet evaluations, "
+            f"{result.seconds:.1f} s on {result.device})",
+            file=sys.stderr,
+        )
         for label, path in (("mask", args.mask_output), ("spread map", spread), ("preview", args.preview)):
             if path:
                 print(f"wrote {label} {path}", file=sys.stderr)

@@ -12,14 +12,19 @@ from .options import add_completion_options, completion_kwargs
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="complete a generated cervical phantom with the bundled model",
+        "demo",
+        help="complete a generated cervical phantom with the bundled model",
         description="Generate a whole-spine phantom, keep its cervical region, complete it inferiorly, and "
         "write the partial input, the completion, its mask and a preview PNG.",
     )
     parser.add_argument("--out", type=Path, default=Path("fovcompletion-demo"), help="output folder")
     parser.add_argument("--phantom-seed", type=int, default=7, help="phantom variant")
-    parser.add_argument("--region", choices=("cervical", "thoracic", "lumbar"), default="cervical",
-                        help="the part of the phantom kept as the partial input")
+    parser.add_argument(
+        "--region",
+        choices=("cervical", "thoracic", "lumbar"),
+        default="cervical",
+        help="the part of the phantom kept as the partial input",
+    )
     add_completion_options(parser, default_inferior=128.0)
     parser.set_defaults(handler=run)
 
@@ -37,10 +42,19 @@ def run(args: argparse.Namespace) -> int:
     output = args.out / f"phantom_{args.region}_completed.nii.gz"
     mask = args.out / f"phantom_{args.region}_known_mask.nii.gz"
     preview = args.out / f"phantom_{args.region}_preview.png"
-    result = complete_file(input_path, output, mask_path=mask, preview_path=preview, steps=args.steps,
-                           progress=TextProgressBar(), **completion_kwargs(args))
+    result = complete_file(
+        input_path,
+        output,
+        mask_path=mask,
+        preview_path=preview,
+        steps=args.steps,
+        progress=TextProgressBar(),
+        **completion_kwargs(args),
+    )
     print(f"partial input:      {input_path}")
-    print(f"completed volume:   {output}  ({result.seconds:.1f} s, {result.nfe} UNet evaluations, {result.device})")
+    print(
+        f"completed volume:   {output}  ({result.seconds:.1f} s, {result.nfe} UNet evaluations, {result.device})"
+    )
     print(f"known-region mask:  {mask}")
     print(f"preview PNG:        {preview}")
     print(f"whole-spine truth:  {args.out / 'phantom_whole.nii.gz'}", file=sys.stderr)

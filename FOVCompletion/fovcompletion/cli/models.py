@@ -9,8 +9,11 @@ from ..errors import FOVCompletionError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list and verify the model bundles found",
-                                   description="List bundles: bundled, the user folder, FOVCOMPLETION_MODEL_PATH.")
+    parser = subparsers.add_parser(
+        "models",
+        help="list and verify the model bundles found",
+        description="List bundles: bundled, the user folder, FOVCOMPLETION_MODEL_PATH.",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(handler=run)
 
@@ -23,17 +26,29 @@ def run(args: argparse.Namespace) -> int:
     for folder, source in bundle_folders_with_source():
         try:
             metadata = verify_bundle(folder)
-            rows.append({"name": metadata.name, "source": source, "path": str(folder), "status": "ok",
-                         "canvas": list(metadata.canvas.shape), "spacing_mm": list(metadata.canvas.spacing_mm),
-                         "description": metadata.description})
+            rows.append(
+                {
+                    "name": metadata.name,
+                    "source": source,
+                    "path": str(folder),
+                    "status": "ok",
+                    "canvas": list(metadata.canvas.shape),
+                    "spacing_mm": list(metadata.canvas.spacing_mm),
+                    "description": metadata.description,
+                }
+            )
         except FOVCompletionError as error:
             failures += 1
-            rows.append({"name": folder.name, "source": source, "path": str(folder), "status": f"INVALID: {error}"})
+            rows.append(
+                {"name": folder.name, "source": source, "path": str(folder), "status": f"INVALID: {error}"}
+            )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         if not rows:
-            print(f"no bundles found (searched the bundled models, {user_models_dir()} and ${ENV_MODEL_PATH})")
+            print(
+                f"no bundles found (searched the bundled models, {user_models_dir()} and ${ENV_MODEL_PATH})"
+            )
         for row in rows:
             print(f"{row['name']:<36} {row['source']:<8} {row['status']:<6} {row['path']}")
     return 1 if failures else 0

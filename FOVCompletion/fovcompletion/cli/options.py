@@ -21,30 +21,54 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
-                        help="auto picks CUDA, then MPS, then CPU (default: auto)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICE_CHOICES,
+        help="auto picks CUDA, then MPS, then CPU (default: auto)",
+    )
 
 
 def add_completion_options(parser: argparse.ArgumentParser, default_inferior: float = 0.0) -> None:
     """What `complete` and `demo` share: slices, steps, extension, seed, samples, device, model."""
     add_model_option(parser)
     chosen = parser.add_mutually_exclusive_group()
-    chosen.add_argument("--slices", type=int, default=None,
-                        help="number of central sagittal slices (default: the model's)")
-    chosen.add_argument("--slice-range", type=slice_range, default=None, metavar="A:B",
-                        help="sagittal slices A to B-1 along the input's left-right axis")
+    chosen.add_argument(
+        "--slices", type=int, default=None, help="number of central sagittal slices (default: the model's)"
+    )
+    chosen.add_argument(
+        "--slice-range",
+        type=slice_range,
+        default=None,
+        metavar="A:B",
+        help="sagittal slices A to B-1 along the input's left-right axis",
+    )
     parser.add_argument("--steps", type=int, default=50, help="denoising steps, 1..1000 (default: 50)")
-    parser.add_argument("--extend-superior", type=float, default=0.0, metavar="MM",
-                        help="millimetres to add above the scan")
-    parser.add_argument("--extend-inferior", type=float, default=default_inferior, metavar="MM",
-                        help="millimetres to add below the scan")
+    parser.add_argument(
+        "--extend-superior", type=float, default=0.0, metavar="MM", help="millimetres to add above the scan"
+    )
+    parser.add_argument(
+        "--extend-inferior",
+        type=float,
+        default=default_inferior,
+        metavar="MM",
+        help="millimetres to add below the scan",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are bit-reproducible)")
-    parser.add_argument("--samples", type=int, default=1,
-                        help="number of samples; more than one gives their mean and a spread map")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="number of samples; more than one gives their mean and a spread map",
+    )
     add_device_option(parser)
     sampler = parser.add_argument_group("sampler")
-    sampler.add_argument("--sampler", choices=("ddim", "reference"), default="ddim",
-                         help="ddim (default) or the reference implementation's DDPM algorithm")
+    sampler.add_argument(
+        "--sampler",
+        choices=("ddim", "reference"),
+        default="ddim",
+        help="ddim (default) or the reference implementation's DDPM algorithm",
+    )
     sampler.add_argument("--resample", type=int, default=1, help="RePaint resamples per jump (1 = none)")
     sampler.add_argument("--jump-length", type=int, default=1, help="RePaint jump length in steps")
     sampler.add_argument("--mask-erosion", type=int, default=0, help="erode the latent known mask by N cells")
@@ -54,8 +78,14 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
 def sampler_options(args: argparse.Namespace):
     from ..sampling import SamplerOptions
 
-    return SamplerOptions(method=args.sampler, steps=args.steps, eta=args.eta, resample=args.resample,
-                          jump_length=args.jump_length, mask_erosion=args.mask_erosion)
+    return SamplerOptions(
+        method=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        resample=args.resample,
+        jump_length=args.jump_length,
+        mask_erosion=args.mask_erosion,
+    )
 
 
 def completion_kwargs(args: argparse.Namespace) -> dict:

@@ -23,7 +23,7 @@ LAST = "checkpoint_last.pt"
 def rng_state() -> dict[str, Any]:
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state()[1].copy(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
         "numpy_pos": int(np.random.get_state()[2]),
         "python": list(random.getstate()[1]),
     }
@@ -34,7 +34,7 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", np.asarray(state["numpy"], dtype=np.uint32), int(state["numpy_pos"]), 0, 0.0))
+    np.random.set_state(("MT19937", np.asarray(state["numpy"]).astype(np.uint32), int(state["numpy_pos"]), 0, 0.0))
     random.setstate((3, tuple(int(v) for v in state["python"]), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,241 @@
+"""Run every method on every case: complete the hidden rows, check the output lies on the truth's grid, measure.
+
+One bundle is loaded once and shared; every method sees the same cases, slices and seeds, so differences come
+from the methods alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..device import resolve_device
+from ..errors import FOVCompletionError, InputError
+from ..pipeline import CompletionResult, complete, get_bundle
+from ..preprocess import select_slices
+from ..sampling import SamplerOptions
+from .baselines import RetrievalBaseline, constant_fill, mirror_fill
+from .cases import Case
+from .levels import level_counts
+from .metrics import NEAR_MM, quality
+from .resources import describe_device, peak_rss_mb, reset_peak_rss, threads
+from .timing import UNetTimer
+
+FAMILIES = ("ours", "resample", "reference", "constant", "mirror", "retrieval")
+LEARNED = ("ours", "resample", "reference")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of the comparison; `name` is the key in results.json."""
+
+    name: str
+    family: str
+    steps: int = 0
+    resample: int = 1
+
+    @property
+    def learned(self) -> bool:
+        return self.family in LEARNED
+
+    def sampler(self) -> SamplerOptions:
+        if self.family == "reference":
+            return SamplerOptions(method="reference", steps=self.steps)
+        return SamplerOptions(method="ddim", steps=self.steps, resample=self.resample)
+
+
+def build_methods(
+    families: set[str], steps: list[int], resamples: list[int], resample_steps: int, reference_steps: int
+) -> list[Method]:
+    """The comparison, in the order tables and plots show it."""
+    unknown = families - set(FAMILIES)
+    if unknown:
+        raise InputError(
+            f"unknown method(s) {', '.join(sorted(unknown))} (choose from {', '.join(FAMILIES)})"
+        )
+    methods: list[Method] = []
+    if "ours" in families:
+        methods += [Method(f"ours-steps{n}", "ours", n) for n in steps]
+    if "resample" in families:
+        methods += [
+            Method(f"ours-steps{resample_steps}-resample{r}", "resample", resample_steps, r)
+            for r in resamples
+            if r > 1
+        ]
+    if "reference" in families:
+        methods.append(Method("reference", "reference", reference_steps))
+    methods += [Method(name, name) for name in ("constant", "mirror", "retrieval") if name in families]
+    return methods
+
+
+@dataclass
+class Outcome:
+    """One method on one case."""
+
+    case: str
+    source: str
+    method: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    nfe: int = 0
+    seconds: float = 0.0
+    unet_seconds: float = 0.0
+    slices: int = 0
+    peak_rss_mb: float = 0.0
+    levels: dict[str, float] | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class Example:
+    """The mid-sagittal slice of one case, truth and every method, for examples.png."""
+
+    case: str
+    truth: np.ndarray
+    known_rows: np.ndarray
+    spacing: tuple[float, float]
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    model: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    slices: int | None = None
+    reference_cases: int | None = None  # None: every case
+    examples: int = 3
+    near_mm: float = NEAR_MM
+
+
+@dataclass
+class BenchmarkRun:
+    model: str
+    device: str
+    threads: int
+    methods: list[Method]
+    outcomes: list[Outcome]
+    examples: list[Example]
+    case_names: list[str]
+
+
+def on_truth_grid(result: CompletionResult, case: Case, start: int, stop: int) -> None:
+    """The completion must lie voxel for voxel on the truth's chosen slices (checked from the affines)."""
+    index = np.linalg.inv(case.affine) @ result.affine
+    expected = np.eye(4)
+    expected[0, 3] = start
+    shape = (stop - start, *case.truth.shape[1:])
+    if not np.allclose(index, expected, atol=1e-3) or result.image.shape != shape:
+        raise RuntimeError(
+            f"{case.name}: completion output is not on the truth grid (output {result.image.shape}, truth slab "
+            f"{shape}, truth-index-from-output map offset {np.round(index[:3, 3], 3).tolist()})"
+        )
+
+
+def run_learned(
+    method: Method, case: Case, bundle, settings: Settings, count: int, seed: int
+) -> CompletionResult:
+    above_mm, below_mm = case.extension_mm
+    return complete(
+        case.partial(),
+        model=bundle,
+        slices=count,
+        extend_superior_mm=above_mm,
+        extend_inferior_mm=below_mm,
+        seed=seed,
+        device=settings.device,
+        sampler=method.sampler(),
+    )
+
+
+def run_benchmark(
+    cases: list[Case],
+    methods: list[Method],
+    settings: Settings,
+    retrieval: dict[str, RetrievalBaseline],
+    log: Callable[[str], None] = print,
+) -> BenchmarkRun:
+    """Every method on every case (the reference on `settings.reference_cases` cases it fits on)."""
+    device = resolve_device(settings.device)
+    needs_model = any(m.learned for m in methods)
+    bundle = get_bundle(settings.model, device) if needs_model else None
+    count = settings.slices or (bundle.metadata.default_slices if bundle else 5)
+    outcomes: list[Outcome] = []
+    examples: list[Example] = []
+    reference_done = 0
+    for number, case in enumerate(cases):
+        start, stop = select_slices(case.truth.shape[0], min(count, case.truth.shape[0]))
+        truth = case.truth[start:stop]
+        spacing_si, spacing_ap = float(case.spacing[1]), float(case.spacing[2])
+        visible = truth[:, case.known_rows]
+        above, below = case.hidden_rows
+        mid = truth.shape[0] // 2
+        example = (
+            Example(case.name, truth[mid], case.known_rows, (spacing_si, spacing_ap))
+            if number < settings.examples
+            else None
+        )
+        for method in methods:
+            outcome = Outcome(case.name, case.source, method.name, slices=truth.shape[0])
+            if (
+                method.family == "reference"
+                and settings.reference_cases is not None
+                and reference_done >= settings.reference_cases
+            ):
+                continue
+            reset_peak_rss()
+            try:
+                if method.learned:
+                    with UNetTimer(bundle.unet) as timer:
+                        result = run_learned(
+                            method, case, bundle, settings, truth.shape[0], settings.seed + number
+                        )
+                    on_truth_grid(result, case, start, stop)
+                    pred = result.image
+                    outcome.nfe, outcome.seconds, outcome.unet_seconds = (
+                        result.nfe,
+                        result.seconds,
+                        timer.seconds,
+                    )
+                else:
+                    started = time.perf_counter()
+                    if method.family == "constant":
+                        pred = constant_fill(visible, above, below)
+                    elif method.family == "mirror":
+                        pred = mirror_fill(visible, above, below)
+                    else:
+                        pred = retrieval[case.source].fill(
+                            visible, above, below, (spacing_si, spacing_ap), case.region, case.subject
+                        )
+                    outcome.seconds = time.perf_counter() - started
+            except FOVCompletionError as error:
+                outcome.skipped = str(error)
+                log(f"  {case.name} {method.name}: skipped ({error})")
+                outcomes.append(outcome)
+                continue
+            outcome.peak_rss_mb = peak_rss_mb()
+            outcome.metrics = quality(pred, truth, case.known_rows, spacing_si, settings.near_mm)
+            if case.labels is not None:
+                outcome.levels = level_counts(case, pred[mid], start + mid)
+            if method.family == "reference":
+                reference_done += 1
+            if example is not None:
+                example.predictions[method.name] = np.asarray(pred[mid], dtype=np.float32)
+            outcomes.append(outcome)
+            log(
+                f"  {case.name} {method.name}: SSIM {outcome.metrics['ssim']:.3f} MAE {outcome.metrics['mae']:.4f} "
+                f"seam {outcome.metrics['seam']:.2f} NFE {outcome.nfe} {outcome.seconds:.1f} s"
+            )
+        if example is not None:
+            examples.append(example)
+    return BenchmarkRun(
+        model=bundle.metadata.name if bundle else "none",
+        device=describe_device(device),
+        threads=threads(),
+        methods=methods,
+        outcomes=outcomes,
+        examples=examples,
+        case_names=[c.name for c in cases],
+    )

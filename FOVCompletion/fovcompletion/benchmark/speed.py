@@ -1,0 +1,68 @@
+"""Seconds per UNet step of a network at its canvas size, random weights (speed does not depend on them).
+
+Puts the reference implementation's 254 M-parameter UNet next to the default model on the same machine.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ..device import autocast_dtype, resolve_device
+from ..networks import build_network, count_parameters, reference_unet_args
+from .resources import describe_device
+
+REFERENCE_CANVAS = (1280, 512)
+REFERENCE_LATENT_FACTOR = 8
+
+
+def unet_step_seconds(
+    unet_args: dict[str, Any],
+    latent_shape: tuple[int, int],
+    device: str = "auto",
+    steps: int = 2,
+    batch: int = 1,
+    unet: torch.nn.Module | None = None,
+) -> dict[str, Any]:
+    """Mean wall time of `steps` UNet calls on a batch of `batch` latents (after one warm-up call)."""
+    torch_device = resolve_device(device)
+    network = unet if unet is not None else build_network("DiffusionModelUNet", unet_args)
+    network = network.to(torch_device).eval()
+    z = torch.randn(batch, int(unet_args["in_channels"]), *latent_shape, device=torch_device)
+    t = torch.full((batch,), 500, device=torch_device, dtype=torch.long)
+    dtype = autocast_dtype(torch_device)
+
+    def call() -> None:
+        with torch.no_grad(), torch.autocast(torch_device.type, dtype=dtype, enabled=dtype is not None):
+            network(z, t)
+        if torch_device.type == "cuda":
+            torch.cuda.synchronize()
+
+    call()
+    started = time.perf_counter()
+    for _ in range(steps):
+        call()
+    per_step = (time.perf_counter() - started) / steps
+    return {
+        "device": describe_device(torch_device),
+        "latent": f"{latent_shape[0]}x{latent_shape[1]}",
+        "batch": batch,
+        "parameters_m": round(count_parameters(network) / 1e6, 1),
+        "seconds_per_unet_step_per_slice": per_step / batch,
+    }
+
+
+def reference_size_speed(device: str = "auto", steps: int = 2) -> dict[str, Any]:
+    """The reference UNet (random weights) on its 1280 x 512 canvas, latent /8: 160 x 64 x 16."""
+    latent = (REFERENCE_CANVAS[0] // REFERENCE_LATENT_FACTOR, REFERENCE_CANVAS[1] // REFERENCE_LATENT_FACTOR)
+    return unet_step_seconds(reference_unet_args(), latent, device, steps)
+
+
+def bundle_speed(bundle, device: str = "auto", steps: int = 2) -> dict[str, Any]:
+    """A bundle's own UNet at its canvas size."""
+    metadata = bundle.metadata
+    factor = metadata.latent_factor
+    latent = (metadata.canvas.shape[0] // factor, metadata.canvas.shape[1] // factor)
+    return unet_step_seconds(metadata.diffusion["args"], latent, device, steps, unet=bundle.unet)

@@ -1,0 +1,262 @@
+"""`fovcompletion benchmark`: hide part of held-out scans and phantoms, complete it with every method, measure."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..device import DEVICE_CHOICES
+from ..errors import InputError
+
+QUICK = {
+    "steps": [10, 25],
+    "resample": [2],
+    "real_cases": 2,
+    "phantoms": 1,
+    "reference_cases": 1,
+    "speed_steps": 1,
+}
+FULL = {
+    "steps": [10, 25, 50, 100],
+    "resample": [2, 5],
+    "real_cases": None,
+    "phantoms": 2,
+    "reference_cases": None,
+    "speed_steps": 2,
+}
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers (got {text!r})") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers (got {text!r})")
+    return values
+
+
+def name_list(text: str) -> set[str]:
+    return {part.strip() for part in text.split(",") if part.strip()}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="measure completion quality and speed against baselines and the reference sampler",
+        description="Hide one end of held-out scans (and whole regions of phantoms), complete it with each method, "
+        "and write results.json, results.md, quality_vs_steps.png and examples.png.",
+    )
+    parser.add_argument("--data", type=Path, default=None, help="BIDS root (sub-*/anat/sub-*_T2w.nii.gz)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the results")
+    parser.add_argument("--model", default=None, help="bundle name or folder (default: the bundled model)")
+    parser.add_argument(
+        "--methods",
+        type=name_list,
+        default=None,
+        metavar="LIST",
+        help="comma-separated families: ours,resample,reference,constant,mirror,retrieval (default: all)",
+    )
+    parser.add_argument(
+        "--hide-mm", type=float, default=64.0, help="millimetres hidden at one end (default: 64)"
+    )
+    parser.add_argument(
+        "--direction",
+        choices=("superior", "inferior", "both"),
+        default="both",
+        help="which end is hidden; both = each in turn (default)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int_list,
+        default=None,
+        metavar="N,N",
+        help="our sampler's step counts (default: 10,25,50,100; quick: 10,25)",
+    )
+    parser.add_argument(
+        "--resample",
+        type=int_list,
+        default=None,
+        metavar="R,R",
+        help="RePaint resample counts (default: 2,5; quick: 2)",
+    )
+    parser.add_argument(
+        "--resample-steps", type=int, default=25, help="steps of the resampling runs (default: 25)"
+    )
+    parser.add_argument(
+        "--reference-steps",
+        type=int,
+        default=None,
+        help="DDPM steps of the reference sampler (default: the model's training steps, 1000)",
+    )
+    parser.add_argument(
+        "--reference-cases",
+        type=int,
+        default=None,
+        help="run the reference sampler on this many cases (default: all; quick: 1)",
+    )
+    parser.add_argument(
+        "--phantoms",
+        type=int,
+        default=None,
+        help="whole-spine phantoms to add (default: 2; quick: 1; 0 for none)",
+    )
+    parser.add_argument(
+        "--phantom-keep", default="cervical", help="phantom region left visible (default: cervical)"
+    )
+    parser.add_argument(
+        "--phantom-spacing",
+        type=float,
+        default=None,
+        help="phantom voxel size in mm (default: the model's canvas spacing)",
+    )
+    parser.add_argument("--max-cases", type=int, default=None, help="at most this many real cases")
+    parser.add_argument(
+        "--slices", type=int, default=None, help="central sagittal slices (default: the model's)"
+    )
+    parser.add_argument("--examples", type=int, default=3, help="cases shown in examples.png (default: 3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first case (then +1 per case)")
+    parser.add_argument(
+        "--no-speed",
+        action="store_true",
+        help="skip timing the reference-size UNet (random weights) next to the model's",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a subset for frequent runs: 2 real cases, 1 phantom, steps 10,25, resample 2, "
+        "the reference sampler on one case",
+    )
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: auto")
+    parser.set_defaults(handler=run)
+
+
+def canonical_command(args: argparse.Namespace) -> str:
+    """The command as a person would retype it (for results.md and the README)."""
+    parts = ["fovcompletion", "benchmark"]
+    for key, value in sorted(vars(args).items()):
+        if key in ("handler", "command") or value in (None, False):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list | set | tuple):
+            parts += [flag, ",".join(str(v) for v in sorted(value) if True)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..benchmark.runner import FAMILIES
+
+    preset = QUICK if args.quick else FULL
+    families = args.methods or set(FAMILIES)
+    phantoms = preset["phantoms"] if args.phantoms is None else args.phantoms
+    explicit_phantoms = args.phantoms is not None
+    if args.hide_mm <= 0:
+        raise InputError(f"--hide-mm must be positive (got {args.hide_mm:g})")
+    if args.data is None and phantoms <= 0:
+        raise InputError("nothing to benchmark: give --data BIDS_ROOT and/or --phantoms N")
+    if phantoms < 0 or (args.max_cases is not None and args.max_cases < 1):
+        raise InputError("--phantoms must be 0 or more and --max-cases at least 1")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} exists and is not a folder")
+    return _run(args, preset, families, phantoms, explicit_phantoms)
+
+
+def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantoms: bool) -> int:
+    from ..benchmark import cases as case_lib
+    from ..benchmark.baselines import RetrievalBaseline
+    from ..benchmark.report import write_reports
+    from ..benchmark.runner import LEARNED, Settings, build_methods, run_benchmark
+    from ..bundle import read_metadata
+    from ..registry import resolve_bundle
+
+    learned = bool(families & set(LEARNED))
+    metadata = read_metadata(resolve_bundle(args.model)) if learned or args.model else None
+    reference_steps = args.reference_steps or (metadata.scheduler.num_train_timesteps if metadata else 1000)
+    methods = build_methods(
+        families,
+        args.steps or preset["steps"],
+        args.resample or preset["resample"],
+        args.resample_steps,
+        reference_steps,
+    )
+    cases, retrieval = [], {}
+    if args.data is not None:
+        subjects = case_lib.bids_subjects(args.data)
+        held_out = (metadata.training.get("held_out") if metadata else None) or None
+        evaluation, training = case_lib.split_subjects(subjects, held_out)
+        log(
+            f"real cases from {len(evaluation)} {'held-out' if held_out else ''} subject(s); retrieval over "
+            f"{len(training)} training subject(s){'' if held_out else ' (leave-one-out: no held-out list)'}"
+        )
+        real = case_lib.real_cases(subjects, evaluation, args.hide_mm, args.direction, log=log)
+        if preset["real_cases"]:
+            real = case_lib.pick_quick(real, preset["real_cases"])
+        cases += real[: args.max_cases] if args.max_cases else real
+        retrieval["real"] = RetrievalBaseline(case_lib.real_library(subjects, training))
+    if phantoms > 0:
+        spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)
+        try:
+            cases += case_lib.phantom_cases(phantoms, spacing, args.phantom_keep, first_seed=args.seed)
+            retrieval["phantom"] = RetrievalBaseline(
+                case_lib.phantom_library(3, spacing, first_seed=args.seed + 1000)
+            )
+        except ImportError as error:
+            if explicit_phantoms:
+                raise InputError(f"phantoms are not available in this installation ({error})") from None
+            log(f"no phantoms: {error}")
+    if not cases:
+        raise InputError("no usable case: every volume is too short for the hidden length")
+    log(f"{len(cases)} case(s) x {len(methods)} method(s): {', '.join(m.name for m in methods)}")
+    settings = Settings(
+        model=args.model,
+        device=args.device,
+        seed=args.seed,
+        slices=args.slices,
+        reference_cases=args.reference_cases
+        if args.reference_cases is not None
+        else preset["reference_cases"],
+        examples=args.examples,
+    )
+    run_result = run_benchmark(cases, methods, settings, retrieval, log=log)
+    extra = {
+        "direction": args.direction,
+        "quick": bool(args.quick),
+        "command": canonical_command(args),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "slices": settings.slices or (metadata.default_slices if metadata else 5),
+        "phantom_keep": args.phantom_keep,
+        "reference_steps": reference_steps,
+    }
+    if not args.no_speed and learned:
+        extra["speed"] = _speed(args, preset["speed_steps"])
+    results = write_reports(run_result, args.out, args.hide_mm, extra)
+    log(
+        f"wrote {args.out / 'results.json'} and results.md, quality_vs_steps.png, examples.png "
+        f"({results['cases']} case(s))"
+    )
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+def _speed(args, steps: int) -> dict:
+    """UNet seconds per step per slice: the model's and the reference-size architecture's, same machine."""
+    from ..benchmark.speed import bundle_speed, reference_size_speed
+    from ..device import resolve_device
+    from ..pipeline import get_bundle
+
+    bundle = get_bundle(args.model, resolve_device(args.device))
+    speed = {bundle.metadata.name: bundle_speed(bundle, args.device, steps)}
+    log("timing the reference-size UNet (254 M parameters, random weights)...")
+    speed["reference-size (random weights)"] = reference_size_speed(args.device, steps)
+    return speed

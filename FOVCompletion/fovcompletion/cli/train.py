@@ -1,0 +1,161 @@
+"""`fovcompletion train-autoencoder | train-diffusion | export-bundle`: the three training stages.
+
+A run folder holds `config.json` (written by the first stage), each stage's checkpoints, CSV logs and sample
+PNGs. Later stages and `--resume` read the saved configuration; options given on the command line override
+only the stage's own section (and the time budget, device and threads). Launch with `torchrun` for DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, logs, samples)")
+    parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
+    parser.add_argument("--epochs", type=int, default=None, help="total epochs of this stage")
+    parser.add_argument("--iterations-per-epoch", type=int, default=None, help="iterations per epoch")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size per process")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop with a checkpoint after this many minutes (resume later)")
+    parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--validate-every", type=int, default=None, help="epochs between validation losses")
+    parser.add_argument("--sample-every", type=int, default=None, help="epochs between sample PNGs")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    ae = subparsers.add_parser("train-autoencoder", help="train the VQ-VAE (stage 1 of 3)",
+                               description="Train the VQ-VAE on windows of sagittal T2w scans (stage 1 of 3).")
+    _common(ae)
+    new = ae.add_argument_group("new runs (ignored on --resume: the run's config.json is used)")
+    new.add_argument("--preset", default="default", choices=("default", "reference"),
+                     help="default: 2 mm window model for 2 CPU cores; reference: the reference recipe (GPU)")
+    new.add_argument("--config", type=Path, default=None, help="a full training configuration (JSON)")
+    new.add_argument("--data", action="append", default=[], metavar="BIDS_ROOT",
+                     help="BIDS root with sub-*/anat/*_T2w.nii.gz (repeatable)")
+    new.add_argument("--files", nargs="+", default=[], metavar="SCAN", help="explicit scan files")
+    new.add_argument("--held-out", default="", help="comma-separated subject ids kept for validation")
+    new.add_argument("--phantoms", type=int, default=None, help="synthetic phantoms added to training")
+    new.add_argument("--seed", type=int, default=None)
+    new.add_argument("--name", default=None, help="model name (bundle name on export)")
+    loss = ae.add_argument_group("losses")
+    loss.add_argument("--perceptual-weight", type=float, default=None, help="0 disables (default)")
+    loss.add_argument("--perceptual-network", default=None, help="MONAI PerceptualLoss network_type")
+    loss.add_argument("--perceptual-weights", default=None, help="local pretrained weights file")
+    loss.add_argument("--adversarial-weight", type=float, default=None)
+    loss.add_argument("--adversarial-warmup", type=int, default=None, help="epochs before the adversarial loss")
+    ae.set_defaults(handler=run_autoencoder)
+
+    diffusion = subparsers.add_parser("train-diffusion", help="train the latent diffusion UNet (stage 2 of 3)",
+                                      description="Train the diffusion UNet on latents of the run's VQ-VAE.")
+    _common(diffusion)
+    diffusion.add_argument("--latent-augmentations", type=int, default=None,
+                           help="augmented copies of each scan encoded before training")
+    diffusion.add_argument("--ema-decay", type=float, default=None, help="EMA of the UNet weights (0 = off)")
+    diffusion.set_defaults(handler=run_diffusion)
+
+    export = subparsers.add_parser("export-bundle", help="export a trained run as a model bundle (stage 3 of 3)",
+                                   description="Write a verified bundle from the run's two final checkpoints.")
+    export.add_argument("--run", type=Path, required=True, help="run folder")
+    export.add_argument("-o", "--output", type=Path, required=True, help="bundle folder to create")
+    export.add_argument("--name", default=None, help="bundle name (default: the run's model name)")
+    export.add_argument("--version", default="0.1.0")
+    export.add_argument("--description", default=None)
+    export.add_argument("--licence", default=None, help="licence of the weights (default: derived from the data)")
+    export.add_argument("--model-card", type=Path, default=None, help="MODEL_CARD.md to include")
+    export.add_argument("--extra", nargs="+", default=[], type=Path, help="more files to include (PNG examples)")
+    export.add_argument("--metadata-json", type=Path, default=None,
+                        help="JSON with 'quality' and/or 'speed' dicts to record in bundle.json")
+    export.add_argument("--no-ema", action="store_true", help="export the raw UNet weights, not their EMA")
+    export.add_argument("--device", default="auto", help="device for the latent scale factor computation")
+    export.set_defaults(handler=run_export)
+
+
+def _base_config(args: argparse.Namespace, stage_is_first: bool):
+    from ..training.config import load_config, preset_config
+    from ..training.runner import CONFIG_FILE
+
+    saved = args.run / CONFIG_FILE
+    if saved.is_file() and (args.resume or not stage_is_first):
+        return load_config(saved), False
+    if not stage_is_first:
+        raise InputError(f"{args.run} holds no {CONFIG_FILE}: start the run with train-autoencoder first")
+    return (load_config(args.config) if args.config else preset_config(args.preset)), True
+
+
+def _stage_overrides(section, args: argparse.Namespace) -> None:
+    for option, attribute in (("epochs", "epochs"), ("iterations_per_epoch", "iterations_per_epoch"),
+                              ("batch_size", "batch_size"), ("lr", "lr")):
+        value = getattr(args, option, None)
+        if value is not None:
+            setattr(section, attribute, value)
+
+
+def _run_overrides(config, args: argparse.Namespace) -> None:
+    config.max_minutes = args.max_minutes
+    for option in ("device", "threads", "validate_every", "sample_every"):
+        value = getattr(args, option)
+        if value is not None:
+            setattr(config, option, value)
+
+
+def run_autoencoder(args: argparse.Namespace) -> int:
+    from ..training.autoencoder import train_autoencoder
+
+    config, new = _base_config(args, stage_is_first=True)
+    if new:
+        if args.data or args.files:
+            config.data.roots = [str(Path(p).resolve()) for p in args.data]
+            config.data.files = [str(Path(p).resolve()) for p in args.files]
+        config.data.held_out = [s.strip() for s in args.held_out.split(",") if s.strip()] or config.data.held_out
+        for option, target in (("phantoms", config.data), ("seed", config), ("name", config)):
+            value = getattr(args, option)
+            if value is not None:
+                setattr(target, option, value)
+    cfg = config.autoencoder
+    for option, attribute in (("perceptual_weight", "perceptual_weight"),
+                              ("perceptual_network", "perceptual_network"),
+                              ("perceptual_weights", "perceptual_weights"),
+                              ("adversarial_weight", "adversarial_weight"),
+                              ("adversarial_warmup", "adversarial_warmup_epochs")):
+        value = getattr(args, option)
+        if value is not None:
+            setattr(cfg, attribute, value)
+    _stage_overrides(cfg, args)
+    _run_overrides(config, args)
+    path = train_autoencoder(config, args.run, resume=args.resume)
+    print(f"VQ-VAE checkpoint: {path}")
+    return 0
+
+
+def run_diffusion(args: argparse.Namespace) -> int:
+    from ..training.diffusion import train_diffusion
+
+    config, _ = _base_config(args, stage_is_first=False)
+    cfg = config.diffusion
+    _stage_overrides(cfg, args)
+    if args.latent_augmentations is not None:
+        cfg.latent_augmentations = args.latent_augmentations
+    if args.ema_decay is not None:
+        cfg.ema_decay = args.ema_decay
+    _run_overrides(config, args)
+    path = train_diffusion(config, args.run, resume=args.resume)
+    print(f"UNet checkpoint: {path}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..training.export import export_bundle
+
+    folder = export_bundle(
+        args.run, args.output, name=args.name, version=args.version, description=args.description,
+        licence=args.licence, model_card=args.model_card, extra_files=args.extra,
+        metadata_json=args.metadata_json, use_ema=not args.no_ema, device=args.device,
+    )
+    print(f"wrote bundle {folder}")
+    return 0

@@ -1,0 +1,74 @@
+"""A pre-flight memory check: refuse a run that cannot fit, before the OS kills the process mid-way.
+
+On Linux a CPU run that exhausts RAM is usually killed without a Python error, so an estimate up front
+is the only way to give a clear message. The estimate is deliberately generous (activations kept for
+the skip connections, plus attention matrices, plus the networks' weights).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .bundle import BundleMetadata
+from .errors import OutOfMemoryError
+
+BYTES_PER_VALUE = 4
+ACTIVATION_COPIES = 12  # UNet feature maps alive at once per level (resblocks, skips, norms, temporaries)
+DECODER_COPIES = 4  # VQ-VAE feature maps alive at once per level (no skips)
+
+
+def estimate_peak_bytes(metadata: BundleMetadata, batch: int, height: int, width: int) -> int:
+    """Rough peak memory of one UNet evaluation plus decoding, for `batch` slices on a height x width canvas."""
+    factor = metadata.latent_factor
+    h, w = height // factor, width // factor
+    unet = metadata.diffusion["args"]
+    heads = unet.get("num_head_channels", 8)
+    total = 0
+    for level, channels in enumerate(unet["channels"]):
+        cells = max(1, (h >> level) * (w >> level))
+        total += ACTIVATION_COPIES * channels * cells
+        if unet["attention_levels"][level]:
+            head_channels = heads[level] if isinstance(heads, list) else heads
+            n_heads = max(1, channels // max(1, head_channels))
+            total += 2 * n_heads * cells * cells
+    # the VQ-VAE runs one slice at a time (see pipeline), so its full-resolution maps do not scale with batch
+    autoencoder = sum(
+        DECODER_COPIES * channels * height * width // 4**level
+        for level, channels in enumerate(metadata.autoencoder["args"]["channels"])
+    )
+    return int((total * batch + autoencoder) * BYTES_PER_VALUE)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on the device (None when it cannot be known)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as info:
+                for line in info:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def check_memory(metadata: BundleMetadata, device: torch.device, batch: int, height: int, width: int) -> None:
+    """Raise OutOfMemoryError with advice when the estimate exceeds what the device has free."""
+    needed = estimate_peak_bytes(metadata, batch, height, width)
+    free = available_bytes(device)
+    if free is not None and needed > free:
+        gib = 1024**3
+        advice = "use fewer slices (--slices)" + (" or --device cpu" if device.type != "cpu" else "")
+        raise OutOfMemoryError(
+            f"{batch} slice(s) on a {height}x{width} canvas need about {needed / gib:.1f} GiB but only "
+            f"{free / gib:.1f} GiB is free on {device.type}: {advice}"
+        )

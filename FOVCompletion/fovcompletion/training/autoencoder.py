@@ -1,0 +1,205 @@
+"""Stage 1: the VQ-VAE, with the reference recipe's losses (L1 + quantisation + perceptual + patch
+adversarial after a warm-up), resumable, distributed with DDP when launched by torchrun."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..networks import build_network, count_parameters
+from .checkpoints import LAST, load_checkpoint, save_checkpoint
+from .config import AutoencoderConfig, TrainConfig
+from .data import WindowDataset, WindowSampler, fixed_windows
+from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
+from .logs import CsvLog, Progress, log_line, save_grid
+from .runner import (
+    Budget,
+    autocast,
+    configure_threads,
+    grad_scaler,
+    load_training_data,
+    resolve_run_config,
+    write_data_manifest,
+    write_run_config,
+)
+
+STAGE = "autoencoder"
+
+
+def build_discriminator(config: AutoencoderConfig) -> torch.nn.Module:
+    from monai.networks.nets import PatchDiscriminator
+
+    return PatchDiscriminator(spatial_dims=2, channels=config.discriminator_channels, in_channels=1,
+                              num_layers_d=config.discriminator_layers)
+
+
+def build_perceptual(config: AutoencoderConfig, device: torch.device, verbose: bool) -> torch.nn.Module | None:
+    """The perceptual term needs a pretrained network; off by default because offline machines lack it."""
+    if config.perceptual_weight <= 0:
+        log_line("perceptual loss: off (weight 0). It needs pretrained weights (downloaded by MONAI/lpips, or a "
+                 "local file with --perceptual-weights); enable it with --perceptual-weight 0.001", verbose)
+        return None
+    from monai.losses import PerceptualLoss
+
+    try:
+        loss = PerceptualLoss(spatial_dims=2, network_type=config.perceptual_network, pretrained=True,
+                              pretrained_path=config.perceptual_weights)
+    except Exception as error:  # noqa: BLE001 - missing package, no network, bad file: all the same to the user
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(
+            f"perceptual loss ({config.perceptual_network}) needs pretrained weights that could not be loaded "
+            f"({detail}); give a local file with --perceptual-weights or use --perceptual-weight 0") from None
+    log_line(f"perceptual loss: {config.perceptual_network}, weight {config.perceptual_weight}", verbose)
+    return loss.to(device).eval()
+
+
+def validate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
+             batch: int) -> dict[str, float]:
+    """L1 over whole windows and over the inside-the-scan pixels of the fixed validation windows."""
+    model.eval()
+    total, inside, count, count_inside = 0.0, 0.0, 0, 0
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = images[start:start + batch].to(device)
+            m = masks[start:start + batch].to(device)
+            error = (model(x)[0].float() - x).abs()
+            total += float(error.sum())
+            count += error.numel()
+            inside += float((error * m).sum())
+            count_inside += int(m.sum())
+    return {"val_l1": total / max(count, 1), "val_l1_inside": inside / max(count_inside, 1)}
+
+
+def write_samples(path: Path, model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> None:
+    model.eval()
+    with torch.no_grad():
+        recon = model(images[:6].to(device))[0].float().cpu()
+    rows = [[x[0].numpy(), r[0].numpy(), (r[0] - x[0]).abs().numpy() * 2 - 1] for x, r in zip(images[:6], recon)]
+    save_grid(path, rows)
+
+
+def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = False) -> Path:
+    """Train (or resume) the VQ-VAE of `run_dir`; returns the last checkpoint's path."""
+    run_dir = Path(run_dir)
+    context = setup(config.device if config else "auto")
+    main = context.is_main
+    config = resolve_run_config(run_dir, config)
+    configure_threads(config)
+    stage_dir = run_dir / STAGE
+    last = stage_dir / LAST
+    if last.exists() and not resume:
+        raise InputError(f"{last} exists: pass --resume to continue that run, or choose another --run folder")
+    cfg = config.autoencoder
+    device = context.device
+    torch.manual_seed(config.seed + context.rank)
+    data = load_training_data(config, verbose=main)
+    if main:
+        write_run_config(run_dir, config)
+        write_data_manifest(run_dir, data)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+    sampler = WindowSampler(data.train, config)
+    val_images, val_masks = fixed_windows(WindowSampler(data.val or data.train, config, augment=False),
+                                          cfg.validation_windows, config.seed)
+    dataset = WindowDataset(sampler, cfg.iterations_per_epoch * cfg.batch_size * context.world_size, config.seed)
+    batches = loader(dataset, cfg.batch_size, context, config.seed)
+
+    model = build_network("VQVAE", cfg.args).to(device)
+    discriminator = build_discriminator(cfg).to(device)
+    opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_discriminator)
+    scaler_g, scaler_d = grad_scaler(device), grad_scaler(device)
+    start_epoch, step, elapsed = 0, 0, 0.0
+    if resume and last.exists():
+        state = load_checkpoint(last)
+        model.load_state_dict(state["model"])
+        discriminator.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["optimizer"])
+        opt_d.load_state_dict(state["optimizer_discriminator"])
+        scaler_g.load_state_dict(state["scaler"])
+        scaler_d.load_state_dict(state["scaler_discriminator"])
+        start_epoch, step, elapsed = state["epoch"] + 1, state["step"], state["elapsed_s"]
+        log_line(f"resumed {last} at epoch {start_epoch} (step {step})", main)
+    log_line(f"VQ-VAE: {count_parameters(model) / 1e6:.2f} M parameters, discriminator "
+             f"{count_parameters(discriminator) / 1e6:.2f} M; {context.world_size} process(es) on {device}", main)
+    ddp_model, ddp_disc = wrap(model, context), wrap(discriminator, context)
+    perceptual = build_perceptual(cfg, device, main)
+    from monai.losses import PatchAdversarialLoss
+
+    adversarial_loss = PatchAdversarialLoss(criterion="least_squares")
+    log = CsvLog(stage_dir / "log.csv") if main else None
+    budget = Budget(config.max_minutes, elapsed)
+    progress = Progress(cfg.epochs * cfg.iterations_per_epoch, start_epoch * cfg.iterations_per_epoch,
+                        "VQ-VAE", main)
+    for epoch in range(start_epoch, cfg.epochs):
+        dataset.set_epoch(epoch)
+        batches.sampler.set_epoch(epoch)
+        model.train()
+        discriminator.train()
+        adversarial = cfg.adversarial_weight > 0 and epoch >= cfg.adversarial_warmup_epochs
+        sums = {"l1": 0.0, "quantisation": 0.0, "generator": 0.0, "discriminator": 0.0, "perceptual": 0.0}
+        for images, _ in batches:
+            images = images.to(device, non_blocking=True)
+            with autocast(device):
+                recon, quantisation = ddp_model(images)
+                recon = recon.float()
+                l1 = (recon - images).abs().mean()
+                loss = l1 + quantisation.mean()
+                if perceptual is not None:
+                    p_loss = perceptual(recon, images)
+                    loss = loss + cfg.perceptual_weight * p_loss
+                    sums["perceptual"] += float(p_loss)
+                if adversarial:
+                    fake_logits = ddp_disc(recon.contiguous())[-1]
+                    g_loss = adversarial_loss(fake_logits, target_is_real=True, for_discriminator=False)
+                    loss = loss + cfg.adversarial_weight * g_loss
+                    sums["generator"] += float(g_loss)
+            opt_g.zero_grad(set_to_none=True)
+            scaler_g.scale(loss).backward()
+            scaler_g.step(opt_g)
+            scaler_g.update()
+            if adversarial:
+                with autocast(device):
+                    # Real and fake in one forward: DDP expects one forward per backward.
+                    logits = ddp_disc(torch.cat([recon.detach(), images]).contiguous())[-1]
+                    fake, real = logits[: len(images)], logits[len(images):]
+                    d_loss = 0.5 * (adversarial_loss(fake, target_is_real=False, for_discriminator=True)
+                                    + adversarial_loss(real, target_is_real=True, for_discriminator=True))
+                opt_d.zero_grad(set_to_none=True)
+                scaler_d.scale(cfg.adversarial_weight * d_loss).backward()
+                scaler_d.step(opt_d)
+                scaler_d.update()
+                sums["discriminator"] += float(d_loss)
+            sums["l1"] += float(l1)
+            sums["quantisation"] += float(quantisation.mean())
+            step += 1
+            progress.update(l1=float(l1))
+        n = max(len(batches), 1)
+        row = {"epoch": epoch, "step": step, "adversarial": int(adversarial),
+               **{k: mean_over_ranks(v / n, context) for k, v in sums.items()}}
+        last_epoch = epoch == cfg.epochs - 1
+        stop = budget.exhausted(context)
+        if main:
+            if (epoch + 1) % config.validate_every == 0 or last_epoch or stop:
+                row.update(validate(model, val_images, val_masks, device, cfg.batch_size))
+            if (epoch + 1) % config.sample_every == 0 or last_epoch or stop:
+                write_samples(stage_dir / "samples" / f"epoch{epoch:04d}.png", model, val_images, device)
+            row["elapsed_s"] = round(budget.elapsed, 1)
+            log.write(row)
+            save_checkpoint(last, {
+                "stage": STAGE, "epoch": epoch, "step": step, "elapsed_s": budget.elapsed,
+                "model": unwrap(ddp_model).state_dict(), "discriminator": unwrap(ddp_disc).state_dict(),
+                "optimizer": opt_g.state_dict(), "optimizer_discriminator": opt_d.state_dict(),
+                "scaler": scaler_g.state_dict(), "scaler_discriminator": scaler_d.state_dict(),
+                "config": config.to_dict(),
+            })
+            log_line("epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in row.items()))
+        barrier(context)
+        if stop and not last_epoch:
+            log_line(f"time budget of {config.max_minutes} min reached; resume with --resume", main)
+            break
+    progress.close()
+    teardown(context)
+    return last

@@ -1,0 +1,103 @@
+"""What every stage shares: the run folder, the configuration it holds, seeding, threads, data loading,
+mixed precision and the time budget."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..device import autocast_dtype
+from ..errors import InputError
+from .config import TrainConfig, load_config
+from .data import ScanRecord, Slab, find_scans, load_slab, phantom_slabs, split_scans
+from .distributed import DistributedContext, mean_over_ranks
+from .logs import log_line
+
+CONFIG_FILE = "config.json"
+DATA_FILE = "data.json"
+
+
+def resolve_run_config(run_dir: Path, config: TrainConfig | None) -> TrainConfig:
+    """The given configuration, else the one the run folder holds (later stages, resumes)."""
+    if config is not None:
+        return config
+    saved = run_dir / CONFIG_FILE
+    if not saved.is_file():
+        raise InputError(f"{run_dir} holds no {CONFIG_FILE}: start the run with train-autoencoder first")
+    return load_config(saved)
+
+
+def write_run_config(run_dir: Path, config: TrainConfig) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / CONFIG_FILE)
+
+
+def configure_threads(config: TrainConfig) -> None:
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+
+
+@dataclass
+class TrainingData:
+    train: list[Slab]
+    val: list[Slab]
+    train_records: list[ScanRecord] = field(default_factory=list)
+    val_records: list[ScanRecord] = field(default_factory=list)
+
+
+def load_training_data(config: TrainConfig, verbose: bool = True) -> TrainingData:
+    """Scans split by subject, prepared by the inference code path; phantoms join the training side."""
+    records = find_scans(config.data.roots, config.data.files)
+    train_records, val_records = split_scans(records, config.data.held_out)
+    train = [load_slab(r, config) for r in train_records]
+    train += phantom_slabs(config, config.data.phantoms)
+    val = [load_slab(r, config) for r in val_records]
+    log_line(f"data: {len(train)} training volumes ({len(train_records)} scans), {len(val)} held-out scans "
+             f"({', '.join(r.subject for r in val_records) or 'none'})", verbose)
+    return TrainingData(train, val, train_records, val_records)
+
+
+def write_data_manifest(run_dir: Path, data: TrainingData) -> None:
+    """Names and sources of the scans used (never the images), for the bundle's training record."""
+    manifest = {"training": [r.describe() for r in data.train_records],
+                "held_out": [r.describe() for r in data.val_records],
+                "phantoms": len(data.train) - len(data.train_records)}
+    (run_dir / DATA_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def autocast(device: torch.device):
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling only for float16 (bfloat16 and float32 need none)."""
+    return torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
+
+
+class Budget:
+    """Wall-clock budget across resumes: `elapsed` includes the time spent before the last checkpoint."""
+
+    def __init__(self, max_minutes: float | None, already_s: float = 0.0) -> None:
+        self.limit_s = None if max_minutes is None else 60.0 * max_minutes
+        self.start = time.perf_counter()
+        self.already_s = already_s
+
+    @property
+    def elapsed(self) -> float:
+        return self.already_s + time.perf_counter() - self.start
+
+    def session_s(self) -> float:
+        return time.perf_counter() - self.start
+
+    def exhausted(self, context: DistributedContext) -> bool:
+        """All ranks agree (rank 0's clock decides when clocks differ slightly)."""
+        over = self.limit_s is not None and self.session_s() >= self.limit_s
+        return mean_over_ranks(float(over), context) > 0

@@ -1,0 +1,127 @@
+"""Importing reference checkpoints: monai-generative 0.2.x key layout in, a verified bundle out."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import oblique_affine, synthetic_scan, write_nifti
+from fovcompletion.bundle import CanvasSpec, load_bundle
+from fovcompletion.bundle_factory import tiny_autoencoder_args, tiny_unet_args
+from fovcompletion.cli import main
+from fovcompletion.networks import build_network
+from fovcompletion.reference_import import import_reference_checkpoints
+
+
+def to_old_unet_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What monai-generative 0.2.x saved: attention projections not nested under `.attn`, `conv` not `postconv`."""
+    old = {}
+    for key, value in state.items():
+        new_key = key
+        for name in ("to_q", "to_k", "to_v"):
+            new_key = new_key.replace(f".attn.{name}.", f".{name}.")
+        new_key = new_key.replace(".attn.out_proj.", ".proj_attn.").replace("postconv", "conv")
+        old[new_key] = value.clone()
+    return old
+
+
+@pytest.fixture()
+def reference_checkpoints(tmp_path):
+    torch.manual_seed(1)
+    autoencoder = build_network("VQVAE", tiny_autoencoder_args())
+    unet = build_network("DiffusionModelUNet", tiny_unet_args())
+    old_state = to_old_unet_layout(unet.state_dict())
+    assert any(".proj_attn." in k for k in old_state) and not any(".attn.to_q" in k for k in old_state)
+    torch.save(autoencoder.state_dict(), tmp_path / "vqvae.pth")
+    torch.save(old_state, tmp_path / "unet.pth")
+    (tmp_path / "ae.json").write_text(json.dumps(tiny_autoencoder_args()))
+    (tmp_path / "unet.json").write_text(json.dumps(tiny_unet_args()))
+    return tmp_path, autoencoder, unet
+
+
+def test_old_layout_checkpoints_import_into_an_identical_bundle(reference_checkpoints, tmp_path, capsys):
+    folder, autoencoder, unet = reference_checkpoints
+    code = main(
+        [
+            "import-checkpoint",
+            "--vqvae",
+            str(folder / "vqvae.pth"),
+            "--unet",
+            str(folder / "unet.pth"),
+            "--scale-factor",
+            "0.42",
+            "--name",
+            "imported",
+            "-o",
+            str(tmp_path / "bundle"),
+            "--autoencoder-args",
+            str(folder / "ae.json"),
+            "--unet-args",
+            str(folder / "unet.json"),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.metadata.latent_scale_factor == pytest.approx(0.42)
+    assert bundle.metadata.canvas.ap_policy == "fixed"
+    for key, value in unet.state_dict().items():
+        assert torch.equal(bundle.unet.state_dict()[key], value), key
+    for key, value in autoencoder.state_dict().items():
+        assert torch.equal(bundle.autoencoder.state_dict()[key], value), key
+
+
+def test_scale_factor_is_computed_from_training_scans(reference_checkpoints, tmp_path):
+    folder, autoencoder, _ = reference_checkpoints
+    data = tmp_path / "bids" / "sub-01" / "anat"
+    data.mkdir(parents=True)
+    write_nifti(data / "sub-01_T2w.nii.gz", synthetic_scan((7, 60, 40)), oblique_affine())
+    canvas = CanvasSpec(shape=(32, 32), spacing_mm=(2.0, 2.0), padding_value=0.0, ap_policy="fixed")
+    bundle_dir = import_reference_checkpoints(
+        folder / "vqvae.pth",
+        folder / "unet.pth",
+        tmp_path / "b",
+        "computed",
+        scale_data=tmp_path / "bids",
+        autoencoder_args=tiny_autoencoder_args(),
+        unet_args=tiny_unet_args(),
+        canvas=canvas,
+    )
+    factor = load_bundle(bundle_dir).metadata.latent_scale_factor
+    assert np.isfinite(factor) and factor > 0
+    # 1/std of the unquantised latents: rescaled latents have unit variance on that data
+    from fovcompletion.reference_import import canvas_batches
+
+    batch = torch.from_numpy(
+        next(canvas_batches([data / "sub-01_T2w.nii.gz"], load_bundle(bundle_dir).metadata))
+    )
+    with torch.no_grad():
+        assert float((autoencoder.encode(batch) * factor).std(unbiased=False)) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_mismatched_checkpoint_is_refused(reference_checkpoints, tmp_path, capsys):
+    folder, _, _ = reference_checkpoints
+    bigger = dict(tiny_unet_args(), channels=[16, 48])
+    (folder / "big.json").write_text(json.dumps(bigger))
+    code = main(
+        [
+            "import-checkpoint",
+            "--vqvae",
+            str(folder / "vqvae.pth"),
+            "--unet",
+            str(folder / "unet.pth"),
+            "--scale-factor",
+            "1",
+            "-o",
+            str(tmp_path / "nope"),
+            "--autoencoder-args",
+            str(folder / "ae.json"),
+            "--unet-args",
+            str(folder / "big.json"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "does not match" in err
+    assert not (tmp_path / "nope").exists()
