@@ -31,6 +31,10 @@ LEVEL_KEYS = (
     "vertebrae_true",
     "discs_found",
     "discs_true",
+    "vertebrae_detected_in_truth",
+    "discs_detected_in_truth",
+    "disc_position_f1",
+    "disc_position_f1_detected_in_truth",
 )
 
 

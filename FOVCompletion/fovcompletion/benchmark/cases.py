@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,14 +142,11 @@ def real_cases(
     evaluation: Sequence[str],
     hide_mm: float,
     direction: str,
-    limit: int | None = None,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> list[Case]:
     """Hide `hide_mm` at one end (or each end in turn) of every evaluation subject's volume."""
     cases: list[Case] = []
     for subject in evaluation:
-        if limit is not None and len(cases) >= limit:
-            break
         path, region = subjects[subject]
         volume = to_model_orientation(read_volume(path))
         spacing = float(np.linalg.norm(volume.affine[:3, 1]))
@@ -170,20 +167,18 @@ def real_cases(
                     hide_rows(n_rows, hidden, end),
                 )
             )
-    return cases[:limit] if limit is not None else cases
+    return cases
 
 
 def pick_quick(cases: list[Case], count: int) -> list[Case]:
-    """A spread subset: one case per region and direction first, in order."""
-    chosen, seen = [], set()
-    for case in cases:
-        key = (case.region, case.name.rsplit("/", 1)[-1])
-        if key not in seen:
-            seen.add(key)
-            chosen.append(case)
-    for case in cases:
-        if case not in chosen:
-            chosen.append(case)
+    """A spread subset: one case per region first (directions alternating), then the rest in order."""
+    chosen: list[Case] = []
+    regions = list(dict.fromkeys(case.region for case in cases))
+    for number, region in enumerate(regions):
+        own = [case for case in cases if case.region == region]
+        wanted = ("superior", "inferior")[number % 2]
+        chosen.append(next((c for c in own if c.name.endswith("/" + wanted)), own[0]))
+    chosen += [case for case in cases if case not in chosen]
     return chosen[:count]
 
 

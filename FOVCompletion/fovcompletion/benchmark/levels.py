@@ -2,35 +2,65 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from .cases import Case
 
+DISC_TOLERANCE_MM = 5.0  # a detected disc within this distance of a true disc centre is a hit
 
-def _as_counts(value: Any) -> dict[str, float]:
-    """Accept the detector's answer as a dict, a (vertebrae, discs) pair or an object with those attributes."""
-    if isinstance(value, dict):
-        return {"vertebrae": float(value["vertebrae"]), "discs": float(value["discs"])}
-    if isinstance(value, tuple | list):
-        return {"vertebrae": float(value[0]), "discs": float(value[1])}
-    return {"vertebrae": float(value.vertebrae), "discs": float(value.discs)}
+
+def hidden_blocks(known_rows: np.ndarray) -> list[slice]:
+    """Contiguous runs of hidden rows (above and/or below the visible part)."""
+    hidden = ~np.asarray(known_rows, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.r_[0, hidden.astype(int), 0]))
+    return [slice(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def level_counts(case: Case, pred_mid: np.ndarray, slice_index: int) -> dict[str, float]:
-    """Counts in the hidden rows of the mid-sagittal slice: found in the completion, and true (from labels)."""
+    """Vertebrae and discs in the hidden rows of the mid-sagittal slice: found in the completion by the
+    profile detector, and true from the label map (each hidden block counted on its own, then summed)."""
     from ..anatomy import count_levels, count_levels_in_labels
 
-    rows = np.flatnonzero(~case.known_rows)
     spacing = (float(case.spacing[1]), float(case.spacing[2]))
-    found = _as_counts(count_levels(pred_mid, spacing, case.centerline_cols, rows))
-    truth = _as_counts(count_levels_in_labels(case.labels[slice_index], rows))
-    return {
-        "vertebrae_found": found["vertebrae"],
-        "vertebrae_true": truth["vertebrae"],
-        "discs_found": found["discs"],
-        "discs_true": truth["discs"],
-        "vertebrae_abs_err": abs(found["vertebrae"] - truth["vertebrae"]),
-        "discs_abs_err": abs(found["discs"] - truth["discs"]),
-    }
+    keys = ("found", "true", "detected_in_truth")
+    counts = {f"{kind}_{key}": 0.0 for kind in ("vertebrae", "discs") for key in keys}
+    disc_rows: dict[str, list[float]] = {key: [] for key in keys}
+    for rows in hidden_blocks(case.known_rows):
+        answers = {
+            "found": count_levels(pred_mid, spacing, case.centerline_cols, rows),
+            "true": count_levels_in_labels(case.labels[slice_index], rows),
+            # the detector on the true image: its own error, to tell apart from the completion's
+            "detected_in_truth": count_levels(case.truth[slice_index], spacing, case.centerline_cols, rows),
+        }
+        for key, answer in answers.items():
+            disc_rows[key] += [float(r) for r in answer["disc_rows"]]
+            for kind in ("vertebrae", "discs"):
+                counts[f"{kind}_{key}"] += float(answer[kind])
+    counts["vertebrae_abs_err"] = abs(counts["vertebrae_found"] - counts["vertebrae_true"])
+    counts["discs_abs_err"] = abs(counts["discs_found"] - counts["discs_true"])
+    # Counts alone forgive discs in the wrong place (noise has peaks too): also match positions.
+    tolerance_rows = DISC_TOLERANCE_MM / spacing[0]
+    counts["disc_position_f1"] = position_f1(disc_rows["found"], disc_rows["true"], tolerance_rows)
+    counts["disc_position_f1_detected_in_truth"] = position_f1(
+        disc_rows["detected_in_truth"], disc_rows["true"], tolerance_rows
+    )
+    return counts
+
+
+def position_f1(found: list[float], true: list[float], tolerance: float) -> float:
+    """F1 of detected against true positions, each true one matched at most once within `tolerance`."""
+    if not found and not true:
+        return 1.0
+    if not found or not true:
+        return 0.0
+    pairs = sorted(
+        (abs(f - t), i, j) for i, f in enumerate(found) for j, t in enumerate(true) if abs(f - t) <= tolerance
+    )
+    used_found, used_true = set(), set()
+    for _, i, j in pairs:
+        if i not in used_found and j not in used_true:
+            used_found.add(i)
+            used_true.add(j)
+    matched = len(used_true)
+    precision, recall = matched / len(found), matched / len(true)
+    return 0.0 if matched == 0 else 2 * precision * recall / (precision + recall)

@@ -79,7 +79,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _with_ci(row: dict, key: str, digits: int = 3) -> str:
     low, high = row.get("ci95", {}).get(key) or [None, None]
     text = _fmt(row.get(key), digits)
-    if low is not None and high is not None:
+    if low is not None and high is not None and row.get("cases", 0) >= 3:  # t-intervals of 2 cases say little
         text += f" ({_fmt(low, digits)}–{_fmt(high, digits)})"
     return text
 
@@ -102,7 +102,7 @@ def methods_table(methods: dict[str, dict], levels: bool = False) -> list[str]:
         "peak RSS MB",
     ]
     if levels:
-        header += ["vertebrae err", "discs err"]
+        header += ["vertebrae err", "discs err", "disc F1"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in methods.items():
         cells = [
@@ -122,7 +122,11 @@ def methods_table(methods: dict[str, dict], levels: bool = False) -> list[str]:
         ]
         if levels:
             found = row.get("levels") or {}
-            cells += [_fmt(found.get("vertebrae_abs_err"), 1), _fmt(found.get("discs_abs_err"), 1)]
+            cells += [
+                _fmt(found.get("vertebrae_abs_err"), 1),
+                _fmt(found.get("discs_abs_err"), 1),
+                _fmt(found.get("disc_position_f1"), 2),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -137,13 +141,21 @@ call (all slices in one batch). Peak RSS: per method (kernel high-water mark res
 """
 
 
+def protocol(results: dict[str, Any]) -> str:
+    """What was hidden, in words."""
+    if results["source"] == "phantom":
+        return f"{results['cases']} phantom case(s), only the {results.get('phantom_keep', 'cervical')} region visible"
+    direction = results.get("direction", "")
+    ends = "each end in turn" if direction == "both" else f"{direction} end"
+    return f"{results['cases']} real held-out case(s), {results['hide_mm']:g} mm hidden ({ends})"
+
+
 def write_markdown(results: dict[str, Any], path: Path) -> Path:
     lines = [
         f"# FOV completion benchmark: `{results['model']}`",
         "",
         f"- device: {results['device']}, torch threads: {results['threads']}",
-        f"- {results['cases']} {results['source']} case(s), {results['hide_mm']:g} mm hidden "
-        f"({results.get('direction', '')}), {results.get('slices', '?')} central sagittal slices",
+        f"- {protocol(results)}, {results.get('slices', '?')} central sagittal slices",
     ]
     if results.get("command"):
         lines.append(f"- command: `{results['command']}`")
@@ -180,6 +192,7 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     rows = results["methods"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -221,15 +234,24 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
                     label=f"{m.name} (no network)",
                 )
         axis.set_xscale("log")
+        nfes = sorted(
+            {rows[m.name]["nfe"] for m in methods if m.learned and m.name in rows and rows[m.name]["nfe"]}
+        )
+        if nfes:
+            axis.set_xticks(nfes)
+        axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
         if key == "seconds_per_volume":
             axis.set_yscale("log")
+            axis.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            axis.yaxis.set_minor_formatter(ticker.NullFormatter())
         axis.set_xlabel("UNet evaluations per volume (NFE)")
         axis.set_ylabel(label)
         axis.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=7, loc="best")
     fig.suptitle(
-        f"{results['model']}: {results['cases']} case(s), {results['hide_mm']:g} mm hidden, "
-        f"{results['device']}",
+        f"{results['model']}: {protocol(results)}, {results['device']}",
         fontsize=9,
     )
     fig.tight_layout()
@@ -239,34 +261,43 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
 
 
 def plot_examples(run: BenchmarkRun, path: Path) -> Path:
-    """Mid-sagittal slices: input (hidden rows blank), truth and each method, boundaries marked."""
+    """Mid-sagittal slices: input (hidden rows blank), truth and each method, boundaries dashed red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     examples = run.examples or []
-    names = [m.name for m in run.methods]
-    columns = ["input", "truth", *names]
-    n_rows = max(1, len(examples))
-    fig, axes = plt.subplots(n_rows, len(columns), figsize=(1.7 * len(columns), 2.6 * n_rows), squeeze=False)
+    columns = ["input", "truth", *[m.name for m in run.methods]]
+    panel = 1.7
+    ratios = [e.truth.shape[0] * e.spacing[0] / (e.truth.shape[1] * e.spacing[1]) for e in examples] or [1.0]
+    fig, axes = plt.subplots(
+        len(ratios),
+        len(columns),
+        squeeze=False,
+        figsize=(panel * len(columns), panel * sum(ratios) + 0.6),
+        gridspec_kw={"height_ratios": ratios},
+    )
     for r, example in enumerate(examples):
         low, high = visible_range(example.truth[None], example.known_rows)
-        height, width = example.truth.shape
-        extent = (0, width * example.spacing[1], height * example.spacing[0], 0)
+        height_mm = example.truth.shape[0] * example.spacing[0]
+        width_mm = example.truth.shape[1] * example.spacing[1]
         partial = np.where(example.known_rows[:, None], example.truth, np.nan)
         images = {"input": partial, "truth": example.truth, **example.predictions}
         for c, column in enumerate(columns):
             axis = axes[r, c]
             axis.set_xticks([])
             axis.set_yticks([])
+            axis.set_xlim(0, width_mm)
+            axis.set_ylim(height_mm, 0)
+            axis.set_aspect("equal")
+            axis.set_facecolor("0.8")
             if r == 0:
                 axis.set_title(column.replace("ours-", ""), fontsize=7)
             if c == 0:
-                axis.set_ylabel(example.case, fontsize=7)
+                axis.set_ylabel(example.case, fontsize=6)
             image = images.get(column)
             if image is None:
-                axis.set_facecolor("0.85")
                 axis.text(0.5, 0.5, "not run", ha="center", va="center", transform=axis.transAxes, fontsize=7)
                 continue
             axis.imshow(
@@ -274,17 +305,19 @@ def plot_examples(run: BenchmarkRun, path: Path) -> Path:
                 cmap="gray",
                 vmin=0,
                 vmax=1,
-                extent=extent,
+                extent=(0, width_mm, height_mm, 0),
                 interpolation="nearest",
             )
             for known, hidden in boundary_pairs(example.known_rows):
-                y = max(known, hidden) * example.spacing[0]
-                axis.axhline(y, color="tab:red", linewidth=0.6, linestyle="--")
-    for c in range(len(columns)):
-        if not examples:
-            axes[0, c].axis("off")
+                axis.axhline(
+                    max(known, hidden) * example.spacing[0], color="tab:red", linewidth=0.6, linestyle="--"
+                )
+    if not examples:
+        for axis in axes.ravel():
+            axis.axis("off")
+    fig.suptitle(f"{run.model}: mid-sagittal slice; red: visible/hidden boundary", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 

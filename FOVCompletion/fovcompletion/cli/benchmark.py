@@ -135,18 +135,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def canonical_command(args: argparse.Namespace) -> str:
-    """The command as a person would retype it (for results.md and the README)."""
+    """The command as a person would retype it (options left at their defaults omitted)."""
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    defaults = vars(parser.parse_args(["benchmark", "--out", "."]))
     parts = ["fovcompletion", "benchmark"]
-    for key, value in sorted(vars(args).items()):
-        if key in ("handler", "command") or value in (None, False):
+    for key, value in vars(args).items():
+        if key not in defaults or key == "handler" or (key != "out" and value == defaults[key]):
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:
             parts.append(flag)
         elif isinstance(value, list | set | tuple):
-            parts += [flag, ",".join(str(v) for v in sorted(value) if True)]
+            parts += [flag, ",".join(str(v) for v in (sorted(value) if isinstance(value, set) else value))]
         else:
-            parts += [flag, str(value)]
+            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return shlex.join(parts)
 
 
@@ -196,7 +199,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         held_out = (metadata.training.get("held_out") if metadata else None) or None
         evaluation, training = case_lib.split_subjects(subjects, held_out)
         log(
-            f"real cases from {len(evaluation)} {'held-out' if held_out else ''} subject(s); retrieval over "
+            f"real cases from {len(evaluation)} {'held-out ' if held_out else ''}subject(s); retrieval over "
             f"{len(training)} training subject(s){'' if held_out else ' (leave-one-out: no held-out list)'}"
         )
         real = case_lib.real_cases(subjects, evaluation, args.hide_mm, args.direction, log=log)

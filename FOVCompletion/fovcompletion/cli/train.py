@@ -20,8 +20,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations-per-epoch", type=int, default=None, help="iterations per epoch")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size per process")
     parser.add_argument("--lr", type=float, default=None, help="learning rate")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop with a checkpoint after this many minutes (resume later)")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop with a checkpoint after this many minutes (resume later)",
+    )
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--validate-every", type=int, default=None, help="epochs between validation losses")
@@ -29,15 +33,27 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    ae = subparsers.add_parser("train-autoencoder", help="train the VQ-VAE (stage 1 of 3)",
-                               description="Train the VQ-VAE on windows of sagittal T2w scans (stage 1 of 3).")
+    ae = subparsers.add_parser(
+        "train-autoencoder",
+        help="train the VQ-VAE (stage 1 of 3)",
+        description="Train the VQ-VAE on windows of sagittal T2w scans (stage 1 of 3).",
+    )
     _common(ae)
     new = ae.add_argument_group("new runs (ignored on --resume: the run's config.json is used)")
-    new.add_argument("--preset", default="default", choices=("default", "reference"),
-                     help="default: 2 mm window model for 2 CPU cores; reference: the reference recipe (GPU)")
+    new.add_argument(
+        "--preset",
+        default="default",
+        choices=("default", "reference"),
+        help="default: 2 mm window model for 2 CPU cores; reference: the reference recipe (GPU)",
+    )
     new.add_argument("--config", type=Path, default=None, help="a full training configuration (JSON)")
-    new.add_argument("--data", action="append", default=[], metavar="BIDS_ROOT",
-                     help="BIDS root with sub-*/anat/*_T2w.nii.gz (repeatable)")
+    new.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="BIDS_ROOT",
+        help="BIDS root with sub-*/anat/*_T2w.nii.gz (repeatable)",
+    )
     new.add_argument("--files", nargs="+", default=[], metavar="SCAN", help="explicit scan files")
     new.add_argument("--held-out", default="", help="comma-separated subject ids kept for validation")
     new.add_argument("--phantoms", type=int, default=None, help="synthetic phantoms added to training")
@@ -48,29 +64,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loss.add_argument("--perceptual-network", default=None, help="MONAI PerceptualLoss network_type")
     loss.add_argument("--perceptual-weights", default=None, help="local pretrained weights file")
     loss.add_argument("--adversarial-weight", type=float, default=None)
-    loss.add_argument("--adversarial-warmup", type=int, default=None, help="epochs before the adversarial loss")
+    loss.add_argument(
+        "--adversarial-warmup", type=int, default=None, help="epochs before the adversarial loss"
+    )
     ae.set_defaults(handler=run_autoencoder)
 
-    diffusion = subparsers.add_parser("train-diffusion", help="train the latent diffusion UNet (stage 2 of 3)",
-                                      description="Train the diffusion UNet on latents of the run's VQ-VAE.")
+    diffusion = subparsers.add_parser(
+        "train-diffusion",
+        help="train the latent diffusion UNet (stage 2 of 3)",
+        description="Train the diffusion UNet on latents of the run's VQ-VAE.",
+    )
     _common(diffusion)
-    diffusion.add_argument("--latent-augmentations", type=int, default=None,
-                           help="augmented copies of each scan encoded before training")
+    diffusion.add_argument(
+        "--latent-augmentations",
+        type=int,
+        default=None,
+        help="augmented copies of each scan encoded before training",
+    )
+    diffusion.add_argument(
+        "--phantoms",
+        type=int,
+        default=None,
+        help="synthetic whole-spine phantoms added to the UNet's training latents",
+    )
     diffusion.add_argument("--ema-decay", type=float, default=None, help="EMA of the UNet weights (0 = off)")
     diffusion.set_defaults(handler=run_diffusion)
 
-    export = subparsers.add_parser("export-bundle", help="export a trained run as a model bundle (stage 3 of 3)",
-                                   description="Write a verified bundle from the run's two final checkpoints.")
+    export = subparsers.add_parser(
+        "export-bundle",
+        help="export a trained run as a model bundle (stage 3 of 3)",
+        description="Write a verified bundle from the run's two final checkpoints.",
+    )
     export.add_argument("--run", type=Path, required=True, help="run folder")
     export.add_argument("-o", "--output", type=Path, required=True, help="bundle folder to create")
     export.add_argument("--name", default=None, help="bundle name (default: the run's model name)")
     export.add_argument("--version", default="0.1.0")
     export.add_argument("--description", default=None)
-    export.add_argument("--licence", default=None, help="licence of the weights (default: derived from the data)")
+    export.add_argument(
+        "--licence", default=None, help="licence of the weights (default: derived from the data)"
+    )
     export.add_argument("--model-card", type=Path, default=None, help="MODEL_CARD.md to include")
-    export.add_argument("--extra", nargs="+", default=[], type=Path, help="more files to include (PNG examples)")
-    export.add_argument("--metadata-json", type=Path, default=None,
-                        help="JSON with 'quality' and/or 'speed' dicts to record in bundle.json")
+    export.add_argument(
+        "--extra", nargs="+", default=[], type=Path, help="more files to include (PNG examples)"
+    )
+    export.add_argument(
+        "--metadata-json",
+        type=Path,
+        default=None,
+        help="JSON with 'quality' and/or 'speed' dicts to record in bundle.json",
+    )
     export.add_argument("--no-ema", action="store_true", help="export the raw UNet weights, not their EMA")
     export.add_argument("--device", default="auto", help="device for the latent scale factor computation")
     export.set_defaults(handler=run_export)
@@ -89,8 +131,12 @@ def _base_config(args: argparse.Namespace, stage_is_first: bool):
 
 
 def _stage_overrides(section, args: argparse.Namespace) -> None:
-    for option, attribute in (("epochs", "epochs"), ("iterations_per_epoch", "iterations_per_epoch"),
-                              ("batch_size", "batch_size"), ("lr", "lr")):
+    for option, attribute in (
+        ("epochs", "epochs"),
+        ("iterations_per_epoch", "iterations_per_epoch"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+    ):
         value = getattr(args, option, None)
         if value is not None:
             setattr(section, attribute, value)
@@ -112,17 +158,21 @@ def run_autoencoder(args: argparse.Namespace) -> int:
         if args.data or args.files:
             config.data.roots = [str(Path(p).resolve()) for p in args.data]
             config.data.files = [str(Path(p).resolve()) for p in args.files]
-        config.data.held_out = [s.strip() for s in args.held_out.split(",") if s.strip()] or config.data.held_out
+        config.data.held_out = [
+            s.strip() for s in args.held_out.split(",") if s.strip()
+        ] or config.data.held_out
         for option, target in (("phantoms", config.data), ("seed", config), ("name", config)):
             value = getattr(args, option)
             if value is not None:
                 setattr(target, option, value)
     cfg = config.autoencoder
-    for option, attribute in (("perceptual_weight", "perceptual_weight"),
-                              ("perceptual_network", "perceptual_network"),
-                              ("perceptual_weights", "perceptual_weights"),
-                              ("adversarial_weight", "adversarial_weight"),
-                              ("adversarial_warmup", "adversarial_warmup_epochs")):
+    for option, attribute in (
+        ("perceptual_weight", "perceptual_weight"),
+        ("perceptual_network", "perceptual_network"),
+        ("perceptual_weights", "perceptual_weights"),
+        ("adversarial_weight", "adversarial_weight"),
+        ("adversarial_warmup", "adversarial_warmup_epochs"),
+    ):
         value = getattr(args, option)
         if value is not None:
             setattr(cfg, attribute, value)
@@ -143,6 +193,8 @@ def run_diffusion(args: argparse.Namespace) -> int:
         cfg.latent_augmentations = args.latent_augmentations
     if args.ema_decay is not None:
         cfg.ema_decay = args.ema_decay
+    if args.phantoms is not None:
+        config.data.phantoms = args.phantoms
     _run_overrides(config, args)
     path = train_diffusion(config, args.run, resume=args.resume)
     print(f"UNet checkpoint: {path}")
@@ -153,9 +205,17 @@ def run_export(args: argparse.Namespace) -> int:
     from ..training.export import export_bundle
 
     folder = export_bundle(
-        args.run, args.output, name=args.name, version=args.version, description=args.description,
-        licence=args.licence, model_card=args.model_card, extra_files=args.extra,
-        metadata_json=args.metadata_json, use_ema=not args.no_ema, device=args.device,
+        args.run,
+        args.output,
+        name=args.name,
+        version=args.version,
+        description=args.description,
+        licence=args.licence,
+        model_card=args.model_card,
+        extra_files=args.extra,
+        metadata_json=args.metadata_json,
+        use_ema=not args.no_ema,
+        device=args.device,
     )
     print(f"wrote bundle {folder}")
     return 0

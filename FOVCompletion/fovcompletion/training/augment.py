@@ -17,7 +17,9 @@ from .config import AugmentConfig
 
 
 def window_transform(
-    rng: np.random.Generator | None, aug: AugmentConfig | None, center_src: tuple[float, float],
+    rng: np.random.Generator | None,
+    aug: AugmentConfig | None,
+    center_src: tuple[float, float],
     out_shape: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Matrix and offset mapping output window pixels to source pixels (rotation + isotropic scale only)."""
@@ -33,14 +35,29 @@ def window_transform(
 
 
 def cut_window(
-    image: np.ndarray, valid: np.ndarray, matrix: np.ndarray, offset: np.ndarray, out_shape: tuple[int, int],
+    image: np.ndarray,
+    valid: np.ndarray,
+    matrix: np.ndarray,
+    offset: np.ndarray,
+    out_shape: tuple[int, int],
     padding: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resample a window (and its inside-the-scan mask) from a slice; outside the scan is `padding`."""
-    window = ndimage.affine_transform(image, matrix, offset=offset, output_shape=out_shape, order=1,
-                                      mode="constant", cval=padding)
-    inside = ndimage.affine_transform(valid.astype(np.float32), matrix, offset=offset, output_shape=out_shape,
-                                      order=1, mode="constant", cval=0.0) > 0.999
+    window = ndimage.affine_transform(
+        image, matrix, offset=offset, output_shape=out_shape, order=1, mode="constant", cval=padding
+    )
+    inside = (
+        ndimage.affine_transform(
+            valid.astype(np.float32),
+            matrix,
+            offset=offset,
+            output_shape=out_shape,
+            order=1,
+            mode="constant",
+            cval=0.0,
+        )
+        > 0.999
+    )
     window[~inside] = padding
     return window.astype(np.float32), inside
 
@@ -54,8 +71,14 @@ def bias_field(rng: np.random.Generator, shape: tuple[int, int], amplitude: floa
     return np.exp(log_field)
 
 
-def augment_intensity(rng: np.random.Generator, aug: AugmentConfig, window: np.ndarray, inside: np.ndarray,
-                      low: float = -1.0, high: float = 1.0) -> np.ndarray:
+def augment_intensity(
+    rng: np.random.Generator,
+    aug: AugmentConfig,
+    window: np.ndarray,
+    inside: np.ndarray,
+    low: float = -1.0,
+    high: float = 1.0,
+) -> np.ndarray:
     """Gamma, scale, shift and bias field on the [low, high] model range; padding is left untouched."""
     unit = (window - low) / (high - low)
     unit = np.clip(unit, 0, 1) ** rng.uniform(*aug.gamma)

@@ -31,39 +31,54 @@ STAGE = "autoencoder"
 def build_discriminator(config: AutoencoderConfig) -> torch.nn.Module:
     from monai.networks.nets import PatchDiscriminator
 
-    return PatchDiscriminator(spatial_dims=2, channels=config.discriminator_channels, in_channels=1,
-                              num_layers_d=config.discriminator_layers)
+    return PatchDiscriminator(
+        spatial_dims=2,
+        channels=config.discriminator_channels,
+        in_channels=1,
+        num_layers_d=config.discriminator_layers,
+    )
 
 
-def build_perceptual(config: AutoencoderConfig, device: torch.device, verbose: bool) -> torch.nn.Module | None:
+def build_perceptual(
+    config: AutoencoderConfig, device: torch.device, verbose: bool
+) -> torch.nn.Module | None:
     """The perceptual term needs a pretrained network; off by default because offline machines lack it."""
     if config.perceptual_weight <= 0:
-        log_line("perceptual loss: off (weight 0). It needs pretrained weights (downloaded by MONAI/lpips, or a "
-                 "local file with --perceptual-weights); enable it with --perceptual-weight 0.001", verbose)
+        log_line(
+            "perceptual loss: off (weight 0). It needs pretrained weights (downloaded by MONAI/lpips, or a "
+            "local file with --perceptual-weights); enable it with --perceptual-weight 0.001",
+            verbose,
+        )
         return None
     from monai.losses import PerceptualLoss
 
     try:
-        loss = PerceptualLoss(spatial_dims=2, network_type=config.perceptual_network, pretrained=True,
-                              pretrained_path=config.perceptual_weights)
+        loss = PerceptualLoss(
+            spatial_dims=2,
+            network_type=config.perceptual_network,
+            pretrained=True,
+            pretrained_path=config.perceptual_weights,
+        )
     except Exception as error:  # noqa: BLE001 - missing package, no network, bad file: all the same to the user
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise InputError(
             f"perceptual loss ({config.perceptual_network}) needs pretrained weights that could not be loaded "
-            f"({detail}); give a local file with --perceptual-weights or use --perceptual-weight 0") from None
+            f"({detail}); give a local file with --perceptual-weights or use --perceptual-weight 0"
+        ) from None
     log_line(f"perceptual loss: {config.perceptual_network}, weight {config.perceptual_weight}", verbose)
     return loss.to(device).eval()
 
 
-def validate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, device: torch.device,
-             batch: int) -> dict[str, float]:
+def validate(
+    model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, device: torch.device, batch: int
+) -> dict[str, float]:
     """L1 over whole windows and over the inside-the-scan pixels of the fixed validation windows."""
     model.eval()
     total, inside, count, count_inside = 0.0, 0.0, 0, 0
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            x = images[start:start + batch].to(device)
-            m = masks[start:start + batch].to(device)
+            x = images[start : start + batch].to(device)
+            m = masks[start : start + batch].to(device)
             error = (model(x)[0].float() - x).abs()
             total += float(error.sum())
             count += error.numel()
@@ -76,7 +91,10 @@ def write_samples(path: Path, model: torch.nn.Module, images: torch.Tensor, devi
     model.eval()
     with torch.no_grad():
         recon = model(images[:6].to(device))[0].float().cpu()
-    rows = [[x[0].numpy(), r[0].numpy(), (r[0] - x[0]).abs().numpy() * 2 - 1] for x, r in zip(images[:6], recon)]
+    rows = [
+        [x[0].numpy(), r[0].numpy(), (r[0] - x[0]).abs().numpy() * 2 - 1]
+        for x, r in zip(images[:6], recon, strict=True)
+    ]
     save_grid(path, rows)
 
 
@@ -100,9 +118,12 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         write_data_manifest(run_dir, data)
         stage_dir.mkdir(parents=True, exist_ok=True)
     sampler = WindowSampler(data.train, config)
-    val_images, val_masks = fixed_windows(WindowSampler(data.val or data.train, config, augment=False),
-                                          cfg.validation_windows, config.seed)
-    dataset = WindowDataset(sampler, cfg.iterations_per_epoch * cfg.batch_size * context.world_size, config.seed)
+    val_images, val_masks = fixed_windows(
+        WindowSampler(data.val or data.train, config, augment=False), cfg.validation_windows, config.seed
+    )
+    dataset = WindowDataset(
+        sampler, cfg.iterations_per_epoch * cfg.batch_size * context.world_size, config.seed
+    )
     batches = loader(dataset, cfg.batch_size, context, config.seed)
 
     model = build_network("VQVAE", cfg.args).to(device)
@@ -121,8 +142,11 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         scaler_d.load_state_dict(state["scaler_discriminator"])
         start_epoch, step, elapsed = state["epoch"] + 1, state["step"], state["elapsed_s"]
         log_line(f"resumed {last} at epoch {start_epoch} (step {step})", main)
-    log_line(f"VQ-VAE: {count_parameters(model) / 1e6:.2f} M parameters, discriminator "
-             f"{count_parameters(discriminator) / 1e6:.2f} M; {context.world_size} process(es) on {device}", main)
+    log_line(
+        f"VQ-VAE: {count_parameters(model) / 1e6:.2f} M parameters, discriminator "
+        f"{count_parameters(discriminator) / 1e6:.2f} M; {context.world_size} process(es) on {device}",
+        main,
+    )
     ddp_model, ddp_disc = wrap(model, context), wrap(discriminator, context)
     perceptual = build_perceptual(cfg, device, main)
     from monai.losses import PatchAdversarialLoss
@@ -130,8 +154,9 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     adversarial_loss = PatchAdversarialLoss(criterion="least_squares")
     log = CsvLog(stage_dir / "log.csv") if main else None
     budget = Budget(config.max_minutes, elapsed)
-    progress = Progress(cfg.epochs * cfg.iterations_per_epoch, start_epoch * cfg.iterations_per_epoch,
-                        "VQ-VAE", main)
+    progress = Progress(
+        cfg.epochs * cfg.iterations_per_epoch, start_epoch * cfg.iterations_per_epoch, "VQ-VAE", main
+    )
     for epoch in range(start_epoch, cfg.epochs):
         dataset.set_epoch(epoch)
         batches.sampler.set_epoch(epoch)
@@ -149,12 +174,12 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
                 if perceptual is not None:
                     p_loss = perceptual(recon, images)
                     loss = loss + cfg.perceptual_weight * p_loss
-                    sums["perceptual"] += float(p_loss)
+                    sums["perceptual"] += p_loss.item()
                 if adversarial:
                     fake_logits = ddp_disc(recon.contiguous())[-1]
                     g_loss = adversarial_loss(fake_logits, target_is_real=True, for_discriminator=False)
                     loss = loss + cfg.adversarial_weight * g_loss
-                    sums["generator"] += float(g_loss)
+                    sums["generator"] += g_loss.item()
             opt_g.zero_grad(set_to_none=True)
             scaler_g.scale(loss).backward()
             scaler_g.step(opt_g)
@@ -163,21 +188,27 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
                 with autocast(device):
                     # Real and fake in one forward: DDP expects one forward per backward.
                     logits = ddp_disc(torch.cat([recon.detach(), images]).contiguous())[-1]
-                    fake, real = logits[: len(images)], logits[len(images):]
-                    d_loss = 0.5 * (adversarial_loss(fake, target_is_real=False, for_discriminator=True)
-                                    + adversarial_loss(real, target_is_real=True, for_discriminator=True))
+                    fake, real = logits[: len(images)], logits[len(images) :]
+                    d_loss = 0.5 * (
+                        adversarial_loss(fake, target_is_real=False, for_discriminator=True)
+                        + adversarial_loss(real, target_is_real=True, for_discriminator=True)
+                    )
                 opt_d.zero_grad(set_to_none=True)
                 scaler_d.scale(cfg.adversarial_weight * d_loss).backward()
                 scaler_d.step(opt_d)
                 scaler_d.update()
-                sums["discriminator"] += float(d_loss)
-            sums["l1"] += float(l1)
-            sums["quantisation"] += float(quantisation.mean())
+                sums["discriminator"] += d_loss.item()
+            sums["l1"] += l1.item()
+            sums["quantisation"] += quantisation.mean().item()
             step += 1
-            progress.update(l1=float(l1))
+            progress.update(l1=l1.item())
         n = max(len(batches), 1)
-        row = {"epoch": epoch, "step": step, "adversarial": int(adversarial),
-               **{k: mean_over_ranks(v / n, context) for k, v in sums.items()}}
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "adversarial": int(adversarial),
+            **{k: mean_over_ranks(v / n, context) for k, v in sums.items()},
+        }
         last_epoch = epoch == cfg.epochs - 1
         stop = budget.exhausted(context)
         if main:
@@ -187,15 +218,25 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
                 write_samples(stage_dir / "samples" / f"epoch{epoch:04d}.png", model, val_images, device)
             row["elapsed_s"] = round(budget.elapsed, 1)
             log.write(row)
-            save_checkpoint(last, {
-                "stage": STAGE, "epoch": epoch, "step": step, "elapsed_s": budget.elapsed,
-                "model": unwrap(ddp_model).state_dict(), "discriminator": unwrap(ddp_disc).state_dict(),
-                "optimizer": opt_g.state_dict(), "optimizer_discriminator": opt_d.state_dict(),
-                "scaler": scaler_g.state_dict(), "scaler_discriminator": scaler_d.state_dict(),
-                "config": config.to_dict(),
-            })
-            log_line("epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                          for k, v in row.items()))
+            save_checkpoint(
+                last,
+                {
+                    "stage": STAGE,
+                    "epoch": epoch,
+                    "step": step,
+                    "elapsed_s": budget.elapsed,
+                    "model": unwrap(ddp_model).state_dict(),
+                    "discriminator": unwrap(ddp_disc).state_dict(),
+                    "optimizer": opt_g.state_dict(),
+                    "optimizer_discriminator": opt_d.state_dict(),
+                    "scaler": scaler_g.state_dict(),
+                    "scaler_discriminator": scaler_d.state_dict(),
+                    "config": config.to_dict(),
+                },
+            )
+            log_line(
+                ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+            )
         barrier(context)
         if stop and not last_epoch:
             log_line(f"time budget of {config.max_minutes} min reached; resume with --resume", main)

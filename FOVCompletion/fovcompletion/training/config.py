@@ -136,19 +136,30 @@ class TrainConfig:
 def default_autoencoder_args() -> dict[str, Any]:
     """A small VQ-VAE (latent /4, 4 channels) that trains on 2 CPU cores in half an hour."""
     return {
-        "spatial_dims": 2, "in_channels": 1, "out_channels": 1, "channels": [32, 64],
-        "num_res_channels": [32, 64], "num_res_layers": 2,
-        "downsample_parameters": [[2, 4, 1, 1]] * 2, "upsample_parameters": [[2, 4, 1, 1, 0]] * 2,
-        "num_embeddings": 256, "embedding_dim": 4,
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": [32, 64],
+        "num_res_channels": [32, 64],
+        "num_res_layers": 2,
+        "downsample_parameters": [[2, 4, 1, 1]] * 2,
+        "upsample_parameters": [[2, 4, 1, 1, 0]] * 2,
+        "num_embeddings": 256,
+        "embedding_dim": 4,
     }
 
 
 def default_unet_args() -> dict[str, Any]:
     """A small UNet (about 6.5 M parameters) with attention only at the lowest level."""
     return {
-        "spatial_dims": 2, "in_channels": 4, "out_channels": 4, "channels": [64, 128, 128],
-        "attention_levels": [False, False, True], "num_head_channels": [0, 0, 32],
-        "num_res_blocks": 2, "norm_num_groups": 32,
+        "spatial_dims": 2,
+        "in_channels": 4,
+        "out_channels": 4,
+        "channels": [64, 128, 128],
+        "attention_levels": [False, False, True],
+        "num_head_channels": [0, 0, 32],
+        "num_res_blocks": 2,
+        "norm_num_groups": 32,
     }
 
 
@@ -161,13 +172,30 @@ def preset_config(name: str) -> TrainConfig:
         return config
     if name == "reference":
         config = TrainConfig(name="fovcompletion-spine-t2w-reference", preset="reference")
-        config.data = DataConfig(canvas=(1280, 512), spacing_mm=(1.0, 1.0), ap_policy="fixed",
-                                 min_inside_fraction=0.9, balance_regions=False)
-        config.autoencoder = AutoencoderConfig(args=reference_autoencoder_args(), batch_size=4, epochs=100,
-                                               iterations_per_epoch=500, lr=1e-4, lr_discriminator=5e-4,
-                                               adversarial_warmup_epochs=20)
-        config.diffusion = DiffusionConfig(args=reference_unet_args(), batch_size=4, epochs=200,
-                                           iterations_per_epoch=500, lr=1e-4, sample_steps=50)
+        config.data = DataConfig(
+            canvas=(1280, 512),
+            spacing_mm=(1.0, 1.0),
+            ap_policy="fixed",
+            min_inside_fraction=0.9,
+            balance_regions=False,
+        )
+        config.autoencoder = AutoencoderConfig(
+            args=reference_autoencoder_args(),
+            batch_size=4,
+            epochs=100,
+            iterations_per_epoch=500,
+            lr=1e-4,
+            lr_discriminator=5e-4,
+            adversarial_warmup_epochs=20,
+        )
+        config.diffusion = DiffusionConfig(
+            args=reference_unet_args(),
+            batch_size=4,
+            epochs=200,
+            iterations_per_epoch=500,
+            lr=1e-4,
+            sample_steps=50,
+        )
         config.validate_every, config.sample_every = 5, 10
         return config
     raise InputError(f"unknown training preset {name!r} (choose from {', '.join(PRESETS)})")

@@ -22,8 +22,12 @@ from ..preprocess import prepare_slab
 from .augment import augment_intensity, cut_window, flip_left_right, window_transform
 from .config import AugmentConfig, TrainConfig
 
-SCAN_PATTERNS = ("sub-*/anat/*_T2w.nii.gz", "sub-*/anat/*_T2w.nii", "sub-*/ses-*/anat/*_T2w.nii.gz",
-                 "sub-*/ses-*/anat/*_T2w.nii")
+SCAN_PATTERNS = (
+    "sub-*/anat/*_T2w.nii.gz",
+    "sub-*/anat/*_T2w.nii",
+    "sub-*/ses-*/anat/*_T2w.nii.gz",
+    "sub-*/ses-*/anat/*_T2w.nii",
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,13 @@ class ScanRecord:
     licence: str = ""
 
     def describe(self) -> dict[str, str]:
-        return {"subject": self.subject, "file": Path(self.path).name, "region": self.region,
-                "source": self.source, "licence": self.licence}
+        return {
+            "subject": self.subject,
+            "file": Path(self.path).name,
+            "region": self.region,
+            "source": self.source,
+            "licence": self.licence,
+        }
 
 
 def subject_of(path: Path) -> str:
@@ -67,8 +76,15 @@ def find_scans(roots: list[str], files: list[str]) -> list[ScanRecord]:
             raise InputError(f"no BIDS T2w scans (sub-*/anat/*_T2w.nii.gz) under {root}")
         for path in paths:
             row = participants.get(subject_of(path), {})
-            records.append(ScanRecord(str(path), subject_of(path), row.get("region", "unknown"),
-                                      row.get("source", ""), row.get("license", row.get("licence", ""))))
+            records.append(
+                ScanRecord(
+                    str(path),
+                    subject_of(path),
+                    row.get("region", "unknown"),
+                    row.get("source", ""),
+                    row.get("license", row.get("licence", "")),
+                )
+            )
     for file_text in files:
         path = Path(file_text).expanduser()
         if not path.is_file():
@@ -121,8 +137,15 @@ def phantom_slabs(config: TrainConfig, count: int, seed: int = 1000) -> list[Sla
         return []
     slabs = []
     for index in range(count):
-        phantom = generate_phantom(seed=seed + index, spacing_mm=1.0)
-        record = ScanRecord(f"phantom-{seed + index}", f"phantom{seed + index}", "whole-spine", "synthetic", "")
+        # Generated at the model spacing (fast); slices 2 mm apart are fine for per-slice 2D training.
+        phantom = generate_phantom(seed=seed + index, spacing_mm=min(config.data.spacing_mm), n_slices=16)
+        record = ScanRecord(
+            f"phantom-seed{seed + index}",
+            f"phantom{seed + index}",
+            "phantom",
+            "fovcompletion.phantom (synthetic whole spine)",
+            "Apache-2.0 (generated)",
+        )
         slabs.append(load_slab(record, config, Volume(np.asarray(phantom.image, np.float32), phantom.affine)))
     return slabs
 
@@ -163,8 +186,9 @@ class WindowSampler:
         centre_row = rng.uniform(min(lo, hi), max(lo, hi))
         spare = abs(n_cols - width) / 2
         centre_col = (n_cols - 1) / 2 + rng.uniform(-spare, spare)
-        matrix, offset = window_transform(rng if self.aug else None, self.aug, (centre_row - 0.5, centre_col),
-                                          self.shape)
+        matrix, offset = window_transform(
+            rng if self.aug else None, self.aug, (centre_row - 0.5, centre_col), self.shape
+        )
         valid = np.ones(plane.shape, dtype=bool)
         window, mask = cut_window(plane, valid, matrix, offset, self.shape, self.padding)
         if self.aug is not None:

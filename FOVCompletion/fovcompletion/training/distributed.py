@@ -77,10 +77,22 @@ def mean_over_ranks(value: float, context: DistributedContext) -> float:
     return float(tensor.item()) / context.world_size
 
 
-def loader(dataset: torch.utils.data.Dataset, batch_size: int, context: DistributedContext, seed: int,
-           workers: int = 0) -> torch.utils.data.DataLoader:
+def loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    context: DistributedContext,
+    seed: int,
+    workers: int = 0,
+) -> torch.utils.data.DataLoader:
     """A loader whose sampler splits each epoch across processes (call `set_epoch` on both each epoch)."""
     sampler = torch.utils.data.distributed.DistributedSampler(
-        dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed, drop_last=True)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                       drop_last=True, pin_memory=context.device.type == "cuda")
+        dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed, drop_last=True
+    )
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=context.device.type == "cuda",
+    )

@@ -61,8 +61,16 @@ class Progress:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=done, desc=label, unit="it", file=sys.stderr,
-                            dynamic_ncols=False, ncols=110, mininterval=5.0)
+            self.bar = tqdm(
+                total=total,
+                initial=done,
+                desc=label,
+                unit="it",
+                file=sys.stderr,
+                dynamic_ncols=False,
+                ncols=110,
+                mininterval=5.0,
+            )
 
     def update(self, **losses: float) -> None:
         if self.bar is not None:

@@ -57,16 +57,21 @@ def load_training_data(config: TrainConfig, verbose: bool = True) -> TrainingDat
     train = [load_slab(r, config) for r in train_records]
     train += phantom_slabs(config, config.data.phantoms)
     val = [load_slab(r, config) for r in val_records]
-    log_line(f"data: {len(train)} training volumes ({len(train_records)} scans), {len(val)} held-out scans "
-             f"({', '.join(r.subject for r in val_records) or 'none'})", verbose)
+    log_line(
+        f"data: {len(train)} training volumes ({len(train_records)} scans), {len(val)} held-out scans "
+        f"({', '.join(r.subject for r in val_records) or 'none'})",
+        verbose,
+    )
     return TrainingData(train, val, train_records, val_records)
 
 
 def write_data_manifest(run_dir: Path, data: TrainingData) -> None:
     """Names and sources of the scans used (never the images), for the bundle's training record."""
-    manifest = {"training": [r.describe() for r in data.train_records],
-                "held_out": [r.describe() for r in data.val_records],
-                "phantoms": len(data.train) - len(data.train_records)}
+    manifest = {
+        "training": [r.describe() for r in data.train_records],
+        "held_out": [r.describe() for r in data.val_records],
+        "phantoms": len(data.train) - len(data.train_records),
+    }
     (run_dir / DATA_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 

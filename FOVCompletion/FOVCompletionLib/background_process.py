@@ -1,0 +1,150 @@
+"""A child process whose output is read without blocking the caller: reader thread + queue + `poll()`.
+
+The Slicer widget calls `poll()` from a QTimer, so lines are handled on the GUI thread while the thread only
+reads. `cancel()` kills the whole process tree: `PythonSlicer` is a launcher that starts the real Python as a
+child, so killing only the direct child would leave the computation running.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+_LINE = "line"
+_EXIT = "exit"
+
+
+def killProcessTree(process: subprocess.Popen) -> None:
+    """Kill a process and every descendant (its process group on POSIX, `taskkill /T` on Windows)."""
+    descendants = []
+    try:
+        import psutil  # optional: also catches descendants that left the process group
+
+        try:
+            descendants = psutil.Process(process.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+    except ImportError:
+        psutil = None
+    if os.name == "nt":
+        subprocess.run(
+            ["taskkill", "/F", "/T", "/PID", str(process.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+    else:
+        try:
+            if os.getpgid(process.pid) == process.pid:  # started with start_new_session: its own group
+                os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    if process.poll() is None:
+        try:
+            process.kill()
+        except OSError:
+            pass
+
+
+class BackgroundProcess:
+    """Runs `args`; `poll()` returns the output lines (stdout and stderr merged) that arrived since last time."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        environment: Mapping[str, str] | None = None,
+        workingDirectory: str | os.PathLike | None = None,
+    ) -> None:
+        self.args = [str(a) for a in args]
+        self.environment = dict(environment) if environment is not None else None
+        self.workingDirectory = workingDirectory
+        self.process: subprocess.Popen | None = None
+        self.returnCode: int | None = None
+        self.cancelled = False
+        self._queue: queue.Queue = queue.Queue()
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.process is not None:
+            raise RuntimeError("the process was already started")
+        options = {}
+        if os.name == "nt":
+            options["creationflags"] = subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP
+        else:
+            options["start_new_session"] = True  # its own process group, so cancel can kill the whole tree
+        self.process = subprocess.Popen(
+            self.args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.environment,
+            cwd=self.workingDirectory,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            **options,
+        )
+        self._reader = threading.Thread(target=self._readOutput, name="FOVCompletion output reader", daemon=True)
+        self._reader.start()
+
+    def _readOutput(self) -> None:
+        process = self.process
+        try:
+            for line in iter(process.stdout.readline, ""):
+                self._queue.put((_LINE, line.rstrip("\r\n")))
+        except (OSError, ValueError):  # pipe closed under us (killed): nothing more to read
+            pass
+        finally:
+            self._queue.put((_EXIT, process.wait()))
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.returnCode is None
+
+    def poll(self) -> list[str]:
+        """Lines received since the last call; sets `returnCode` once the process ended and all output is read."""
+        lines = []
+        while True:
+            try:
+                kind, value = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == _LINE:
+                lines.append(value)
+            else:
+                self.returnCode = int(value)
+        return lines
+
+    def wait(self, timeout: float | None = None, interval: float = 0.05) -> list[str]:
+        """Block until the process ended (or `timeout` seconds); returns the lines read meanwhile."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lines = []
+        while self.running:
+            lines += self.poll()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the process did not end within {timeout} s")
+            if self.running:
+                time.sleep(interval)
+        return lines
+
+    def cancel(self, timeout: float = 10.0) -> None:
+        """Kill the process tree and wait (briefly) until it is gone; the output read so far stays in the queue."""
+        if self.process is None or self.returnCode is not None:
+            return
+        self.cancelled = True
+        killProcessTree(self.process)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass

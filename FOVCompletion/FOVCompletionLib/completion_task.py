@@ -1,0 +1,251 @@
+"""One completion run: input node -> temporary file -> engine process -> new volume nodes.
+
+The temporary folder is removed in every outcome (success, engine error, cancel, failure to start), and the
+input node is only read. `poll()` does all scene work on the caller's thread; the widget calls it from a QTimer,
+the console API through `wait()`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .background_process import BackgroundProcess
+from .engine_command import CompletionOptions, buildCompletionCommand, engineEnvironment
+from .progress_events import DoneEvent, EngineEvent, ErrorEvent, LogLine, ProgressEvent, StartEvent, parseEngineLine
+from .volume_files import readVolumeFromFile, writeVolumeToFile
+from .volume_geometry import sagittalSliceCount
+
+CANCELLED_EXIT_CODE = 130
+LOG_LINES_IN_ERROR = 5
+
+
+class TaskState(enum.Enum):
+    NOT_STARTED = "not started"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class CompletionNodes:
+    """The nodes a run produced: the completed volume, the known-region mask (label map), the spread map."""
+
+    output: object
+    mask: object | None = None
+    spread: object | None = None
+
+
+def copyDisplaySettings(sourceNode, targetNode) -> None:
+    """Same window/level as the input, so the completion and the overlay compare at a glance."""
+    source, target = sourceNode.GetDisplayNode(), targetNode.GetDisplayNode()
+    if source is None or target is None or not hasattr(source, "GetWindow"):
+        return
+    target.SetAutoWindowLevel(False)
+    target.SetWindowLevel(source.GetWindow(), source.GetLevel())
+
+
+class CompletionTask:
+    """Runs the engine on `inputNode`; state moves NOT_STARTED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED."""
+
+    def __init__(
+        self,
+        inputNode,
+        options: CompletionOptions,
+        pythonExecutable: str | os.PathLike,
+        outputNode=None,
+        temporaryRoot: str | os.PathLike | None = None,
+        environment: Mapping[str, str] | None = None,
+        onEvent: Callable[[EngineEvent], None] | None = None,
+        onFinished: Callable[[CompletionTask], None] | None = None,
+    ) -> None:
+        if inputNode is None or inputNode.GetImageData() is None:
+            raise ValueError("select an input volume that has image data")
+        if outputNode is not None and outputNode is inputNode:
+            raise ValueError("the output volume must not be the input volume (the input is never modified)")
+        options.validate(sagittalSliceCount(inputNode))
+        self.inputNode = inputNode
+        self.scene = inputNode.GetScene()
+        self.options = options
+        self.pythonExecutable = str(pythonExecutable)
+        self.outputNode = outputNode
+        self.temporaryRoot = temporaryRoot
+        self.environment = engineEnvironment(environment)
+        self.onEvent = onEvent
+        self.onFinished = onFinished
+        self.state = TaskState.NOT_STARTED
+        self.errorMessage = ""
+        self.log: list[str] = []
+        self.lastProgress: ProgressEvent | None = None
+        self.startInfo: StartEvent | None = None
+        self.result: CompletionNodes | None = None
+        self.workingFolder: Path | None = None
+        self.process: BackgroundProcess | None = None
+        self._done: DoneEvent | None = None
+        self._engineError: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Export the input and start the engine; on any failure nothing is left behind and the error is raised."""
+        if self.state is not TaskState.NOT_STARTED:
+            raise RuntimeError("a completion task runs once")
+        self.workingFolder = Path(tempfile.mkdtemp(prefix="FOVCompletion-", dir=self.temporaryRoot))
+        try:
+            inputPath = writeVolumeToFile(self.inputNode, self.workingFolder / "input.nii")
+            command = buildCompletionCommand(
+                self.pythonExecutable,
+                inputPath,
+                self.workingFolder / "completed.nii.gz",
+                self.options,
+                maskPath=self.workingFolder / "known-region.nii.gz",
+                spreadPath=self.workingFolder / "spread.nii.gz",
+            )
+            self._addLog("Command: " + " ".join(command))
+            self.process = BackgroundProcess(command, self.environment, self.workingFolder)
+            self.process.start()
+        except BaseException:
+            self._removeWorkingFolder()
+            self.state = TaskState.FAILED
+            raise
+        self.state = TaskState.RUNNING
+
+    @property
+    def running(self) -> bool:
+        return self.state is TaskState.RUNNING
+
+    def poll(self) -> bool:
+        """Handle the output that arrived; when the process has ended, load the results. True while running."""
+        if self.state is not TaskState.RUNNING:
+            return False
+        for line in self.process.poll():
+            self._handle(parseEngineLine(line))
+        if self.process.returnCode is not None:
+            self._finish(self.process.returnCode)
+        return self.running
+
+    def wait(self, timeout: float | None = None, interval: float = 0.1, idle: Callable[[], None] | None = None):
+        """Block until the run ends (console API, self-test); returns the result nodes or raises RuntimeError."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll():
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                raise TimeoutError(f"completion did not finish within {timeout} s and was cancelled")
+            if idle is not None:
+                idle()
+            time.sleep(interval)
+        if self.state is TaskState.SUCCEEDED:
+            return self.result
+        raise RuntimeError(self.errorMessage or f"completion {self.state.value}")
+
+    def cancel(self) -> None:
+        """Stop the engine now (the process tree is killed); nothing is added to the scene."""
+        if self.state is not TaskState.RUNNING:
+            return
+        self.process.cancel()
+        for line in self.process.poll():
+            self._handle(parseEngineLine(line))
+        self._conclude(TaskState.CANCELLED, "cancelled; nothing was added to the scene")
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _addLog(self, text: str) -> None:
+        self.log.append(text)
+
+    def _handle(self, event: EngineEvent) -> None:
+        if isinstance(event, LogLine):
+            self._addLog(event.text)
+        elif isinstance(event, StartEvent):
+            self.startInfo = event
+        elif isinstance(event, ProgressEvent):
+            self.lastProgress = event
+        elif isinstance(event, DoneEvent):
+            self._done = event
+        elif isinstance(event, ErrorEvent):
+            self._engineError = event.message
+            self._addLog("Error: " + event.message)
+        if self.onEvent is not None:
+            self.onEvent(event)
+
+    def _finish(self, returnCode: int) -> None:
+        if self.process.cancelled or returnCode == CANCELLED_EXIT_CODE:
+            self._conclude(TaskState.CANCELLED, "cancelled; nothing was added to the scene")
+        elif returnCode != 0 or self._done is None:
+            self._conclude(TaskState.FAILED, self._failureMessage(returnCode))
+        else:
+            try:
+                self.result = self._loadResults(self._done)
+            except (OSError, RuntimeError, ValueError) as error:
+                self._conclude(TaskState.FAILED, f"the results could not be loaded: {error}")
+            else:
+                self._conclude(TaskState.SUCCEEDED, "")
+
+    def _failureMessage(self, returnCode: int) -> str:
+        if self._engineError:
+            return self._engineError
+        tail = [line for line in self.log if line.strip()][-LOG_LINES_IN_ERROR:]
+        detail = ("; last output: " + " | ".join(tail)) if tail else ""
+        if returnCode == 0:
+            return "the engine ended without reporting a result" + detail
+        return f"the engine stopped with exit code {returnCode}" + detail
+
+    def _resultPath(self, reported: str | None, expectedName: str) -> Path | None:
+        if not reported:
+            return None
+        path = Path(reported)
+        if not path.is_absolute():
+            path = self.workingFolder / path
+        return path if path.is_file() else self.workingFolder / expectedName
+
+    def _loadResults(self, done: DoneEvent) -> CompletionNodes:
+        inputName = self.inputNode.GetName() or "volume"
+        created = []
+        try:
+            output = readVolumeFromFile(
+                self.scene,
+                self._resultPath(done.output, "completed.nii.gz"),
+                f"{inputName} completed",
+                targetNode=self.outputNode,
+            )
+            if output is not self.outputNode:
+                created.append(output)
+            mask = spread = None
+            maskPath = self._resultPath(done.mask, "known-region.nii.gz")
+            if maskPath is not None:
+                mask = readVolumeFromFile(
+                    self.scene, maskPath, f"{inputName} known region", "vtkMRMLLabelMapVolumeNode"
+                )
+                created.append(mask)
+            spreadPath = self._resultPath(done.spread, "spread.nii.gz")
+            if spreadPath is not None:
+                spread = readVolumeFromFile(self.scene, spreadPath, f"{inputName} spread")
+                created.append(spread)
+        except BaseException:
+            for node in created:
+                self.scene.RemoveNode(node)
+            raise
+        copyDisplaySettings(self.inputNode, output)
+        parentTransformId = self.inputNode.GetTransformNodeID()
+        for node in (output, mask, spread):
+            if node is not None:
+                node.SetAndObserveTransformNodeID(parentTransformId)
+        return CompletionNodes(output, mask, spread)
+
+    def _conclude(self, state: TaskState, message: str) -> None:
+        self.state = state
+        self.errorMessage = message
+        self._removeWorkingFolder()
+        if self.onFinished is not None:
+            self.onFinished(self)
+
+    def _removeWorkingFolder(self) -> None:
+        if self.workingFolder is not None:
+            shutil.rmtree(self.workingFolder, ignore_errors=True)

@@ -1,0 +1,119 @@
+"""Show a completion beside and over the original: side-by-side sagittal views with linked slices.
+
+Left view ("Red"): the original. Right view ("Yellow"): the completion, with the original laid over it at an
+adjustable opacity and the known region's boundary drawn as a label-map outline. Both views look at the same
+world region and jump to the middle sagittal slice of the completed slab. Works on any scene: without a layout
+node (no application) the layout is left alone, and a view without slice/composite nodes is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import slicer
+
+from .volume_geometry import middleSliceCentreRas, toWorld
+
+ORIGINAL_VIEW = "Red"
+COMPLETION_VIEW = "Yellow"
+DEFAULT_OVERLAY_OPACITY = 0.5
+
+
+@dataclass
+class DisplaySetup:
+    """What could be configured (a missing application part is reported, not raised)."""
+
+    layoutChanged: bool = False
+    configuredViews: list[str] = field(default_factory=list)
+    centreRas: tuple[float, float, float] | None = None
+
+
+def _nodesByClass(scene, className: str) -> list:
+    return [scene.GetNthNodeByClass(i, className) for i in range(scene.GetNumberOfNodesByClass(className))]
+
+
+def sliceNodeForView(scene, viewName: str):
+    return next((n for n in _nodesByClass(scene, "vtkMRMLSliceNode") if n.GetLayoutName() == viewName), None)
+
+
+def sliceCompositeNodeForView(scene, viewName: str):
+    return next(
+        (n for n in _nodesByClass(scene, "vtkMRMLSliceCompositeNode") if n.GetLayoutName() == viewName), None
+    )
+
+
+def _id(node) -> str | None:
+    return node.GetID() if node is not None else None
+
+
+def setOverlayOpacity(scene, opacity: float) -> None:
+    """Opacity of the original over the completion (0 = completion only, 1 = original only)."""
+    compositeNode = sliceCompositeNodeForView(scene, COMPLETION_VIEW)
+    if compositeNode is not None:
+        compositeNode.SetForegroundOpacity(min(1.0, max(0.0, float(opacity))))
+
+
+def _useSideBySideLayout(scene) -> bool:
+    layoutNodes = _nodesByClass(scene, "vtkMRMLLayoutNode")
+    if not layoutNodes:
+        return False
+    layoutNodes[0].SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    return True
+
+
+def _fitToVolume(appLogic, viewName: str) -> None:
+    if appLogic is None:
+        return
+    sliceLogic = appLogic.GetSliceLogicByLayoutName(viewName)
+    if sliceLogic is not None:
+        sliceLogic.FitSliceToAll()
+
+
+def showCompletion(
+    scene,
+    inputNode,
+    outputNode,
+    maskNode=None,
+    overlayOpacity: float = DEFAULT_OVERLAY_OPACITY,
+    appLogic=None,
+) -> DisplaySetup:
+    """Switch to side-by-side sagittal views showing the original and the overlaid completion.
+
+    `appLogic` (Slicer's application logic) is optional: when given, the completion view is zoomed to fit and the
+    original view gets the same field of view, so anatomy appears at the same place in both.
+    """
+    setup = DisplaySetup(layoutChanged=_useSideBySideLayout(scene))
+    views = {
+        ORIGINAL_VIEW: (_id(inputNode), None, None),
+        COMPLETION_VIEW: (_id(outputNode), _id(inputNode), _id(maskNode)),
+    }
+    for viewName, (background, foreground, label) in views.items():
+        sliceNode = sliceNodeForView(scene, viewName)
+        compositeNode = sliceCompositeNodeForView(scene, viewName)
+        if sliceNode is None or compositeNode is None:
+            logging.info(f"FOVCompletion: no {viewName} slice view in this scene; not showing the result there")
+            continue
+        if not sliceNode.SetOrientationToSagittal():
+            logging.warning(f"FOVCompletion: the {viewName} view has no sagittal orientation preset")
+        compositeNode.SetBackgroundVolumeID(background)
+        compositeNode.SetForegroundVolumeID(foreground)
+        compositeNode.SetLabelVolumeID(label)
+        compositeNode.SetLinkedControl(True)
+        if viewName == COMPLETION_VIEW:
+            compositeNode.SetForegroundOpacity(min(1.0, max(0.0, float(overlayOpacity))))
+            compositeNode.SetLabelOpacity(1.0)
+            sliceNode.SetUseLabelOutline(True)
+        setup.configuredViews.append(viewName)
+
+    completionSlice = sliceNodeForView(scene, COMPLETION_VIEW)
+    originalSlice = sliceNodeForView(scene, ORIGINAL_VIEW)
+    if COMPLETION_VIEW in setup.configuredViews:
+        _fitToVolume(appLogic, COMPLETION_VIEW)
+        if ORIGINAL_VIEW in setup.configuredViews:
+            originalSlice.SetFieldOfView(*completionSlice.GetFieldOfView())
+    centre = toWorld(outputNode, middleSliceCentreRas(outputNode))
+    for viewName in setup.configuredViews:
+        sliceNodeForView(scene, viewName).JumpSliceByCentering(*centre)
+    setup.centreRas = tuple(float(c) for c in centre)
+    return setup

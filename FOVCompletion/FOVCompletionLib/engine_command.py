@@ -1,0 +1,108 @@
+"""The engine's command line, as the background process runs it: `PythonSlicer -m fovcompletion complete ...`.
+
+The options are validated here, before any file is written, so that a wrong value gets one clear message in
+the panel instead of an engine error after the input was exported.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+MODULE_DIR = Path(__file__).resolve().parent.parent  # holds fovcompletion/ (the engine) and Resources/
+MAXIMUM_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class CompletionOptions:
+    """What to complete and how. `sliceRange` is (first, stop) with stop excluded, along the input's L-R axis."""
+
+    slices: int | None = None
+    sliceRange: tuple[int, int] | None = None
+    steps: int = 50
+    extendSuperiorMm: float = 0.0
+    extendInferiorMm: float = 0.0
+    seed: int = 0
+    samples: int = 1
+    device: str = "auto"
+    model: str | None = None
+
+    def validate(self, sagittalSliceCount: int | None = None) -> None:
+        """Raise ValueError with one sentence the user can act on."""
+        if self.slices is not None and self.sliceRange is not None:
+            raise ValueError("choose either a number of slices or a slice range, not both")
+        if self.slices is not None and self.slices < 1:
+            raise ValueError(f"the number of slices must be at least 1 (got {self.slices})")
+        if self.sliceRange is not None:
+            first, stop = self.sliceRange
+            if first < 0 or stop <= first:
+                raise ValueError(f"the slice range {first}:{stop} is empty or negative")
+            if sagittalSliceCount is not None and stop > sagittalSliceCount:
+                raise ValueError(
+                    f"the slice range {first}:{stop} goes past the input's {sagittalSliceCount} sagittal slices"
+                )
+        if not 1 <= self.steps <= MAXIMUM_STEPS:
+            raise ValueError(f"the number of steps must be between 1 and {MAXIMUM_STEPS} (got {self.steps})")
+        if self.samples < 1:
+            raise ValueError(f"the number of samples must be at least 1 (got {self.samples})")
+        if self.extendSuperiorMm < 0 or self.extendInferiorMm < 0:
+            raise ValueError("the extensions must be zero or positive millimetres")
+        if self.extendSuperiorMm == 0 and self.extendInferiorMm == 0:
+            raise ValueError("nothing to complete: extend the field of view superiorly and/or inferiorly")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise ValueError(f"unknown device {self.device!r}")
+
+
+def buildCompletionCommand(
+    pythonExecutable: str | os.PathLike,
+    inputPath: str | os.PathLike,
+    outputPath: str | os.PathLike,
+    options: CompletionOptions,
+    maskPath: str | os.PathLike | None = None,
+    spreadPath: str | os.PathLike | None = None,
+) -> list[str]:
+    """Arguments for subprocess (no shell): the engine's `complete` command with JSON progress on stdout."""
+    options.validate()
+    command = [str(pythonExecutable), "-m", "fovcompletion", "complete", str(inputPath), "-o", str(outputPath)]
+    if maskPath is not None:
+        command += ["--mask-output", str(maskPath)]
+    if spreadPath is not None and options.samples > 1:
+        command += ["--spread-output", str(spreadPath)]
+    if options.model:
+        command += ["--model", str(options.model)]
+    if options.slices is not None:
+        command += ["--slices", str(int(options.slices))]
+    elif options.sliceRange is not None:
+        command += ["--slice-range", f"{int(options.sliceRange[0])}:{int(options.sliceRange[1])}"]
+    command += [
+        "--steps",
+        str(int(options.steps)),
+        "--extend-superior",
+        repr(float(options.extendSuperiorMm)),
+        "--extend-inferior",
+        repr(float(options.extendInferiorMm)),
+        "--seed",
+        str(int(options.seed)),
+        "--samples",
+        str(int(options.samples)),
+        "--device",
+        options.device,
+        "--progress",
+        "json",
+    ]
+    return command
+
+
+def engineEnvironment(
+    baseEnvironment: Mapping[str, str] | None = None, moduleDir: str | os.PathLike = MODULE_DIR
+) -> dict[str, str]:
+    """The child's environment: the module folder first on PYTHONPATH (so `-m fovcompletion` finds the engine
+    shipped with the extension), unbuffered UTF-8 output so progress lines arrive as they are printed."""
+    environment = dict(os.environ if baseEnvironment is None else baseEnvironment)
+    existing = environment.get("PYTHONPATH", "")
+    environment["PYTHONPATH"] = os.pathsep.join(p for p in (str(moduleDir), existing) if p)
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment["PYTHONIOENCODING"] = "utf-8"
+    return environment

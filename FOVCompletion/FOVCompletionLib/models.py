@@ -1,0 +1,141 @@
+"""Model choices for the panel: bundled, user and environment bundles, adding a bundle, and time estimates.
+
+The engine's registry is the source of truth. It imports torch, which is missing until the dependencies are
+installed, so every function here degrades gracefully instead of breaking the panel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .engine_command import MODULE_DIR
+
+BUNDLED_MODELS_DIR = MODULE_DIR / "Resources" / "Models"
+BUNDLE_METADATA_FILE = "bundle.json"
+FALLBACK_DEFAULT_MODEL = "fovcompletion-spine-t2w-window"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model combo box; `value` is what the engine's --model accepts (a name or a folder)."""
+
+    label: str
+    value: str
+    description: str = ""
+    defaultSlices: int | None = None
+
+
+def defaultModelName() -> str:
+    try:
+        from fovcompletion.registry import default_bundle_name
+    except ImportError:
+        return FALLBACK_DEFAULT_MODEL
+    return default_bundle_name()
+
+
+def _bundledFolders() -> list[ModelChoice]:
+    """Without the engine: the bundled folders, by name (the engine resolves a name to its folder)."""
+    if not BUNDLED_MODELS_DIR.is_dir():
+        return []
+    choices = []
+    for folder in sorted(BUNDLED_MODELS_DIR.iterdir()):
+        metadataFile = folder / BUNDLE_METADATA_FILE
+        if not metadataFile.is_file():
+            continue
+        try:
+            metadata = json.loads(metadataFile.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        name = str(metadata.get("name") or folder.name)
+        choices.append(ModelChoice(f"{name} (bundled)", name, str(metadata.get("description", ""))))
+    return choices
+
+
+def availableModels() -> list[ModelChoice]:
+    """Every usable bundle, default first; names that occur twice are given as folders so each is reachable."""
+    try:
+        from fovcompletion.registry import list_bundles
+    except ImportError:
+        return _bundledFolders()
+    bundles = list_bundles()
+    counts: dict[str, int] = {}
+    for info in bundles:
+        counts[info.name] = counts.get(info.name, 0) + 1
+    choices = []
+    for info in bundles:
+        value = info.name if counts[info.name] == 1 else str(info.path)
+        label = f"{info.name} ({info.source})"
+        choices.append(ModelChoice(label, value, info.description, info.default_slices))
+    default = defaultModelName()
+    choices.sort(key=lambda choice: choice.value != default)
+    return choices
+
+
+def addBundleFromFolder(folder: str | os.PathLike, modelsDir: str | os.PathLike | None = None) -> str:
+    """Verify a bundle folder (checksums, architecture) and copy it into the user's model folder.
+
+    Returns the bundle name to select. Raises the engine's BundleError (one clear line) for a bad bundle and
+    FileExistsError rather than overwrite a different bundle of the same name.
+    """
+    from fovcompletion.bundle import verify_bundle
+    from fovcompletion.registry import user_models_dir
+
+    source = Path(folder)
+    metadata = verify_bundle(source)
+    target = Path(modelsDir) if modelsDir is not None else user_models_dir()
+    destination = target / source.name
+    if destination.resolve() == source.resolve():
+        return metadata.name
+    if destination.exists():
+        raise FileExistsError(f"a bundle folder named {source.name!r} already exists in {target}")
+    target.mkdir(parents=True, exist_ok=True)
+    staging = target / f".{source.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        shutil.copytree(source, staging)
+        os.replace(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return metadata.name
+
+
+def _bundlePath(model: str | None) -> Path:
+    from fovcompletion.registry import resolve_bundle
+
+    return resolve_bundle(model or None)
+
+
+def estimateSeconds(
+    model: str | None,
+    slices: int,
+    steps: int,
+    extendSuperiorMm: float,
+    extendInferiorMm: float,
+    inputHeightMm: float,
+    device: str = "auto",
+) -> float | None:
+    """The engine's estimate for this run, or None when it cannot be made (no engine yet, unknown model...)."""
+    try:
+        from fovcompletion.errors import FOVCompletionError
+        from fovcompletion.estimate import estimate_seconds
+    except ImportError:
+        return None
+    if device == "auto":
+        try:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            device = "cpu"
+    try:
+        return float(
+            estimate_seconds(
+                _bundlePath(model), slices, steps, extendSuperiorMm, extendInferiorMm, inputHeightMm, device
+            )
+        )
+    except (FOVCompletionError, OSError, ValueError, KeyError):
+        return None

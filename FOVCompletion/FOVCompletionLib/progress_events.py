@@ -1,0 +1,143 @@
+"""The engine's output lines as events: start, progress, done, error, or plain log text.
+
+With `--progress json` the engine prints one JSON object per line on stdout; anything else (warnings, library
+messages, a traceback) is log text. Parsing never raises: an unexpected line is shown in the log, not lost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StartEvent:
+    totalSteps: int
+    slices: int
+    windows: int
+    device: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    step: int
+    total: int
+    elapsedS: float
+    etaS: float | None
+    stage: str
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total) if self.total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    output: str
+    mask: str | None
+    spread: str | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    message: str
+
+
+@dataclass(frozen=True)
+class LogLine:
+    text: str
+
+
+EngineEvent = StartEvent | ProgressEvent | DoneEvent | ErrorEvent | LogLine
+
+
+def _int(value, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def _float(value, default: float | None = 0.0) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _optionalText(value) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def parseEngineLine(line: str) -> EngineEvent:
+    """One line of engine output -> an event; anything that is not a known JSON event is a LogLine."""
+    text = line.rstrip("\r\n")
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return LogLine(text)
+    try:
+        data = json.loads(stripped)
+    except (json.JSONDecodeError, RecursionError):
+        return LogLine(text)
+    if not isinstance(data, dict):
+        return LogLine(text)
+    kind = data.get("event")
+    if kind == "start":
+        return StartEvent(
+            totalSteps=_int(data.get("total_steps")),
+            slices=_int(data.get("slices")),
+            windows=_int(data.get("windows"), 1),
+            device=_text(data.get("device")),
+            message=_text(data.get("message")),
+        )
+    if kind == "progress":
+        return ProgressEvent(
+            step=_int(data.get("step")),
+            total=_int(data.get("total")),
+            elapsedS=_float(data.get("elapsed_s")),
+            etaS=_float(data.get("eta_s"), None),
+            stage=_text(data.get("stage")),
+            message=_text(data.get("message")),
+        )
+    if kind == "done" and data.get("output"):
+        return DoneEvent(
+            output=str(data["output"]),
+            mask=_optionalText(data.get("mask")),
+            spread=_optionalText(data.get("spread")),
+            seconds=_float(data.get("seconds")),
+        )
+    if kind == "error":
+        return ErrorEvent(_text(data.get("message")) or "the engine reported an error without a message")
+    return LogLine(text)
+
+
+def formatDuration(seconds: float | None) -> str:
+    """`mm:ss`, or `h:mm:ss` from one hour; `--:--` when unknown (no ETA before the first step)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "--:--"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def describeProgress(event: ProgressEvent) -> str:
+    """The progress bar's text: step, elapsed time and time left."""
+    return (
+        f"Step {event.step} of {event.total} - {formatDuration(event.elapsedS)} elapsed, "
+        f"{formatDuration(event.etaS)} left"
+    )
+
+
+def describeStart(event: StartEvent) -> str:
+    slices = f"{event.slices} slice{'s' if event.slices != 1 else ''}"
+    windows = f", {event.windows} windows" if event.windows > 1 else ""
+    return f"Completing {slices} on {event.device or 'the default device'}{windows}: {event.totalSteps} steps"

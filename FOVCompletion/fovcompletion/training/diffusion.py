@@ -1,0 +1,340 @@
+"""Stage 2: the latent diffusion UNet, epsilon-prediction MSE on the VQ-VAE's latents (encoded once),
+with the loss masked to latent cells inside the scan so that the model never learns that anatomy ends
+where a regional scan happens to stop. Resumable, DDP under torchrun, EMA weights for sampling."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from ..bundle import SchedulerSpec
+from ..errors import InputError
+from ..networks import build_network, count_parameters, latent_downsample_factor
+from ..sampling import LatentInpainter, SamplerOptions, alphas_cumprod
+from .autoencoder import STAGE as AUTOENCODER_STAGE
+from .checkpoints import LAST, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
+from .latents import LatentWindowDataset, encode_maps, pack, scale_factor, unpack
+from .logs import CsvLog, Progress, log_line, save_grid
+from .runner import (
+    DATA_FILE,
+    Budget,
+    autocast,
+    configure_threads,
+    grad_scaler,
+    load_training_data,
+    resolve_run_config,
+)
+
+STAGE = "diffusion"
+LATENT_CACHE = "latents.pt"
+
+
+def load_trained_autoencoder(run_dir: Path, config: TrainConfig, device: torch.device) -> torch.nn.Module:
+    path = run_dir / AUTOENCODER_STAGE / LAST
+    if not path.is_file():
+        raise InputError(f"no trained VQ-VAE in {run_dir} ({path} missing): run train-autoencoder first")
+    model = build_network("VQVAE", config.autoencoder.args)
+    model.load_state_dict(load_checkpoint(path, restore_rng=False)["model"])
+    return model.to(device).eval()
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, inside: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over latent cells inside the scan (all cells when `inside` is None)."""
+    error = (prediction.float() - target.float()) ** 2
+    if inside is None:
+        return error.mean()
+    weight = inside[:, None].to(error.dtype).expand_as(error)
+    return (error * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+class EMA:
+    """Exponential moving average of the UNet weights, warmed up so that short runs still benefit."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for averaged, current in zip(
+            self.model.state_dict().values(), model.state_dict().values(), strict=True
+        ):
+            if averaged.dtype.is_floating_point:
+                averaged.mul_(decay).add_(current.detach(), alpha=1 - decay)
+            else:
+                averaged.copy_(current)
+
+
+def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, main: bool, context) -> dict:
+    """Encode training and held-out slices once (rank 0), cache them in the run folder, load everywhere."""
+    cache = run_dir / STAGE / LATENT_CACHE
+    if main and not cache.is_file():
+        data = load_training_data(config, verbose=True)
+        autoencoder = load_trained_autoencoder(run_dir, config, device)
+        log_line(
+            f"encoding {len(data.train)} training volumes x {config.diffusion.latent_augmentations + 1} "
+            "versions with the VQ-VAE (once)"
+        )
+        scale = scale_factor(autoencoder, data.train, config, device)
+        train = encode_maps(
+            autoencoder, data.train, config, config.diffusion.latent_augmentations, device, config.seed
+        )
+        val = encode_maps(autoencoder, data.val or data.train, config, 0, device, config.seed)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        autoencoder_state = load_checkpoint(run_dir / AUTOENCODER_STAGE / LAST, restore_rng=False)
+        save_checkpoint(
+            cache,
+            {
+                "scale": scale,
+                "train": pack(train),
+                "val": pack(val),
+                "autoencoder": autoencoder.state_dict(),
+                "autoencoder_config": autoencoder_state.get("config", {}),
+                "autoencoder_elapsed_s": float(autoencoder_state.get("elapsed_s", 0.0)),
+                "autoencoder_steps": int(autoencoder_state.get("step", 0)),
+            },
+        )
+        log_line(f"latent scale factor {scale:.5f}; {len(train)} training and {len(val)} validation maps")
+        record_phantoms(run_dir, len(data.train) - len(data.train_records))
+    barrier(context)
+    return load_checkpoint(cache, restore_rng=False)
+
+
+def record_phantoms(run_dir: Path, count: int) -> None:
+    """The UNet may see phantoms the VQ-VAE did not: the run's data manifest says how many."""
+    path = run_dir / DATA_FILE
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    manifest["phantoms_diffusion"] = count
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def add_noise(
+    latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, alphas: torch.Tensor
+) -> torch.Tensor:
+    a = alphas.to(latents.device)[timesteps].float().view(-1, 1, 1, 1)
+    return a.sqrt() * latents + (1 - a).sqrt() * noise
+
+
+def validate(
+    unet: torch.nn.Module,
+    latents: torch.Tensor,
+    inside: torch.Tensor,
+    alphas: torch.Tensor,
+    device: torch.device,
+    batch: int,
+    seed: int,
+    masked: bool,
+) -> float:
+    """Epsilon MSE on fixed windows with fixed timesteps and noise: comparable across epochs."""
+    generator = torch.Generator().manual_seed(seed)
+    timesteps = torch.randint(0, len(alphas), (len(latents),), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    total, count = 0.0, 0
+    unet.eval()
+    with torch.no_grad():
+        for start in range(0, len(latents), batch):
+            part = slice(start, start + batch)
+            z, eps, t = latents[part].to(device), noise[part].to(device), timesteps[part].to(device)
+            prediction = unet(add_noise(z, eps, t, alphas), t)
+            loss = masked_mse(prediction, eps, inside[part].to(device) if masked else None)
+            total += float(loss) * len(z)
+            count += len(z)
+    return total / max(count, 1)
+
+
+def write_samples(
+    path: Path,
+    unet: torch.nn.Module,
+    autoencoder: torch.nn.Module,
+    latents: torch.Tensor,
+    scale: float,
+    schedule: SchedulerSpec,
+    steps: int,
+    device: torch.device,
+) -> None:
+    """Outpainting check: the top half of held-out windows is known, the bottom half is generated."""
+    generator = torch.Generator().manual_seed(0)
+    inpainter = LatentInpainter(unet.eval(), schedule, generator)
+    known = latents[:4].to(device)
+    mask = torch.zeros(known.shape[0], 1, *known.shape[2:], device=device)
+    mask[:, :, : known.shape[2] // 2] = 1
+    with torch.no_grad():
+        sampled = inpainter.run(known, mask, SamplerOptions(steps=steps))
+        truth = autoencoder.decode_stage_2_outputs(known / scale).float().cpu()
+        generated = autoencoder.decode_stage_2_outputs(sampled / scale).float().cpu()
+    half = truth.shape[2] // 2
+    rows = []
+    for t, g in zip(truth, generated, strict=True):
+        context = t[0].numpy().copy()
+        context[half:] = -1
+        rows.append([t[0].numpy(), context, g[0].numpy()])
+    save_grid(path, rows)
+
+
+def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = False) -> Path:
+    """Train (or resume) the UNet of `run_dir` on its VQ-VAE's latents; returns the last checkpoint's path."""
+    run_dir = Path(run_dir)
+    context = setup(config.device if config else "auto")
+    main, device = context.is_main, context.device
+    config = resolve_run_config(run_dir, config)
+    configure_threads(config)
+    stage_dir = run_dir / STAGE
+    last = stage_dir / LAST
+    if last.exists() and not resume:
+        raise InputError(f"{last} exists: pass --resume to continue that run, or choose another --run folder")
+    if main:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        config.save(stage_dir / "config.json")
+    cfg = config.diffusion
+    torch.manual_seed(config.seed + 1 + context.rank)
+    cached = prepare_latents(run_dir, config, device, main, context)
+    scale = float(cached["scale"])
+    factor = latent_downsample_factor(config.autoencoder.args)
+    train_maps, val_maps = unpack(cached["train"]), unpack(cached["val"])
+    for item in train_maps + val_maps:
+        item.latent = item.latent * scale
+    length = cfg.iterations_per_epoch * cfg.batch_size * context.world_size
+    dataset = LatentWindowDataset(
+        train_maps, config, factor, length, config.seed, config.data.balance_regions
+    )
+    val_latents, val_inside = LatentWindowDataset(val_maps, config, factor, 1, config.seed, False).fixed(
+        cfg.validation_windows, config.seed
+    )
+    batches = loader(dataset, cfg.batch_size, context, config.seed)
+    schedule = SchedulerSpec(**cfg.scheduler)
+    alphas = alphas_cumprod(schedule).float()
+
+    unet = build_network("DiffusionModelUNet", cfg.args).to(device)
+    optimiser = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+    scaler = grad_scaler(device)
+    ema = EMA(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    # Everything that draws random numbers is built before the RNG state is restored.
+    autoencoder = build_network("VQVAE", config.autoencoder.args).to(device).eval()
+    autoencoder.load_state_dict(cached["autoencoder"])
+    start_epoch, step, elapsed = 0, 0, 0.0
+    if resume and last.exists():
+        state = load_checkpoint(last)
+        unet.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.model.load_state_dict(state["ema"])
+        start_epoch, step, elapsed = state["epoch"] + 1, state["step"], state["elapsed_s"]
+        log_line(f"resumed {last} at epoch {start_epoch} (step {step})", main)
+    log_line(
+        f"UNet: {count_parameters(unet) / 1e6:.2f} M parameters; {context.world_size} process(es) on "
+        f"{device}; latent windows {dataset.shape}, scale {scale:.5f}",
+        main,
+    )
+    ddp_unet = wrap(unet, context)
+    log = CsvLog(stage_dir / "log.csv") if main else None
+    budget = Budget(config.max_minutes, elapsed)
+    progress = Progress(
+        cfg.epochs * cfg.iterations_per_epoch, start_epoch * cfg.iterations_per_epoch, "UNet", main
+    )
+    warmup = max(1, cfg.iterations_per_epoch)
+    for epoch in range(start_epoch, cfg.epochs):
+        dataset.set_epoch(epoch)
+        batches.sampler.set_epoch(epoch)
+        unet.train()
+        total = 0.0
+        for latents, inside in batches:
+            latents, inside = latents.to(device, non_blocking=True), inside.to(device, non_blocking=True)
+            for group in optimiser.param_groups:  # linear warm-up over the first epoch
+                group["lr"] = cfg.lr * min(1.0, (step + 1) / warmup)
+            noise = torch.randn_like(latents)
+            timesteps = torch.randint(0, len(alphas), (len(latents),), device=device)
+            with autocast(device):
+                prediction = ddp_unet(add_noise(latents, noise, timesteps, alphas), timesteps)
+                loss = masked_mse(prediction, noise, inside if cfg.mask_padding_loss else None)
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimiser)
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            scaler.step(optimiser)
+            scaler.update()
+            if ema is not None:
+                ema.update(unet, step)
+            step += 1
+            total += loss.item()
+            progress.update(loss=loss.item())
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "loss": mean_over_ranks(total / max(len(batches), 1), context),
+            "lr": optimiser.param_groups[0]["lr"],
+        }
+        last_epoch = epoch == cfg.epochs - 1
+        stop = budget.exhausted(context)
+        sampler_net = ema.model if ema is not None else unet
+        if main:
+            if (epoch + 1) % config.validate_every == 0 or last_epoch or stop:
+                row["val_loss"] = validate(
+                    unet,
+                    val_latents,
+                    val_inside,
+                    alphas,
+                    device,
+                    cfg.batch_size,
+                    config.seed,
+                    cfg.mask_padding_loss,
+                )
+                if ema is not None:
+                    row["val_loss_ema"] = validate(
+                        ema.model,
+                        val_latents,
+                        val_inside,
+                        alphas,
+                        device,
+                        cfg.batch_size,
+                        config.seed,
+                        cfg.mask_padding_loss,
+                    )
+            if (epoch + 1) % config.sample_every == 0 or last_epoch or stop:
+                write_samples(
+                    stage_dir / "samples" / f"epoch{epoch:04d}.png",
+                    sampler_net,
+                    autoencoder,
+                    val_latents,
+                    scale,
+                    schedule,
+                    cfg.sample_steps,
+                    device,
+                )
+            row["elapsed_s"] = round(budget.elapsed, 1)
+            log.write(row)
+            save_checkpoint(
+                last,
+                {
+                    "stage": STAGE,
+                    "epoch": epoch,
+                    "step": step,
+                    "elapsed_s": budget.elapsed,
+                    "model": unwrap(ddp_unet).state_dict(),
+                    "ema": ema.model.state_dict() if ema else None,
+                    "optimizer": optimiser.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "scale_factor": scale,
+                    "autoencoder": autoencoder.state_dict(),
+                    "config": config.to_dict(),
+                    "autoencoder_elapsed_s": float(cached.get("autoencoder_elapsed_s", 0.0)),
+                    "autoencoder_steps": int(cached.get("autoencoder_steps", 0)),
+                    "autoencoder_config": cached.get("autoencoder_config", {}),
+                },
+            )
+            log_line(
+                ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+            )
+        barrier(context)
+        if stop and not last_epoch:
+            log_line(f"time budget of {config.max_minutes} min reached; resume with --resume", main)
+            break
+    progress.close()
+    teardown(context)
+    return last

@@ -1,0 +1,124 @@
+"""Stage 3: a verified bundle from a run: the VQ-VAE and (EMA) UNet weights, the latent scale factor the UNet
+was trained with, the exact training configuration, the scans used (names and sources, never images),
+the held-out subjects and the data licences."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..bundle import BundleMetadata, IntensitySpec, SchedulerSpec, save_bundle, verify_bundle
+from ..errors import InputError
+from ..networks import build_network, count_parameters
+from .checkpoints import LAST, load_checkpoint
+from .config import config_from_dict
+from .diffusion import STAGE as DIFFUSION_STAGE
+from .runner import DATA_FILE
+
+DEFAULT_DESCRIPTION = (
+    "Window latent diffusion model (2 mm, 256 x 256 mm canvas, progressive outpainting) for sagittal T2w "
+    "spine MRI, trained on regional cervical and lumbar scans. Research use only, not for diagnosis."
+)
+
+
+def data_licences(scans: list[dict[str, str]]) -> list[str]:
+    return sorted({scan["licence"] for scan in scans if scan.get("licence")})
+
+
+def training_record(run_dir: Path, state: dict[str, Any], config_dict: dict[str, Any]) -> dict[str, Any]:
+    """What the bundle says about its training: config, scans, held-out subjects, steps and time."""
+    manifest_path = run_dir / DATA_FILE
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    scans = manifest.get("training", [])
+    held_out = manifest.get("held_out", [])
+    return {
+        "config": config_dict,
+        "scans": scans,
+        "held_out": [scan["subject"] for scan in held_out],
+        "held_out_scans": held_out,
+        "phantoms": {
+            "autoencoder": manifest.get("phantoms", 0),
+            "diffusion": manifest.get("phantoms_diffusion", manifest.get("phantoms", 0)),
+            "generator": "fovcompletion.phantom.generate_phantom(seed=1000 + i, spacing_mm=2)",
+        },
+        "data_licences": data_licences(scans),
+        "autoencoder_config": state.get("autoencoder_config", {}),
+        "autoencoder_steps": int(state.get("autoencoder_steps", 0)),
+        "unet_steps": int(state.get("step", 0)),
+        "unet_epochs": int(state.get("epoch", -1)) + 1,
+        "training_seconds": {
+            "autoencoder": round(float(state.get("autoencoder_elapsed_s", 0.0)), 1),
+            "diffusion": round(float(state.get("elapsed_s", 0.0)), 1),
+        },
+    }
+
+
+def export_bundle(
+    run_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    name: str | None = None,
+    version: str = "0.1.0",
+    description: str | None = None,
+    licence: str | None = None,
+    model_card: str | os.PathLike | None = None,
+    extra_files: list[Path] | None = None,
+    metadata_json: str | os.PathLike | None = None,
+    use_ema: bool = True,
+    device: str = "cpu",
+) -> Path:
+    """Write the bundle folder `output` (atomically) and verify it; returns its path."""
+    del device  # the scale factor is the one the UNet was trained with, stored in the checkpoint
+    run_dir = Path(run_dir)
+    path = run_dir / DIFFUSION_STAGE / LAST
+    if not path.is_file():
+        raise InputError(f"no trained UNet in {run_dir} ({path} missing): run train-diffusion first")
+    state = load_checkpoint(path, restore_rng=False)
+    config = config_from_dict(state["config"])
+    autoencoder = build_network("VQVAE", config.autoencoder.args)
+    autoencoder.load_state_dict(state["autoencoder"])
+    unet = build_network("DiffusionModelUNet", config.diffusion.args)
+    weights = state.get("ema") if use_ema and state.get("ema") is not None else state["model"]
+    unet.load_state_dict(weights)
+    extras: dict[str, Path] = {}
+    if model_card is not None:
+        extras["MODEL_CARD.md"] = Path(model_card)
+    for extra in extra_files or []:
+        extras[Path(extra).name] = Path(extra)
+    for target, source in extras.items():
+        if not source.is_file():
+            raise InputError(f"file to include in the bundle not found: {source} ({target})")
+    measured = json.loads(Path(metadata_json).read_text()) if metadata_json else {}
+    training = training_record(run_dir, state, state["config"])
+    training["ema_weights"] = weights is state.get("ema")
+    training["parameters"] = {
+        "autoencoder": count_parameters(autoencoder),
+        "diffusion": count_parameters(unet),
+    }
+    licences = training["data_licences"]
+    metadata = BundleMetadata(
+        name=name or config.name,
+        autoencoder={"class": "VQVAE", "args": config.autoencoder.args},
+        diffusion={"class": "DiffusionModelUNet", "args": config.diffusion.args},
+        latent_scale_factor=float(state["scale_factor"]),
+        weights={},
+        scheduler=SchedulerSpec(**config.diffusion.scheduler),
+        canvas=config.canvas_spec(),
+        intensity=IntensitySpec(),
+        default_slices=config.data.slices,
+        version=version,
+        description=description or DEFAULT_DESCRIPTION,
+        licence=licence
+        or (
+            "Apache-2.0 (weights); research use only. Training data licences: "
+            + ("; ".join(licences) if licences else "unspecified")
+        ),
+        training=training,
+        quality=measured.get("quality", {}),
+        speed=measured.get("speed", {}),
+    )
+    folder = save_bundle(output, metadata, autoencoder.eval(), unet.eval(), extra_files=extras)
+    verify_bundle(folder)
+    return folder

@@ -1,0 +1,171 @@
+"""Latents encoded once before UNet training: every training slice (clean and augmented copies) through the
+trained VQ-VAE, padded so that windows can run past the scan's ends, with a per-cell inside-the-scan mask.
+
+Encoding once makes UNet training cheap (no VQ-VAE in the loop), which is what lets it train on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..latent_scale import latent_scale_factor
+from ..networks import latent_downsample_factor
+from .augment import augment_intensity, cut_window, window_transform
+from .config import TrainConfig
+from .data import Slab
+
+
+@dataclass
+class LatentMap:
+    """One encoded slice: latent (C, h, w), inside-the-scan cells (h, w), and the scan's region."""
+
+    latent: torch.Tensor
+    inside: torch.Tensor
+    region: str
+
+
+def padded_shape(rows: int, cols: int, config: TrainConfig, factor: int) -> tuple[int, int]:
+    """Room for windows that run past the scan's ends (S-I) and for scans narrower than the window (A-P)."""
+    height, width = config.data.canvas
+    out_rows = rows + 2 * height
+    out_cols = max(cols + width // 2, width)
+    return (int(np.ceil(out_rows / factor) * factor), int(np.ceil(out_cols / factor) * factor))
+
+
+def cell_mask(inside: np.ndarray, factor: int) -> np.ndarray:
+    """A latent cell is inside the scan only if all of its pixels are."""
+    h, w = inside.shape[0] // factor, inside.shape[1] // factor
+    return inside[: h * factor, : w * factor].reshape(h, factor, w, factor).all(axis=(1, 3))
+
+
+def place_slice(
+    plane: np.ndarray, config: TrainConfig, factor: int, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The slice centred on its padded canvas, with augmentation when `rng` is given."""
+    shape = padded_shape(*plane.shape, config, factor)
+    aug = config.augment if rng is not None else None
+    center = ((plane.shape[0] - 1) / 2, (plane.shape[1] - 1) / 2)
+    matrix, offset = window_transform(rng, aug, center, shape)
+    image, inside = cut_window(
+        plane, np.ones(plane.shape, bool), matrix, offset, shape, config.data.padding_value
+    )
+    if rng is not None:
+        image = augment_intensity(rng, config.augment, image, inside)
+    return image, inside
+
+
+def encode_maps(
+    autoencoder: torch.nn.Module,
+    slabs: list[Slab],
+    config: TrainConfig,
+    copies: int,
+    device: torch.device,
+    seed: int,
+) -> list[LatentMap]:
+    """Quantised latents (what inference feeds the UNet, before scaling) of every slice, plus `copies`
+    augmented versions of each."""
+    factor = latent_downsample_factor(config.autoencoder.args)
+    rng = np.random.default_rng([seed, 4242])
+    maps = []
+    autoencoder.eval()
+    with torch.no_grad():
+        for slab in slabs:
+            for plane in slab.image:
+                for copy in range(copies + 1):
+                    image, inside = place_slice(plane, config, factor, rng if copy else None)
+                    pixels = torch.from_numpy(image[None, None]).to(device)
+                    latent = autoencoder.encode_stage_2_inputs(pixels)[0].float().cpu()
+                    maps.append(
+                        LatentMap(latent, torch.from_numpy(cell_mask(inside, factor)), slab.record.region)
+                    )
+    return maps
+
+
+def scale_factor(
+    autoencoder: torch.nn.Module, slabs: list[Slab], config: TrainConfig, device: torch.device
+) -> float:
+    """1/std of the unquantised latents of the clean training slices (cropped to whole latent cells)."""
+    factor = latent_downsample_factor(config.autoencoder.args)
+
+    def batches():
+        for slab in slabs:
+            rows = slab.image.shape[1] // factor * factor
+            cols = slab.image.shape[2] // factor * factor
+            yield slab.image[:, None, :rows, :cols]
+
+    return latent_scale_factor(autoencoder, batches(), device)
+
+
+def pack(maps: list[LatentMap]) -> dict:
+    return {
+        "latents": [m.latent for m in maps],
+        "inside": [m.inside for m in maps],
+        "regions": [m.region for m in maps],
+    }
+
+
+def unpack(payload: dict) -> list[LatentMap]:
+    return [
+        LatentMap(lat, ins, reg)
+        for lat, ins, reg in zip(payload["latents"], payload["inside"], payload["regions"], strict=True)
+    ]
+
+
+class LatentWindowDataset(torch.utils.data.Dataset):
+    """Random latent windows of the canvas size; item i of epoch e is always the same (resumable, DDP)."""
+
+    def __init__(
+        self,
+        maps: list[LatentMap],
+        config: TrainConfig,
+        factor: int,
+        length: int,
+        seed: int,
+        balance: bool = True,
+    ) -> None:
+        self.maps = maps
+        self.shape = (config.data.canvas[0] // factor, config.data.canvas[1] // factor)
+        self.min_inside = config.data.min_inside_fraction
+        self.length, self.seed, self.epoch = length, seed, 0
+        regions = [m.region for m in maps]
+        counts = {r: regions.count(r) for r in set(regions)}
+        weights = np.array([1.0 / counts[r] if balance else 1.0 for r in regions])
+        self.weights = weights / weights.sum()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def draw(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        item = self.maps[int(rng.choice(len(self.maps), p=self.weights))]
+        height, width = self.shape
+        rows = torch.nonzero(item.inside.any(dim=1)).flatten()
+        cols = torch.nonzero(item.inside.any(dim=0)).flatten()
+        first, last = int(rows[0]), int(rows[-1]) + 1
+        need = min(last - first, int(np.ceil(self.min_inside * height)))
+        lo = max(0, first + need - height)
+        hi = min(item.inside.shape[0] - height, last - need)
+        top = int(rng.integers(min(lo, hi), max(lo, hi) + 1))
+        c_first, c_last = int(cols[0]), int(cols[-1]) + 1
+        c_lo, c_hi = sorted(
+            (
+                max(0, min(c_first, c_last - width)),
+                min(item.inside.shape[1] - width, max(c_first, c_last - width)),
+            )
+        )
+        left = int(rng.integers(c_lo, c_hi + 1))
+        window = (slice(top, top + height), slice(left, left + width))
+        return item.latent[:, window[0], window[1]], item.inside[window[0], window[1]]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.draw(np.random.default_rng([self.seed, self.epoch, index]))
+
+    def fixed(self, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([seed, 104729])
+        pairs = [self.draw(rng) for _ in range(count)]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])

@@ -1,0 +1,168 @@
+"""Benchmark metrics and baselines on hand-made arrays whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fovcompletion.benchmark.baselines import (
+    LibraryEntry,
+    RetrievalBaseline,
+    constant_fill,
+    masked_ncc,
+    mirror_fill,
+)
+from fovcompletion.benchmark.cases import hide_rows, split_subjects
+from fovcompletion.benchmark.levels import hidden_blocks, position_f1
+from fovcompletion.benchmark.metrics import (
+    PSNR_CAP_DB,
+    bands,
+    boundary_pairs,
+    quality,
+    seam_statistic,
+    ssim_map,
+    visible_range,
+)
+from fovcompletion.image_io import Volume
+
+
+def binary_visible(shape=(3, 40, 20), hidden=16, seed=0) -> np.ndarray:
+    """Visible rows hold only 0s and 1s in equal numbers, so the 0.5/99.5 percentiles are exactly 0 and 1."""
+    rng = np.random.default_rng(seed)
+    truth = np.full(shape, 0.5)
+    visible = rng.permutation(
+        np.r_[
+            np.zeros(shape[0] * (shape[1] - hidden) * shape[2] // 2),
+            np.ones(shape[0] * (shape[1] - hidden) * shape[2] // 2),
+        ]
+    )
+    truth[:, hidden:] = visible.reshape(shape[0], shape[1] - hidden, shape[2])
+    return truth
+
+
+def test_identical_images_are_perfect():
+    truth = binary_visible()
+    known = hide_rows(truth.shape[1], 16, "superior")
+    result = quality(truth.copy(), truth, known, spacing_mm=1.0)
+    assert result["ssim"] == pytest.approx(1.0)
+    assert result["mae"] == 0.0
+    assert result["psnr"] == PSNR_CAP_DB
+    assert result["known_max_abs_err"] == 0.0
+
+
+def test_constant_offset_gives_known_mae_and_psnr():
+    truth = binary_visible()
+    known = hide_rows(truth.shape[1], 16, "superior")
+    assert visible_range(truth, known) == (0.0, 1.0)
+    pred = truth.copy()
+    pred[:, ~known] += 0.1
+    result = quality(pred, truth, known, spacing_mm=1.0)
+    assert result["mae"] == pytest.approx(0.1)
+    assert result["psnr"] == pytest.approx(20.0)
+    assert result["known_max_abs_err"] == 0.0
+    pred[:, ~known] = 1.7  # clipped to 1 by the visible range: MAE 0.5
+    assert quality(pred, truth, known, spacing_mm=1.0)["mae"] == pytest.approx(0.5)
+
+
+def test_known_region_error_is_in_units_of_the_visible_range():
+    truth = binary_visible() * 200.0 + 100.0  # visible range 100..300
+    known = hide_rows(truth.shape[1], 16, "superior")
+    pred = truth.copy()
+    pred[0, 20, 5] += 50.0
+    assert quality(pred, truth, known, spacing_mm=1.0)["known_max_abs_err"] == pytest.approx(0.25)
+
+
+def test_ssim_of_two_constant_images_has_the_closed_form():
+    a, b = np.full((1, 30, 30), 0.5), np.full((1, 30, 30), 0.6)
+    c1 = 0.01**2
+    expected = (2 * 0.5 * 0.6 + c1) / (0.5**2 + 0.6**2 + c1)
+    assert np.allclose(ssim_map(a, b), expected)
+    noise = np.random.default_rng(1).random((2, 30, 30))
+    assert np.allclose(ssim_map(noise, noise), 1.0)
+    assert ssim_map(noise, 1 - noise).mean() < 0
+
+
+def test_bands_split_the_hidden_rows_at_32_mm():
+    known = hide_rows(40, 30, "inferior")  # rows 0..9 visible, 10..39 hidden
+    masks = bands(known, spacing_mm=2.0)
+    assert np.flatnonzero(masks[""]).tolist() == list(range(10, 40))
+    assert np.flatnonzero(masks["_near"]).tolist() == list(range(10, 26))  # 2, 4 .. 32 mm
+    assert np.flatnonzero(masks["_far"]).tolist() == list(range(26, 40))
+    superior = bands(hide_rows(40, 20, "superior"), spacing_mm=1.0)
+    assert np.flatnonzero(superior["_near"]).tolist() == list(range(0, 20))
+    assert not superior["_far"].any()
+    both = np.zeros(100, dtype=bool)
+    both[40:60] = True
+    near = np.flatnonzero(bands(both, spacing_mm=4.0)["_near"]).tolist()
+    assert near == list(range(32, 40)) + list(range(60, 68))
+    assert boundary_pairs(both) == [(40, 39), (59, 60)]
+    assert hidden_blocks(both) == [slice(0, 40), slice(60, 100)]
+
+
+def test_seam_statistic_on_a_known_step():
+    rows = np.arange(40, dtype=float)
+    truth = np.broadcast_to(0.01 * rows[None, :, None], (2, 40, 5)).copy()  # natural step 0.01 per row
+    known = hide_rows(40, 20, "inferior")
+    ratio, jump, natural = seam_statistic(truth, truth, known, spacing_mm=1.0)
+    assert (ratio, jump, natural) == pytest.approx((1.0, 0.01, 0.01))
+    pred = truth.copy()
+    pred[:, 20:] += 0.05  # a visible edge: the step at the seam is 0.06
+    ratio, jump, natural = seam_statistic(pred, truth, known, spacing_mm=1.0)
+    assert jump == pytest.approx(0.06)
+    assert ratio == pytest.approx(6.0)
+
+
+def test_constant_and_mirror_fill():
+    visible = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)
+    filled = constant_fill(visible, 2, 1)
+    assert filled.shape == (2, 7, 3)
+    assert np.array_equal(filled[:, 2:6], visible)
+    assert np.allclose(filled[0, :2], visible[0].mean())
+    mirrored = mirror_fill(visible, 2, 1)
+    assert np.array_equal(mirrored[:, 2:6], visible)
+    assert np.array_equal(mirrored[:, 1], visible[:, 1])  # reflected, boundary row not repeated
+    assert np.array_equal(mirrored[:, 0], visible[:, 2])
+    assert np.array_equal(mirrored[:, 6], visible[:, 2])
+
+
+def test_masked_ncc_peaks_at_the_true_shift():
+    image = np.random.default_rng(2).random((50, 40))
+    template = image[12:30, 7:27]
+    ncc, count = masked_ncc(template, image)
+    ncc = np.where(count >= template.size, ncc, -1.0)  # tiny overlaps correlate by chance
+    i, j = np.unravel_index(np.argmax(ncc), ncc.shape)
+    assert (i - (template.shape[0] - 1), j - (template.shape[1] - 1)) == (12, 7)
+    assert ncc[i, j] == pytest.approx(1.0)
+
+
+def test_retrieval_recovers_a_translated_copy_of_the_truth():
+    rng = np.random.default_rng(3)
+    truth = rng.random((3, 60, 30)).astype(np.float32) * 100
+    library_volume = np.zeros((3, 90, 40), dtype=np.float32)
+    library_volume[:, 20:80, 6:36] = truth * 0.5 + 7  # shifted, rescaled intensities
+    entry = LibraryEntry("sub-other", "cervical", lambda: Volume(library_volume, np.eye(4)))
+    decoy = LibraryEntry(
+        "sub-self", "cervical", lambda: Volume(truth, np.eye(4))
+    )  # the case itself: excluded
+    baseline = RetrievalBaseline([entry, decoy])
+    known = hide_rows(60, 15, "superior")
+    filled = baseline.fill(truth[:, known], 15, 0, (1.0, 1.0), "cervical", "sub-self")
+    assert np.allclose(filled, truth, atol=1e-3)
+    below = baseline.fill(truth[:, :45], 0, 15, (1.0, 1.0), "lumbar", "sub-self")
+    assert np.allclose(below, truth, atol=1e-3)
+    assert baseline.last_matches[0].subject == "sub-other"
+
+
+def test_held_out_subjects_come_from_the_bundle_when_named():
+    subjects = ["sub-a", "sub-b", "sub-c"]
+    assert split_subjects(subjects, None) == (subjects, subjects)
+    assert split_subjects(subjects, ["b", {"subject": "sub-c"}]) == (["sub-b", "sub-c"], ["sub-a"])
+
+
+def test_disc_positions_are_matched_once_within_tolerance():
+    assert position_f1([10.0, 30.0], [11.0, 29.0], tolerance=2.0) == 1.0
+    assert position_f1([10.0, 10.5], [10.0, 40.0], tolerance=2.0) == pytest.approx(
+        0.5
+    )  # one hit, one miss each
+    assert position_f1([], [10.0], tolerance=2.0) == 0.0
+    assert position_f1([], [], tolerance=2.0) == 1.0

@@ -1,0 +1,114 @@
+"""The background process runner: non-blocking output, exit codes, and cancel killing the whole tree."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
+from FOVCompletionLib.background_process import BackgroundProcess  # noqa: E402
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, subprocess, sys, time
+    mode = sys.argv[1]
+    print(json.dumps({"event": "start", "total_steps": 3, "slices": 1, "windows": 1, "device": "cpu"}), flush=True)
+    print("a log line on stderr", file=sys.stderr, flush=True)
+    if mode == "hang":
+        # a grandchild, as behind the PythonSlicer launcher; it records its pid and sleeps
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open(sys.argv[2], "w").write(str(child.pid))
+        print(json.dumps({"event": "progress", "step": 1, "total": 3}), flush=True)
+        time.sleep(60)
+    for step in (1, 2, 3):
+        print(json.dumps({"event": "progress", "step": step, "total": 3}), flush=True)
+    sys.exit(int(mode))
+    """
+)
+
+
+@pytest.fixture()
+def script(tmp_path) -> Path:
+    path = tmp_path / "engine.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a killed child of a still-running parent is a zombie until reaped: count it as dead
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def test_output_and_exit_code(script):
+    process = BackgroundProcess([sys.executable, str(script), "3"])
+    assert not process.running
+    process.start()
+    lines = process.wait(timeout=30)
+    assert process.returnCode == 3 and not process.running and not process.cancelled
+    assert lines[0].startswith('{"event": "start"')
+    assert "a log line on stderr" in lines  # stderr merged into the log
+    assert sum('"progress"' in line for line in lines) == 3
+    with pytest.raises(RuntimeError):
+        process.start()
+
+
+def test_poll_never_blocks(script, tmp_path):
+    process = BackgroundProcess([sys.executable, str(script), "hang", str(tmp_path / "pid")])
+    process.start()
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:
+            before = time.monotonic()
+            process.poll()
+            assert time.monotonic() - before < 0.2  # the child is sleeping; poll must return at once
+            time.sleep(0.05)
+        assert process.running
+    finally:
+        process.cancel()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uses /proc and POSIX signals to observe the grandchild")
+def test_cancel_kills_the_process_tree(script, tmp_path):
+    pid_file = tmp_path / "pid"
+    process = BackgroundProcess([sys.executable, str(script), "hang", str(pid_file)])
+    process.start()
+    lines = []
+    deadline = time.monotonic() + 30
+    while not any('"progress"' in line for line in lines):
+        assert time.monotonic() < deadline, lines
+        lines += process.poll()
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert alive(grandchild)
+    process.cancel()
+    assert process.cancelled
+    assert process.process.poll() is not None
+    deadline = time.monotonic() + 5
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(grandchild)
+    process.wait(timeout=5)  # the reader sees the end of output and reports the exit
+    assert process.returnCode != 0
+
+
+def test_wait_times_out(script, tmp_path):
+    process = BackgroundProcess([sys.executable, str(script), "hang", str(tmp_path / "pid")])
+    process.start()
+    try:
+        with pytest.raises(TimeoutError):
+            process.wait(timeout=0.3)
+    finally:
+        process.cancel()

@@ -1,0 +1,266 @@
+"""A whole run from a volume node: export, engine process, progress, results as new nodes, cleanup.
+
+A scripted stand-in for the engine covers every outcome (success, engine error, crash, cancel); one run of the
+real engine with a tiny random bundle checks the geometry end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
+from FOVCompletionLib.completion_task import CompletionTask, TaskState  # noqa: E402
+from FOVCompletionLib.engine_command import CompletionOptions  # noqa: E402
+from FOVCompletionLib.known_region import checkKnownRegion  # noqa: E402
+from FOVCompletionLib.progress_events import DoneEvent, LogLine, ProgressEvent, StartEvent  # noqa: E402
+from FOVCompletionLib.volume_geometry import (  # noqa: E402
+    arrayAndAffineFromVolume,
+    extentAlongMm,
+    ijkToRas,
+    setVolumeFromArrayAndAffine,
+    spacing,
+    vtkMatrixFromArray,
+)
+
+from conftest import oblique_affine, synthetic_scan  # noqa: E402
+
+AFFINE = oblique_affine((1.0, 2.0, 2.0), 8.0)
+
+# Behaves like `python -m fovcompletion complete ... --progress json`: extends the input by --extend-inferior mm
+# below (axis 1 of the oblique test affine points inferiorly), writes the mask, prints JSON progress.
+FAKE_ENGINE = textwrap.dedent(
+    """\
+    #!{python}
+    import argparse, json, os, sys, time
+    import nibabel as nib, numpy as np
+    assert sys.argv[1:4] == ["-m", "fovcompletion", "complete"], sys.argv
+    parser = argparse.ArgumentParser()
+    parser.add_argument("input"); parser.add_argument("-o", dest="output")
+    for option in ("--mask-output", "--spread-output", "--model", "--slices", "--slice-range", "--steps",
+                   "--extend-superior", "--extend-inferior", "--seed", "--samples", "--device", "--progress"):
+        parser.add_argument(option)
+    args = parser.parse_args(sys.argv[4:])
+    mode = os.environ.get("FAKE_ENGINE_MODE", "success")
+    print(json.dumps({{"event": "start", "total_steps": 2, "slices": 3, "windows": 1, "device": "cpu"}}), flush=True)
+    print("fake engine: loading", flush=True)
+    if mode == "hang":
+        print(json.dumps({{"event": "progress", "step": 1, "total": 2, "elapsed_s": 0.1, "eta_s": 0.1}}), flush=True)
+        time.sleep(60)
+    if mode == "error":
+        print(json.dumps({{"event": "error", "message": "input is constant; nothing to complete from"}}), flush=True)
+        sys.exit(1)
+    if mode == "crash":
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print("MemoryError", file=sys.stderr, flush=True)
+        sys.exit(3)
+    for step in (1, 2):
+        print(json.dumps({{"event": "progress", "step": step, "total": 2, "elapsed_s": step, "eta_s": 2 - step}}), flush=True)
+    image = nib.load(args.input)
+    data = np.asanyarray(image.dataobj).astype(np.float32)
+    rows = int(round(float(args.extend_inferior) / float(np.linalg.norm(image.affine[:3, 1]))))
+    completed = np.concatenate([data, np.full((data.shape[0], rows, data.shape[2]), 7.0, np.float32)], axis=1)
+    mask = np.zeros(completed.shape, np.uint8); mask[:, : data.shape[1]] = 1
+    nib.save(nib.Nifti1Image(completed, image.affine), args.output)
+    nib.save(nib.Nifti1Image(mask, image.affine), args.mask_output)
+    spread = None
+    if int(args.samples) > 1 and mode != "no-spread-file":
+        spread = args.spread_output
+        nib.save(nib.Nifti1Image(np.abs(completed) * 0 + 0.5, image.affine), spread)
+    if mode == "no-done":
+        sys.exit(0)
+    print(json.dumps({{"event": "done", "output": args.output, "mask": args.mask_output, "spread": spread, "seconds": 0.1}}), flush=True)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def fake_python(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("fake") / "PythonSlicer"
+    path.write_text(FAKE_ENGINE.format(python=sys.executable))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture()
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture()
+def input_node(scene):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "scan")
+    setVolumeFromArrayAndAffine(node, synthetic_scan((5, 24, 20)).astype(np.int16), AFFINE)
+    node.CreateDefaultDisplayNodes()
+    node.GetDisplayNode().SetAutoWindowLevel(False)
+    node.GetDisplayNode().SetWindowLevel(400, 300)
+    return node
+
+
+def task_for(input_node, fake_python, tmp_path, mode="success", options=None, **kwargs):
+    events = []
+    finished = []
+    environment = dict(os.environ, FAKE_ENGINE_MODE=mode)
+    task = CompletionTask(
+        input_node,
+        options or CompletionOptions(extendInferiorMm=20.0, steps=2),
+        fake_python,
+        temporaryRoot=tmp_path,
+        environment=environment,
+        onEvent=events.append,
+        onFinished=finished.append,
+        **kwargs,
+    )
+    return task, events, finished
+
+
+def volume_nodes(scene) -> int:
+    return scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode")
+
+
+def assert_input_untouched(node, array, mtime):
+    current, affine = arrayAndAffineFromVolume(node)
+    np.testing.assert_array_equal(current, array)
+    np.testing.assert_allclose(affine, AFFINE)
+    assert node.GetMTime() == mtime and node.GetStorageNodeID() is None
+
+
+def test_success_creates_new_nodes_and_cleans_up(scene, input_node, fake_python, tmp_path):
+    array, mtime = arrayAndAffineFromVolume(input_node)[0], input_node.GetMTime()
+    task, events, finished = task_for(input_node, fake_python, tmp_path)
+    assert task.state is TaskState.NOT_STARTED
+    task.start()
+    assert task.running and task.workingFolder.is_dir()
+    result = task.wait(timeout=60)
+    assert task.state is TaskState.SUCCEEDED and finished == [task] and task.errorMessage == ""
+    assert not task.workingFolder.exists() and list(tmp_path.iterdir()) == []
+    assert [type(e) for e in events if not isinstance(e, LogLine)] == [StartEvent, ProgressEvent, ProgressEvent, DoneEvent]
+    assert "fake engine: loading" in task.log and task.lastProgress.step == 2
+    assert result.output is not input_node and result.output.GetName() == "scan completed"
+    assert result.mask.IsA("vtkMRMLLabelMapVolumeNode") and result.mask.GetName() == "scan known region"
+    assert result.spread is None
+    assert volume_nodes(scene) == 3
+    assert extentAlongMm(result.output, "S") == pytest.approx(extentAlongMm(input_node, "S") + 20.0)
+    np.testing.assert_allclose(spacing(ijkToRas(result.output)), spacing(AFFINE), atol=1e-4)
+    assert checkKnownRegion(input_node, result.output, result.mask).reproducesInput()
+    assert result.output.GetDisplayNode().GetWindow() == 400  # same window/level as the input
+    assert_input_untouched(input_node, array, mtime)
+
+
+def test_spread_map_with_several_samples(scene, input_node, fake_python, tmp_path):
+    options = CompletionOptions(extendInferiorMm=10.0, samples=3)
+    task, _, _ = task_for(input_node, fake_python, tmp_path, options=options)
+    task.start()
+    result = task.wait(timeout=60)
+    assert result.spread is not None and result.spread.GetName() == "scan spread"
+    assert float(arrayAndAffineFromVolume(result.spread)[0].max()) == pytest.approx(0.5)
+
+
+def test_existing_output_node_and_parent_transform(scene, input_node, fake_python, tmp_path):
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    transform.SetMatrixTransformToParent(vtkMatrixFromArray(np.diag([1.0, 1.0, 1.0, 1.0])))
+    input_node.SetAndObserveTransformNodeID(transform.GetID())
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my result")
+    task, _, _ = task_for(input_node, fake_python, tmp_path, outputNode=target)
+    task.start()
+    result = task.wait(timeout=60)
+    assert result.output is target and target.GetName() == "my result"
+    assert target.GetImageData() is not None
+    for node in (result.output, result.mask):
+        assert node.GetTransformNodeID() == transform.GetID()
+    with pytest.raises(ValueError, match="must not be the input"):
+        task_for(input_node, fake_python, tmp_path, outputNode=input_node)
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("error", "input is constant; nothing to complete from"),
+        ("crash", "exit code 3; last output: .*MemoryError"),
+        ("no-done", "ended without reporting a result"),
+    ],
+)
+def test_failures_report_a_message_and_add_nothing(scene, input_node, fake_python, tmp_path, mode, message):
+    before = volume_nodes(scene)
+    task, _, finished = task_for(input_node, fake_python, tmp_path, mode=mode)
+    task.start()
+    with pytest.raises(RuntimeError, match=message):
+        task.wait(timeout=60)
+    assert task.state is TaskState.FAILED and finished == [task]
+    assert volume_nodes(scene) == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_stops_at_once_and_cleans_up(scene, input_node, fake_python, tmp_path):
+    before = volume_nodes(scene)
+    task, events, finished = task_for(input_node, fake_python, tmp_path, mode="hang")
+    task.start()
+    deadline = time.monotonic() + 30
+    while not any(isinstance(e, ProgressEvent) for e in events):
+        assert time.monotonic() < deadline
+        task.poll()
+        time.sleep(0.05)
+    started = time.monotonic()
+    task.cancel()
+    assert time.monotonic() - started < 5
+    assert task.state is TaskState.CANCELLED and finished == [task] and not task.running
+    assert task.process.process.poll() is not None
+    assert volume_nodes(scene) == before and list(tmp_path.iterdir()) == []
+    assert task.poll() is False
+    with pytest.raises(RuntimeError, match="cancelled"):
+        task.wait()
+
+
+def test_failure_to_start_leaves_nothing(scene, input_node, tmp_path):
+    task, _, _ = task_for(input_node, tmp_path / "no-such-python", tmp_path)
+    with pytest.raises(OSError):
+        task.start()
+    assert task.state is TaskState.FAILED and list(tmp_path.iterdir()) == []
+
+
+def test_bad_options_are_refused_before_anything_is_written(scene, input_node, fake_python, tmp_path):
+    with pytest.raises(ValueError, match="5 sagittal slices"):
+        task_for(input_node, fake_python, tmp_path, options=CompletionOptions(sliceRange=(2, 9), extendInferiorMm=5))
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    with pytest.raises(ValueError, match="image data"):
+        task_for(empty, fake_python, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_real_engine_end_to_end(scene, input_node, tiny_bundle, tmp_path):
+    """`python -m fovcompletion complete` with a tiny random model: geometry and known region are exact."""
+    array, mtime = arrayAndAffineFromVolume(input_node)[0], input_node.GetMTime()
+    options = CompletionOptions(
+        slices=3, steps=2, extendSuperiorMm=8.0, extendInferiorMm=30.0, samples=2, device="cpu", model=str(tiny_bundle)
+    )
+    events = []
+    task = CompletionTask(input_node, options, sys.executable, temporaryRoot=tmp_path, onEvent=events.append)
+    task.start()
+    result = task.wait(timeout=240)
+    starts = [e for e in events if isinstance(e, StartEvent)]
+    assert len(starts) == 1 and starts[0].slices == 3 and starts[0].device == "cpu"
+    progress = [e for e in events if isinstance(e, ProgressEvent)]
+    assert progress and progress[-1].step == progress[-1].total == starts[0].totalSteps
+    output_affine = ijkToRas(result.output)
+    np.testing.assert_allclose(spacing(output_affine), spacing(AFFINE), atol=1e-4)
+    # same directions (Slicer's reader may reverse an axis to keep the grid right-handed)
+    np.testing.assert_allclose(
+        np.abs(output_affine[:3, :3] / spacing(output_affine)), np.abs(AFFINE[:3, :3] / spacing(AFFINE)), atol=1e-4
+    )
+    assert result.output.GetImageData().GetDimensions()[0] == 3  # the three chosen sagittal slices
+    height = extentAlongMm(result.output, "S")
+    assert extentAlongMm(input_node, "S") + 38.0 <= height < extentAlongMm(input_node, "S") + 38.0 + 2 * 2.0
+    check = checkKnownRegion(input_node, result.output, result.mask)
+    assert check.reproducesInput(), check
+    assert check.knownVoxels == 3 * 24 * 20
+    assert result.spread is not None
+    assert_input_untouched(input_node, array, mtime)
+    assert list(tmp_path.iterdir()) == []

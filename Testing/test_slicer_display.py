@@ -1,0 +1,140 @@
+"""Showing a result: side-by-side sagittal views, overlay, known-region outline, linked and centred slices."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer
+import vtk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
+from FOVCompletionLib.display import (  # noqa: E402
+    COMPLETION_VIEW,
+    ORIGINAL_VIEW,
+    setOverlayOpacity,
+    showCompletion,
+    sliceCompositeNodeForView,
+    sliceNodeForView,
+)
+from FOVCompletionLib.volume_geometry import setVolumeFromArrayAndAffine, vtkMatrixFromArray  # noqa: E402
+
+from conftest import oblique_affine  # noqa: E402
+
+AFFINE = oblique_affine((1.0, 0.8, 0.8), 6.0)
+
+
+def application_scene():
+    """A scene as Slicer's application sets it up: layout node, slice nodes, slice logics and composite nodes."""
+    scene = slicer.vtkMRMLScene()
+    app_logic = slicer.vtkMRMLApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    layout_logic = slicer.vtkMRMLLayoutLogic()
+    layout_logic.SetMRMLScene(scene)
+    layout_logic.GetLayoutNode().SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
+    logics = vtk.vtkCollection()
+    for name in ("Red", "Yellow", "Green"):
+        slice_logic = slicer.vtkMRMLSliceLogic()
+        slice_logic.SetMRMLApplicationLogic(app_logic)
+        slice_logic.SetMRMLScene(scene)
+        slice_logic.SetSliceNode(scene.GetNodeByID(f"vtkMRMLSliceNode{name}"))
+        logics.AddItem(slice_logic)
+    app_logic.SetSliceLogics(logics)
+    return scene, app_logic, layout_logic, logics
+
+
+def volumes(scene):
+    source = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "scan")
+    setVolumeFromArrayAndAffine(source, np.ones((6, 40, 30), dtype=np.float32), AFFINE)
+    shift = np.eye(4)
+    shift[:3, 3] = [1, -20, 0]  # 4 central slices, 20 rows added above
+    output = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "scan completed")
+    setVolumeFromArrayAndAffine(output, np.ones((4, 100, 30), dtype=np.float32), AFFINE @ shift)
+    mask = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "scan known region")
+    setVolumeFromArrayAndAffine(mask, np.ones((4, 100, 30), dtype=np.uint8), AFFINE @ shift)
+    for node in (source, output, mask):
+        node.CreateDefaultDisplayNodes()
+    return source, output, mask
+
+
+def test_application_scene_gets_side_by_side_overlay():
+    scene, app_logic, layout_logic, _logics = application_scene()
+    source, output, mask = volumes(scene)
+    setup = showCompletion(scene, source, output, mask, overlayOpacity=0.3, appLogic=app_logic)
+    assert setup.layoutChanged and setup.configuredViews == [ORIGINAL_VIEW, COMPLETION_VIEW]
+    assert layout_logic.GetLayoutNode().GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+
+    original = sliceCompositeNodeForView(scene, ORIGINAL_VIEW)
+    assert original.GetBackgroundVolumeID() == source.GetID()
+    assert original.GetForegroundVolumeID() is None and original.GetLabelVolumeID() is None
+
+    completion = sliceCompositeNodeForView(scene, COMPLETION_VIEW)
+    assert completion.GetBackgroundVolumeID() == output.GetID()
+    assert completion.GetForegroundVolumeID() == source.GetID()
+    assert completion.GetForegroundOpacity() == pytest.approx(0.3)
+    assert completion.GetLabelVolumeID() == mask.GetID() and completion.GetLabelOpacity() == 1.0
+    assert sliceNodeForView(scene, COMPLETION_VIEW).GetUseLabelOutline()  # boundary, not a filled area
+
+    for view in (ORIGINAL_VIEW, COMPLETION_VIEW):
+        assert sliceNodeForView(scene, view).GetOrientation() == "Sagittal"
+        assert sliceCompositeNodeForView(scene, view).GetLinkedControl()
+    green = sliceCompositeNodeForView(scene, "Green")
+    assert green.GetBackgroundVolumeID() is None  # other views are left alone
+
+    # both views show the same world region, centred on the middle sagittal slice of the completed slab
+    centre = AFFINE @ np.array([1 + 2, -20 + 49.5, 14.5, 1.0])
+    assert np.allclose(setup.centreRas, centre[:3])
+    red, yellow = sliceNodeForView(scene, ORIGINAL_VIEW), sliceNodeForView(scene, COMPLETION_VIEW)
+    for node in (red, yellow):
+        assert node.GetSliceOffset() == pytest.approx(centre[0])
+        slice_to_ras = np.array([[node.GetSliceToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
+        np.testing.assert_allclose(slice_to_ras[:3, 3], centre[:3], atol=1e-6)
+    assert red.GetFieldOfView() == pytest.approx(yellow.GetFieldOfView())
+    assert yellow.GetFieldOfView()[1] >= 0.8 * 100 * 0.8  # fitted to the completion's height
+
+    setOverlayOpacity(scene, 0.9)
+    assert completion.GetForegroundOpacity() == pytest.approx(0.9)
+    setOverlayOpacity(scene, 3)
+    assert completion.GetForegroundOpacity() == 1.0
+
+
+def test_scene_without_application_logic():
+    """Slice and composite nodes made by hand (as a test or a batch script would): no fit, same result otherwise."""
+    scene = slicer.vtkMRMLScene()
+    for name in (ORIGINAL_VIEW, COMPLETION_VIEW):
+        slice_node = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+        slice_node.SetLayoutName(name)
+        slice_node.AddSliceOrientationPreset("Sagittal", vtkMatrixFromArray(np.array(
+            [[0, 0, 1, 0], [-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float))
+        )
+        composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+        composite.SetLayoutName(name)
+    source, output, mask = volumes(scene)
+    setup = showCompletion(scene, source, output, None)
+    assert not setup.layoutChanged and setup.configuredViews == [ORIGINAL_VIEW, COMPLETION_VIEW]
+    completion = sliceCompositeNodeForView(scene, COMPLETION_VIEW)
+    assert completion.GetLabelVolumeID() is None and completion.GetForegroundOpacity() == pytest.approx(0.5)
+    assert sliceNodeForView(scene, COMPLETION_VIEW).GetOrientation() == "Sagittal"
+
+
+def test_bare_scene_is_handled_gracefully():
+    scene = slicer.vtkMRMLScene()
+    source, output, mask = volumes(scene)
+    setup = showCompletion(scene, source, output, mask)
+    assert setup.configuredViews == [] and not setup.layoutChanged
+    setOverlayOpacity(scene, 0.2)  # no view: nothing to do, no error
+
+
+def test_centre_follows_a_parent_transform():
+    scene, app_logic, _layout, _logics = application_scene()
+    source, output, mask = volumes(scene)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = np.eye(4)
+    shift[:3, 3] = [30, 0, 0]
+    transform.SetMatrixTransformToParent(vtkMatrixFromArray(shift))
+    output.SetAndObserveTransformNodeID(transform.GetID())
+    setup = showCompletion(scene, source, output, mask, appLogic=app_logic)
+    expected = AFFINE @ np.array([3, 29.5, 14.5, 1.0])
+    assert setup.centreRas[0] == pytest.approx(expected[0] + 30)

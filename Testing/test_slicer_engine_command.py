@@ -1,0 +1,88 @@
+"""The engine command the module runs, checked against the engine's real argument parser."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
+from FOVCompletionLib.engine_command import (  # noqa: E402
+    MODULE_DIR,
+    CompletionOptions,
+    buildCompletionCommand,
+    engineEnvironment,
+)
+
+from fovcompletion.cli import build_parser  # noqa: E402
+
+
+def parse(command: list[str]):
+    assert command[1:4] == ["-m", "fovcompletion", "complete"]
+    return build_parser().parse_args(command[3:])
+
+
+def test_every_option_reaches_the_engine():
+    options = CompletionOptions(
+        slices=3,
+        steps=20,
+        extendSuperiorMm=12.5,
+        extendInferiorMm=300.0,
+        seed=42,
+        samples=4,
+        device="cpu",
+        model="my-model",
+    )
+    command = buildCompletionCommand("/opt/Slicer/bin/PythonSlicer", "in.nii", "out.nii.gz", options, "m.nii.gz", "s.nii.gz")
+    assert command[0] == "/opt/Slicer/bin/PythonSlicer"
+    args = parse(command)
+    assert (args.input, args.output) == (Path("in.nii"), Path("out.nii.gz"))
+    assert (args.mask_output, args.spread_output) == (Path("m.nii.gz"), Path("s.nii.gz"))
+    assert (args.slices, args.slice_range, args.steps) == (3, None, 20)
+    assert (args.extend_superior, args.extend_inferior) == (12.5, 300.0)
+    assert (args.seed, args.samples, args.device, args.model, args.progress) == (42, 4, "cpu", "my-model", "json")
+
+
+def test_range_default_model_and_single_sample():
+    options = CompletionOptions(sliceRange=(2, 7), extendInferiorMm=64)
+    args = parse(buildCompletionCommand("python", "a.nii", "b.nii.gz", options, "m.nii.gz", "s.nii.gz"))
+    assert args.slice_range == (2, 7) and args.slices is None
+    assert args.model is None  # the engine's default bundle
+    assert args.spread_output is None  # a spread map needs more than one sample
+    assert args.device == "auto" and args.steps == 50
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (CompletionOptions(extendInferiorMm=0), "nothing to complete"),
+        (CompletionOptions(slices=2, sliceRange=(0, 2), extendInferiorMm=1), "either"),
+        (CompletionOptions(slices=0, extendInferiorMm=1), "at least 1"),
+        (CompletionOptions(sliceRange=(4, 4), extendInferiorMm=1), "empty"),
+        (CompletionOptions(steps=0, extendInferiorMm=1), "between 1 and 1000"),
+        (CompletionOptions(steps=1001, extendInferiorMm=1), "between 1 and 1000"),
+        (CompletionOptions(samples=0, extendInferiorMm=1), "samples"),
+        (CompletionOptions(extendSuperiorMm=-1, extendInferiorMm=1), "positive"),
+        (CompletionOptions(device="tpu", extendInferiorMm=1), "device"),
+    ],
+)
+def test_bad_options_get_one_clear_message(options, message):
+    with pytest.raises(ValueError, match=message):
+        buildCompletionCommand("python", "a", "b", options)
+
+
+def test_range_past_the_volume_is_refused_before_running():
+    options = CompletionOptions(sliceRange=(10, 20), extendInferiorMm=10)
+    options.validate()  # fine without knowing the volume
+    with pytest.raises(ValueError, match="12 sagittal slices"):
+        options.validate(sagittalSliceCount=12)
+
+
+def test_environment_puts_the_module_folder_first():
+    environment = engineEnvironment({"PYTHONPATH": "/elsewhere", "HOME": "/home/x"})
+    assert environment["PYTHONPATH"].split(os.pathsep) == [str(MODULE_DIR), "/elsewhere"]
+    assert environment["HOME"] == "/home/x" and environment["PYTHONUNBUFFERED"] == "1"
+    assert (MODULE_DIR / "fovcompletion" / "__main__.py").is_file()  # `-m fovcompletion` resolves there
+    assert engineEnvironment({})["PYTHONPATH"] == str(MODULE_DIR)

@@ -1,0 +1,111 @@
+"""Training data: scan discovery, held-out split, window shapes, and augmentation that never flips S-I."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from training_helpers import tiny_config, write_bids
+
+from fovcompletion.errors import InputError
+from fovcompletion.training.augment import augment_intensity, flip_left_right, window_transform
+from fovcompletion.training.config import AugmentConfig, config_from_dict, preset_config
+from fovcompletion.training.data import WindowDataset, WindowSampler, find_scans, load_slab, split_scans
+
+
+@pytest.fixture(scope="module")
+def bids(tmp_path_factory):
+    return write_bids(tmp_path_factory.mktemp("bids"))
+
+
+def test_find_and_split(bids):
+    records = find_scans([str(bids)], [])
+    assert [r.subject for r in records] == ["sub-c01", "sub-c02", "sub-l01", "sub-l02"]
+    assert records[0].region == "cervical" and records[0].licence == "CC0"
+    train, val = split_scans(records, ["sub-l02"])
+    assert [r.subject for r in val] == ["sub-l02"] and len(train) == 3
+    with pytest.raises(InputError, match="sub-x"):
+        split_scans(records, ["sub-x"])
+    with pytest.raises(InputError, match="no BIDS"):
+        find_scans([str(bids / "sub-c01")], [])
+
+
+def test_slab_uses_inference_preprocessing(bids):
+    config = tiny_config(bids)
+    slab = load_slab(find_scans([str(bids)], [])[0], config)
+    assert slab.image.shape == (5, 36, 24)  # 5 central slices, 72 x 48 mm at 2 mm
+    assert slab.image.min() >= -1 and slab.image.max() <= 1
+
+
+def test_windows_have_canvas_shape_and_masks(bids):
+    config = tiny_config(bids)
+    slabs = [load_slab(r, config) for r in find_scans([str(bids)], [])]
+    dataset = WindowDataset(WindowSampler(slabs, config), length=20, seed=3)
+    outside_seen = False
+    for index in range(len(dataset)):
+        window, inside = dataset[index]
+        assert window.shape == (1, 32, 32) and inside.shape == (1, 32, 32)
+        assert window.min() >= -1 and window.max() <= 1
+        assert np.all(window.numpy()[~inside.numpy()] == -1)  # padding outside the scan
+        assert inside.float().mean() > 0.2
+        outside_seen |= bool((~inside).any())
+    assert outside_seen  # some windows run past the scan (24 columns < 32, and the scan's ends)
+    first = dataset[5][0]
+    assert np.array_equal(first, dataset[5][0])  # deterministic per (epoch, index)
+    dataset.set_epoch(1)
+    assert not np.array_equal(first, dataset[5][0])
+
+
+def test_geometric_augmentation_never_flips():
+    rng = np.random.default_rng(0)
+    aug = AugmentConfig(rotate_deg=30.0, scale=(0.5, 2.0))
+    for _ in range(200):
+        matrix, _ = window_transform(rng, aug, (10.0, 10.0), (32, 32))
+        assert np.linalg.det(matrix) > 0  # rotation and zoom only: no mirror of any in-plane axis
+        assert matrix[0, 0] > 0  # rows still run superior -> inferior (|angle| < 90 degrees)
+
+
+def test_augmented_windows_keep_superior_at_the_top(bids):
+    """A ramp brightening towards the feet stays brighter at the bottom of every augmented window."""
+    config = tiny_config(bids)
+    slabs = [load_slab(r, config) for r in find_scans([str(bids)], [])]
+    ramp = np.broadcast_to(np.linspace(-1, 1, 36)[None, :, None], (5, 36, 24)).astype(np.float32)
+    for slab in slabs:
+        slab.image = ramp.copy()
+    config.augment.gamma = (1.0, 1.0)
+    config.augment.bias_field = 0.0
+    sampler = WindowSampler(slabs, config)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        window, inside = sampler.draw(rng)
+        rows = [window[r][inside[r]].mean() for r in range(32) if inside[r].sum() > 4]
+        assert rows[-1] > rows[0]
+
+
+def test_left_right_flip_reverses_slices_only():
+    stack = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    flipped = flip_left_right(np.random.default_rng(0), AugmentConfig(flip_lr=1.0), stack)
+    assert np.array_equal(flipped, stack[::-1])
+    assert np.array_equal(flip_left_right(np.random.default_rng(0), AugmentConfig(flip_lr=0.0), stack), stack)
+
+
+def test_intensity_augmentation_keeps_padding_and_range():
+    rng = np.random.default_rng(2)
+    window = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
+    inside = np.zeros((8, 8), bool)
+    inside[:, :4] = True
+    out = augment_intensity(rng, AugmentConfig(), window, inside)
+    assert np.array_equal(out[:, 4:], window[:, 4:])
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_config_round_trip_and_presets():
+    reference = preset_config("reference")
+    assert reference.autoencoder.args["channels"] == [128, 256, 512]
+    assert reference.data.canvas == (1280, 512)
+    default = preset_config("default")
+    again = config_from_dict(default.to_dict())
+    assert again == default
+    with pytest.raises(InputError):
+        config_from_dict({"bogus": 1})
+    with pytest.raises(InputError):
+        preset_config("huge")

@@ -1,0 +1,180 @@
+"""Tiny end-to-end training: each stage runs, writes checkpoints and logs, resumes exactly, and exports a
+bundle that loads and completes a scan."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import LIA_AFFINE, spine_like, tiny_config, write_bids
+
+from fovcompletion.bundle import load_bundle
+from fovcompletion.errors import InputError
+from fovcompletion.training.autoencoder import train_autoencoder
+from fovcompletion.training.checkpoints import LAST, load_checkpoint, save_checkpoint
+from fovcompletion.training.diffusion import EMA, masked_mse, train_diffusion
+from fovcompletion.training.export import export_bundle
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One run through both stages (2 epochs each), shared by the tests below."""
+    root = write_bids(tmp_path_factory.mktemp("bids"))
+    run = tmp_path_factory.mktemp("runs") / "straight"
+    config = tiny_config(root)
+    train_autoencoder(config, run)
+    train_diffusion(config, run)
+    return root, run
+
+
+def _tensors_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stages_write_checkpoints_logs_and_samples(trained_run):
+    _, run = trained_run
+    for stage in ("autoencoder", "diffusion"):
+        state = load_checkpoint(run / stage / LAST, restore_rng=False)
+        assert state["epoch"] == 1 and state["step"] == 4
+        with open(run / stage / "log.csv") as stream:
+            rows = list(csv.DictReader(stream))
+        assert [int(r["epoch"]) for r in rows] == [0, 1]
+        assert all(np.isfinite(float(r["val_loss" if stage == "diffusion" else "val_l1"])) for r in rows)
+        assert len(list((run / stage / "samples").glob("*.png"))) == 2
+    assert json.loads((run / "config.json").read_text())["data"]["held_out"] == ["sub-c02"]
+    manifest = json.loads((run / "data.json").read_text())
+    assert [s["subject"] for s in manifest["held_out"]] == ["sub-c02"]
+    assert "sub-c02" not in [s["subject"] for s in manifest["training"]]
+
+
+def test_resume_continues_exactly(trained_run, tmp_path):
+    """1 epoch + resume for 1 more equals 2 epochs straight, for both stages (weights, optimiser, RNG)."""
+    root, straight = trained_run
+    run = tmp_path / "resumed"
+    config = tiny_config(root)
+    config.autoencoder.epochs = config.diffusion.epochs = 1
+    train_autoencoder(config, run)
+    first = load_checkpoint(run / "autoencoder" / LAST, restore_rng=False)
+    with pytest.raises(InputError, match="--resume"):
+        train_autoencoder(config, run)
+    config.autoencoder.epochs = 2
+    train_autoencoder(config, run, resume=True)
+    train_diffusion(config, run)
+    config.diffusion.epochs = 2
+    train_diffusion(config, run, resume=True)
+    for stage in ("autoencoder", "diffusion"):
+        a = load_checkpoint(straight / stage / LAST, restore_rng=False)
+        b = load_checkpoint(run / stage / LAST, restore_rng=False)
+        assert b["step"] == a["step"] == 4
+        assert _tensors_equal(a["model"], b["model"]), stage
+        assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert first["epoch"] == 0
+
+
+def test_checkpoint_round_trip_restores_rng(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimiser = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    optimiser.step()
+    path = save_checkpoint(
+        tmp_path / "c.pt", {"model": model.state_dict(), "optimizer": optimiser.state_dict()}
+    )
+    expected = torch.rand(3)
+    state = load_checkpoint(path)
+    assert torch.equal(torch.rand(3), expected)
+    restored = torch.nn.Linear(3, 2)
+    restored.load_state_dict(state["model"])
+    assert _tensors_equal(restored.state_dict(), model.state_dict())
+    again = torch.optim.Adam(restored.parameters())
+    again.load_state_dict(state["optimizer"])
+    assert torch.equal(
+        again.state_dict()["state"][0]["exp_avg"], optimiser.state_dict()["state"][0]["exp_avg"]
+    )
+
+
+def test_masked_loss_ignores_padding_and_ema_tracks():
+    prediction = torch.zeros(1, 2, 2, 2)
+    target = torch.zeros(1, 2, 2, 2)
+    target[..., 1] = 5.0  # error only in the padded column
+    inside = torch.tensor([[[True, False], [True, False]]])
+    assert masked_mse(prediction, target, inside) == 0
+    assert masked_mse(prediction, target, None) > 0
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, step=1000)
+    assert torch.allclose(ema.model.weight, model.weight - 0.5)
+
+
+def test_export_loads_and_completes(trained_run, tmp_path):
+    from fovcompletion.pipeline import complete
+
+    _, run = trained_run
+    card = tmp_path / "card.md"
+    card.write_text("# tiny\n")
+    speed = tmp_path / "measured.json"
+    speed.write_text(json.dumps({"speed": {"cpu": {"seconds_per_unet_step_per_slice": 0.1}}}))
+    folder = export_bundle(run, tmp_path / "bundle", model_card=card, metadata_json=speed)
+    bundle = load_bundle(folder)
+    meta = bundle.metadata
+    assert meta.training["held_out"] == ["sub-c02"]
+    assert {s["subject"] for s in meta.training["scans"]} == {"sub-c01", "sub-l01", "sub-l02"}
+    assert meta.training["config"]["data"]["canvas"] == [32, 32]
+    assert meta.latent_scale_factor == pytest.approx(
+        load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["scale_factor"]
+    )
+    assert "CC0" in meta.licence and meta.speed["cpu"]["seconds_per_unet_step_per_slice"] == 0.1
+    assert (folder / "MODEL_CARD.md").is_file()
+    result = complete(spine_like((7, 40, 48), 9), LIA_AFFINE, model=folder, steps=2, extend_inferior_mm=20)
+    assert result.image.shape == (7, 60, 48) or result.image.shape[1] == 60
+    assert np.isfinite(result.image).all()
+    with pytest.raises(Exception, match="not empty"):
+        export_bundle(run, folder)
+
+
+def test_cli_parses_the_three_commands(tmp_path):
+    from fovcompletion.cli import train
+
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        [
+            "train-autoencoder",
+            "--run",
+            str(tmp_path),
+            "--data",
+            "x",
+            "--held-out",
+            "a,b",
+            "--epochs",
+            "3",
+            "--perceptual-weight",
+            "0.001",
+        ]
+    )
+    assert args.handler is train.run_autoencoder and args.epochs == 3 and args.perceptual_weight == 0.001
+    args = parser.parse_args(["train-diffusion", "--run", str(tmp_path), "--resume", "--max-minutes", "5"])
+    assert args.resume and args.max_minutes == 5
+    with pytest.raises(InputError, match="train-autoencoder first"):
+        args.handler(args)
+    args = parser.parse_args(["export-bundle", "--run", str(tmp_path), "-o", str(tmp_path / "b")])
+    assert args.handler is train.run_export
+
+
+def test_perceptual_loss_without_weights_is_a_clear_error(monkeypatch):
+    from fovcompletion.training import autoencoder
+    from fovcompletion.training.config import AutoencoderConfig
+
+    assert autoencoder.build_perceptual(AutoencoderConfig(), torch.device("cpu"), verbose=False) is None
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("no internet")
+
+    monkeypatch.setattr("monai.losses.PerceptualLoss", offline)
+    with pytest.raises(InputError, match="--perceptual-weights"):
+        autoencoder.build_perceptual(AutoencoderConfig(perceptual_weight=0.001), torch.device("cpu"), False)
