@@ -294,3 +294,27 @@ def test_too_little_memory_is_refused_before_starting(tiny_bundle, scan_file, tm
                   "--extend-inferior", "20", "--slices", "5"], capsys, scan_file, tmp_path / "out.nii.gz",
                  "GiB is free on cpu")
     assert "use fewer slices" in err
+
+
+def test_demo_runs_the_whole_job_offline(tiny_bundle, tmp_path, capsys):
+    code = main(["demo", "--out", str(tmp_path / "demo"), "--model", str(tiny_bundle), "--steps", "1",
+                 "--slices", "1", "--extend-inferior", "40"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    completed = tmp_path / "demo" / "phantom_cervical_completed.nii.gz"
+    assert str(completed) in printed and "preview PNG" in printed
+    partial = nib.load(str(tmp_path / "demo" / "phantom_cervical.nii.gz"))
+    result = nib.load(str(completed))
+    assert result.shape[1] == partial.shape[1] + 40  # 1 mm phantom, 40 mm more inferiorly
+    np.testing.assert_allclose(result.affine[:3, :3], partial.affine[:3, :3])
+
+
+def test_time_estimate_grows_with_slices_steps_and_extent(tiny_bundle):
+    from fovcompletion.estimate import estimate_seconds
+
+    base = estimate_seconds(tiny_bundle, slices=1, steps=10, extend_superior_mm=0, extend_inferior_mm=40,
+                            input_height_mm=60)
+    assert base > 0
+    assert estimate_seconds(tiny_bundle, 5, 10, 0, 40, 60) == pytest.approx(5 * base)
+    assert estimate_seconds(tiny_bundle, 1, 20, 0, 40, 60) == pytest.approx(2 * base, rel=0.1)
+    assert estimate_seconds(tiny_bundle, 1, 10, 0, 400, 60) > 3 * base  # more windows

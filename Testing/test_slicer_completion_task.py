@@ -18,11 +18,12 @@ import pytest
 import slicer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
-from FOVCompletionLib.completion_task import CompletionTask, TaskState  # noqa: E402
-from FOVCompletionLib.engine_command import CompletionOptions  # noqa: E402
-from FOVCompletionLib.known_region import checkKnownRegion  # noqa: E402
-from FOVCompletionLib.progress_events import DoneEvent, LogLine, ProgressEvent, StartEvent  # noqa: E402
-from FOVCompletionLib.volume_geometry import (  # noqa: E402
+from conftest import oblique_affine, synthetic_scan
+from FOVCompletionLib.completion_task import CompletionTask, TaskState
+from FOVCompletionLib.engine_command import CompletionOptions
+from FOVCompletionLib.known_region import checkKnownRegion
+from FOVCompletionLib.progress_events import DoneEvent, LogLine, ProgressEvent, StartEvent
+from FOVCompletionLib.volume_geometry import (
     arrayAndAffineFromVolume,
     extentAlongMm,
     ijkToRas,
@@ -30,8 +31,6 @@ from FOVCompletionLib.volume_geometry import (  # noqa: E402
     spacing,
     vtkMatrixFromArray,
 )
-
-from conftest import oblique_affine, synthetic_scan  # noqa: E402
 
 AFFINE = oblique_affine((1.0, 2.0, 2.0), 8.0)
 
@@ -142,7 +141,12 @@ def test_success_creates_new_nodes_and_cleans_up(scene, input_node, fake_python,
     result = task.wait(timeout=60)
     assert task.state is TaskState.SUCCEEDED and finished == [task] and task.errorMessage == ""
     assert not task.workingFolder.exists() and list(tmp_path.iterdir()) == []
-    assert [type(e) for e in events if not isinstance(e, LogLine)] == [StartEvent, ProgressEvent, ProgressEvent, DoneEvent]
+    assert [type(e) for e in events if not isinstance(e, LogLine)] == [
+        StartEvent,
+        ProgressEvent,
+        ProgressEvent,
+        DoneEvent,
+    ]
     assert "fake engine: loading" in task.log and task.lastProgress.step == 2
     assert result.output is not input_node and result.output.GetName() == "scan completed"
     assert result.mask.IsA("vtkMRMLLabelMapVolumeNode") and result.mask.GetName() == "scan known region"
@@ -228,7 +232,12 @@ def test_failure_to_start_leaves_nothing(scene, input_node, tmp_path):
 
 def test_bad_options_are_refused_before_anything_is_written(scene, input_node, fake_python, tmp_path):
     with pytest.raises(ValueError, match="5 sagittal slices"):
-        task_for(input_node, fake_python, tmp_path, options=CompletionOptions(sliceRange=(2, 9), extendInferiorMm=5))
+        task_for(
+            input_node,
+            fake_python,
+            tmp_path,
+            options=CompletionOptions(sliceRange=(2, 9), extendInferiorMm=5),
+        )
     empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     with pytest.raises(ValueError, match="image data"):
         task_for(empty, fake_python, tmp_path)
@@ -239,7 +248,13 @@ def test_real_engine_end_to_end(scene, input_node, tiny_bundle, tmp_path):
     """`python -m fovcompletion complete` with a tiny random model: geometry and known region are exact."""
     array, mtime = arrayAndAffineFromVolume(input_node)[0], input_node.GetMTime()
     options = CompletionOptions(
-        slices=3, steps=2, extendSuperiorMm=8.0, extendInferiorMm=30.0, samples=2, device="cpu", model=str(tiny_bundle)
+        slices=3,
+        steps=2,
+        extendSuperiorMm=8.0,
+        extendInferiorMm=30.0,
+        samples=2,
+        device="cpu",
+        model=str(tiny_bundle),
     )
     events = []
     task = CompletionTask(input_node, options, sys.executable, temporaryRoot=tmp_path, onEvent=events.append)
@@ -253,7 +268,9 @@ def test_real_engine_end_to_end(scene, input_node, tiny_bundle, tmp_path):
     np.testing.assert_allclose(spacing(output_affine), spacing(AFFINE), atol=1e-4)
     # same directions (Slicer's reader may reverse an axis to keep the grid right-handed)
     np.testing.assert_allclose(
-        np.abs(output_affine[:3, :3] / spacing(output_affine)), np.abs(AFFINE[:3, :3] / spacing(AFFINE)), atol=1e-4
+        np.abs(output_affine[:3, :3] / spacing(output_affine)),
+        np.abs(AFFINE[:3, :3] / spacing(AFFINE)),
+        atol=1e-4,
     )
     assert result.output.GetImageData().GetDimensions()[0] == 3  # the three chosen sagittal slices
     height = extentAlongMm(result.output, "S")

@@ -11,7 +11,8 @@ import slicer
 import vtk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
-from FOVCompletionLib.display import (  # noqa: E402
+from conftest import oblique_affine
+from FOVCompletionLib.display import (
     COMPLETION_VIEW,
     ORIGINAL_VIEW,
     setOverlayOpacity,
@@ -19,9 +20,7 @@ from FOVCompletionLib.display import (  # noqa: E402
     sliceCompositeNodeForView,
     sliceNodeForView,
 )
-from FOVCompletionLib.volume_geometry import setVolumeFromArrayAndAffine, vtkMatrixFromArray  # noqa: E402
-
-from conftest import oblique_affine  # noqa: E402
+from FOVCompletionLib.volume_geometry import setVolumeFromArrayAndAffine, vtkMatrixFromArray
 
 AFFINE = oblique_affine((1.0, 0.8, 0.8), 6.0)
 
@@ -64,7 +63,10 @@ def test_application_scene_gets_side_by_side_overlay():
     source, output, mask = volumes(scene)
     setup = showCompletion(scene, source, output, mask, overlayOpacity=0.3, appLogic=app_logic)
     assert setup.layoutChanged and setup.configuredViews == [ORIGINAL_VIEW, COMPLETION_VIEW]
-    assert layout_logic.GetLayoutNode().GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+    assert (
+        layout_logic.GetLayoutNode().GetViewArrangement()
+        == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+    )
 
     original = sliceCompositeNodeForView(scene, ORIGINAL_VIEW)
     assert original.GetBackgroundVolumeID() == source.GetID()
@@ -88,9 +90,11 @@ def test_application_scene_gets_side_by_side_overlay():
     assert np.allclose(setup.centreRas, centre[:3])
     red, yellow = sliceNodeForView(scene, ORIGINAL_VIEW), sliceNodeForView(scene, COMPLETION_VIEW)
     for node in (red, yellow):
-        assert node.GetSliceOffset() == pytest.approx(centre[0])
         slice_to_ras = np.array([[node.GetSliceToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
+        # the normal is along left-right and the plane goes through the centre
+        np.testing.assert_allclose(np.abs(slice_to_ras[:3, 2]), [1, 0, 0], atol=1e-9)
         np.testing.assert_allclose(slice_to_ras[:3, 3], centre[:3], atol=1e-6)
+        assert abs(node.GetSliceOffset()) == pytest.approx(abs(centre[0]))
     assert red.GetFieldOfView() == pytest.approx(yellow.GetFieldOfView())
     assert yellow.GetFieldOfView()[1] >= 0.8 * 100 * 0.8  # fitted to the completion's height
 
@@ -106,9 +110,11 @@ def test_scene_without_application_logic():
     for name in (ORIGINAL_VIEW, COMPLETION_VIEW):
         slice_node = scene.AddNewNodeByClass("vtkMRMLSliceNode")
         slice_node.SetLayoutName(name)
-        slice_node.AddSliceOrientationPreset("Sagittal", vtkMatrixFromArray(np.array(
-            [[0, 0, 1, 0], [-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float))
-        )
+        sagittal = vtk.vtkMatrix3x3()
+        for row, values in enumerate([[0, 0, -1], [-1, 0, 0], [0, 1, 0]]):
+            for col, value in enumerate(values):
+                sagittal.SetElement(row, col, value)
+        slice_node.AddSliceOrientationPreset("Sagittal", sagittal)
         composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
         composite.SetLayoutName(name)
     source, output, mask = volumes(scene)

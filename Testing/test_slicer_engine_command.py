@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
-from FOVCompletionLib.engine_command import (  # noqa: E402
+from fovcompletion.cli import build_parser
+from FOVCompletionLib.engine_command import (
     MODULE_DIR,
     CompletionOptions,
     buildCompletionCommand,
     engineEnvironment,
 )
-
-from fovcompletion.cli import build_parser  # noqa: E402
 
 
 def parse(command: list[str]):
@@ -35,14 +34,22 @@ def test_every_option_reaches_the_engine():
         device="cpu",
         model="my-model",
     )
-    command = buildCompletionCommand("/opt/Slicer/bin/PythonSlicer", "in.nii", "out.nii.gz", options, "m.nii.gz", "s.nii.gz")
+    command = buildCompletionCommand(
+        "/opt/Slicer/bin/PythonSlicer", "in.nii", "out.nii.gz", options, "m.nii.gz", "s.nii.gz"
+    )
     assert command[0] == "/opt/Slicer/bin/PythonSlicer"
     args = parse(command)
     assert (args.input, args.output) == (Path("in.nii"), Path("out.nii.gz"))
     assert (args.mask_output, args.spread_output) == (Path("m.nii.gz"), Path("s.nii.gz"))
     assert (args.slices, args.slice_range, args.steps) == (3, None, 20)
     assert (args.extend_superior, args.extend_inferior) == (12.5, 300.0)
-    assert (args.seed, args.samples, args.device, args.model, args.progress) == (42, 4, "cpu", "my-model", "json")
+    assert (args.seed, args.samples, args.device, args.model, args.progress) == (
+        42,
+        4,
+        "cpu",
+        "my-model",
+        "json",
+    )
 
 
 def test_range_default_model_and_single_sample():

@@ -10,10 +10,9 @@ import pytest
 import slicer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
-from FOVCompletionLib.known_region import checkKnownRegion, isGridAligned  # noqa: E402
-from FOVCompletionLib.volume_geometry import setVolumeFromArrayAndAffine  # noqa: E402
-
-from conftest import oblique_affine  # noqa: E402
+from conftest import oblique_affine
+from FOVCompletionLib.known_region import checkKnownRegion, isGridAligned
+from FOVCompletionLib.volume_geometry import setVolumeFromArrayAndAffine
 
 AFFINE = oblique_affine((0.9, 1.2, 1.0), 10.0)
 ABOVE = 4  # rows added above the input

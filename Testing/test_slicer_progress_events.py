@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
-from FOVCompletionLib.progress_events import (  # noqa: E402
+from fovcompletion.progress import JsonLines, ProgressTracker
+from FOVCompletionLib.progress_events import (
     DoneEvent,
     ErrorEvent,
     LogLine,
@@ -21,8 +22,6 @@ from FOVCompletionLib.progress_events import (  # noqa: E402
     formatDuration,
     parseEngineLine,
 )
-
-from fovcompletion.progress import JsonLines, ProgressTracker  # noqa: E402
 
 
 def test_the_engine_s_own_json_lines_parse():
@@ -68,7 +67,9 @@ def test_bad_field_values_do_not_raise():
     event = parseEngineLine(json.dumps({"event": "progress", "step": "x", "total": None, "elapsed_s": "nan"}))
     assert event == ProgressEvent(step=0, total=0, elapsedS=0.0, etaS=None, stage="", message="")
     assert event.fraction == 0.0
-    assert parseEngineLine('{"event": "error"}') == ErrorEvent("the engine reported an error without a message")
+    assert parseEngineLine('{"event": "error"}') == ErrorEvent(
+        "the engine reported an error without a message"
+    )
     assert parseEngineLine('{"event": "progress", "step": 5, "total": 4, "eta_s": Infinity}').fraction == 1.0
 
 

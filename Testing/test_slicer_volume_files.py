@@ -11,16 +11,15 @@ import pytest
 import slicer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
-from FOVCompletionLib.known_region import isGridAligned, outputToInputIndex  # noqa: E402
-from FOVCompletionLib.volume_files import readVolumeFromFile, writeVolumeToFile  # noqa: E402
-from FOVCompletionLib.volume_geometry import (  # noqa: E402
+from conftest import oblique_affine, write_nifti
+from fovcompletion.image_io import Volume, read_volume, write_volume
+from FOVCompletionLib.known_region import sameImageInWorld
+from FOVCompletionLib.volume_files import readVolumeFromFile, writeVolumeToFile
+from FOVCompletionLib.volume_geometry import (
     arrayAndAffineFromVolume,
     setVolumeFromArrayAndAffine,
     vtkMatrixFromArray,
 )
-
-from conftest import oblique_affine, write_nifti  # noqa: E402
-from fovcompletion.image_io import Volume, read_volume, write_volume  # noqa: E402
 
 AFFINES = {
     "oblique": oblique_affine((0.8, 1.1, 3.0), 12.0),
@@ -31,19 +30,6 @@ AFFINES = {
 
 def scan(seed=0, shape=(5, 9, 7)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 1000, size=shape).astype(np.int16)
-
-
-def same_world_image(array_a, affine_a, array_b, affine_b) -> bool:
-    """Two volumes hold the same voxels at the same world positions (axes may be reordered or reversed)."""
-    index_map = outputToInputIndex(affine_a, affine_b)  # b index -> a index
-    if not isGridAligned(index_map) or sorted(array_a.shape) != sorted(array_b.shape):
-        return False
-    indices = np.argwhere(np.ones(array_b.shape, dtype=bool))
-    mapped = np.round(index_map[:3] @ np.c_[indices, np.ones(len(indices))].T).astype(int).T
-    if np.any(mapped < 0) or np.any(mapped >= np.array(array_a.shape)):
-        return False
-    values_b = array_b[tuple(indices.T)]
-    return np.array_equal(array_a[tuple(mapped.T)].astype(float), values_b.astype(float))
 
 
 def snapshot(node) -> dict:
@@ -70,7 +56,8 @@ def test_written_file_has_the_node_voxels_and_geometry(tmp_path, name):
     nodes_before = scene.GetNumberOfNodes()
     path = writeVolumeToFile(node, tmp_path / "input.nii")
     image = nib.load(str(path))
-    np.testing.assert_array_equal(np.asanyarray(image.dataobj), array)  # [i, j, k] in the file, as in the engine
+    # [i, j, k] in the file, as in the engine
+    np.testing.assert_array_equal(np.asanyarray(image.dataobj), array)
     np.testing.assert_allclose(image.affine, AFFINES[name], atol=1e-5)
     # the engine's own reader agrees
     volume = read_volume(path)
@@ -93,7 +80,8 @@ def test_engine_result_reads_into_a_new_node_in_the_same_world(tmp_path, name):
     assert scene.GetNumberOfNodesByClass("vtkMRMLVolumeArchetypeStorageNode") == 0
     assert node.GetDisplayNode() is not None
     read_array, read_affine = arrayAndAffineFromVolume(node)
-    assert same_world_image(array, AFFINES[name], read_array, read_affine)
+    assert sameImageInWorld(array, AFFINES[name], read_array, read_affine)
+    assert not sameImageInWorld(array + 1, AFFINES[name], read_array, read_affine)
 
 
 def test_label_map_and_unique_names(tmp_path):

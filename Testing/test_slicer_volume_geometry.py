@@ -11,7 +11,8 @@ import slicer
 import vtk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
-from FOVCompletionLib.volume_geometry import (  # noqa: E402
+from conftest import oblique_affine
+from FOVCompletionLib.volume_geometry import (
     arrayAndAffineFromVolume,
     axisClosestTo,
     extentAlongMm,
@@ -22,8 +23,6 @@ from FOVCompletionLib.volume_geometry import (  # noqa: E402
     toWorld,
     vtkMatrixFromArray,
 )
-
-from conftest import oblique_affine  # noqa: E402
 
 GEOMETRIES = {
     "oblique": oblique_affine((0.8, 1.1, 3.0), 12.0),
@@ -86,7 +85,11 @@ def test_sagittal_axis_count_and_height(scene):
     # oblique_affine: axis 0 -> left-right, axis 1 -> superior-inferior, axis 2 -> anterior-posterior
     affine = GEOMETRIES["flipped"]
     node = volume(scene, np.zeros((4, 6, 5), dtype=np.float32), affine)
-    assert axisClosestTo(affine, "R") == 0 and axisClosestTo(affine, "S") == 1 and axisClosestTo(affine, "A") == 2
+    assert (
+        axisClosestTo(affine, "R") == 0
+        and axisClosestTo(affine, "S") == 1
+        and axisClosestTo(affine, "A") == 2
+    )
     assert sagittalSliceCount(node) == 4
     assert extentAlongMm(node, "S") == pytest.approx(6 * 1.1)
     # a volume stored as [S, A, R] axes

@@ -7,6 +7,7 @@ child, so killing only the direct child would leave the computation running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -45,15 +46,11 @@ def killProcessTree(process: subprocess.Popen) -> None:
         except (ProcessLookupError, PermissionError):
             pass
     for child in descendants:
-        try:
+        with contextlib.suppress(psutil.Error):
             child.kill()
-        except psutil.Error:
-            pass
     if process.poll() is None:
-        try:
+        with contextlib.suppress(OSError):
             process.kill()
-        except OSError:
-            pass
 
 
 class BackgroundProcess:
@@ -95,7 +92,9 @@ class BackgroundProcess:
             bufsize=1,
             **options,
         )
-        self._reader = threading.Thread(target=self._readOutput, name="FOVCompletion output reader", daemon=True)
+        self._reader = threading.Thread(
+            target=self._readOutput, name="FOVCompletion output reader", daemon=True
+        )
         self._reader.start()
 
     def _readOutput(self) -> None:
@@ -144,7 +143,5 @@ class BackgroundProcess:
             return
         self.cancelled = True
         killProcessTree(self.process)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass

@@ -17,7 +17,15 @@ from pathlib import Path
 
 from .background_process import BackgroundProcess
 from .engine_command import CompletionOptions, buildCompletionCommand, engineEnvironment
-from .progress_events import DoneEvent, EngineEvent, ErrorEvent, LogLine, ProgressEvent, StartEvent, parseEngineLine
+from .progress_events import (
+    DoneEvent,
+    EngineEvent,
+    ErrorEvent,
+    LogLine,
+    ProgressEvent,
+    StartEvent,
+    parseEngineLine,
+)
 from .volume_files import readVolumeFromFile, writeVolumeToFile
 from .volume_geometry import sagittalSliceCount
 
@@ -120,6 +128,11 @@ class CompletionTask:
     def running(self) -> bool:
         return self.state is TaskState.RUNNING
 
+    @property
+    def engineSeconds(self) -> float | None:
+        """How long the engine reported the completion took (None until it reported a result)."""
+        return self._done.seconds if self._done is not None else None
+
     def poll(self) -> bool:
         """Handle the output that arrived; when the process has ended, load the results. True while running."""
         if self.state is not TaskState.RUNNING:
@@ -130,7 +143,9 @@ class CompletionTask:
             self._finish(self.process.returnCode)
         return self.running
 
-    def wait(self, timeout: float | None = None, interval: float = 0.1, idle: Callable[[], None] | None = None):
+    def wait(
+        self, timeout: float | None = None, interval: float = 0.1, idle: Callable[[], None] | None = None
+    ):
         """Block until the run ends (console API, self-test); returns the result nodes or raises RuntimeError."""
         import time
 

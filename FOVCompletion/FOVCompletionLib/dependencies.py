@@ -78,7 +78,9 @@ def importedAmong(requirements: Iterable[str]) -> list[str]:
     for text in requirements:
         name = Requirement(text).name
         topLevel = [
-            module for module, distributions in modules.items() if name.lower() in map(str.lower, distributions)
+            module
+            for module, distributions in modules.items()
+            if name.lower() in map(str.lower, distributions)
         ]
         if any(module in sys.modules for module in (topLevel or [name])):
             imported.append(name)

@@ -92,7 +92,9 @@ def showCompletion(
         sliceNode = sliceNodeForView(scene, viewName)
         compositeNode = sliceCompositeNodeForView(scene, viewName)
         if sliceNode is None or compositeNode is None:
-            logging.info(f"FOVCompletion: no {viewName} slice view in this scene; not showing the result there")
+            logging.info(
+                f"FOVCompletion: no {viewName} slice view in this scene; not showing the result there"
+            )
             continue
         if not sliceNode.SetOrientationToSagittal():
             logging.warning(f"FOVCompletion: the {viewName} view has no sagittal orientation preset")

@@ -65,7 +65,15 @@ def buildCompletionCommand(
 ) -> list[str]:
     """Arguments for subprocess (no shell): the engine's `complete` command with JSON progress on stdout."""
     options.validate()
-    command = [str(pythonExecutable), "-m", "fovcompletion", "complete", str(inputPath), "-o", str(outputPath)]
+    command = [
+        str(pythonExecutable),
+        "-m",
+        "fovcompletion",
+        "complete",
+        str(inputPath),
+        "-o",
+        str(outputPath),
+    ]
     if maskPath is not None:
         command += ["--mask-output", str(maskPath)]
     if spreadPath is not None and options.samples > 1:

@@ -62,7 +62,9 @@ def checkKnownRegion(inputNode, outputNode, maskNode) -> KnownRegionCheck:
     maskIndices = np.argwhere(maskArray > 0)
     homogeneous = np.c_[maskIndices, np.ones(len(maskIndices))].T
     outputIndices = np.round(outputToInputIndex(outputAffine, maskAffine) @ homogeneous)[:3].astype(int).T
-    inputIndices = np.round(indexMap[:3] @ np.r_[outputIndices.T, np.ones((1, len(outputIndices)))]).astype(int).T
+    inputIndices = (
+        np.round(indexMap[:3] @ np.r_[outputIndices.T, np.ones((1, len(outputIndices)))]).astype(int).T
+    )
     inside = np.all((inputIndices >= 0) & (inputIndices < np.array(inputArray.shape)), axis=1)
     inside &= np.all((outputIndices >= 0) & (outputIndices < np.array(outputArray.shape)), axis=1)
     known = inputIndices[inside]
@@ -79,3 +81,18 @@ def checkKnownRegion(inputNode, outputNode, maskNode) -> KnownRegionCheck:
         maximumDifference=difference,
         inputRange=float(inputArray.max() - inputArray.min()),
     )
+
+
+def sameImageInWorld(
+    arrayA: np.ndarray, affineA: np.ndarray, arrayB: np.ndarray, affineB: np.ndarray
+) -> bool:
+    """True when two volumes hold the same voxel values at the same world positions, whatever their axis order
+    or direction (what Slicer's reader may change when it loads a left-handed file)."""
+    indexMap = outputToInputIndex(affineA, affineB)  # B index -> A index
+    if not isGridAligned(indexMap) or sorted(arrayA.shape) != sorted(arrayB.shape):
+        return False
+    indices = np.argwhere(np.ones(arrayB.shape, dtype=bool))
+    mapped = np.round(indexMap[:3] @ np.c_[indices, np.ones(len(indices))].T).astype(int).T
+    if np.any(mapped < 0) or np.any(mapped >= np.array(arrayA.shape)):
+        return False
+    return bool(np.array_equal(arrayA[tuple(mapped.T)].astype(float), arrayB[tuple(indices.T)].astype(float)))

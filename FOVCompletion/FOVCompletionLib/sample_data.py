@@ -20,7 +20,11 @@ PHANTOM_SEED = 7
 
 
 def phantomVolumeNode(
-    scene, name: str = PHANTOM_SAMPLE_NAME, region: str = PHANTOM_REGION, seed: int = PHANTOM_SEED, spacingMm: float = 1.0
+    scene,
+    name: str = PHANTOM_SAMPLE_NAME,
+    region: str = PHANTOM_REGION,
+    seed: int = PHANTOM_SEED,
+    spacingMm: float = 1.0,
 ):
     """A new scalar volume node holding the engine's phantom cropped to one region (in the phantom's geometry)."""
     from fovcompletion.phantom import crop_phantom, generate_phantom
@@ -34,14 +38,16 @@ def phantomVolumeNode(
     return node
 
 
-def writePhantomFile(path: str | os.PathLike, region: str = PHANTOM_REGION, seed: int = PHANTOM_SEED) -> Path:
+def writePhantomFile(
+    path: str | os.PathLike, region: str = PHANTOM_REGION, seed: int = PHANTOM_SEED, spacingMm: float = 1.0
+) -> Path:
     """Generate the phantom into a file (built in a scratch scene, so the user's scene is untouched)."""
     import slicer
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = slicer.vtkMRMLScene()
-    node = phantomVolumeNode(scratch, region=region, seed=seed)
+    node = phantomVolumeNode(scratch, region=region, seed=seed, spacingMm=spacingMm)
     partial = path.with_name(path.name + ".partial" + "".join(path.suffixes))
     writeVolumeToFile(node, partial, compress=True)
     os.replace(partial, path)

@@ -23,6 +23,10 @@ from .baselines import LibraryEntry
 
 DIRECTIONS = ("superior", "inferior", "both")
 MIN_VISIBLE_MM = 32.0
+LIBRARY_PHANTOM_SEED = (
+    1000  # training adds phantoms from seed 1000 on: the retrieval library for phantom cases
+)
+LIBRARY_PHANTOMS = 3
 
 
 @dataclass
@@ -210,8 +214,13 @@ def phantom_cases(
     """Whole-spine phantoms with only `keep_region` visible: the rest, above and below, is to be completed."""
     from ..phantom import generate_phantom
 
+    seeds = range(first_seed, first_seed + count)
+    if set(seeds) & set(range(LIBRARY_PHANTOM_SEED, LIBRARY_PHANTOM_SEED + LIBRARY_PHANTOMS)):
+        raise InputError(
+            f"phantom seeds {LIBRARY_PHANTOM_SEED} and up are training phantoms; use lower seeds"
+        )
     cases = []
-    for seed in range(first_seed, first_seed + count):
+    for seed in seeds:
         phantom = generate_phantom(seed=seed, spacing_mm=spacing_mm)
         volume, labels, centerline = _phantom_to_model(phantom)
         known = region_rows(phantom, keep_region, volume)
@@ -247,9 +256,11 @@ def region_rows(phantom, region: str, volume: Volume) -> np.ndarray:
     return known
 
 
-def phantom_library(count: int, spacing_mm: float, first_seed: int) -> list[LibraryEntry]:
-    """Other phantoms (seeds unused by the cases) as the retrieval baseline's training set for phantom cases:
-    only phantoms have a whole spine to continue from."""
+def phantom_library(
+    spacing_mm: float, count: int = LIBRARY_PHANTOMS, first_seed: int = LIBRARY_PHANTOM_SEED
+) -> list[LibraryEntry]:
+    """The retrieval baseline's training set for phantom cases: phantoms with the seeds training uses (cases
+    use other seeds), since only phantoms have a whole spine to continue from."""
 
     def loader(seed: int):
         def load() -> Volume:

@@ -17,6 +17,7 @@ QUICK = {
     "real_cases": 2,
     "phantoms": 1,
     "reference_cases": 1,
+    "resample_steps": 10,
     "speed_steps": 1,
 }
 FULL = {
@@ -25,6 +26,7 @@ FULL = {
     "real_cases": None,
     "phantoms": 2,
     "reference_cases": None,
+    "resample_steps": 25,
     "speed_steps": 2,
 }
 
@@ -84,7 +86,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="RePaint resample counts (default: 2,5; quick: 2)",
     )
     parser.add_argument(
-        "--resample-steps", type=int, default=25, help="steps of the resampling runs (default: 25)"
+        "--resample-steps",
+        type=int,
+        default=None,
+        help="steps of the resampling runs (default: 25; quick: 10)",
     )
     parser.add_argument(
         "--reference-steps",
@@ -127,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a subset for frequent runs: 2 real cases, 1 phantom, steps 10,25, resample 2, "
+        help="a subset for frequent runs: 2 real cases, 1 phantom, steps 10,25, resample 2 at 10 steps, "
         "the reference sampler on one case",
     )
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: auto")
@@ -190,7 +195,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         families,
         args.steps or preset["steps"],
         args.resample or preset["resample"],
-        args.resample_steps,
+        args.resample_steps or preset["resample_steps"],
         reference_steps,
     )
     cases, retrieval = [], {}
@@ -211,9 +216,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)
         try:
             cases += case_lib.phantom_cases(phantoms, spacing, args.phantom_keep, first_seed=args.seed)
-            retrieval["phantom"] = RetrievalBaseline(
-                case_lib.phantom_library(3, spacing, first_seed=args.seed + 1000)
-            )
+            retrieval["phantom"] = RetrievalBaseline(case_lib.phantom_library(spacing))
         except ImportError as error:
             if explicit_phantoms:
                 raise InputError(f"phantoms are not available in this installation ({error})") from None

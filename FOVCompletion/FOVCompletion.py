@@ -1,0 +1,764 @@
+"""FOVCompletion: complete a partial field of view of a sagittal T2w spine MRI with latent diffusion.
+
+This file is the thin Slicer layer (module description, panel, console API, self-test); the work is done by
+`FOVCompletionLib` (MRML, background process, display) and by the engine `fovcompletion` in a separate process.
+"""
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from FOVCompletionLib import dependencies
+from FOVCompletionLib.choices import ComputeDevice, SliceSelection
+from FOVCompletionLib.completion_task import CompletionNodes, CompletionTask, TaskState
+from FOVCompletionLib.display import DEFAULT_OVERLAY_OPACITY, setOverlayOpacity, showCompletion
+from FOVCompletionLib.engine_command import CompletionOptions
+from FOVCompletionLib.known_region import checkKnownRegion
+from FOVCompletionLib.models import addBundleFromFolder, availableModels, estimateSeconds
+from FOVCompletionLib.presets import ExtensionPreset, matchingPreset, presetExtensionMm
+from FOVCompletionLib.progress_events import (
+    DoneEvent,
+    ErrorEvent,
+    LogLine,
+    ProgressEvent,
+    StartEvent,
+    describeProgress,
+    describeStart,
+    formatDuration,
+)
+from FOVCompletionLib.sample_data import PHANTOM_FILE_NAME, PHANTOM_SAMPLE_NAME, writePhantomFile
+from FOVCompletionLib.volume_geometry import extentAlongMm, ijkToRas, sagittalSliceCount, spacing
+
+POLL_INTERVAL_MS = 200
+SAMPLE_CATEGORY = "FOVCompletion"
+
+#
+# FOVCompletion
+#
+
+
+class FOVCompletion(ScriptedLoadableModule):
+    """Module description shown in Slicer (title, category, help, acknowledgement)."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("FOV Completion")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Image Synthesis")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["FOVCompletion developers"]
+        self.parent.helpText = _("""
+Completes a partial field of view of a sagittal T2-weighted spine MRI: given, for example, only the cervical
+spine, it synthesizes the anatomy above and below with a latent diffusion model (VQ-VAE and diffusion UNet from
+MONAI). The known part of the scan conditions the generation and is kept exactly.
+<p>Choose the input volume, the sagittal slices, how far to extend the field of view, and the number of denoising
+steps, then press Apply. The computation runs in a separate process: the application stays responsive and the run
+can be cancelled. The result is shown beside the original, with the original laid over it and the boundary of the
+known region outlined.</p>
+<p>The completed anatomy is synthetic: it is plausible, not measured, and must not be used for diagnosis.</p>
+<p>Try it with the <i>FOVCompletionPhantomCervical</i> sample in the Sample Data module (generated on this machine,
+no download).</p>
+""")
+        self.parent.acknowledgementText = _("""
+The method follows NeuroPoly's "FOV generation using latent diffusion model" (disc-labeling-playground), built on
+MONAI GenerativeModels' 2D latent diffusion tutorial. The networks and schedulers come from MONAI core
+(https://monai.io). The background-process design follows lassoan/SlicerMONAIAuto3DSeg and
+lassoan/SlicerTotalSegmentator; PyTorch is installed through fepegar/SlicerPyTorch.
+""")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+#
+# Sample data
+#
+
+
+def phantomCachePath() -> str:
+    """Where the generated phantom is kept: Slicer's sample data cache, so it is generated once."""
+    return os.path.join(slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory(), PHANTOM_FILE_NAME)
+
+
+def loadPhantomSample(source=None):
+    """Generate the cervical phantom (first time only, offline) and load it through the Sample Data module."""
+    import SampleData
+
+    path = phantomCachePath()
+    if not os.path.isfile(path):
+        with slicer.util.WaitCursor():
+            try:
+                writePhantomFile(path)
+            except ImportError:
+                FOVCompletionLogic().setupPythonRequirements()
+                writePhantomFile(path)
+    if source is None:
+        return SampleData.downloadSample(PHANTOM_SAMPLE_NAME)
+    return SampleData.SampleDataLogic().downloadFromSource(source)[0]
+
+
+def registerSampleData():
+    """Register the offline phantom sample in the Sample Data module."""
+    import SampleData
+
+    iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
+    sampleDataLogic = SampleData.SampleDataLogic
+    if hasattr(sampleDataLogic, "registerCustomSampleDataCategory"):  # Slicer >= 5.9
+        sampleDataLogic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, title=_("FOV Completion"))
+    path = phantomCachePath()
+    sampleDataLogic.registerCustomSampleDataSource(
+        category=SAMPLE_CATEGORY,
+        sampleName=PHANTOM_SAMPLE_NAME,
+        thumbnailFileName=os.path.join(iconsPath, "FOVCompletion.png"),
+        # The file is generated into the cache by the custom downloader; once there, "downloading" it from its own
+        # location is a no-op, so SampleData.downloadSample() works as for any other sample.
+        uris=qt.QUrl.fromLocalFile(path).toString(),
+        fileNames=PHANTOM_FILE_NAME,
+        nodeNames=PHANTOM_SAMPLE_NAME,
+        customDownloader=loadPhantomSample,
+    )
+
+
+#
+# FOVCompletionParameterNode
+#
+
+
+@parameterNodeWrapper
+class FOVCompletionParameterNode:
+    """The panel's settings, saved with the scene.
+
+    inputVolume - the partial scan (never modified).
+    sliceSelection, sliceCount, sliceRangeFirst, sliceRangeLast - which sagittal slices to complete.
+    extensionPreset, extendSuperiorMm, extendInferiorMm - how much field of view to add.
+    model - the bundle name or folder (synchronised by hand: the choices depend on the installed bundles).
+    steps, samples, seed, device - quality, number of samples, reproducibility, where to run.
+    outputVolume - existing volume to write into; none creates a new volume for every run.
+    overlayOpacity - opacity of the original over the completion.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    sliceSelection: SliceSelection = SliceSelection.CENTRED_COUNT
+    sliceCount: Annotated[int, WithinRange(1, 512)] = 5
+    sliceRangeFirst: Annotated[int, WithinRange(0, 4095)] = 0
+    sliceRangeLast: Annotated[int, WithinRange(0, 4095)] = 0
+    extensionPreset: ExtensionPreset = ExtensionPreset.WHOLE_SPINE_FROM_CERVICAL
+    extendSuperiorMm: Annotated[float, WithinRange(0.0, 2000.0)] = 0.0
+    extendInferiorMm: Annotated[float, WithinRange(0.0, 2000.0)] = 500.0
+    model: str = ""
+    steps: Annotated[int, WithinRange(1, 1000)] = 50
+    samples: Annotated[int, WithinRange(1, 16)] = 1
+    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    device: ComputeDevice = ComputeDevice.AUTO
+    outputVolume: vtkMRMLScalarVolumeNode
+    overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_OVERLAY_OPACITY
+
+
+# Parameters bound to a widget by hand instead of a SlicerParameterName (checked by the CI contract tests).
+MANUALLY_SYNCHRONISED_WIDGETS = {"model": "modelComboBox"}
+ADD_BUNDLE_ITEM = "addBundle"
+
+#
+# FOVCompletionWidget
+#
+
+
+class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: settings bound to the parameter node, Apply/Cancel, progress, status and log."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._task = None
+        self._updating = False
+        self._lastPreset = None
+        self._lastInputId = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/FOVCompletion.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = FOVCompletionLogic()
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(POLL_INTERVAL_MS)
+        self.pollTimer.connect("timeout()", self.onPollTimer)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.modelComboBox.connect("activated(int)", self.onModelActivated)
+        self.ui.progressBar.hide()
+
+        self.populateModels()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._task is not None and self._task.running:
+            self._task.cancel()
+        self.pollTimer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
+            )
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._task is not None and self._task.running:
+            self._task.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
+            )
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Each widget with a "SlicerParameterName" property in the .ui is bound to that parameter.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self._lastPreset = self._parameterNode.extensionPreset
+            self._lastInputId = None
+            self.onParameterNodeModified()
+
+    # -- keeping the panel consistent ------------------------------------------------------------------------
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        if self._updating or not self._parameterNode:
+            return
+        self._updating = True
+        try:
+            self._followInputVolume()
+            self._followPreset()
+            self._showSliceWidgets()
+            self._selectModelInComboBox(self._parameterNode.model)
+            self._updateInformation()
+            setOverlayOpacity(slicer.mrmlScene, self._parameterNode.overlayOpacity)
+        finally:
+            self._updating = False
+        self._updateApplyButton()
+
+    def _inputHeightMm(self) -> float:
+        inputNode = self._parameterNode.inputVolume
+        return extentAlongMm(inputNode, "S") if inputNode and inputNode.GetImageData() else 0.0
+
+    def _followInputVolume(self) -> None:
+        """Slice limits come from the selected volume; presets depend on its height."""
+        inputNode = self._parameterNode.inputVolume
+        inputId = inputNode.GetID() if inputNode else None
+        hasImage = bool(inputNode and inputNode.GetImageData())
+        count = sagittalSliceCount(inputNode) if hasImage else 0
+        for spinBox in (self.ui.sliceRangeFirstSpinBox, self.ui.sliceRangeLastSpinBox):
+            spinBox.maximum = max(0, count - 1)
+        self.ui.sliceCountSpinBox.maximum = max(1, count)
+        if inputId != self._lastInputId and hasImage:
+            self._lastInputId = inputId
+            if self._parameterNode.sliceRangeLast == 0 or self._parameterNode.sliceRangeLast >= count:
+                middle = count // 2
+                self._parameterNode.sliceRangeFirst = max(0, middle - 2)
+                self._parameterNode.sliceRangeLast = min(count - 1, middle + 2)
+            self._applyPreset(self._parameterNode.extensionPreset)
+        self.ui.sliceInfoLabel.text = (
+            _("The input has {count} sagittal slices (0 to {last}).").format(count=count, last=count - 1)
+            if hasImage
+            else ""
+        )
+
+    def _applyPreset(self, preset) -> None:
+        values = presetExtensionMm(preset, self._inputHeightMm())
+        if values is not None:
+            self._parameterNode.extendSuperiorMm, self._parameterNode.extendInferiorMm = values
+
+    def _followPreset(self) -> None:
+        """Choosing a preset sets the millimetres; editing the millimetres shows the matching preset or Custom."""
+        parameters = self._parameterNode
+        if self._inputHeightMm() <= 0:  # presets depend on the input's height: wait for an input
+            pass
+        elif parameters.extensionPreset != self._lastPreset:
+            self._applyPreset(parameters.extensionPreset)
+        elif parameters.extensionPreset is not ExtensionPreset.CUSTOM:
+            parameters.extensionPreset = matchingPreset(
+                parameters.extendSuperiorMm, parameters.extendInferiorMm, self._inputHeightMm()
+            )
+        self._lastPreset = parameters.extensionPreset
+
+    def _showSliceWidgets(self) -> None:
+        byCount = self._parameterNode.sliceSelection is SliceSelection.CENTRED_COUNT
+        for widget in (self.ui.sliceCountLabel, self.ui.sliceCountSpinBox):
+            widget.visible = byCount
+        for widget in (self.ui.sliceRangeLabel, self.ui.sliceRangeWidget):
+            widget.visible = not byCount
+
+    def _sliceCountToRun(self) -> int:
+        parameters = self._parameterNode
+        if parameters.sliceSelection is SliceSelection.RANGE:
+            return max(1, parameters.sliceRangeLast - parameters.sliceRangeFirst + 1)
+        return parameters.sliceCount
+
+    def _updateInformation(self) -> None:
+        parameters = self._parameterNode
+        height = self._inputHeightMm()
+        if height > 0:
+            total = height + parameters.extendSuperiorMm + parameters.extendInferiorMm
+            self.ui.fieldOfViewLabel.text = _(
+                "Field of view: {input:.0f} mm now, {total:.0f} mm completed."
+            ).format(input=height, total=total)
+        else:
+            self.ui.fieldOfViewLabel.text = ""
+        seconds = None
+        engineAvailable = self.logic.engineAvailable()
+        if height > 0 and engineAvailable:
+            seconds = estimateSeconds(
+                parameters.model or None,
+                self._sliceCountToRun(),
+                parameters.steps,
+                parameters.extendSuperiorMm,
+                parameters.extendInferiorMm,
+                height,
+                parameters.device.value,
+            )
+        if not engineAvailable:
+            self.ui.estimateLabel.text = _("(available once the dependencies are installed)")
+        elif seconds is None:
+            self.ui.estimateLabel.text = _("(select an input volume and an installed model)")
+        else:
+            self.ui.estimateLabel.text = _("about {duration} ({device})").format(
+                duration=formatDuration(seconds), device=parameters.device.label()
+            )
+
+    def _updateApplyButton(self) -> None:
+        running = self._task is not None and self._task.running
+        parameters = self._parameterNode
+        if running:
+            self.ui.applyButton.text = _("Cancel")
+            self.ui.applyButton.toolTip = _("Stop the completion now; nothing is added to the scene.")
+            self.ui.applyButton.enabled = True
+            return
+        self.ui.applyButton.text = _("Apply")
+        ready = bool(parameters and parameters.inputVolume and parameters.inputVolume.GetImageData())
+        nothingToAdd = bool(
+            parameters and parameters.extendSuperiorMm == 0 and parameters.extendInferiorMm == 0
+        )
+        self.ui.applyButton.enabled = ready and not nothingToAdd
+        if not ready:
+            self.ui.applyButton.toolTip = _("Select an input volume.")
+        elif nothingToAdd:
+            self.ui.applyButton.toolTip = _("Extend the field of view superiorly and/or inferiorly.")
+        else:
+            self.ui.applyButton.toolTip = _("Complete the field of view. While running, this button cancels.")
+
+    # -- models ----------------------------------------------------------------------------------------------
+
+    def populateModels(self) -> None:
+        comboBox = self.ui.modelComboBox
+        wasBlocked = comboBox.blockSignals(True)
+        comboBox.clear()
+        for choice in availableModels():
+            comboBox.addItem(choice.label, choice.value)
+            comboBox.setItemData(comboBox.count - 1, choice.description, qt.Qt.ToolTipRole)
+        comboBox.addItem(_("Add a bundle from a folder..."), ADD_BUNDLE_ITEM)
+        comboBox.blockSignals(wasBlocked)
+        if self._parameterNode:
+            self._selectModelInComboBox(self._parameterNode.model)
+
+    def _selectModelInComboBox(self, model: str) -> None:
+        comboBox = self.ui.modelComboBox
+        index = comboBox.findData(model) if model else 0
+        wasBlocked = comboBox.blockSignals(True)
+        comboBox.currentIndex = max(0, index)
+        comboBox.blockSignals(wasBlocked)
+
+    def onModelActivated(self, index: int) -> None:
+        value = self.ui.modelComboBox.itemData(index)
+        if value == ADD_BUNDLE_ITEM:
+            self.onAddBundle()
+            return
+        self._parameterNode.model = value or ""
+
+    def onAddBundle(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), _("Choose a model bundle folder (with bundle.json)")
+        )
+        name = None
+        if folder:
+            with slicer.util.tryWithErrorDisplay(
+                _("This folder is not a usable model bundle."), waitCursor=True
+            ):
+                self.logic.setupPythonRequirements()
+                name = addBundleFromFolder(folder)
+        self.populateModels()
+        if name:
+            self._parameterNode.model = name
+        self._selectModelInComboBox(self._parameterNode.model)
+
+    # -- running ---------------------------------------------------------------------------------------------
+
+    def completionOptions(self) -> CompletionOptions:
+        parameters = self._parameterNode
+        byRange = parameters.sliceSelection is SliceSelection.RANGE
+        return CompletionOptions(
+            slices=None if byRange else parameters.sliceCount,
+            sliceRange=(parameters.sliceRangeFirst, parameters.sliceRangeLast + 1) if byRange else None,
+            steps=parameters.steps,
+            extendSuperiorMm=parameters.extendSuperiorMm,
+            extendInferiorMm=parameters.extendInferiorMm,
+            seed=parameters.seed,
+            samples=parameters.samples,
+            device=parameters.device.value,
+            model=parameters.model or None,
+        )
+
+    def onApplyButton(self) -> None:
+        if self._task is not None and self._task.running:
+            self.ui.statusLabel.text = _("Cancelling...")
+            self._task.cancel()
+            return
+        self.ui.logTextEdit.clear()
+        self.ui.statusLabel.text = _("Checking dependencies...")
+        with slicer.util.tryWithErrorDisplay(_("The completion could not be started."), waitCursor=True):
+            try:
+                self.logic.setupPythonRequirements()
+                self.populateModels()  # the engine can now list the user's bundles too
+                self.ui.statusLabel.text = _("Starting...")
+                self._task = self.logic.startCompletion(
+                    self._parameterNode.inputVolume,
+                    self.completionOptions(),
+                    outputNode=self._parameterNode.outputVolume,
+                    onEvent=self.onEngineEvent,
+                    onFinished=self.onTaskFinished,
+                )
+            except Exception:
+                self.ui.statusLabel.text = _("Not started.")
+                raise
+            self.ui.progressBar.setRange(0, 0)  # busy until the engine reports its number of steps
+            self.ui.progressBar.show()
+            self.pollTimer.start()
+        self._updateApplyButton()
+
+    def onPollTimer(self) -> None:
+        if self._task is None:
+            self.pollTimer.stop()
+            return
+        try:
+            self._task.poll()
+        except Exception as error:  # never leave a timer firing on a broken task
+            self.pollTimer.stop()
+            self._task.cancel()
+            slicer.util.errorDisplay(_("The completion failed: {error}").format(error=error))
+
+    def appendLog(self, text: str) -> None:
+        self.ui.logTextEdit.appendPlainText(text)
+
+    def onEngineEvent(self, event) -> None:
+        if isinstance(event, LogLine):
+            self.appendLog(event.text)
+        elif isinstance(event, StartEvent):
+            self.ui.statusLabel.text = describeStart(event)
+            self.appendLog(describeStart(event))
+            self.ui.progressBar.setRange(0, max(1, event.totalSteps))
+            self.ui.progressBar.value = 0
+        elif isinstance(event, ProgressEvent):
+            self.ui.progressBar.setRange(0, max(1, event.total))
+            self.ui.progressBar.value = event.step
+            self.ui.progressBar.setFormat(describeProgress(event))
+        elif isinstance(event, ErrorEvent):
+            self.appendLog(_("Error: {message}").format(message=event.message))
+        elif isinstance(event, DoneEvent):
+            self.ui.statusLabel.text = _("Loading the results...")
+
+    def onTaskFinished(self, task) -> None:
+        self.pollTimer.stop()
+        self.ui.progressBar.hide()
+        self.ui.progressBar.resetFormat()
+        if task.state is TaskState.SUCCEEDED:
+            seconds = task.engineSeconds
+            self.ui.statusLabel.text = _("Done in {duration}: {name}.").format(
+                duration=formatDuration(seconds), name=task.result.output.GetName()
+            )
+            self.logic.showResult(task.inputNode, task.result, self._parameterNode.overlayOpacity)
+        elif task.state is TaskState.CANCELLED:
+            self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
+        else:
+            self.ui.statusLabel.text = _("Failed: {message}").format(message=task.errorMessage)
+            slicer.util.errorDisplay(
+                _("The completion failed: {message}").format(message=task.errorMessage),
+                detailedText="\n".join(task.log[-200:]),
+            )
+        self._task = None
+        self._updateApplyButton()
+
+
+#
+# FOVCompletionLogic
+#
+
+
+class FOVCompletionLogic(ScriptedLoadableModuleLogic):
+    """Everything the module does, usable from the Python console without the panel.
+
+    Example (Python console)::
+
+        logic = slicer.util.getModuleLogic("FOVCompletion")
+        volume = slicer.util.getNode("FOVCompletionPhantomCervical")
+        result = logic.complete(volume, extendInferiorMm=300, steps=50, slices=1)
+        result.output, result.mask, result.spread
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._dependenciesChecked = False
+        self._backgroundTasks = []
+
+    def getParameterNode(self):
+        return FOVCompletionParameterNode(super().getParameterNode())
+
+    # -- dependencies ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def engineAvailable() -> bool:
+        """True when the engine's dependencies are importable (without importing them)."""
+        import importlib.util
+
+        return all(importlib.util.find_spec(name) is not None for name in ("torch", "monai", "nibabel"))
+
+    def setupPythonRequirements(self) -> None:
+        """Install what the engine needs: torch through the PyTorch extension, the rest with pip (torch pinned).
+
+        Never asks questions in testing mode. Offers a restart when an upgraded package was already loaded.
+        """
+        if self._dependenciesChecked:
+            return
+        testing = slicer.app.testingEnabled()
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError:
+            PyTorchUtils = None
+        dependencies.ensureTorch(PyTorchUtils, testing)
+        constraints = os.path.join(tempfile.mkdtemp(prefix="FOVCompletion-pip-"), "constraints.txt")
+        try:
+            restartNeeded = dependencies.ensurePackages(slicer, constraints, testing)
+        finally:
+            shutil.rmtree(os.path.dirname(constraints), ignore_errors=True)
+        if restartNeeded and not testing:
+            if slicer.util.confirmYesNoDisplay(
+                _(
+                    "Python packages that were already loaded have been updated. Restart Slicer now to use them?"
+                ),
+                _("FOVCompletion - Restart Recommended"),
+            ):
+                slicer.util.restart()
+            raise dependencies.DependencyError(
+                _("Restart Slicer to finish installing the required packages.")
+            )
+        self._dependenciesChecked = True
+
+    @staticmethod
+    def pythonExecutable() -> str:
+        """Slicer's Python launcher, which runs the engine in its own process."""
+        executable = shutil.which("PythonSlicer")
+        if executable:
+            return executable
+        if os.path.basename(sys.executable).lower().startswith("python"):
+            return sys.executable
+        raise RuntimeError(_("PythonSlicer was not found; the completion cannot run in the background."))
+
+    # -- completion ------------------------------------------------------------------------------------------
+
+    def startCompletion(
+        self, inputNode, options: CompletionOptions, outputNode=None, onEvent=None, onFinished=None
+    ) -> CompletionTask:
+        """Export the input and start the engine; the caller polls the returned task (or waits for it)."""
+        task = CompletionTask(
+            inputNode,
+            options,
+            self.pythonExecutable(),
+            outputNode=outputNode,
+            temporaryRoot=slicer.app.temporaryPath,
+            environment=slicer.util.startupEnvironment(),
+            onEvent=onEvent,
+            onFinished=onFinished,
+        )
+        logging.info(f"FOVCompletion: starting on {inputNode.GetName()} with {options}")
+        task.start()
+        return task
+
+    def complete(
+        self,
+        inputNode,
+        slices: int | None = None,
+        sliceRange: tuple[int, int] | None = None,
+        steps: int = 50,
+        extendSuperiorMm: float = 0.0,
+        extendInferiorMm: float = 0.0,
+        seed: int = 0,
+        samples: int = 1,
+        device: str = "auto",
+        model: str | None = None,
+        outputNode=None,
+        waitForCompletion: bool = True,
+        showResult: bool = True,
+        overlayOpacity: float = DEFAULT_OVERLAY_OPACITY,
+    ):
+        """Complete `inputNode` (console API). `sliceRange` is (first, stop) with stop excluded.
+
+        With waitForCompletion=True returns CompletionNodes (output, mask, spread) or raises RuntimeError with the
+        engine's message. Otherwise returns the running CompletionTask, polled by a timer; its result is shown
+        when it ends.
+        """
+        self.setupPythonRequirements()
+        options = CompletionOptions(
+            slices=slices,
+            sliceRange=tuple(sliceRange) if sliceRange is not None else None,
+            steps=steps,
+            extendSuperiorMm=extendSuperiorMm,
+            extendInferiorMm=extendInferiorMm,
+            seed=seed,
+            samples=samples,
+            device=device,
+            model=model,
+        )
+        if waitForCompletion:
+            task = self.startCompletion(inputNode, options, outputNode)
+            result = task.wait(idle=slicer.app.processEvents)
+            if showResult:
+                self.showResult(inputNode, result, overlayOpacity)
+            return result
+
+        def finished(task):
+            timer.stop()
+            self._backgroundTasks.remove((task, timer))
+            if task.state is TaskState.SUCCEEDED and showResult:
+                self.showResult(inputNode, task.result, overlayOpacity)
+            elif task.state is TaskState.FAILED:
+                logging.error(f"FOVCompletion failed: {task.errorMessage}")
+
+        task = self.startCompletion(inputNode, options, outputNode, onFinished=finished)
+        timer = qt.QTimer()
+        timer.setInterval(POLL_INTERVAL_MS)
+        timer.connect("timeout()", task.poll)
+        self._backgroundTasks.append((task, timer))
+        timer.start()
+        return task
+
+    def showResult(self, inputNode, result: CompletionNodes, overlayOpacity: float = DEFAULT_OVERLAY_OPACITY):
+        """Side-by-side linked sagittal views: original | completion with the original over it and the outline."""
+        return showCompletion(
+            slicer.mrmlScene,
+            inputNode,
+            result.output,
+            result.mask,
+            overlayOpacity,
+            appLogic=slicer.app.applicationLogic(),
+        )
+
+    def loadPhantomSample(self):
+        return loadPhantomSample()
+
+
+#
+# FOVCompletionTest
+#
+
+
+class FOVCompletionTest(ScriptedLoadableModuleTest):
+    """Self-test: the phantom sample completed by the bundled model on the CPU, checked for geometry and fidelity."""
+
+    EXTENSION_MM = 64.0
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_FOVCompletion_parameter_node()
+        self.setUp()
+        self.test_FOVCompletion_phantom()
+
+    def test_FOVCompletion_parameter_node(self):
+        """The panel's parameters round-trip through the scene's parameter node."""
+        parameters = FOVCompletionLogic().getParameterNode()
+        parameters.extensionPreset = ExtensionPreset.WHOLE_SPINE_FROM_LUMBAR
+        parameters.device = ComputeDevice.CPU
+        parameters.steps = 12
+        again = FOVCompletionLogic().getParameterNode()
+        self.assertEqual(again.extensionPreset, ExtensionPreset.WHOLE_SPINE_FROM_LUMBAR)
+        self.assertEqual(again.device, ComputeDevice.CPU)
+        self.assertEqual(again.steps, 12)
+
+    def test_FOVCompletion_phantom(self):
+        self.delayDisplay("Installing dependencies if needed")
+        logic = FOVCompletionLogic()
+        logic.setupPythonRequirements()
+
+        self.delayDisplay("Loading the phantom sample")
+        registerSampleData()
+        inputNode = loadPhantomSample()
+        self.assertIsNotNone(inputNode)
+        inputVoxels = slicer.util.arrayFromVolume(inputNode).copy()
+        inputMatrix = ijkToRas(inputNode)
+
+        self.delayDisplay("Completing one slice with a few steps on the CPU")
+        result = logic.complete(
+            inputNode,
+            slices=1,
+            steps=3,
+            extendInferiorMm=self.EXTENSION_MM,
+            device="cpu",
+            waitForCompletion=True,
+        )
+
+        # the input is untouched
+        self.assertTrue((slicer.util.arrayFromVolume(inputNode) == inputVoxels).all())
+        self.assertTrue(abs(ijkToRas(inputNode) - inputMatrix).max() < 1e-9)
+        # geometry: same spacing, one sagittal slice, the field of view extended by the requested amount
+        outputMatrix = ijkToRas(result.output)
+        self.assertTrue(abs(spacing(outputMatrix) - spacing(inputMatrix)).max() < 1e-3)
+        self.assertEqual(sagittalSliceCount(result.output), 1)
+        grownBy = extentAlongMm(result.output, "S") - extentAlongMm(inputNode, "S")
+        self.assertGreaterEqual(grownBy, self.EXTENSION_MM - 1e-3)
+        self.assertLess(grownBy, self.EXTENSION_MM + 2 * spacing(inputMatrix).max())
+        # alignment and fidelity: the known region lies on the input's grid and holds the input's values
+        check = checkKnownRegion(inputNode, result.output, result.mask)
+        self.assertTrue(check.reproducesInput(), str(check))
+        self.assertIsNone(result.spread)
+        self.delayDisplay("Test passed")

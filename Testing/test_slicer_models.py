@@ -1,0 +1,75 @@
+"""Model choices, adding a bundle from a folder, and the time estimate next to the steps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
+from fovcompletion.errors import BundleError
+from fovcompletion.registry import ENV_MODEL_PATH, ENV_MODELS_DIR, default_bundle_name
+from FOVCompletionLib import models
+from FOVCompletionLib.models import addBundleFromFolder, availableModels, estimateSeconds
+
+
+@pytest.fixture()
+def user_home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv(ENV_MODELS_DIR, str(tmp_path / "home"))
+    monkeypatch.delenv(ENV_MODEL_PATH, raising=False)
+    return tmp_path / "home" / "models"
+
+
+def test_environment_bundle_is_offered(tiny_bundle, user_home, monkeypatch):
+    monkeypatch.setenv(ENV_MODEL_PATH, str(tiny_bundle))
+    choices = availableModels()
+    tiny = [c for c in choices if c.value == "tiny-test"]
+    assert len(tiny) == 1 and tiny[0].label == "tiny-test (env)" and tiny[0].defaultSlices >= 1
+
+
+def test_add_bundle_from_folder(tiny_bundle, user_home):
+    name = addBundleFromFolder(tiny_bundle)
+    assert name == "tiny-test"
+    assert (user_home / tiny_bundle.name / "bundle.json").is_file()
+    assert [c.label for c in availableModels() if c.value == "tiny-test"] == ["tiny-test (user)"]
+    with pytest.raises(FileExistsError):
+        addBundleFromFolder(tiny_bundle)
+
+
+def test_a_tampered_bundle_is_refused_and_not_copied(tiny_bundle, user_home, tmp_path):
+    copy = tmp_path / "tampered"
+    shutil.copytree(tiny_bundle, copy)
+    weights = next(copy.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(BundleError):
+        addBundleFromFolder(copy)
+    assert not (user_home / "tampered").exists()
+
+
+def test_duplicate_names_are_offered_by_folder(tiny_bundle, user_home, monkeypatch):
+    addBundleFromFolder(tiny_bundle)
+    monkeypatch.setenv(ENV_MODEL_PATH, str(tiny_bundle))
+    values = [c.value for c in availableModels() if "tiny-test" in c.label]
+    assert len(values) == 2 and all(Path(v).is_dir() for v in values)
+
+
+def test_estimate(tiny_bundle):
+    seconds = estimateSeconds(str(tiny_bundle), 3, 50, 0.0, 100.0, 200.0, "cpu")
+    assert seconds is not None and seconds > 0
+    assert estimateSeconds(str(tiny_bundle), 3, 100, 0.0, 100.0, 200.0, "cpu") > seconds
+    assert estimateSeconds("no-such-model", 3, 50, 0.0, 100.0, 200.0, "cpu") is None
+    assert estimateSeconds(str(tiny_bundle), 3, 50, 0.0, 0.0, 200.0, "auto") == 0.0
+
+
+def test_without_the_engine_the_bundled_folders_are_listed(tmp_path, monkeypatch):
+    folder = tmp_path / "Models" / "some-bundle"
+    folder.mkdir(parents=True)
+    (folder / "bundle.json").write_text(json.dumps({"name": "some-model", "description": "d"}))
+    (tmp_path / "Models" / "not-a-bundle").mkdir()
+    monkeypatch.setattr(models, "BUNDLED_MODELS_DIR", tmp_path / "Models")
+    choices = models._bundledFolders()
+    assert [(c.label, c.value) for c in choices] == [("some-model (bundled)", "some-model")]
+    assert models.defaultModelName() == default_bundle_name()
