@@ -32,7 +32,12 @@ from FOVCompletionLib.completion_task import CompletionNodes, CompletionTask, Ta
 from FOVCompletionLib.display import DEFAULT_OVERLAY_OPACITY, setOverlayOpacity, showCompletion
 from FOVCompletionLib.engine_command import CompletionOptions
 from FOVCompletionLib.known_region import checkKnownRegion
-from FOVCompletionLib.models import addBundleFromFolder, availableModels, estimateSeconds
+from FOVCompletionLib.models import (
+    addBundleFromFolder,
+    availableModels,
+    estimateSeconds,
+    missingDefaultModelMessage,
+)
 from FOVCompletionLib.presets import ExtensionPreset, matchingPreset, presetExtensionMm
 from FOVCompletionLib.progress_events import (
     DoneEvent,
@@ -214,9 +219,12 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """The application closes or the module is reloaded: no engine process may outlive the module."""
         if self._task is not None and self._task.running:
             self._task.cancel()
         self.pollTimer.stop()
+        if self.logic is not None:
+            self.logic.cancelBackgroundTasks()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -233,6 +241,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None and self._task.running:
             self._task.cancel()
+        self.logic.cancelBackgroundTasks()  # their input nodes are going away
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -404,6 +413,15 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _selectModelInComboBox(self, model: str) -> None:
         comboBox = self.ui.modelComboBox
         index = comboBox.findData(model) if model else 0
+        if index < 0:  # saved with a model that is not installed here: run what the combo box shows, not it
+            index = 0
+            shown = comboBox.itemData(0)
+            replacement = "" if shown in (None, ADD_BUNDLE_ITEM) else shown
+            logging.warning(
+                f"FOVCompletion: the model {model!r} is not installed; using {replacement or 'the default'}"
+            )
+            if self._parameterNode:
+                self._parameterNode.model = replacement
         wasBlocked = comboBox.blockSignals(True)
         comboBox.currentIndex = max(0, index)
         comboBox.blockSignals(wasBlocked)
@@ -451,6 +469,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onApplyButton(self) -> None:
         if self._task is not None and self._task.running:
             self.ui.statusLabel.text = _("Cancelling...")
+            slicer.app.processEvents()  # show it: the engine gets a few seconds to stop before it is killed
             self._task.cancel()
             return
         self.ui.logTextEdit.clear()
@@ -480,10 +499,15 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.pollTimer.stop()
             return
         try:
-            self._task.poll()
-        except Exception as error:  # never leave a timer firing on a broken task
+            self._task.poll()  # fails the task itself on an error in handling the output
+        except Exception as error:  # raised by onTaskFinished: never leave a timer firing on a broken task
+            logging.exception("FOVCompletion: error while finishing the completion")
             self.pollTimer.stop()
-            self._task.cancel()
+            if self._task is not None:
+                self._task.fail(str(error))  # no-op when the task already ended
+            self._task = None
+            self.ui.progressBar.hide()
+            self._updateApplyButton()
             slicer.util.errorDisplay(_("The completion failed: {error}").format(error=error))
 
     def appendLog(self, text: str) -> None:
@@ -542,12 +566,15 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
         volume = slicer.util.getNode("FOVCompletionPhantomCervical")
         result = logic.complete(volume, extendInferiorMm=300, steps=50, slices=1)
         result.output, result.mask, result.spread
+
+    With waitForCompletion=False the run goes on in the background; the module cancels it when the scene is
+    closed or the application quits (and the engine stops by itself if Slicer dies: its stdin closes).
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._dependenciesChecked = False
-        self._backgroundTasks = []
+        self._backgroundTasks = []  # (CompletionTask, QTimer polling it) of the console API's non-blocking runs
 
     def getParameterNode(self):
         return FOVCompletionParameterNode(super().getParameterNode())
@@ -665,8 +692,7 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
             return result
 
         def finished(task):
-            timer.stop()
-            self._backgroundTasks.remove((task, timer))
+            self._forgetBackgroundTask(task)
             if task.state is TaskState.SUCCEEDED and showResult:
                 self.showResult(inputNode, task.result, overlayOpacity)
             elif task.state is TaskState.FAILED:
@@ -675,10 +701,29 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
         task = self.startCompletion(inputNode, options, outputNode, onFinished=finished)
         timer = qt.QTimer()
         timer.setInterval(POLL_INTERVAL_MS)
-        timer.connect("timeout()", task.poll)
+        timer.connect("timeout()", lambda: self._pollBackgroundTask(task))
         self._backgroundTasks.append((task, timer))
         timer.start()
         return task
+
+    def _pollBackgroundTask(self, task: CompletionTask) -> None:
+        try:
+            task.poll()  # fails the task itself on an error in handling the output
+        except Exception as error:  # raised while finishing (showing the result): stop polling, do not re-raise
+            logging.exception("FOVCompletion: error while finishing a background completion")
+            task.fail(str(error))  # no-op when the task already ended
+            self._forgetBackgroundTask(task)
+
+    def _forgetBackgroundTask(self, task: CompletionTask) -> None:
+        for entry in [entry for entry in self._backgroundTasks if entry[0] is task]:
+            entry[1].stop()
+            self._backgroundTasks.remove(entry)
+
+    def cancelBackgroundTasks(self) -> None:
+        """Cancel the console API's non-blocking runs (scene close, module cleanup); nothing is added."""
+        for task, _timer in list(self._backgroundTasks):
+            task.cancel()  # its onFinished forgets it
+            self._forgetBackgroundTask(task)
 
     def showResult(self, inputNode, result: CompletionNodes, overlayOpacity: float = DEFAULT_OVERLAY_OPACITY):
         """Side-by-side linked sagittal views: original | completion with the original over it and the outline."""
@@ -729,6 +774,9 @@ class FOVCompletionTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Installing dependencies if needed")
         logic = FOVCompletionLogic()
         logic.setupPythonRequirements()
+        missingModel = missingDefaultModelMessage()
+        if missingModel:
+            self.fail(missingModel)
 
         self.delayDisplay("Loading the phantom sample")
         registerSampleData()

@@ -91,3 +91,25 @@ def test_models_command_reports_a_corrupted_bundle(tiny_bundle, tmp_path, monkey
     monkeypatch.setenv(ENV_MODEL_PATH, str(folder.parent))
     assert main(["models"]) == 1
     assert "INVALID" in capsys.readouterr().out
+
+
+def test_listing_and_estimating_never_import_torch():
+    """The Slicer panel lists bundles and estimates times in its GUI process, where torch must not load."""
+    import subprocess
+    import sys
+
+    code = "import sys, fovcompletion.registry, fovcompletion.estimate; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [({"shape": [30, 32]}, "multiples of 8"), ({"context_fraction": 1.0}, "context_fraction")],
+)
+def test_unusable_canvas_is_refused(tiny_bundle, tmp_path, change, match):
+    folder = copy_bundle(tiny_bundle, tmp_path / "canvas")
+    metadata = json.loads((folder / "bundle.json").read_text())
+    metadata["canvas"].update(change)
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match=match):
+        read_metadata(folder)

@@ -113,7 +113,8 @@ def test_json_progress_lines_for_the_slicer_module(tiny_bundle, scan_file, tmp_p
     }
 
 
-def test_cancel_from_the_parent_process_leaves_nothing(tiny_bundle, scan_file, tmp_path):
+@pytest.mark.parametrize("how", ["cancel line", "closed stdin"])
+def test_cancel_from_the_parent_process_leaves_nothing(how, tiny_bundle, scan_file, tmp_path):
     out = tmp_path / "out.nii.gz"
     command = [
         sys.executable,
@@ -131,6 +132,7 @@ def test_cancel_from_the_parent_process_leaves_nothing(tiny_bundle, scan_file, t
         "30",
         "--progress",
         "json",
+        "--watch-stdin",
     ]
     process = subprocess.Popen(
         command,
@@ -142,8 +144,11 @@ def test_cancel_from_the_parent_process_leaves_nothing(tiny_bundle, scan_file, t
     )
     for line in process.stdout:
         if json.loads(line)["event"] == "progress":
-            process.stdin.write("cancel\n")
-            process.stdin.flush()
+            if how == "cancel line":
+                process.stdin.write("cancel\n")
+                process.stdin.flush()
+            else:
+                process.stdin.close()
             break
     remaining = process.stdout.read()
     stderr = process.stderr.read()
@@ -290,15 +295,43 @@ def test_too_little_memory_is_refused_before_starting(tiny_bundle, scan_file, tm
     import fovcompletion.memory as memory
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1024)
-    err = refuse(["complete", str(scan_file), "-o", str(tmp_path / "out.nii.gz"), "--model", str(tiny_bundle),
-                  "--extend-inferior", "20", "--slices", "5"], capsys, scan_file, tmp_path / "out.nii.gz",
-                 "GiB is free on cpu")
+    err = refuse(
+        [
+            "complete",
+            str(scan_file),
+            "-o",
+            str(tmp_path / "out.nii.gz"),
+            "--model",
+            str(tiny_bundle),
+            "--extend-inferior",
+            "20",
+            "--slices",
+            "5",
+        ],
+        capsys,
+        scan_file,
+        tmp_path / "out.nii.gz",
+        "GiB is free on cpu",
+    )
     assert "use fewer slices" in err
 
 
 def test_demo_runs_the_whole_job_offline(tiny_bundle, tmp_path, capsys):
-    code = main(["demo", "--out", str(tmp_path / "demo"), "--model", str(tiny_bundle), "--steps", "1",
-                 "--slices", "1", "--extend-inferior", "40"])
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "demo"),
+            "--model",
+            str(tiny_bundle),
+            "--steps",
+            "1",
+            "--slices",
+            "1",
+            "--extend-inferior",
+            "40",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     completed = tmp_path / "demo" / "phantom_cervical_completed.nii.gz"
@@ -312,8 +345,9 @@ def test_demo_runs_the_whole_job_offline(tiny_bundle, tmp_path, capsys):
 def test_time_estimate_grows_with_slices_steps_and_extent(tiny_bundle):
     from fovcompletion.estimate import estimate_seconds
 
-    base = estimate_seconds(tiny_bundle, slices=1, steps=10, extend_superior_mm=0, extend_inferior_mm=40,
-                            input_height_mm=60)
+    base = estimate_seconds(
+        tiny_bundle, slices=1, steps=10, extend_superior_mm=0, extend_inferior_mm=40, input_height_mm=60
+    )
     assert base > 0
     assert estimate_seconds(tiny_bundle, 5, 10, 0, 40, 60) == pytest.approx(5 * base)
     assert estimate_seconds(tiny_bundle, 1, 20, 0, 40, 60) == pytest.approx(2 * base, rel=0.1)

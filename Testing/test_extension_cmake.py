@@ -118,6 +118,14 @@ def test_every_resource_is_listed_or_globbed(cmake):
     assert not missing, f"add to MODULE_PYTHON_RESOURCES in FOVCompletion/CMakeLists.txt: {missing}"
     assert "Resources/UI/FOVCompletion.ui" in cmake["resources"]
     assert "Resources/Icons/FOVCompletion.png" in cmake["resources"]
+    assert "Resources/requirements.txt" in cmake["resources"]  # read by FOVCompletionLib/dependencies.py
+
+
+def test_the_whole_engine_package_is_installed(cmake):
+    """A deliberate choice (see the CMake comment): `PythonSlicer -m fovcompletion` offers every CLI command, so
+    the sub-packages the module never runs are installed too (test_every_python_file_is_listed checks all files)."""
+    for folder in ("training", "benchmark"):
+        assert f"fovcompletion/{folder}/__init__.py" in cmake["scripts"]
 
 
 def test_model_bundles_added_later_are_packaged(cmake):

@@ -1,9 +1,10 @@
-"""extension.s4ext and the CMake metadata pass the Slicer Extensions Index description checks.
+"""FOVCompletion.json (the catalog entry), extension.s4ext (for Slicer 5.6 and older) and the CMake metadata pass
+the Slicer Extensions Index description checks; the catalog entry says the same as the other two.
 
 Reimplemented offline from Slicer/ExtensionsIndex `scripts/check_description_files.py` (main branch, commit
 07f1d1b2781c7dd9f6e2a9f5521b3ed43631724c): check_category, check_scm_url_syntax, check_extension_name,
 check_git_repository_name, check_cmakelists_content (project name, EXTENSION_ICONURL, EXTENSION_SCREENSHOTURLS),
-check_json_schema (the catalog entry built from our metadata against schema v1.0.2's rules), check_repository_size
+check_json_schema (FOVCompletion.json, the catalog entry, against schema v1.0.2's rules), check_repository_size
 and check_license_file. Not reimplemented, as they need the network: cloning, downloading the images, the GitHub
 topic "3d-slicer-extension". The s4ext keys and required fields follow Slicer's
 Extensions/CMake/SlicerExtensionDescriptionSpec.cmake.
@@ -153,24 +154,49 @@ def test_urls_point_at_this_repository(s4ext):
     assert all(url.startswith(prefix) for url in s4ext["screenshoturls"].split())
 
 
-def test_catalog_entry_matches_schema(s4ext):  # check_json_schema, check_json_file_format
-    """The ExtensionsIndex entry (FOVCompletion.json) our metadata gives, checked against schema v1.0.2's rules."""
-    entry = {
-        "$schema": CATALOG_SCHEMA,
-        "build_dependencies": s4ext["depends"].split() if s4ext["depends"] != "NA" else [],
-        "build_subdirectory": s4ext.get("build_subdirectory", "."),
-        "category": s4ext["category"],
-        "scm_revision": s4ext["scmrevision"],
-        "scm_url": s4ext["scmurl"],
-        "tier": 1,
-    }
-    assert {"$schema", "category", "scm_url"} <= set(entry)
-    assert set(entry) <= set(CATALOG_PROPERTIES)  # additionalProperties: false
+def validate_catalog_entry(entry: dict) -> None:
+    """Schema v1.0.2's rules (Slicer/Slicer Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json, the same
+    file as ExtensionsIndex schemas/, which its pre-commit check-jsonschema hook applies to every entry)."""
+    assert {"$schema", "category", "scm_url"} <= set(entry), "a required property is missing"
+    assert set(entry) <= set(CATALOG_PROPERTIES), f"not in the schema: {set(entry) - set(CATALOG_PROPERTIES)}"
     for key, value in entry.items():
         assert isinstance(value, CATALOG_PROPERTIES[key]), key
-    assert all(isinstance(d, str) for d in entry["build_dependencies"]) and 1 <= entry["tier"] <= 5
-    text = json.dumps(entry, indent=2, sort_keys=True) + "\n"
-    assert "\r" not in text and json.loads(text) == entry
+    assert all(isinstance(d, str) for d in entry.get("build_dependencies", []))
+    assert entry.get("scm_type", "git") in ("git", "local")
+    assert not isinstance(entry.get("tier", 1), bool) and 1 <= entry.get("tier", 1) <= 5
+
+
+def test_catalog_entry(s4ext):  # check_json_schema, and the entry says what the s4ext and the CMake metadata say
+    """FOVCompletion.json, the file to submit to the ExtensionsIndex (named after the extension)."""
+    path = ROOT / f"{EXTENSION_NAME}.json"
+    text = path.read_text(encoding="utf-8")
+    entry = json.loads(text)
+    validate_catalog_entry(entry)
+    assert entry["$schema"] == CATALOG_SCHEMA
+    # the index's pre-commit style (prettier, arrays always wrapped): 2-space indentation, final newline, no tabs
+    assert text == json.dumps(entry, indent=2) + "\n" and "\t" not in text and "\r" not in text
+    assert entry["category"] == s4ext["category"] in ACCEPTED_EXTENSION_CATEGORIES
+    assert entry["scm_url"] == s4ext["scmurl"] and entry["scm_revision"] == s4ext["scmrevision"]
+    assert entry["build_dependencies"] == s4ext["depends"].split() == ["PyTorch"]
+    assert entry.get("build_subdirectory", ".") == s4ext.get("build_subdirectory", ".")
+    assert entry.get("tier") == 1  # experimental: a new extension starts at tier 1
+    _, metadata = cmake_metadata()
+    assert entry["category"] == metadata["CATEGORY"]
+
+
+def test_catalog_schema_rules_reject_bad_entries():
+    good = {"$schema": CATALOG_SCHEMA, "category": "Image Synthesis", "scm_url": "https://x/SlicerY.git"}
+    validate_catalog_entry(good)
+    for bad in (
+        {k: v for k, v in good.items() if k != "scm_url"},
+        dict(good, scmurl="https://x"),  # the pre-2024 key names are not in the schema
+        dict(good, tier=6),
+        dict(good, tier=True),
+        dict(good, build_dependencies="PyTorch"),
+        dict(good, scm_type="svn"),
+    ):
+        with pytest.raises(AssertionError):
+            validate_catalog_entry(bad)
 
 
 def tracked_files() -> list[Path]:

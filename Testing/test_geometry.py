@@ -93,3 +93,10 @@ def test_slice_range_counts_along_the_input_axis_even_when_flipped(tiny_bundle):
         result = complete(scan, affine, model=tiny_bundle, slice_range=(5, 6), steps=2, extend_inferior_mm=10)
         assert list(result.slice_indices) == [5]
         assert result.image[0][result.mask[0] > 0].mean() > 1000
+
+
+def test_constant_chosen_slices_are_refused(tiny_bundle):
+    scan = synthetic_scan((9, 40, 30))
+    scan[3:6] = 0.0  # e.g. zero-padded slices
+    with pytest.raises(InputError, match="chosen slices are constant"):
+        complete(scan, oblique_affine(), model=tiny_bundle, slices=3, steps=2, extend_inferior_mm=10)

@@ -12,6 +12,7 @@ from conftest import oblique_affine, synthetic_scan, write_nifti
 from fovcompletion.bundle import CanvasSpec, load_bundle
 from fovcompletion.bundle_factory import tiny_autoencoder_args, tiny_unet_args
 from fovcompletion.cli import main
+from fovcompletion.errors import BundleError
 from fovcompletion.networks import build_network
 from fovcompletion.reference_import import import_reference_checkpoints
 
@@ -125,3 +126,21 @@ def test_mismatched_checkpoint_is_refused(reference_checkpoints, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "does not match" in err
     assert not (tmp_path / "nope").exists()
+
+
+def test_checkpoint_with_missing_keys_is_refused(reference_checkpoints, tmp_path):
+    folder, _, _ = reference_checkpoints
+    state = torch.load(folder / "unet.pth", weights_only=True)
+    state.pop(next(key for key in state if key.startswith("out.")))
+    torch.save(state, folder / "partial.pth")
+    with pytest.raises(BundleError, match="keys missing"):
+        import_reference_checkpoints(
+            folder / "vqvae.pth",
+            folder / "partial.pth",
+            tmp_path / "b",
+            "x",
+            scale_factor=1.0,
+            autoencoder_args=tiny_autoencoder_args(),
+            unet_args=tiny_unet_args(),
+        )
+    assert not (tmp_path / "b").exists()

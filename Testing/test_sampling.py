@@ -37,6 +37,7 @@ def test_ddim_timesteps_descend_to_the_clean_sample():
     assert steps[0] == 999 and steps[-2] == 0 and steps[-1] == -1
     assert all(a > b for a, b in zip(steps, steps[1:], strict=False))
     assert len(ddim_timesteps(1000, 1000)) == 1001
+    assert ddim_timesteps(1000, 1) == [999, -1]  # one step denoises from pure noise, not from t=0
 
 
 def test_repaint_schedule_repeats_each_jump():

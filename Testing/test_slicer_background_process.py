@@ -1,4 +1,5 @@
-"""The background process runner: non-blocking output, exit codes, and cancel killing the whole tree."""
+"""The background process runner: non-blocking output, exit codes, cancel asking through stdin first and then
+killing the whole tree."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ SCRIPT = textwrap.dedent(
     mode = sys.argv[1]
     print(json.dumps({"event": "start", "total_steps": 3, "slices": 1, "windows": 1, "device": "cpu"}), flush=True)
     print("a log line on stderr", file=sys.stderr, flush=True)
+    if mode == "watch":
+        # like the engine's --watch-stdin: stop on a "cancel" line or when stdin closes
+        print(json.dumps({"event": "progress", "step": 1, "total": 3}), flush=True)
+        line = sys.stdin.readline()
+        print("stdin said " + (line.strip() or "EOF"), flush=True)
+        sys.exit(130)
     if mode == "hang":
         # a grandchild, as behind the PythonSlicer launcher; it records its pid and sleeps
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -93,7 +100,9 @@ def test_cancel_kills_the_process_tree(script, tmp_path):
         time.sleep(0.05)
     grandchild = int(pid_file.read_text())
     assert alive(grandchild)
-    process.cancel()
+    started = time.monotonic()
+    process.cancel(gracePeriod=0.5)  # this child ignores its stdin: killed once the grace period is over
+    assert 0.5 <= time.monotonic() - started < 5
     assert process.cancelled
     assert process.process.poll() is not None
     deadline = time.monotonic() + 5
@@ -112,3 +121,45 @@ def test_wait_times_out(script, tmp_path):
             process.wait(timeout=0.3)
     finally:
         process.cancel()
+
+
+def wait_for_progress(process) -> list[str]:
+    lines = []
+    deadline = time.monotonic() + 30
+    while not any('"progress"' in line for line in lines):
+        assert time.monotonic() < deadline, lines
+        lines += process.poll()
+        time.sleep(0.05)
+    return lines
+
+
+def test_cancel_asks_through_stdin_first(script):
+    process = BackgroundProcess([sys.executable, str(script), "watch"])
+    process.start()
+    wait_for_progress(process)
+    assert not process.process.stdin.closed  # kept open while the child runs
+    started = time.monotonic()
+    process.cancel()
+    assert time.monotonic() - started < 2  # it stopped by itself: no grace period spent, nothing killed
+    lines = process.wait(timeout=5)
+    assert "stdin said cancel" in lines and process.returnCode == 130 and process.cancelled
+    assert process.process.stdin.closed
+
+
+def test_a_closed_stdin_stops_a_watching_child(script):
+    """What the child sees when Slicer dies: the end of its stdin."""
+    process = BackgroundProcess([sys.executable, str(script), "watch"])
+    process.start()
+    wait_for_progress(process)
+    process.process.stdin.close()
+    lines = process.wait(timeout=10)
+    assert "stdin said EOF" in lines and process.returnCode == 130 and not process.cancelled
+
+
+def test_stdin_is_closed_when_the_child_ends(script):
+    process = BackgroundProcess([sys.executable, str(script), "0"])
+    process.start()
+    process.wait(timeout=30)
+    assert process.returnCode == 0 and process.process.stdin.closed
+    process.cancel()  # after the end: nothing to do, no error
+    assert not process.cancelled

@@ -1,4 +1,5 @@
-"""Dependencies inside Slicer: the list matches pyproject, torch is never replaced, no prompts in testing mode."""
+"""Dependencies inside Slicer: the list matches pyproject, torch and Slicer's numpy are never replaced, no prompts
+in testing mode."""
 
 from __future__ import annotations
 
@@ -17,16 +18,28 @@ from FOVCompletionLib.dependencies import (
     MINIMUM_TORCH_VERSION,
     NOT_NEEDED_IN_SLICER,
     REQUIREMENTS,
+    REQUIREMENTS_FILE,
+    SLICER_PACKAGES,
     DependencyError,
+    constraintPins,
     ensurePackages,
     ensureTorch,
     importedAmong,
+    loadRequirements,
     missingRequirements,
     torchVersionIsSufficient,
-    writeTorchConstraints,
+    writeConstraints,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_requirements_come_from_the_module_resources(tmp_path):
+    assert REQUIREMENTS_FILE == ROOT / "FOVCompletion" / "Resources" / "requirements.txt"
+    assert tuple(loadRequirements()) == REQUIREMENTS and "monai>=1.4" in REQUIREMENTS
+    sample = tmp_path / "requirements.txt"
+    sample.write_text("# comment\n\n  numpy>=1.24  \n-c constraints.txt\n--index-url https://x\nscipy\n")
+    assert loadRequirements(sample) == ["numpy>=1.24", "scipy"]  # as slicer.packaging.load_requirements reads it
 
 
 def test_requirements_follow_pyproject():
@@ -38,9 +51,9 @@ def test_requirements_follow_pyproject():
         if name in NOT_NEEDED_IN_SLICER:
             continue
         assert ours.get(name) == specifier, (
-            f"{name}{specifier} is in pyproject.toml but not in dependencies.py"
+            f"{name}{specifier} is in pyproject.toml but not in FOVCompletion/Resources/requirements.txt"
         )
-    assert set(ours) <= set(expected), "dependencies.py installs a package pyproject.toml does not declare"
+    assert set(ours) <= set(expected), "requirements.txt installs a package pyproject.toml does not declare"
     assert (
         str(Requirement(next(t for t in project if t.startswith("torch"))).specifier)[2:]
         == MINIMUM_TORCH_VERSION
@@ -60,10 +73,42 @@ def test_torch_version_check():
     assert not torchVersionIsSufficient("2.1.2+cu121")
 
 
-def test_constraints_pin_the_installed_torch(tmp_path):
-    text = writeTorchConstraints(tmp_path / "c.txt").read_text()
-    assert text == f"torch=={importlib.metadata.version('torch')}\n"
-    Requirement(text.strip())  # valid pip syntax
+def installed_pins() -> set[str]:
+    pins = set()
+    for name in SLICER_PACKAGES:
+        try:
+            pins.add(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return pins
+
+
+def test_constraints_pin_torch_and_slicers_numpy(tmp_path):
+    text = writeConstraints(tmp_path / "c.txt").read_text()
+    pins = text.splitlines()
+    assert f"torch=={importlib.metadata.version('torch')}" in pins
+    assert f"numpy=={importlib.metadata.version('numpy')}" in pins  # VTK/ITK in Slicer are built against it
+    assert set(pins) == installed_pins()
+    for pin in pins:
+        Requirement(pin)  # valid pip syntax
+
+
+def test_a_too_old_slicer_package_is_upgraded_but_numpy_never(monkeypatch):
+    versions = {"numpy": "1.26.4", "scipy": "1.9.0", "pillow": "10.4.0", "packaging": "24.1", "torch": "2.5.1"}
+
+    def version(name):
+        if name not in versions:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    pins = constraintPins(["numpy>=1.24", "scipy>=1.10", "pillow>=10"])
+    assert pins == ["torch==2.5.1", "numpy==1.26.4", "pillow==10.4.0", "packaging==24.1"]  # scipy may move
+    versions["numpy"] = "1.21.0"
+    with pytest.raises(DependencyError, match="numpy>=1.24 but this Slicer has numpy 1.21.0"):
+        constraintPins(["numpy>=1.24"])
+    del versions["numpy"], versions["torch"]
+    assert constraintPins(["monai>=1.4"]) == ["scipy==1.9.0", "pillow==10.4.0", "packaging==24.1"]
 
 
 def test_imported_packages_need_a_restart():
@@ -91,7 +136,7 @@ def test_pip_ensure_gets_the_torch_pin_and_prompts_only_outside_testing(tmp_path
     assert ensurePackages(fake, tmp_path / "c.txt", testing=testing) is False
     [(kind, requirements, options)] = fake.calls
     assert kind == "pip_ensure" and requirements == list(REQUIREMENTS)
-    assert Path(options["constraints"]).read_text().startswith("torch==")
+    assert set(Path(options["constraints"]).read_text().splitlines()) == installed_pins()
     assert options["prompt_install"] is (not testing) and options["prompt_restart"] is (not testing)
     assert options["skip_in_testing"] is False  # the self-test needs the packages too
 
@@ -103,7 +148,7 @@ def test_older_slicer_asks_once_then_pip_installs_with_constraints(tmp_path, mon
     assert [call[0] for call in fake.calls] == ["confirm", "pip_install"]
     args = fake.calls[1][1]
     assert args[:2] == ["numpy>=1.24", "monai>=1.4"] and args[2] == "-c"
-    assert Path(args[3]).read_text().startswith("torch==")
+    assert set(Path(args[3]).read_text().splitlines()) == installed_pins()
     assert restart is True  # numpy is already imported in this process
 
     quiet = FakeSlicer(with_pip_ensure=False)

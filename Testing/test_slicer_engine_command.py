@@ -50,6 +50,7 @@ def test_every_option_reaches_the_engine():
         "my-model",
         "json",
     )
+    assert args.watch_stdin is True  # the engine stops when Slicer cancels, quits or dies (stdin closes)
 
 
 def test_range_default_model_and_single_sample():
@@ -59,6 +60,11 @@ def test_range_default_model_and_single_sample():
     assert args.model is None  # the engine's default bundle
     assert args.spread_output is None  # a spread map needs more than one sample
     assert args.device == "auto" and args.steps == 50
+
+
+def test_a_numbered_gpu_reaches_the_engine():
+    options = CompletionOptions(extendInferiorMm=64, device="cuda:1")
+    assert parse(buildCompletionCommand("python", "a.nii", "b.nii.gz", options)).device == "cuda:1"
 
 
 @pytest.mark.parametrize(

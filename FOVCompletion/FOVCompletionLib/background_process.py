@@ -1,8 +1,11 @@
 """A child process whose output is read without blocking the caller: reader thread + queue + `poll()`.
 
 The Slicer widget calls `poll()` from a QTimer, so lines are handled on the GUI thread while the thread only
-reads. `cancel()` kills the whole process tree: `PythonSlicer` is a launcher that starts the real Python as a
-child, so killing only the direct child would leave the computation running.
+reads. The child's stdin is a pipe kept open for its whole life: `cancel()` first asks politely (a `cancel` line,
+then end-of-file), and a child that watches its stdin (the engine's `--watch-stdin`) also stops by itself when
+this process dies and the pipe closes. After a short grace period `cancel()` kills the whole process tree:
+`PythonSlicer` is a launcher that starts the real Python as a child, so killing only the direct child would leave
+the computation running.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Mapping, Sequence
 
 _LINE = "line"
 _EXIT = "exit"
+CANCEL_REQUEST = "cancel\n"
+GRACE_PERIOD_S = 3.0  # how long a cancelled child may take to stop by itself before its tree is killed
 
 
 def killProcessTree(process: subprocess.Popen) -> None:
@@ -81,7 +86,7 @@ class BackgroundProcess:
             options["start_new_session"] = True  # its own process group, so cancel can kill the whole tree
         self.process = subprocess.Popen(
             self.args,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # kept open: closing it (or our death) tells the child to stop
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=self.environment,
@@ -123,6 +128,7 @@ class BackgroundProcess:
                 lines.append(value)
             else:
                 self.returnCode = int(value)
+                self._closeStdin()
         return lines
 
     def wait(self, timeout: float | None = None, interval: float = 0.05) -> list[str]:
@@ -137,11 +143,28 @@ class BackgroundProcess:
                 time.sleep(interval)
         return lines
 
-    def cancel(self, timeout: float = 10.0) -> None:
-        """Kill the process tree and wait (briefly) until it is gone; the output read so far stays in the queue."""
+    def _closeStdin(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.process.stdin.close()
+
+    def requestStop(self) -> None:
+        """Ask the child to stop: a `cancel` line on its stdin, then end-of-file (it may already be gone)."""
+        with contextlib.suppress(OSError, ValueError):  # BrokenPipeError when the child ended already
+            self.process.stdin.write(CANCEL_REQUEST)
+            self.process.stdin.flush()
+        self._closeStdin()
+
+    def cancel(self, gracePeriod: float = GRACE_PERIOD_S, timeout: float = 10.0) -> None:
+        """Ask the child to stop, give it `gracePeriod` seconds, then kill the process tree and wait (briefly)
+        until it is gone; the output read so far stays in the queue."""
         if self.process is None or self.returnCode is not None:
             return
         self.cancelled = True
-        killProcessTree(self.process)
+        self.requestStop()
+        deadline = time.monotonic() + gracePeriod
+        while self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.process.poll() is None:
+            killProcessTree(self.process)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=timeout)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .background_process import BackgroundProcess
+from .display import COMPLETION_ROLE, KNOWN_REGION_ROLE, SPREAD_ROLE, tagRole
 from .engine_command import CompletionOptions, buildCompletionCommand, engineEnvironment
 from .progress_events import (
     DoneEvent,
@@ -134,13 +135,22 @@ class CompletionTask:
         return self._done.seconds if self._done is not None else None
 
     def poll(self) -> bool:
-        """Handle the output that arrived; when the process has ended, load the results. True while running."""
+        """Handle the output that arrived; when the process has ended, load the results. True while running.
+
+        An unexpected error while doing so fails the task (engine stopped, temporary files removed) instead of
+        leaving it running; only an error raised by the caller's `onFinished` propagates.
+        """
         if self.state is not TaskState.RUNNING:
             return False
-        for line in self.process.poll():
-            self._handle(parseEngineLine(line))
-        if self.process.returnCode is not None:
-            self._finish(self.process.returnCode)
+        try:
+            for line in self.process.poll():
+                self._handle(parseEngineLine(line))
+            if self.process.returnCode is not None:
+                self._finish(self.process.returnCode)
+        except Exception as error:
+            if self.state is not TaskState.RUNNING:  # raised by onFinished, after the task ended
+                raise
+            self.fail(f"unexpected error while handling the engine's output: {error!r}")
         return self.running
 
     def wait(
@@ -170,6 +180,14 @@ class CompletionTask:
             self._handle(parseEngineLine(line))
         self._conclude(TaskState.CANCELLED, "cancelled; nothing was added to the scene")
 
+    def fail(self, message: str) -> None:
+        """End a running task as FAILED with `message`: the engine is stopped, nothing is added to the scene."""
+        if self.state is not TaskState.RUNNING:
+            return
+        if self.process is not None:
+            self.process.cancel(gracePeriod=0)
+        self._conclude(TaskState.FAILED, message)
+
     # -- internals -------------------------------------------------------------------------------------------
 
     def _addLog(self, text: str) -> None:
@@ -198,7 +216,7 @@ class CompletionTask:
         else:
             try:
                 self.result = self._loadResults(self._done)
-            except (OSError, RuntimeError, ValueError) as error:
+            except Exception as error:  # any failure to load ends the task; _loadResults removed its nodes
                 self._conclude(TaskState.FAILED, f"the results could not be loaded: {error}")
             else:
                 self._conclude(TaskState.SUCCEEDED, "")
@@ -248,6 +266,9 @@ class CompletionTask:
                 self.scene.RemoveNode(node)
             raise
         copyDisplaySettings(self.inputNode, output)
+        for node, role in ((output, COMPLETION_ROLE), (mask, KNOWN_REGION_ROLE), (spread, SPREAD_ROLE)):
+            if node is not None:
+                tagRole(node, role)
         parentTransformId = self.inputNode.GetTransformNodeID()
         for node in (output, mask, spread):
             if node is not None:

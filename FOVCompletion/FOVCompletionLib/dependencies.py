@@ -1,8 +1,9 @@
-"""Python packages the engine needs inside Slicer, and how to install them without replacing torch.
+"""Python packages the engine needs inside Slicer, and how to install them without replacing Slicer's own.
 
-torch comes from the PyTorch extension (PyTorchUtils), which picks the build for the user's GPU; everything else
-is installed with pip under a constraints file that pins the installed torch, so no requirement can upgrade or
-replace it. Keep REQUIREMENTS in step with pyproject.toml (a CI test compares them).
+torch comes from the PyTorch extension (PyTorchUtils), which picks the build for the user's GPU; everything else,
+listed in `Resources/requirements.txt` (kept in step with pyproject.toml by a CI test), is installed with pip
+under a constraints file that pins the installed torch and the packages Slicer ships that our requirements reach
+(numpy above all: Slicer's VTK, ITK and SimpleITK are built against its numpy), so pip cannot replace them.
 """
 
 from __future__ import annotations
@@ -13,22 +14,27 @@ from collections.abc import Iterable
 from pathlib import Path
 
 MINIMUM_TORCH_VERSION = "2.2"
-REQUIREMENTS = (
-    "monai>=1.4",
-    "numpy>=1.24",
-    "scipy>=1.10",
-    "nibabel>=5.0",
-    "pynrrd>=1.0",
-    "safetensors>=0.4",
-    "pillow>=10",
-    "tqdm>=4.60",
-    "einops>=0.6",
-)
+REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
+
+
+def loadRequirements(path: str | Path = REQUIREMENTS_FILE) -> list[str]:
+    """The requirements of a requirements file, read as `slicer.packaging.load_requirements` reads them:
+    comments, blank lines and pip options (lines starting with '-') are skipped."""
+    lines = (line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith(("#", "-"))]
+
+
+REQUIREMENTS = tuple(loadRequirements())
 # In pyproject.toml but deliberately not installed into Slicer, with the reason.
 NOT_NEEDED_IN_SLICER = {
     "torch": "installed by the PyTorch extension (PyTorchUtils), which picks the right CUDA build",
     "matplotlib": "only the benchmark's plots use it",
 }
+# Installed with Slicer (or by the PyTorch extension) and reachable from our requirements: pinned at their installed
+# version while pip installs ours, unless our requirements exclude that version (then pip may upgrade it).
+# NEVER_REPLACED ones are not upgraded even then: Slicer's libraries, or the PyTorch extension, depend on them.
+SLICER_PACKAGES = ("torch", "numpy", "scipy", "pillow", "packaging")
+NEVER_REPLACED = ("torch", "numpy")
 REQUESTER = "FOVCompletion"
 
 
@@ -55,14 +61,38 @@ def torchVersionIsSufficient(version: str, minimum: str = MINIMUM_TORCH_VERSION)
     return Version(Version(version).base_version) >= Version(minimum)
 
 
-def writeTorchConstraints(path: str | Path) -> Path:
-    """A pip constraints file pinning the installed torch (empty when torch is absent)."""
+def constraintPins(requirements: Iterable[str] = REQUIREMENTS) -> list[str]:
+    """`name==version` for each installed SLICER_PACKAGES entry that pip must leave alone.
+
+    A package whose installed version our requirements exclude is left free to be upgraded, except those in
+    NEVER_REPLACED: then the installation cannot work in this Slicer and DependencyError says so.
+    """
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    specifiers = {canonicalize_name(r.name): r.specifier for r in map(Requirement, requirements)}
+    pins = []
+    for name in SLICER_PACKAGES:
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        specifier = specifiers.get(canonicalize_name(name))
+        if specifier and not specifier.contains(installed, prereleases=True):
+            if name in NEVER_REPLACED:
+                raise DependencyError(
+                    f"FOVCompletion needs {name}{specifier} but this Slicer has {name} {installed}, which must not "
+                    "be replaced (Slicer's own libraries are built against it). Use a more recent Slicer."
+                )
+            continue
+        pins.append(f"{name}=={installed}")
+    return pins
+
+
+def writeConstraints(path: str | Path, requirements: Iterable[str] = REQUIREMENTS) -> Path:
+    """A pip constraints file with `constraintPins` (empty when none of those packages is installed)."""
     path = Path(path)
-    try:
-        pin = f"torch=={importlib.metadata.version('torch')}\n"
-    except importlib.metadata.PackageNotFoundError:
-        pin = ""
-    path.write_text(pin, encoding="utf-8")
+    path.write_text("".join(pin + "\n" for pin in constraintPins(requirements)), encoding="utf-8")
     return path
 
 
@@ -116,10 +146,10 @@ def ensureTorch(pyTorchUtils, testing: bool) -> None:
 def ensurePackages(slicerModule, constraintsPath: str | Path, testing: bool) -> bool:
     """Install the missing packages; returns True when Slicer should restart for them to take effect.
 
-    Uses `slicer.packaging.pip_ensure` where this Slicer has it (it asks, installs, and offers the restart
+    Slicer's own packages and torch are pinned (writeConstraints). Uses `slicer.packaging.pip_ensure` where this Slicer has it (it asks, installs, and offers the restart
     itself); otherwise asks once and calls `slicer.util.pip_install`. Never asks in testing mode.
     """
-    constraintsPath = writeTorchConstraints(constraintsPath)
+    constraintsPath = writeConstraints(constraintsPath)
     packaging = getattr(slicerModule, "packaging", None)
     if packaging is not None and hasattr(packaging, "pip_ensure"):
         packaging.pip_ensure(

@@ -18,6 +18,11 @@ from .volume_geometry import middleSliceCentreRas, toWorld
 ORIGINAL_VIEW = "Red"
 COMPLETION_VIEW = "Yellow"
 DEFAULT_OVERLAY_OPACITY = 0.5
+# Node attribute naming what a node produced by this module is, so the panel only touches views showing one.
+ROLE_ATTRIBUTE = "FOVCompletion.Role"
+COMPLETION_ROLE = "completion"
+KNOWN_REGION_ROLE = "known-region"
+SPREAD_ROLE = "spread"
 
 
 @dataclass
@@ -47,11 +52,28 @@ def _id(node) -> str | None:
     return node.GetID() if node is not None else None
 
 
-def setOverlayOpacity(scene, opacity: float) -> None:
-    """Opacity of the original over the completion (0 = completion only, 1 = original only)."""
+def tagRole(node, role: str) -> None:
+    node.SetAttribute(ROLE_ATTRIBUTE, role)
+
+
+def hasRole(node, role: str) -> bool:
+    return node is not None and node.GetAttribute(ROLE_ATTRIBUTE) == role
+
+
+def setOverlayOpacity(scene, opacity: float) -> bool:
+    """Opacity of the original over the completion (0 = completion only, 1 = original only).
+
+    Only when the completion view shows a completion: a view the user filled with something else is left alone.
+    Returns whether the opacity was set.
+    """
     compositeNode = sliceCompositeNodeForView(scene, COMPLETION_VIEW)
-    if compositeNode is not None:
-        compositeNode.SetForegroundOpacity(min(1.0, max(0.0, float(opacity))))
+    if compositeNode is None:
+        return False
+    background = scene.GetNodeByID(compositeNode.GetBackgroundVolumeID() or "")
+    if not hasRole(background, COMPLETION_ROLE):
+        return False
+    compositeNode.SetForegroundOpacity(min(1.0, max(0.0, float(opacity))))
+    return True
 
 
 def _useSideBySideLayout(scene) -> bool:
@@ -65,6 +87,9 @@ def _useSideBySideLayout(scene) -> bool:
 def _fitToVolume(appLogic, viewName: str) -> None:
     if appLogic is None:
         return
+    application = getattr(slicer, "app", None)  # absent in the slicer-core wheel
+    if application is not None:
+        application.processEvents()  # let a layout change resize the views first: fitting uses their size
     sliceLogic = appLogic.GetSliceLogicByLayoutName(viewName)
     if sliceLogic is not None:
         sliceLogic.FitSliceToAll()
@@ -83,6 +108,7 @@ def showCompletion(
     `appLogic` (Slicer's application logic) is optional: when given, the completion view is zoomed to fit and the
     original view gets the same field of view, so anatomy appears at the same place in both.
     """
+    tagRole(outputNode, COMPLETION_ROLE)  # so that later opacity changes reach this view (setOverlayOpacity)
     setup = DisplaySetup(layoutChanged=_useSideBySideLayout(scene))
     views = {
         ORIGINAL_VIEW: (_id(inputNode), None, None),

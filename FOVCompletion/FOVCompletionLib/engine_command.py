@@ -63,7 +63,8 @@ def buildCompletionCommand(
     maskPath: str | os.PathLike | None = None,
     spreadPath: str | os.PathLike | None = None,
 ) -> list[str]:
-    """Arguments for subprocess (no shell): the engine's `complete` command with JSON progress on stdout."""
+    """Arguments for subprocess (no shell): the engine's `complete` command with JSON progress on stdout, and
+    cancellation through its stdin (see background_process.BackgroundProcess.cancel)."""
     options.validate()
     command = [
         str(pythonExecutable),
@@ -99,6 +100,7 @@ def buildCompletionCommand(
         options.device,
         "--progress",
         "json",
+        "--watch-stdin",  # stop on a `cancel` line or when the pipe closes (Slicer cancelled, quit or crashed)
     ]
     return command
 

@@ -1,7 +1,8 @@
 """Model choices for the panel: bundled, user and environment bundles, adding a bundle, and time estimates.
 
-The engine's registry is the source of truth. It imports torch, which is missing until the dependencies are
-installed, so every function here degrades gracefully instead of breaking the panel.
+The engine's registry is the source of truth. Nothing here imports torch: the panel runs in Slicer's GUI process,
+where importing torch is slow and may not even be possible before the dependencies are installed; the engine
+checks the device when it runs. Every function degrades gracefully when the engine cannot be imported.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +111,36 @@ def _bundlePath(model: str | None) -> Path:
     return resolve_bundle(model or None)
 
 
+def _autoDevice() -> str:
+    """What "auto" will likely pick, asking torch only if something already imported it (never importing it)."""
+    torch = sys.modules.get("torch")
+    try:
+        return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
+    except (AttributeError, RuntimeError):  # a half-initialised torch: the estimate is only a hint
+        return "cpu"
+
+
+def missingDefaultModelMessage() -> str | None:
+    """None when the default bundle can be found, else one sentence saying what is missing and where."""
+    name = defaultModelName()
+    try:
+        from fovcompletion.errors import FOVCompletionError
+    except ImportError:
+        found = any(choice.value == name for choice in _bundledFolders())
+    else:
+        try:
+            found = _bundlePath(None).is_dir()
+        except (FOVCompletionError, OSError):
+            found = False
+    if found:
+        return None
+    return (
+        f"The default model bundle {name!r} is not installed: expected a folder {name}/ with bundle.json and its "
+        f"weights in {BUNDLED_MODELS_DIR} (the module's Resources/Models), in the user model folder, or in "
+        "FOVCOMPLETION_MODEL_PATH."
+    )
+
+
 def estimateSeconds(
     model: str | None,
     slices: int,
@@ -125,12 +157,7 @@ def estimateSeconds(
     except ImportError:
         return None
     if device == "auto":
-        try:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            device = "cpu"
+        device = _autoDevice()
     try:
         return float(
             estimate_seconds(

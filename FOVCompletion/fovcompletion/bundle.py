@@ -13,12 +13,13 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import BundleError
-from .networks import build_network, latent_downsample_factor, unet_size_multiple
+from .networks import latent_downsample_factor, unet_size_multiple
+
+if TYPE_CHECKING:  # torch is imported only when weights are loaded, so listing bundles stays light
+    import torch
 
 METADATA_FILE = "bundle.json"
 FORMAT = "fovcompletion-bundle"
@@ -78,6 +79,9 @@ class BundleMetadata:
     diffusion: dict[str, Any]
     latent_scale_factor: float
     weights: dict[str, WeightFile]
+    latent_quantized: bool = (
+        True  # the UNet saw VQ-quantised latents (ours) or raw encoder output (reference)
+    )
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     canvas: CanvasSpec = field(default_factory=CanvasSpec)
     intensity: IntensitySpec = field(default_factory=IntensitySpec)
@@ -120,11 +124,12 @@ class BundleMetadata:
             for key in ("shape", "spacing_mm"):
                 if key in canvas:
                     canvas[key] = tuple(canvas[key])
-            return cls(
+            metadata = cls(
                 name=str(data["name"]),
                 autoencoder=dict(data["autoencoder"]),
                 diffusion=dict(data["diffusion"]),
                 latent_scale_factor=float(data["latent_scale_factor"]),
+                latent_quantized=bool(data.get("latent_quantized", True)),
                 weights={role: WeightFile(**spec) for role, spec in data["weights"].items()},
                 scheduler=SchedulerSpec(**data.get("scheduler", {})),
                 canvas=CanvasSpec(**canvas),
@@ -138,8 +143,24 @@ class BundleMetadata:
                 quality=dict(data.get("quality", {})),
                 speed=dict(data.get("speed", {})),
             )
-        except (KeyError, TypeError, ValueError) as error:
+            metadata.validate()
+        except (KeyError, TypeError, ValueError, IndexError) as error:
             raise BundleError(f"{METADATA_FILE} is incomplete or malformed: {error!r}") from None
+        return metadata
+
+    def validate(self) -> None:
+        """Refuse canvases the networks cannot process or the window planner cannot move along."""
+        multiple = self.size_multiple
+        height, width = self.canvas.shape
+        if height % multiple or width % multiple or height < 2 * multiple:
+            raise BundleError(
+                f"bundle {self.name!r}: canvas {height}x{width} must be multiples of {multiple} (VQ-VAE stride x "
+                f"UNet depth) and at least {2 * multiple} rows high"
+            )
+        if not 0.0 < self.canvas.context_fraction < 1.0:
+            raise BundleError(f"bundle {self.name!r}: context_fraction must be between 0 and 1")
+        if self.canvas.ap_policy not in ("fit", "fixed"):
+            raise BundleError(f"bundle {self.name!r}: ap_policy must be 'fit' or 'fixed'")
 
 
 @dataclass
@@ -204,6 +225,8 @@ def verify_bundle(path: str | os.PathLike) -> BundleMetadata:
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Load tensors without executing pickled code: safetensors, or torch.load(weights_only=True)."""
+    import torch
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -232,11 +255,10 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], label:
 
 def load_bundle(path: str | os.PathLike, device: torch.device | str = "cpu") -> Bundle:
     """Verify and load a bundle folder (or a bundle name known to the registry)."""
-    folder = Path(path)
-    if not folder.exists():
-        from .registry import resolve_bundle
+    from .networks import build_network
+    from .registry import resolve_bundle
 
-        folder = resolve_bundle(str(path))
+    folder = resolve_bundle(str(path))
     metadata = verify_bundle(folder)
     autoencoder = build_network(metadata.autoencoder["class"], metadata.autoencoder["args"])
     unet = build_network(metadata.diffusion["class"], metadata.diffusion["args"])

@@ -1,16 +1,24 @@
-"""Device choice (CUDA, then MPS, then CPU) and the mixed precision each one supports."""
+"""Device choice (CUDA, then MPS, then CPU) and the mixed precision each one supports.
+
+torch is imported inside the functions so that `fovcompletion --help` and argument parsing stay instant.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """The torch device for a user's choice; asking for an absent accelerator is a clear error."""
+    import torch
+
     name = (name or "auto").lower()
     if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
         raise InputError(f"unknown device {name!r} (choose from {', '.join(DEVICE_CHOICES)})")
@@ -29,12 +37,16 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """Mixed precision for the UNet on GPUs: bfloat16 where supported, else float16; none on the CPU."""
+    import torch
+
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None
 
 
 def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
     if isinstance(error, MemoryError):
         return True
     oom_type = getattr(torch.cuda, "OutOfMemoryError", None)

@@ -6,7 +6,7 @@ import os
 
 from .bundle import read_metadata
 from .layout import plan_layout
-from .sampling import SamplerOptions, count_model_evaluations
+from .schedule import SamplerOptions, count_model_evaluations
 
 FALLBACK_SECONDS_PER_STEP_PER_SLICE = {"cpu": 0.1, "cuda": 0.005, "mps": 0.03}
 

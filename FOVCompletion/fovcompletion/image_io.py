@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
+WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd")  # a detached .nhdr header cannot be written atomically
 # NRRD space names -> sign flips that turn that space into RAS.
 _NRRD_TO_RAS = {
     "left-posterior-superior": (-1, -1, 1),
@@ -133,23 +135,47 @@ def _nrrd_writer(volume: Volume, path: Path) -> None:
     nrrd.write(str(path), np.asarray(volume.array), header)
 
 
-def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
-    """Write NIfTI or NRRD (by extension) atomically: a temporary file in the target folder, then rename."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(temporary_path)` in the target folder, then rename: a reader never sees a partial file.
+
+    The temporary file gets the permissions a plain new file would have (umask), not mkstemp's 0600.
+    """
     path = Path(path)
-    suffix = _suffix(path)
-    if suffix not in NIFTI_SUFFIXES + NRRD_SUFFIXES:
-        raise InputError(f"output {path.name}: use a .nii.gz, .nii or .nrrd file name")
-    if not path.parent.exists():
-        raise InputError(f"output folder does not exist: {path.parent}")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix="".join(path.suffixes), dir=path.parent
+    )
     os.close(handle)
     try:
-        (_nrrd_writer if suffix in NRRD_SUFFIXES else _nifti_bytes_writer)(volume, Path(temporary))
+        write(Path(temporary))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = WRITABLE_SUFFIXES) -> Path:
+    """Refuse an output path before any work is done: wrong extension, missing or read-only folder."""
+    path = Path(path)
+    if _suffix(path) not in suffixes:
+        raise InputError(f"output {path.name}: use a file name ending in {', '.join(suffixes)}")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder does not exist: {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"output folder is not writable: {path.parent}")
+    return path
+
+
+def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
+    """Write NIfTI or NRRD (by extension) atomically."""
+    path = check_output_path(path)
+    writer = _nrrd_writer if _suffix(path) == ".nrrd" else _nifti_bytes_writer
+    return atomic_write(path, lambda temporary: writer(volume, temporary))
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

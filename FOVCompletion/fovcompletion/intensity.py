@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bundle import IntensitySpec
+from .errors import InputError
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class IntensityScaling:
         low, high = np.percentile(values, [spec.lower_percentile, spec.upper_percentile])
         if high <= low:  # e.g. mostly-empty volumes: fall back to the full range
             low, high = float(values.min()), float(values.max())
+        if high <= low:
+            raise InputError(
+                f"the chosen slices are constant ({low:g} everywhere); choose slices that contain anatomy"
+            )
         return cls(float(low), float(high), spec)
 
     def normalise(self, values: np.ndarray) -> np.ndarray:
@@ -34,7 +39,3 @@ class IntensityScaling:
     def denormalise(self, values: np.ndarray) -> np.ndarray:
         unit = (values - self.spec.out_min) / (self.spec.out_max - self.spec.out_min)
         return (self.low + unit * (self.high - self.low)).astype(np.float32)
-
-    def scale_spread(self, spread: np.ndarray) -> np.ndarray:
-        """A standard deviation in model units, expressed in scanner units."""
-        return (spread * (self.high - self.low) / (self.spec.out_max - self.spec.out_min)).astype(np.float32)

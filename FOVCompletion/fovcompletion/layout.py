@@ -93,9 +93,8 @@ def plan_layout(
     # Spare rows (window taller than requested) go to the unknown ends, split evenly.
     spare = height - requested
     top = -above - (spare // 2 if above and below else (spare if above else 0))
-    context = max(
-        multiple, int(round(metadata.canvas.context_fraction * window_height)) // multiple * multiple
-    )
+    context = int(round(metadata.canvas.context_fraction * window_height)) // multiple * multiple
+    context = min(max(multiple, context), window_height - multiple)  # each window must advance
     starts = plan_windows(top, top + height, (0, n_rows), window_height, context)
     return CanvasLayout(
         n_rows, n_cols, above, below, top, height, width, col_offset, window_height, tuple(starts)

@@ -8,11 +8,13 @@ the skip connections, plus attention matrices, plus the networks' weights).
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from .bundle import BundleMetadata
 from .errors import OutOfMemoryError
+
+if TYPE_CHECKING:
+    import torch
 
 BYTES_PER_VALUE = 4
 ACTIVATION_COPIES = 12  # UNet feature maps alive at once per level (resblocks, skips, norms, temporaries)
@@ -44,6 +46,8 @@ def estimate_peak_bytes(metadata: BundleMetadata, batch: int, height: int, width
 def available_bytes(device: torch.device) -> int | None:
     """Free memory on the device (None when it cannot be known)."""
     if device.type == "cuda":
+        import torch
+
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     if device.type == "cpu":
@@ -61,14 +65,18 @@ def available_bytes(device: torch.device) -> int | None:
     return None
 
 
+def advice(device: torch.device) -> str:
+    """What to reduce when memory runs out (shared by the pre-flight check and the run-time handler)."""
+    return "use fewer slices (--slices)" + (" or --device cpu" if device.type != "cpu" else "")
+
+
 def check_memory(metadata: BundleMetadata, device: torch.device, batch: int, height: int, width: int) -> None:
     """Raise OutOfMemoryError with advice when the estimate exceeds what the device has free."""
     needed = estimate_peak_bytes(metadata, batch, height, width)
     free = available_bytes(device)
     if free is not None and needed > free:
         gib = 1024**3
-        advice = "use fewer slices (--slices)" + (" or --device cpu" if device.type != "cpu" else "")
         raise OutOfMemoryError(
             f"{batch} slice(s) on a {height}x{width} canvas need about {needed / gib:.1f} GiB but only "
-            f"{free / gib:.1f} GiB is free on {device.type}: {advice}"
+            f"{free / gib:.1f} GiB is free on {device.type}: {advice(device)}"
         )

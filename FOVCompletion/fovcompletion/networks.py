@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import BundleError
+
+if TYPE_CHECKING:
+    import torch
 
 SUPPORTED_CLASSES = ("VQVAE", "DiffusionModelUNet")
 

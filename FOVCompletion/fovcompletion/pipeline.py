@@ -16,17 +16,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundle import Bundle, load_bundle
+from .bundle import METADATA_FILE, Bundle, load_bundle, read_metadata
 from .device import autocast_dtype, is_out_of_memory, resolve_device
 from .errors import InputError, OutOfMemoryError
 from .geometry import axcodes_of, reorient, sample_at
-from .image_io import Volume, read_volume, same_file, validate_volume, write_volume
+from .image_io import Volume, check_output_path, read_volume, same_file, validate_volume, write_volume
 from .layout import CanvasLayout, plan_layout
+from .memory import advice as memory_advice
 from .memory import check_memory
 from .preprocess import PreparedSlab, prepare_slab
 from .progress import ProgressCallback, ProgressTracker
 from .registry import resolve_bundle
-from .sampling import CancelCheck, LatentInpainter, SamplerOptions, count_model_evaluations, latent_mask
+from .sampling import (
+    CancelCheck,
+    LatentInpainter,
+    SamplerOptions,
+    count_model_evaluations,
+    latent_mask,
+    nearest_latent_mask,
+)
 from .seam import blend_seam
 
 DEFAULT_FEATHER_MM = 16.0
@@ -67,7 +75,8 @@ def get_bundle(model: str | os.PathLike | Bundle | None, device: torch.device) -
     if isinstance(model, Bundle):
         return model.to(device)
     folder = resolve_bundle(str(model) if model else None)
-    stamp = (folder / "bundle.json").stat().st_mtime_ns
+    read_metadata(folder)  # a clear BundleError for anything that is not a bundle folder
+    stamp = (folder / METADATA_FILE).stat().st_mtime_ns
     return _cached_bundle(str(folder.resolve()), str(device), stamp)
 
 
@@ -123,8 +132,12 @@ class _Completer:
             mask = torch.from_numpy(known[:, None].astype(np.float32)).to(self.device)
             # The VQ-VAE works slice by slice: its full-resolution maps dominate memory, the UNet batches.
             autoencoder = self.bundle.autoencoder
-            latent = torch.cat([autoencoder.encode_stage_2_inputs(p[None]) for p in pixels]) * scale
-            cells = latent_mask(mask, metadata.latent_factor, self.options.mask_erosion)
+            encode = autoencoder.encode_stage_2_inputs if metadata.latent_quantized else autoencoder.encode
+            latent = torch.cat([encode(p[None]) for p in pixels]) * scale
+            if self.options.method == "reference":
+                cells = nearest_latent_mask(mask, tuple(latent.shape[-2:]))
+            else:
+                cells = latent_mask(mask, metadata.latent_factor, self.options.mask_erosion)
             sampled = self.inpainter.run(latent, cells, self.options)
             decoded = torch.cat([autoencoder.decode_stage_2_outputs(z[None] / scale) for z in sampled])
         return decoded[:, 0].float().cpu().numpy()
@@ -185,8 +198,7 @@ def complete(
     `CancelledError`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
     """
     started = time.perf_counter()
-    volume = image if isinstance(image, Volume) else validate_volume(image, affine)
-    volume = validate_volume(volume.array, volume.affine)
+    volume = validate_volume(*((image.array, image.affine) if isinstance(image, Volume) else (image, affine)))
     if samples < 1:
         raise InputError(f"samples must be at least 1 (got {samples})")
     options = sampler or SamplerOptions()
@@ -247,8 +259,8 @@ def complete(
     except Exception as error:
         if is_out_of_memory(error):
             raise OutOfMemoryError(
-                f"out of memory on {torch_device.type} completing {slab.model.shape[0]} slice(s): use fewer "
-                "slices (--slices)" + (" or --device cpu" if torch_device.type != "cpu" else "")
+                f"out of memory on {torch_device.type} completing {slab.model.shape[0]} slice(s): "
+                f"{memory_advice(torch_device)}"
             ) from None
         raise
     stack = np.stack(outputs)
@@ -289,12 +301,16 @@ def complete_file(
     **options,
 ) -> CompletionResult:
     """Complete a NIfTI/NRRD file and write the results; nothing is written unless everything succeeded."""
-    targets = [Path(p) for p in (output_path, mask_path, spread_path, preview_path) if p is not None]
+    targets = [Path(p) for p in (output_path, mask_path, spread_path) if p is not None]
+    if preview_path is not None:
+        targets.append(check_output_path(preview_path, (".png",)))
     for target in targets:
         if same_file(input_path, target):
             raise InputError(f"output {target} is the input file; choose another output path")
-        if not target.parent.exists():
-            raise InputError(f"output folder does not exist: {target.parent}")
+        if target.suffix != ".png":
+            check_output_path(target)
+    if len({t.resolve() for t in targets}) < len(targets):
+        raise InputError("the output, mask, spread and preview paths must all differ")
     volume = read_volume(input_path)
     result = complete(volume, **options)
     written: list[Path] = []

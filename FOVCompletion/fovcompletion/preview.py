@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .geometry import MODEL_AXCODES, reorient
+from .image_io import atomic_write
 
 OUTLINE_RGB = (255, 200, 0)
 GENERATED_TINT = np.array([0.85, 0.92, 1.0])
@@ -58,13 +58,5 @@ def montage(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, height_px: 
 
 def write_preview(result, path: str | os.PathLike) -> Path:
     """Write the montage of a `CompletionResult` atomically."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
-        montage(result.image, result.mask, result.affine).save(temporary, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    image = montage(result.image, result.mask, result.affine)
+    return atomic_write(path, lambda temporary: image.save(temporary, format="PNG"))

@@ -32,20 +32,30 @@ REFERENCE_SOURCE = "spinalcordtoolbox/disc-labeling-playground (FOV generation u
 
 
 def load_old_unet_state(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a monai-generative UNet state dict (attention keys renamed in MONAI 1.4); leftovers are a mismatch."""
+    """Load a monai-generative UNet state dict (attention keys renamed in MONAI 1.4); any gap is a mismatch.
+
+    MONAI's converter leaves keys the old dict lacks at their random initialisation, so the old keys must
+    map one-to-one onto the new ones: every key consumed, none left over.
+    """
+    expected = set(unet.state_dict())
+    if set(state) == expected:  # already in the new layout
+        load_weights(unet, state, "diffusion UNet")
+        return
     remaining = dict(state)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             unet.load_old_state_dict(remaining)
     except (KeyError, RuntimeError) as error:
-        raise BundleError(
-            f"diffusion UNet checkpoint does not match the architecture: {str(error).splitlines()[0][:200]}"
-        ) from None
-    leftovers = [key for key in remaining if key not in unet.state_dict()]
-    if leftovers:
-        raise BundleError(
-            f"diffusion UNet checkpoint has {len(leftovers)} unexpected keys, e.g. {leftovers[0]!r}"
+        detail = str(error).splitlines()[0][:200]
+        raise BundleError(f"diffusion UNet checkpoint does not match the architecture: {detail}") from None
+    consumed = len(state) - len(remaining)
+    if remaining or consumed != len(expected):
+        detail = (
+            f"unexpected key {next(iter(remaining))!r}"
+            if remaining
+            else f"{len(expected) - consumed} keys missing"
         )
+        raise BundleError(f"diffusion UNet checkpoint does not match the architecture: {detail}")
 
 
 def find_scans(root: str | os.PathLike) -> list[Path]:
@@ -100,6 +110,7 @@ def import_reference_checkpoints(
         autoencoder={"class": "VQVAE", "args": autoencoder_args},
         diffusion={"class": "DiffusionModelUNet", "args": unet_args},
         latent_scale_factor=1.0,
+        latent_quantized=False,  # the reference trained its UNet on the encoder's unquantised output
         weights={},
         scheduler=SchedulerSpec(),
         canvas=canvas,

@@ -5,41 +5,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .bundle import SchedulerSpec
 from .errors import CancelledError, InputError
+from .schedule import SamplerOptions, count_model_evaluations, ddim_timesteps, repaint_transitions
+
+__all__ = [
+    "CancelCheck",
+    "LatentInpainter",
+    "SamplerOptions",
+    "count_model_evaluations",
+    "latent_mask",
+    "nearest_latent_mask",
+]
 
 StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
-
-METHODS = ("ddim", "reference")
-
-
-@dataclass(frozen=True)
-class SamplerOptions:
-    """How to sample. `resample` > 1 repeats every `jump_length` steps (RePaint); NFE grows accordingly."""
-
-    method: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
-    resample: int = 1
-    jump_length: int = 1
-    mask_erosion: int = 0
-
-    def validate(self, num_train_timesteps: int) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"unknown sampler {self.method!r} (choose from {', '.join(METHODS)})")
-        if not 1 <= self.steps <= num_train_timesteps:
-            raise InputError(f"steps must be between 1 and {num_train_timesteps} (got {self.steps})")
-        if self.resample < 1 or self.jump_length < 1 or self.mask_erosion < 0:
-            raise InputError("resample and jump length must be at least 1, mask erosion at least 0")
-        if self.eta < 0:
-            raise InputError(f"eta must be non-negative (got {self.eta})")
 
 
 def alphas_cumprod(spec: SchedulerSpec) -> torch.Tensor:
@@ -56,25 +40,9 @@ def alphas_cumprod(spec: SchedulerSpec) -> torch.Tensor:
     return scheduler.alphas_cumprod.to(torch.float64)
 
 
-def ddim_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
-    """Evenly spaced timesteps from T-1 down to 0, followed by -1 (the clean sample)."""
-    grid = np.unique(np.round(np.linspace(0, num_train_timesteps - 1, steps)).astype(int))[::-1]
-    return [int(t) for t in grid] + [-1]
-
-
-def repaint_transitions(n_steps: int, resample: int, jump_length: int) -> list[tuple[int, int]]:
-    """(from, to) index pairs over the timestep list: down is a model step, up re-noises (RePaint schedule)."""
-    jumps = {index: resample - 1 for index in range(jump_length, n_steps, jump_length)}
-    transitions, index = [], 0
-    while index < n_steps:
-        transitions.append((index, index + 1))
-        index += 1
-        if jumps.get(index, 0) > 0:
-            jumps[index] -= 1
-            for _ in range(jump_length):
-                transitions.append((index, index - 1))
-                index -= 1
-    return transitions
+def nearest_latent_mask(pixel_mask: torch.Tensor, latent_shape: tuple[int, int]) -> torch.Tensor:
+    """The reference implementation's mask: nearest-neighbour downsampling, cells straddling the seam included."""
+    return F.interpolate(pixel_mask, size=latent_shape, mode="nearest")
 
 
 def latent_mask(pixel_mask: torch.Tensor, factor: int, erosion: int = 0) -> torch.Tensor:
@@ -167,30 +135,26 @@ class LatentInpainter:
         return z
 
     def reference(self, known: torch.Tensor, mask: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
-        """The reference algorithm: ancestral DDPM over `steps` (1000 in the original); after each step the
-        known latent noised to level t (one level noisier than the sample just produced) replaces the known area."""
+        """The reference algorithm: ancestral DDPM over `steps` (1000 in the original) with MONAI's default
+        x0 clipping to [-1, 1]; after each step the known latent, noised with the initial noise to level t (one
+        level noisier than the sample just produced), replaces the known area."""
         n = self.schedule.num_train_timesteps
         timesteps = list(range(n - 1, -1, -max(1, n // options.steps)))[: options.steps]
-        z = self._noise(known)
+        initial_noise = self._noise(known)
+        z = initial_noise
         for done, t in enumerate(timesteps, start=1):
             t_prev = timesteps[done] if done < len(timesteps) else -1
             _, x0 = self._eps_and_x0(z, t)
+            x0 = x0.clamp(-1.0, 1.0)
             a_t, a_prev = self._alpha(t), self._alpha(t_prev)
             beta = 1 - a_t / a_prev
             mean = (a_prev**0.5 * beta / (1 - a_t)) * x0 + ((1 - beta) ** 0.5 * (1 - a_prev) / (1 - a_t)) * z
             variance = beta * (1 - a_prev) / (1 - a_t)
             z = mean + (variance**0.5 * self._noise(z) if t_prev >= 0 else 0.0)
-            z = mask * self._noised_known(known, t) + (1 - mask) * z
+            a_known = self._alpha(t)
+            z = mask * (a_known**0.5 * known + (1 - a_known) ** 0.5 * initial_noise) + (1 - mask) * z
             self.on_step(done, len(timesteps))
         return z
 
     def run(self, known: torch.Tensor, mask: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
         return (self.reference if options.method == "reference" else self.ddim)(known, mask, options)
-
-
-def count_model_evaluations(options: SamplerOptions, num_train_timesteps: int) -> int:
-    """UNet evaluations (NFE) of one inpainting with these options."""
-    if options.method == "reference":
-        return options.steps
-    n_steps = len(ddim_timesteps(num_train_timesteps, options.steps)) - 1
-    return sum(1 for a, b in repaint_transitions(n_steps, options.resample, options.jump_length) if b > a)

@@ -22,8 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        if not (__import__("pathlib").Path(__file__).parent / f"{name}.py").exists():  # DEVTEMP
-            continue
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
@@ -36,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     except FOVCompletionError as error:
         print(f"fovcompletion: error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:  # a full disk, a permission problem: one line, not a traceback
+        print(
+            f"fovcompletion: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("fovcompletion: cancelled; nothing was written", file=sys.stderr)
         return 130

@@ -34,25 +34,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="bar",
         help="bar on stderr (default), one JSON line per step on stdout, or none",
     )
+    parser.add_argument(
+        "--watch-stdin",
+        action="store_true",
+        help="cancel when stdin receives a 'cancel' line or is closed (for a parent process)",
+    )
     add_completion_options(parser)
     parser.set_defaults(handler=run)
 
 
-def cancel_on_stdin_close(enabled: bool) -> threading.Event:
-    """With JSON progress, a parent process may cancel by writing 'cancel' on our stdin."""
+def watch_stdin_for_cancel() -> threading.Event:
+    """Set when the parent writes a `cancel` line or closes our stdin (it cancelled, or it died)."""
     cancelled = threading.Event()
-    if enabled and sys.stdin is not None and not sys.stdin.isatty():
 
-        def watch() -> None:
-            try:
-                for line in sys.stdin:
-                    if line.strip() == "cancel":
-                        cancelled.set()
-                        return
-            except (OSError, ValueError):  # no readable stdin (embedded or captured): nothing to watch
-                return
+    def watch() -> None:
+        try:
+            for line in sys.stdin:
+                if line.strip() == "cancel":
+                    break
+        except (OSError, ValueError):  # stdin unreadable: treat like a closed pipe
+            pass
+        cancelled.set()
 
-        threading.Thread(target=watch, daemon=True).start()
+    threading.Thread(target=watch, daemon=True).start()
     return cancelled
 
 
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     json_lines = JsonLines() if args.progress == "json" else None
     progress = {"bar": TextProgressBar(), "json": json_lines, "none": None}[args.progress]
-    cancelled = cancel_on_stdin_close(json_lines is not None)
+    cancelled = watch_stdin_for_cancel() if args.watch_stdin else threading.Event()
     try:
         result = complete_file(
             args.input,

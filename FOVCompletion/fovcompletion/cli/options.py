@@ -24,7 +24,7 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="auto",
-        choices=DEVICE_CHOICES,
+        metavar="|".join((*DEVICE_CHOICES, "cuda:N")),
         help="auto picks CUDA, then MPS, then CPU (default: auto)",
     )
 

@@ -1,0 +1,65 @@
+"""Sampling schedules and options: which timesteps a run visits and how many UNet evaluations it costs.
+
+Torch-free, so that run-time estimates (the Slicer panel, `fovcompletion models`) need no deep-learning import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+METHODS = ("ddim", "reference")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How to sample. `resample` > 1 repeats every `jump_length` steps (RePaint); NFE grows accordingly."""
+
+    method: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    resample: int = 1
+    jump_length: int = 1
+    mask_erosion: int = 0
+
+    def validate(self, num_train_timesteps: int) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown sampler {self.method!r} (choose from {', '.join(METHODS)})")
+        if not 1 <= self.steps <= num_train_timesteps:
+            raise InputError(f"steps must be between 1 and {num_train_timesteps} (got {self.steps})")
+        if self.resample < 1 or self.jump_length < 1 or self.mask_erosion < 0:
+            raise InputError("resample and jump length must be at least 1, mask erosion at least 0")
+        if self.eta < 0:
+            raise InputError(f"eta must be non-negative (got {self.eta})")
+
+
+def ddim_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
+    """Evenly spaced timesteps from T-1 down to 0, followed by -1 (the clean sample)."""
+    grid = np.unique(np.round(np.linspace(num_train_timesteps - 1, 0, steps)).astype(int))[::-1]
+    return [int(t) for t in grid] + [-1]
+
+
+def repaint_transitions(n_steps: int, resample: int, jump_length: int) -> list[tuple[int, int]]:
+    """(from, to) index pairs over the timestep list: down is a model step, up re-noises (RePaint schedule)."""
+    jumps = {index: resample - 1 for index in range(jump_length, n_steps, jump_length)}
+    transitions, index = [], 0
+    while index < n_steps:
+        transitions.append((index, index + 1))
+        index += 1
+        if jumps.get(index, 0) > 0:
+            jumps[index] -= 1
+            for _ in range(jump_length):
+                transitions.append((index, index - 1))
+                index -= 1
+    return transitions
+
+
+def count_model_evaluations(options: SamplerOptions, num_train_timesteps: int) -> int:
+    """UNet evaluations (NFE) of one inpainting with these options."""
+    if options.method == "reference":
+        return options.steps
+    n_steps = len(ddim_timesteps(num_train_timesteps, options.steps)) - 1
+    return sum(1 for a, b in repaint_transitions(n_steps, options.resample, options.jump_length) if b > a)
