@@ -709,7 +709,7 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
     def _pollBackgroundTask(self, task: CompletionTask) -> None:
         try:
             task.poll()  # fails the task itself on an error in handling the output
-        except Exception as error:  # raised while finishing (showing the result): stop polling, do not re-raise
+        except Exception as error:  # raised while showing the result: stop polling, do not re-raise
             logging.exception("FOVCompletion: error while finishing a background completion")
             task.fail(str(error))  # no-op when the task already ended
             self._forgetBackgroundTask(task)

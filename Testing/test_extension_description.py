@@ -166,8 +166,9 @@ def validate_catalog_entry(entry: dict) -> None:
     assert not isinstance(entry.get("tier", 1), bool) and 1 <= entry.get("tier", 1) <= 5
 
 
-def test_catalog_entry(s4ext):  # check_json_schema, and the entry says what the s4ext and the CMake metadata say
-    """FOVCompletion.json, the file to submit to the ExtensionsIndex (named after the extension)."""
+def test_catalog_entry(s4ext):  # check_json_schema
+    """FOVCompletion.json, the file to submit to the ExtensionsIndex (named after the extension), is valid and
+    says what the s4ext and the CMake metadata say."""
     path = ROOT / f"{EXTENSION_NAME}.json"
     text = path.read_text(encoding="utf-8")
     entry = json.loads(text)

@@ -18,9 +18,11 @@ import pytest
 import slicer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
-from conftest import oblique_affine, synthetic_scan
+from conftest import oblique_affine, synthetic_scan, write_nifti
+from FOVCompletionLib.background_process import BackgroundProcess
 from FOVCompletionLib.completion_task import CompletionTask, TaskState
-from FOVCompletionLib.engine_command import CompletionOptions
+from FOVCompletionLib.display import COMPLETION_ROLE, KNOWN_REGION_ROLE, ROLE_ATTRIBUTE, SPREAD_ROLE
+from FOVCompletionLib.engine_command import CompletionOptions, buildCompletionCommand, engineEnvironment
 from FOVCompletionLib.known_region import checkKnownRegion
 from FOVCompletionLib.progress_events import DoneEvent, LogLine, ProgressEvent, StartEvent
 from FOVCompletionLib.volume_geometry import (
@@ -34,8 +36,9 @@ from FOVCompletionLib.volume_geometry import (
 
 AFFINE = oblique_affine((1.0, 2.0, 2.0), 8.0)
 
-# Behaves like `python -m fovcompletion complete ... --progress json`: extends the input by --extend-inferior mm
-# below (axis 1 of the oblique test affine points inferiorly), writes the mask, prints JSON progress.
+# Behaves like `python -m fovcompletion complete ... --progress json --watch-stdin`: extends the input by
+# --extend-inferior mm below (axis 1 of the oblique test affine points inferiorly), writes the mask, prints JSON
+# progress; when hanging, stops with exit code 130 on a `cancel` line or the end of its stdin, as the engine does.
 FAKE_ENGINE = textwrap.dedent(
     """\
     #!{python}
@@ -47,13 +50,17 @@ FAKE_ENGINE = textwrap.dedent(
     for option in ("--mask-output", "--spread-output", "--model", "--slices", "--slice-range", "--steps",
                    "--extend-superior", "--extend-inferior", "--seed", "--samples", "--device", "--progress"):
         parser.add_argument(option)
+    parser.add_argument("--watch-stdin", action="store_true")
     args = parser.parse_args(sys.argv[4:])
+    assert args.watch_stdin, "the module must let the engine watch its stdin"
     mode = os.environ.get("FAKE_ENGINE_MODE", "success")
     print(json.dumps({{"event": "start", "total_steps": 2, "slices": 3, "windows": 1, "device": "cpu"}}), flush=True)
     print("fake engine: loading", flush=True)
     if mode == "hang":
         print(json.dumps({{"event": "progress", "step": 1, "total": 2, "elapsed_s": 0.1, "eta_s": 0.1}}), flush=True)
-        time.sleep(60)
+        sys.stdin.readline()  # "cancel", or "" at the end of the input
+        print("cancelled; nothing was written", file=sys.stderr, flush=True)
+        sys.exit(130)
     if mode == "error":
         print(json.dumps({{"event": "error", "message": "input is constant; nothing to complete from"}}), flush=True)
         sys.exit(1)
@@ -214,13 +221,75 @@ def test_cancel_stops_at_once_and_cleans_up(scene, input_node, fake_python, tmp_
         time.sleep(0.05)
     started = time.monotonic()
     task.cancel()
-    assert time.monotonic() - started < 5
+    # the engine stopped when asked: no grace period spent, nothing killed
+    assert time.monotonic() - started < 2
+    assert task.process.returnCode == 130 and "cancelled; nothing was written" in task.log
     assert task.state is TaskState.CANCELLED and finished == [task] and not task.running
     assert task.process.process.poll() is not None
     assert volume_nodes(scene) == before and list(tmp_path.iterdir()) == []
     assert task.poll() is False
     with pytest.raises(RuntimeError, match="cancelled"):
         task.wait()
+
+
+def test_results_are_tagged_for_the_display(scene, input_node, fake_python, tmp_path):
+    options = CompletionOptions(extendInferiorMm=10.0, samples=2)
+    task, _, _ = task_for(input_node, fake_python, tmp_path, options=options)
+    task.start()
+    result = task.wait(timeout=60)
+    roles = [node.GetAttribute(ROLE_ATTRIBUTE) for node in (result.output, result.mask, result.spread)]
+    assert roles == [COMPLETION_ROLE, KNOWN_REGION_ROLE, SPREAD_ROLE]
+    assert input_node.GetAttribute(ROLE_ATTRIBUTE) is None
+
+
+def test_an_unexpected_error_fails_the_task_instead_of_raising(
+    scene, input_node, fake_python, tmp_path, monkeypatch
+):
+    import FOVCompletionLib.completion_task as completion_task
+
+    def broken(*args, **kwargs):
+        raise KeyError("a surprise")
+
+    monkeypatch.setattr(completion_task, "readVolumeFromFile", broken)
+    before = volume_nodes(scene)
+    task, _, finished = task_for(input_node, fake_python, tmp_path)
+    task.start()
+    with pytest.raises(RuntimeError, match="could not be loaded: 'a surprise'"):
+        task.wait(timeout=60)
+    assert task.state is TaskState.FAILED and finished == [task] and task.poll() is False
+    assert volume_nodes(scene) == before and list(tmp_path.iterdir()) == []
+
+    monkeypatch.setattr(completion_task, "parseEngineLine", broken)  # while the engine still runs
+    task, _, finished = task_for(input_node, fake_python, tmp_path, mode="hang")
+    task.start()
+    deadline = time.monotonic() + 30
+    while task.poll():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert task.state is TaskState.FAILED and "unexpected error" in task.errorMessage and finished == [task]
+    assert task.process.process.poll() is not None and list(tmp_path.iterdir()) == []
+
+
+def test_an_error_in_on_finished_propagates_once(scene, input_node, fake_python, tmp_path):
+    def onFinished(task):
+        raise ZeroDivisionError("in the caller's code")
+
+    task, _, _ = task_for(input_node, fake_python, tmp_path)
+    task.onFinished = onFinished
+    task.start()
+    with pytest.raises(ZeroDivisionError):
+        task.wait(timeout=60)
+    assert task.state is TaskState.SUCCEEDED and task.poll() is False  # ended: the next poll is quiet
+
+
+def test_fail_stops_a_running_engine(scene, input_node, fake_python, tmp_path):
+    task, _, finished = task_for(input_node, fake_python, tmp_path, mode="hang")
+    task.start()
+    task.fail("stopped by the caller")
+    assert task.state is TaskState.FAILED and task.errorMessage == "stopped by the caller"
+    assert finished == [task] and task.process.process.poll() is not None and list(tmp_path.iterdir()) == []
+    task.fail("again")  # ended: nothing changes
+    assert task.errorMessage == "stopped by the caller"
 
 
 def test_failure_to_start_leaves_nothing(scene, input_node, tmp_path):
@@ -281,3 +350,26 @@ def test_real_engine_end_to_end(scene, input_node, tiny_bundle, tmp_path):
     assert result.spread is not None
     assert_input_untouched(input_node, array, mtime)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_real_engine_stops_when_its_stdin_closes(tiny_bundle, tmp_path):
+    """What happens when Slicer dies mid-run: the pipe closes, the engine stops with 130 and writes nothing."""
+    inputPath = write_nifti(tmp_path / "input.nii", synthetic_scan((3, 24, 20)), AFFINE)
+    outputs = [tmp_path / name for name in ("completed.nii.gz", "known-region.nii.gz")]
+    options = CompletionOptions(
+        slices=1, steps=1000, extendInferiorMm=30.0, device="cpu", model=str(tiny_bundle)
+    )
+    command = buildCompletionCommand(sys.executable, inputPath, outputs[0], options, maskPath=outputs[1])
+    process = BackgroundProcess(command, engineEnvironment(), tmp_path)
+    process.start()
+    lines = []
+    deadline = time.monotonic() + 120
+    while not any('"progress"' in line for line in lines):
+        assert process.running and time.monotonic() < deadline, lines
+        lines += process.poll()
+        time.sleep(0.05)
+    process.process.stdin.close()
+    lines += process.wait(timeout=60)
+    assert process.returnCode == 130 and not process.cancelled, lines
+    assert not any(path.exists() for path in outputs)
+    assert not any('"done"' in line for line in lines)

@@ -3,6 +3,7 @@ in testing mode."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import sys
 from pathlib import Path
@@ -39,7 +40,8 @@ def test_requirements_come_from_the_module_resources(tmp_path):
     assert tuple(loadRequirements()) == REQUIREMENTS and "monai>=1.4" in REQUIREMENTS
     sample = tmp_path / "requirements.txt"
     sample.write_text("# comment\n\n  numpy>=1.24  \n-c constraints.txt\n--index-url https://x\nscipy\n")
-    assert loadRequirements(sample) == ["numpy>=1.24", "scipy"]  # as slicer.packaging.load_requirements reads it
+    # as slicer.packaging.load_requirements reads it
+    assert loadRequirements(sample) == ["numpy>=1.24", "scipy"]
 
 
 def test_requirements_follow_pyproject():
@@ -76,10 +78,8 @@ def test_torch_version_check():
 def installed_pins() -> set[str]:
     pins = set()
     for name in SLICER_PACKAGES:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             pins.add(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return pins
 
 
@@ -94,7 +94,13 @@ def test_constraints_pin_torch_and_slicers_numpy(tmp_path):
 
 
 def test_a_too_old_slicer_package_is_upgraded_but_numpy_never(monkeypatch):
-    versions = {"numpy": "1.26.4", "scipy": "1.9.0", "pillow": "10.4.0", "packaging": "24.1", "torch": "2.5.1"}
+    versions = {
+        "numpy": "1.26.4",
+        "scipy": "1.9.0",
+        "pillow": "10.4.0",
+        "packaging": "24.1",
+        "torch": "2.5.1",
+    }
 
     def version(name):
         if name not in versions:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,8 +14,10 @@ import vtk
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
 from conftest import oblique_affine
 from FOVCompletionLib.display import (
+    COMPLETION_ROLE,
     COMPLETION_VIEW,
     ORIGINAL_VIEW,
+    ROLE_ATTRIBUTE,
     setOverlayOpacity,
     showCompletion,
     sliceCompositeNodeForView,
@@ -144,3 +147,40 @@ def test_centre_follows_a_parent_transform():
     setup = showCompletion(scene, source, output, mask, appLogic=app_logic)
     expected = AFFINE @ np.array([3, 29.5, 14.5, 1.0])
     assert setup.centreRas[0] == pytest.approx(expected[0] + 30)
+
+
+def test_opacity_changes_only_reach_a_view_showing_a_completion():
+    scene, app_logic, _layout, _logics = application_scene()
+    source, output, mask = volumes(scene)
+    yellow = sliceCompositeNodeForView(scene, COMPLETION_VIEW)
+    # the user shows something unrelated in the Yellow view, with their own overlay
+    yellow.SetBackgroundVolumeID(source.GetID())
+    yellow.SetForegroundVolumeID(mask.GetID())
+    yellow.SetForegroundOpacity(0.8)
+    assert setOverlayOpacity(scene, 0.1) is False
+    assert yellow.GetForegroundOpacity() == pytest.approx(0.8)
+
+    showCompletion(scene, source, output, mask, overlayOpacity=0.3, appLogic=app_logic)
+    assert output.GetAttribute(ROLE_ATTRIBUTE) == COMPLETION_ROLE
+    assert setOverlayOpacity(scene, 0.6) is True
+    assert yellow.GetForegroundOpacity() == pytest.approx(0.6)
+
+
+def test_views_are_resized_before_fitting(monkeypatch):
+    """In the application, the layout change is laid out (events processed) before the slices are fitted."""
+    scene, app_logic, _layout, _logics = application_scene()
+    source, output, mask = volumes(scene)
+    calls = []
+
+    class FakeApplication:
+        def processEvents(self):
+            calls.append("processEvents")
+
+    class RecordingApplicationLogic:  # the real one, with FitSliceToAll calls recorded
+        def GetSliceLogicByLayoutName(self, name):
+            logic = app_logic.GetSliceLogicByLayoutName(name)
+            return SimpleNamespace(FitSliceToAll=lambda: calls.append("fit") or logic.FitSliceToAll())
+
+    monkeypatch.setattr(slicer, "app", FakeApplication(), raising=False)
+    showCompletion(scene, source, output, mask, appLogic=RecordingApplicationLogic())
+    assert calls == ["processEvents", "fit"]

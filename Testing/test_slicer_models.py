@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
+from fovcompletion import registry
 from fovcompletion.errors import BundleError
 from fovcompletion.registry import ENV_MODEL_PATH, ENV_MODELS_DIR, default_bundle_name
 from FOVCompletionLib import models
-from FOVCompletionLib.models import addBundleFromFolder, availableModels, estimateSeconds
+from FOVCompletionLib.models import (
+    addBundleFromFolder,
+    availableModels,
+    estimateSeconds,
+    missingDefaultModelMessage,
+)
+
+MODULE_FOLDER = Path(__file__).resolve().parents[1] / "FOVCompletion"
 
 
 @pytest.fixture()
@@ -73,3 +85,49 @@ def test_without_the_engine_the_bundled_folders_are_listed(tmp_path, monkeypatch
     choices = models._bundledFolders()
     assert [(c.label, c.value) for c in choices] == [("some-model (bundled)", "some-model")]
     assert models.defaultModelName() == default_bundle_name()
+
+
+def test_auto_device_never_imports_torch(monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert models._autoDevice() == "cpu"
+    assert "torch" not in sys.modules
+    fake_torch = SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: True))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)  # already imported by something else: ask it
+    assert models._autoDevice() == "cuda"
+
+
+def test_missing_default_model_is_explained(tiny_bundle, user_home, monkeypatch):
+    monkeypatch.setenv(ENV_MODEL_PATH, str(tiny_bundle))
+    monkeypatch.setattr(registry, "DEFAULT_BUNDLE", "tiny-test")
+    assert missingDefaultModelMessage() is None
+    monkeypatch.setattr(registry, "DEFAULT_BUNDLE", "fovcompletion-no-such-bundle")
+    message = missingDefaultModelMessage()
+    assert "'fovcompletion-no-such-bundle' is not installed" in message
+    assert str(models.BUNDLED_MODELS_DIR) in message and "Resources/Models" in message
+
+
+def test_the_panel_does_not_import_torch(tiny_bundle, tmp_path):
+    """Opening the panel (importing the helpers, listing models, estimating the time) keeps torch out of Slicer's
+    GUI process; checked in a fresh interpreter, since this one has imported torch long ago."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(MODULE_FOLDER)!r})
+        from FOVCompletionLib import (
+            background_process, choices, completion_task, dependencies, display, engine_command, known_region,
+            models, presets, progress_events, sample_data, volume_files, volume_geometry,
+        )
+        values = [choice.value for choice in models.availableModels()]
+        assert "tiny-test" in values, values
+        seconds = models.estimateSeconds("tiny-test", 3, 50, 0.0, 100.0, 200.0, "auto")
+        assert seconds is not None and seconds > 0, seconds
+        models.missingDefaultModelMessage()
+        print(sorted(name for name in sys.modules if name.split(".")[0] == "torch"))
+        """
+    )
+    environment = dict(os.environ, **{ENV_MODEL_PATH: str(tiny_bundle), ENV_MODELS_DIR: str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", "torch was imported"
