@@ -278,6 +278,15 @@ def _save_safetensors(module: torch.nn.Module, path: Path) -> None:
     save_file(state, str(path))
 
 
+def _apply_umask(folder: Path) -> None:
+    """mkdtemp makes a private folder; a finished bundle gets ordinary permissions, as if made by mkdir."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for item in folder.iterdir():
+        item.chmod(0o666 & ~umask)
+
+
 def save_bundle(
     folder: str | os.PathLike,
     metadata: BundleMetadata,
@@ -305,6 +314,7 @@ def save_bundle(
             shutil.copyfile(source, staging / name)
         final = BundleMetadata(**{**metadata.__dict__, "weights": weights})
         (staging / METADATA_FILE).write_text(json.dumps(final.to_dict(), indent=2) + "\n")
+        _apply_umask(staging)
         if target.exists():
             target.rmdir()
         os.replace(staging, target)

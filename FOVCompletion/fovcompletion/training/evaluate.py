@@ -51,12 +51,15 @@ def crop_rows(volume: Volume, start: int, stop: int) -> Volume:
 
 def scores(truth: np.ndarray, guess: np.ndarray) -> dict[str, float]:
     """Mean SSIM/PSNR over slices of (slices, rows, cols) arrays in normalised units."""
-    return {"ssim": float(np.mean([ssim(t, g) for t, g in zip(truth, guess, strict=True)])),
-            "psnr": psnr(truth, guess)}
+    return {
+        "ssim": float(np.mean([ssim(t, g) for t, g in zip(truth, guess, strict=True)])),
+        "psnr": psnr(truth, guess),
+    }
 
 
-def evaluate_volume(volume: Volume, model, hidden_mm: float, direction: str, steps: int, slices: int,
-                    seed: int = 0) -> dict:
+def evaluate_volume(
+    volume: Volume, model, hidden_mm: float, direction: str, steps: int, slices: int, seed: int = 0
+) -> dict:
     """Hide `hidden_mm` at one end (`direction` 'inferior' or 'superior'), complete, score the hidden rows."""
     from ..pipeline import complete
 
@@ -79,20 +82,33 @@ def evaluate_volume(volume: Volume, model, hidden_mm: float, direction: str, ste
     truth = scaling.normalise(truth_all[:, hidden_rows])
     out_rows = slice(result.image.shape[1] - hidden, None) if direction == "inferior" else slice(0, hidden)
     generated = scaling.normalise(result.image[:, out_rows])
-    edge_row = truth_all[:, n_rows - hidden - 1 : n_rows - hidden] if direction == "inferior" else \
-        truth_all[:, hidden : hidden + 1]
+    edge_row = (
+        truth_all[:, n_rows - hidden - 1 : n_rows - hidden]
+        if direction == "inferior"
+        else truth_all[:, hidden : hidden + 1]
+    )
     baseline = scaling.normalise(np.repeat(edge_row, hidden, axis=1))
-    return {"direction": direction, "hidden_mm": round(hidden * spacing, 1), "seconds": round(seconds, 2),
-            "model": scores(truth, generated), "edge_copy_baseline": scores(truth, baseline),
-            "images": (truth, generated)}
+    return {
+        "direction": direction,
+        "hidden_mm": round(hidden * spacing, 1),
+        "seconds": round(seconds, 2),
+        "model": scores(truth, generated),
+        "edge_copy_baseline": scores(truth, baseline),
+        "images": (truth, generated),
+    }
 
 
 def summarise(rows: list[dict]) -> dict:
     def mean(key: str, metric: str) -> float:
         return round(float(np.mean([r[key][metric] for r in rows])), 4)
 
-    return {"cases": len(rows), "ssim": mean("model", "ssim"), "psnr": mean("model", "psnr"),
-            "baseline_ssim": mean("edge_copy_baseline", "ssim"), "baseline_psnr": mean("edge_copy_baseline", "psnr")}
+    return {
+        "cases": len(rows),
+        "ssim": mean("model", "ssim"),
+        "psnr": mean("model", "psnr"),
+        "baseline_ssim": mean("edge_copy_baseline", "ssim"),
+        "baseline_psnr": mean("edge_copy_baseline", "psnr"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,9 +148,14 @@ def main(argv: list[str] | None = None) -> int:
             results[group][f"{name}/{direction}"] = row
             print(f"{name} {direction}: {json.dumps(row)}", file=sys.stderr, flush=True)
     summary = {group: summarise(list(rows.values())) for group, rows in results.items() if rows}
-    payload = {"method": "hide the inferior or superior end of each scan, complete it, compare the hidden rows",
-               "hidden_mm": args.hidden_mm, "steps": args.steps, "slices": args.slices,
-               "summary": summary, **results}
+    payload = {
+        "method": "hide the inferior or superior end of each scan, complete it, compare the hidden rows",
+        "hidden_mm": args.hidden_mm,
+        "steps": args.steps,
+        "slices": args.slices,
+        "summary": summary,
+        **results,
+    }
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
