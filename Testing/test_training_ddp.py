@@ -21,8 +21,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, root: str, run: str, port: int) -> None:
-    """What torchrun does for each process: set the rendezvous variables, then run the stages."""
+def _worker(rank: int, root: str, run: str, port: int, stage: str) -> None:
+    """What torchrun does for each process: set the rendezvous variables, then run one stage (one command)."""
     os.environ.update(
         {
             "MASTER_ADDR": "127.0.0.1",
@@ -39,14 +39,15 @@ def _worker(rank: int, root: str, run: str, port: int) -> None:
 
     torch.set_num_threads(1)
     config = tiny_config(Path(root))
-    train_autoencoder(config, Path(run))
-    train_diffusion(config, Path(run))
+    (train_autoencoder if stage == "autoencoder" else train_diffusion)(config, Path(run))
 
 
 def test_two_process_gloo_training(tmp_path, capfd):
     root = write_bids(tmp_path / "bids")
     run = tmp_path / "run"
-    mp.spawn(_worker, args=(str(root), str(run), _free_port()), nprocs=WORLD, join=True)
+    # One process group per command, as with torchrun: each stage is its own launch on a fresh port.
+    for stage in ("autoencoder", "diffusion"):
+        mp.spawn(_worker, args=(str(root), str(run), _free_port(), stage), nprocs=WORLD, join=True)
     for stage in ("autoencoder", "diffusion"):
         state = load_checkpoint(run / stage / LAST, restore_rng=False)
         assert state["epoch"] == 1 and state["step"] == 4  # steps per process: 2 epochs x 2 iterations

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"wrote {args.output} ({result.image.shape[0]} slices, {result.nfe} UNet evaluations, "
+            f"wrote {args.output} ({len(result.slice_indices)} slices, {result.nfe} UNet evaluations, "
             f"{result.seconds:.1f} s on {result.device})",
             file=sys.stderr,
         )
