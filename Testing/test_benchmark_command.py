@@ -80,6 +80,8 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
             "48",
             "--phantoms",
             "0",
+            "--reference-cases",
+            "1",
             *FAST,
         ]
     )
@@ -93,6 +95,8 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
         assert results["methods"][name]["known_max_abs_err"] == 0.0  # pasted back exactly
     assert results["methods"]["ours-steps2"]["nfe"] == 2
     assert results["methods"]["reference"]["nfe"] == 3
+    assert results["methods"]["reference"]["cases"] == 1  # and the others again on that one case, paired:
+    assert results["on_reference_cases"]["methods"]["mirror"]["cases"] == 1
     assert "| `mirror` |" in (out / "results.md").read_text()
 
 

@@ -76,12 +76,16 @@ def summarise(outcomes: list[Outcome]) -> dict:
     return row
 
 
-def summarise_run(run: BenchmarkRun, source: str | None) -> dict[str, dict]:
-    """Rows for every method over the cases of one source ("real", "phantom"; None for all)."""
+def summarise_run(run: BenchmarkRun, source: str | None, cases: set[str] | None = None) -> dict[str, dict]:
+    """Rows for every method over the cases of one source ("real", "phantom"; None for all), or of `cases`."""
     rows = {}
     for method in run.methods:
         chosen = [
-            o for o in run.outcomes if o.method == method.name and (source is None or o.source == source)
+            o
+            for o in run.outcomes
+            if o.method == method.name
+            and (source is None or o.source == source)
+            and (cases is None or o.case in cases)
         ]
         if chosen:
             rows[method.name] = summarise(chosen)

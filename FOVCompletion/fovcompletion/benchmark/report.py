@@ -43,6 +43,15 @@ def build_results(run: BenchmarkRun, hide_mm: float, extra: dict[str, Any]) -> d
         "case_names": main_cases,
         **extra,
     }
+    reference_cases = sorted(
+        {o.case for o in run.outcomes if o.method == "reference" and o.skipped is None and o.source == main}
+    )
+    if reference_cases and len(reference_cases) < len(main_cases):  # a paired comparison with the reference
+        results["on_reference_cases"] = {
+            "cases": len(reference_cases),
+            "case_names": reference_cases,
+            "methods": summarise_run(run, main, set(reference_cases)),
+        }
     if main == "real" and "phantom" in sources:
         phantom_cases = sorted({o.case for o in run.outcomes if o.source == "phantom"})
         results["phantoms"] = {
@@ -160,6 +169,14 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
     if results.get("command"):
         lines.append(f"- command: `{results['command']}`")
     lines += ["", *methods_table(results["methods"], levels=results["source"] == "phantom")]
+    if "on_reference_cases" in results:
+        paired = results["on_reference_cases"]
+        lines += [
+            "",
+            f"## The same {paired['cases']} case(s) as the reference sampler ({', '.join(paired['case_names'])})",
+            "",
+            *methods_table(paired["methods"]),
+        ]
     if "phantoms" in results:
         lines += [
             "",
@@ -224,7 +241,10 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
             if m.family == "resample":
                 axis.plot(row["nfe"], row[key], "s", label=m.name)
             elif m.family == "reference":
-                axis.plot(row["nfe"], row[key], "*", markersize=12, color="tab:red", label="reference (DDPM)")
+                note = "" if row["cases"] == results["cases"] else f", {row['cases']} case(s) only"
+                axis.plot(
+                    row["nfe"], row[key], "*", markersize=12, color="tab:red", label=f"reference (DDPM{note})"
+                )
             elif not m.learned and key == "ssim":
                 axis.axhline(
                     row[key],

@@ -5,6 +5,7 @@ Puts the reference implementation's 254 M-parameter UNet next to the default mod
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -26,7 +27,8 @@ def unet_step_seconds(
     batch: int = 1,
     unet: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Mean wall time of `steps` UNet calls on a batch of `batch` latents (after one warm-up call)."""
+    """Median wall time of `steps` UNet calls on a batch of `batch` latents, after one warm-up call (the median
+    shrugs off the bursts of a shared machine)."""
     torch_device = resolve_device(device)
     network = unet if unet is not None else build_network("DiffusionModelUNet", unet_args)
     network = network.to(torch_device).eval()
@@ -41,14 +43,17 @@ def unet_step_seconds(
             torch.cuda.synchronize()
 
     call()
-    started = time.perf_counter()
+    times = []
     for _ in range(steps):
+        started = time.perf_counter()
         call()
-    per_step = (time.perf_counter() - started) / steps
+        times.append(time.perf_counter() - started)
+    per_step = statistics.median(times)
     return {
         "device": describe_device(torch_device),
         "latent": f"{latent_shape[0]}x{latent_shape[1]}",
         "batch": batch,
+        "calls": steps,
         "parameters_m": round(count_parameters(network) / 1e6, 1),
         "seconds_per_unet_step_per_slice": per_step / batch,
     }
@@ -60,7 +65,7 @@ def reference_size_speed(device: str = "auto", steps: int = 2) -> dict[str, Any]
     return unet_step_seconds(reference_unet_args(), latent, device, steps)
 
 
-def bundle_speed(bundle, device: str = "auto", steps: int = 2) -> dict[str, Any]:
+def bundle_speed(bundle, device: str = "auto", steps: int = 5) -> dict[str, Any]:
     """A bundle's own UNet at its canvas size."""
     metadata = bundle.metadata
     factor = metadata.latent_factor

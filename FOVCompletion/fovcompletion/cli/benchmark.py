@@ -27,7 +27,7 @@ FULL = {
     "phantoms": 2,
     "reference_cases": None,
     "resample_steps": 25,
-    "speed_steps": 2,
+    "speed_steps": 3,
 }
 
 
@@ -262,7 +262,7 @@ def _speed(args, steps: int) -> dict:
     from ..pipeline import get_bundle
 
     bundle = get_bundle(args.model, resolve_device(args.device))
-    speed = {bundle.metadata.name: bundle_speed(bundle, args.device, steps)}
+    speed = {bundle.metadata.name: bundle_speed(bundle, args.device)}
     log("timing the reference-size UNet (254 M parameters, random weights)...")
     speed["reference-size (random weights)"] = reference_size_speed(args.device, steps)
     return speed
