@@ -13,7 +13,7 @@ from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import AutoencoderConfig, TrainConfig
 from .data import WindowDataset, WindowSampler, fixed_windows
 from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
-from .logs import CsvLog, Progress, log_line, save_grid
+from .logs import CsvLog, Progress, format_row, log_line, save_grid
 from .runner import (
     Budget,
     autocast,
@@ -234,9 +234,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
                     "config": config.to_dict(),
                 },
             )
-            log_line(
-                ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
-            )
+            log_line(format_row(row))
         barrier(context)
         if stop and not last_epoch:
             log_line(f"time budget of {config.max_minutes} min reached; resume with --resume", main)

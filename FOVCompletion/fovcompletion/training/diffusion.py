@@ -19,7 +19,7 @@ from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
 from .latents import LatentWindowDataset, encode_maps, pack, scale_factor, unpack
-from .logs import CsvLog, Progress, log_line, save_grid
+from .logs import CsvLog, Progress, format_row, log_line, save_grid
 from .runner import (
     DATA_FILE,
     Budget,
@@ -328,9 +328,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
                     "autoencoder_config": cached.get("autoencoder_config", {}),
                 },
             )
-            log_line(
-                ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
-            )
+            log_line(format_row(row))
         barrier(context)
         if stop and not last_epoch:
             log_line(f"time budget of {config.max_minutes} min reached; resume with --resume", main)

@@ -82,6 +82,11 @@ class Progress:
             self.bar.close()
 
 
+def format_row(row: dict[str, Any]) -> str:
+    """One log line from a CSV row: `key value, ...`, floats to 4 significant digits."""
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+
+
 def log_line(message: str, enabled: bool = True) -> None:
     if enabled:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
