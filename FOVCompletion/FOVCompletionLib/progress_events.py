@@ -121,12 +121,10 @@ def parseEngineLine(line: str) -> EngineEvent:
 
 
 def formatDuration(seconds: float | None) -> str:
-    """`mm:ss`, or `h:mm:ss` from one hour; `--:--` when unknown (no ETA before the first step)."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "--:--"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours:d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+    """The engine's own duration format, so the panel and the command line read alike."""
+    from fovcompletion.progress import format_seconds
+
+    return format_seconds(seconds)
 
 
 def describeProgress(event: ProgressEvent) -> str:

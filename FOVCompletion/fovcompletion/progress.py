@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -50,7 +51,8 @@ class ProgressTracker:
 
 
 def format_seconds(seconds: float | None) -> str:
-    if seconds is None:
+    """`mm:ss`, or `h:mm:ss` from one hour; `--:--` when unknown (no ETA before the first step)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "--:--"
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
