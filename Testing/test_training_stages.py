@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -73,6 +74,24 @@ def test_resume_continues_exactly(trained_run, tmp_path):
         assert _tensors_equal(a["model"], b["model"]), stage
         assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
     assert first["epoch"] == 0
+
+
+def test_resume_with_more_data_encodes_again_and_keeps_the_scale(trained_run, tmp_path):
+    """Adding phantoms to a resumed UNet run must not reuse stale latents, nor change the scale under it."""
+    root, straight = trained_run
+    run = tmp_path / "more-data"
+    shutil.copytree(straight, run)
+    before = load_checkpoint(run / "diffusion" / "latents.pt", restore_rng=False)
+    config = tiny_config(root)
+    config.data.phantoms = 1
+    config.diffusion.epochs = 3
+    train_diffusion(config, run, resume=True)
+    after = load_checkpoint(run / "diffusion" / "latents.pt", restore_rng=False)
+    assert after["key"]["phantoms"] == 1
+    assert after["scale"] == before["scale"]
+    assert len(after["train"]["latents"]) > len(before["train"]["latents"])
+    assert json.loads((run / "data.json").read_text())["phantoms_diffusion"] == 1
+    assert load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["step"] == 6
 
 
 def test_checkpoint_round_trip_restores_rng(tmp_path):

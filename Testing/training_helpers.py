@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from fovcompletion.bundle_factory import tiny_autoencoder_args, tiny_unet_args
-from fovcompletion.training.config import TrainConfig
+from fovcompletion.training.config import TrainConfig, set_conditioning
 
 LIA_AFFINE = np.array([[-1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1]])
 SUBJECTS = {"sub-c01": "cervical", "sub-c02": "cervical", "sub-l01": "lumbar", "sub-l02": "lumbar"}
@@ -48,6 +48,7 @@ def tiny_config(root: Path, held_out: tuple[str, ...] = ("sub-c02",)) -> TrainCo
     config.autoencoder.adversarial_warmup_epochs = 1
     config.autoencoder.validation_windows = 4
     config.diffusion.args = tiny_unet_args()
+    set_conditioning(config, "masked_latent")  # as the default preset
     config.diffusion.batch_size = 2
     config.diffusion.epochs = 2
     config.diffusion.iterations_per_epoch = 2

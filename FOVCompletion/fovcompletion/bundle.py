@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .conditioning import CONDITIONING_MODES, unet_input_channels
 from .errors import BundleError
 from .networks import latent_downsample_factor, unet_size_multiple
 
@@ -82,6 +83,7 @@ class BundleMetadata:
     latent_quantized: bool = (
         True  # the UNet saw VQ-quantised latents (ours) or raw encoder output (reference)
     )
+    conditioning: str = "none"  # what the UNet sees of the known region (see `conditioning`)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     canvas: CanvasSpec = field(default_factory=CanvasSpec)
     intensity: IntensitySpec = field(default_factory=IntensitySpec)
@@ -130,6 +132,7 @@ class BundleMetadata:
                 diffusion=dict(data["diffusion"]),
                 latent_scale_factor=float(data["latent_scale_factor"]),
                 latent_quantized=bool(data.get("latent_quantized", True)),
+                conditioning=str(data.get("conditioning", "none")),
                 weights={role: WeightFile(**spec) for role, spec in data["weights"].items()},
                 scheduler=SchedulerSpec(**data.get("scheduler", {})),
                 canvas=CanvasSpec(**canvas),
@@ -161,6 +164,19 @@ class BundleMetadata:
             raise BundleError(f"bundle {self.name!r}: context_fraction must be between 0 and 1")
         if self.canvas.ap_policy not in ("fit", "fixed"):
             raise BundleError(f"bundle {self.name!r}: ap_policy must be 'fit' or 'fixed'")
+        if self.conditioning not in CONDITIONING_MODES:
+            raise BundleError(
+                f"bundle {self.name!r}: conditioning {self.conditioning!r} is not one of "
+                f"{', '.join(CONDITIONING_MODES)} (made by a newer fovcompletion?)"
+            )
+        latent = int(self.autoencoder["args"]["embedding_dim"])
+        expected = unet_input_channels(latent, self.conditioning)
+        unet_in, unet_out = (int(self.diffusion["args"][k]) for k in ("in_channels", "out_channels"))
+        if unet_in != expected or unet_out != latent:
+            raise BundleError(
+                f"bundle {self.name!r}: a {self.conditioning!r} UNet on {latent}-channel latents needs "
+                f"{expected} input and {latent} output channels, the bundle says {unet_in} and {unet_out}"
+            )
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .bundle import BundleMetadata, CanvasSpec, IntensitySpec, SchedulerSpec, save_bundle
+from .conditioning import unet_input_channels
 from .networks import build_network
 
 
@@ -28,11 +29,11 @@ def tiny_autoencoder_args(latent_channels: int = 4) -> dict[str, Any]:
     }
 
 
-def tiny_unet_args(latent_channels: int = 4) -> dict[str, Any]:
+def tiny_unet_args(latent_channels: int = 4, conditioning: str = "none") -> dict[str, Any]:
     """A diffusion UNet small enough for unit tests, with one attention level like the real ones."""
     return {
         "spatial_dims": 2,
-        "in_channels": latent_channels,
+        "in_channels": unet_input_channels(latent_channels, conditioning),
         "out_channels": latent_channels,
         "channels": [16, 32],
         "attention_levels": [False, True],
@@ -54,7 +55,8 @@ def create_random_bundle(
     """Write a verified bundle with random weights (never for real use: its description says so)."""
     torch.manual_seed(seed)
     autoencoder_args = autoencoder_args or tiny_autoencoder_args()
-    unet_args = unet_args or tiny_unet_args()
+    conditioning = metadata.pop("conditioning", "none")
+    unet_args = unet_args or tiny_unet_args(autoencoder_args["embedding_dim"], conditioning)
     autoencoder = build_network("VQVAE", autoencoder_args)
     unet = build_network("DiffusionModelUNet", unet_args)
     info = BundleMetadata(
@@ -62,6 +64,7 @@ def create_random_bundle(
         autoencoder={"class": "VQVAE", "args": autoencoder_args},
         diffusion={"class": "DiffusionModelUNet", "args": unet_args},
         latent_scale_factor=float(metadata.pop("latent_scale_factor", 1.0)),
+        conditioning=conditioning,
         weights={},
         scheduler=metadata.pop("scheduler", SchedulerSpec()),
         canvas=canvas or CanvasSpec(shape=(32, 32), spacing_mm=(2.0, 2.0)),

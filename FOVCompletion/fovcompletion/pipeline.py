@@ -121,6 +121,7 @@ class _Completer:
             on_step=lambda done, total: tracker.advance("sampling"),
             should_cancel=should_cancel,
             autocast_dtype=autocast_dtype(device),
+            conditioning=metadata.conditioning,
         )
 
     def window(self, image: np.ndarray, known: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .bundle import SchedulerSpec
+from .conditioning import conditioned_input
 from .errors import CancelledError, InputError
 from .schedule import SamplerOptions, count_model_evaluations, ddim_timesteps, repaint_transitions
 
@@ -54,7 +55,10 @@ def latent_mask(pixel_mask: torch.Tensor, factor: int, erosion: int = 0) -> torc
 
 
 class LatentInpainter:
-    """Runs one inpainting of a batch of latents; noise comes from one seeded CPU generator."""
+    """Runs one inpainting of a batch of latents; noise comes from one seeded CPU generator.
+
+    With `conditioning="masked_latent"` the UNet also receives the known latent and the mask (see
+    `conditioning`); the known region is imposed after every step either way."""
 
     def __init__(
         self,
@@ -64,8 +68,10 @@ class LatentInpainter:
         on_step: StepCallback | None = None,
         should_cancel: CancelCheck | None = None,
         autocast_dtype: torch.dtype | None = None,
+        conditioning: str = "none",
     ) -> None:
         self.unet = unet
+        self.conditioning = conditioning
         self.schedule = schedule
         self.alphas = alphas_cumprod(schedule)
         self.generator = generator
@@ -79,7 +85,9 @@ class LatentInpainter:
     def _alpha(self, t: int) -> float:
         return 1.0 if t < 0 else float(self.alphas[t])
 
-    def _eps_and_x0(self, z: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _eps_and_x0(
+        self, z: torch.Tensor, t: int, known: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.should_cancel():
             raise CancelledError("cancelled by the user; nothing was written")
         timesteps = torch.full((z.shape[0],), t, device=z.device, dtype=torch.long)
@@ -88,8 +96,9 @@ class LatentInpainter:
             if self.autocast_dtype is not None
             else contextlib.nullcontext()
         )
+        model_input = z if self.conditioning == "none" else conditioned_input(z, known, mask)
         with torch.no_grad(), autocast:
-            output = self.unet(z, timesteps).float()
+            output = self.unet(model_input, timesteps).float()
         a_t = self._alpha(t)
         kind = self.schedule.prediction_type
         if kind == "epsilon":
@@ -121,7 +130,7 @@ class LatentInpainter:
                 ratio = self._alpha(t_next) / self._alpha(t)
                 z = ratio**0.5 * z + (1 - ratio) ** 0.5 * self._noise(z)
                 continue
-            eps, x0 = self._eps_and_x0(z, t)
+            eps, x0 = self._eps_and_x0(z, t, known, mask)
             a_t, a_next = self._alpha(t), self._alpha(t_next)
             sigma = (
                 options.eta * ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)) ** 0.5 if t_next >= 0 else 0.0
@@ -144,7 +153,7 @@ class LatentInpainter:
         z = initial_noise
         for done, t in enumerate(timesteps, start=1):
             t_prev = timesteps[done] if done < len(timesteps) else -1
-            _, x0 = self._eps_and_x0(z, t)
+            _, x0 = self._eps_and_x0(z, t, known, mask)
             x0 = x0.clamp(-1.0, 1.0)
             a_t, a_prev = self._alpha(t), self._alpha(t_prev)
             beta = 1 - a_t / a_prev

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..conditioning import CONDITIONING_MODES
 from ..errors import InputError
 
 
@@ -88,6 +89,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="synthetic whole-spine phantoms added to the UNet's training latents",
     )
     diffusion.add_argument("--ema-decay", type=float, default=None, help="EMA of the UNet weights (0 = off)")
+    diffusion.add_argument(
+        "--conditioning",
+        choices=CONDITIONING_MODES,
+        default=None,
+        help="masked_latent: the UNet also sees the known latent and mask (default preset); none: "
+        "unconditional, as the reference (new UNet stages only)",
+    )
     diffusion.set_defaults(handler=run_diffusion)
 
     export = subparsers.add_parser(
@@ -187,6 +195,7 @@ def run_autoencoder(args: argparse.Namespace) -> int:
 
 
 def run_diffusion(args: argparse.Namespace) -> int:
+    from ..training.config import set_conditioning
     from ..training.diffusion import train_diffusion
 
     config, _ = _base_config(args, stage_is_first=False)
@@ -198,6 +207,8 @@ def run_diffusion(args: argparse.Namespace) -> int:
         cfg.ema_decay = args.ema_decay
     if args.phantoms is not None:
         config.data.phantoms = args.phantoms
+    if args.conditioning is not None:
+        set_conditioning(config, args.conditioning)
     _run_overrides(config, args)
     path = train_diffusion(config, args.run, resume=args.resume)
     print(f"UNet checkpoint: {path}")

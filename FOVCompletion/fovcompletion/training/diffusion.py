@@ -1,6 +1,8 @@
 """Stage 2: the latent diffusion UNet, epsilon-prediction MSE on the VQ-VAE's latents (encoded once),
 with the loss masked to latent cells inside the scan so that the model never learns that anatomy ends
-where a regional scan happens to stop. Resumable, DDP under torchrun, EMA weights for sampling."""
+where a regional scan happens to stop. A `masked_latent` UNet also sees a known band of rows, drawn like
+the engine's outpainting windows, and is scored mostly on the rest. Resumable, DDP under torchrun, EMA
+weights for sampling."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..bundle import SchedulerSpec
+from ..conditioning import conditioned_input, outpainting_masks
 from ..errors import InputError
 from ..networks import build_network, count_parameters, latent_downsample_factor
 from ..sampling import LatentInpainter, SamplerOptions, alphas_cumprod
@@ -43,13 +46,31 @@ def load_trained_autoencoder(run_dir: Path, config: TrainConfig, device: torch.d
     return model.to(device).eval()
 
 
-def masked_mse(prediction: torch.Tensor, target: torch.Tensor, inside: torch.Tensor | None) -> torch.Tensor:
-    """Mean squared error over latent cells inside the scan (all cells when `inside` is None)."""
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error weighted per latent cell (B, h, w), e.g. 0 outside the scan; plain mean for None."""
     error = (prediction.float() - target.float()) ** 2
-    if inside is None:
+    if weight is None:
         return error.mean()
-    weight = inside[:, None].to(error.dtype).expand_as(error)
+    weight = weight[:, None].to(error.dtype).expand_as(error)
     return (error * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def unet_inputs(
+    noisy: torch.Tensor,
+    latents: torch.Tensor,
+    inside: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The UNet's input for the run's conditioning and the loss weight of each latent cell."""
+    cfg = config.diffusion
+    weight = inside.float() if cfg.mask_padding_loss else None
+    if cfg.conditioning == "none":
+        return noisy, weight
+    mask = outpainting_masks(inside, config.data.context_fraction, generator).to(latents.device)
+    known_weight = 1.0 - (1.0 - cfg.known_loss_weight) * mask[:, 0]
+    weight = known_weight if weight is None else weight * known_weight
+    return conditioned_input(noisy, latents, mask), weight
 
 
 class EMA:
@@ -71,9 +92,26 @@ class EMA:
                 averaged.copy_(current)
 
 
+def latent_cache_key(config: TrainConfig) -> dict:
+    """What the cached latents were encoded from: a change (more phantoms, say) re-encodes them."""
+    return {
+        "phantoms": config.data.phantoms,
+        "latent_augmentations": config.diffusion.latent_augmentations,
+        "held_out": sorted(config.data.held_out),
+    }
+
+
 def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, main: bool, context) -> dict:
-    """Encode training and held-out slices once (rank 0), cache them in the run folder, load everywhere."""
+    """Encode training and held-out slices once (rank 0), cache them in the run folder, load everywhere.
+
+    A resumed UNet keeps the latent scale it was trained with even when the data changed under it."""
     cache = run_dir / STAGE / LATENT_CACHE
+    key = latent_cache_key(config)
+    if main and cache.is_file():
+        stale = load_checkpoint(cache, restore_rng=False).get("key") != key
+        if stale:
+            log_line(f"training data changed since {cache} was written: encoding again")
+            cache.unlink()
     if main and not cache.is_file():
         data = load_training_data(config, verbose=True)
         autoencoder = load_trained_autoencoder(run_dir, config, device)
@@ -81,7 +119,11 @@ def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, ma
             f"encoding {len(data.train)} training volumes x {config.diffusion.latent_augmentations + 1} "
             "versions with the VQ-VAE (once)"
         )
-        scale = scale_factor(autoencoder, data.train, config, device)
+        last = run_dir / STAGE / LAST
+        if last.is_file():
+            scale = float(load_checkpoint(last, restore_rng=False)["scale_factor"])
+        else:
+            scale = scale_factor(autoencoder, data.train, config, device)
         train = encode_maps(
             autoencoder, data.train, config, config.diffusion.latent_augmentations, device, config.seed
         )
@@ -91,6 +133,7 @@ def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, ma
         save_checkpoint(
             cache,
             {
+                "key": key,
                 "scale": scale,
                 "train": pack(train),
                 "val": pack(val),
@@ -127,22 +170,23 @@ def validate(
     inside: torch.Tensor,
     alphas: torch.Tensor,
     device: torch.device,
-    batch: int,
-    seed: int,
-    masked: bool,
+    config: TrainConfig,
 ) -> float:
-    """Epsilon MSE on fixed windows with fixed timesteps and noise: comparable across epochs."""
-    generator = torch.Generator().manual_seed(seed)
+    """Epsilon MSE on fixed windows with fixed timesteps, noise and masks: comparable across epochs."""
+    generator = torch.Generator().manual_seed(config.seed)
     timesteps = torch.randint(0, len(alphas), (len(latents),), generator=generator)
     noise = torch.randn(latents.shape, generator=generator)
     total, count = 0.0, 0
+    batch = config.diffusion.batch_size
     unet.eval()
     with torch.no_grad():
         for start in range(0, len(latents), batch):
             part = slice(start, start + batch)
             z, eps, t = latents[part].to(device), noise[part].to(device), timesteps[part].to(device)
-            prediction = unet(add_noise(z, eps, t, alphas), t)
-            loss = masked_mse(prediction, eps, inside[part].to(device) if masked else None)
+            model_input, weight = unet_inputs(
+                add_noise(z, eps, t, alphas), z, inside[part].to(device), config, generator
+            )
+            loss = masked_mse(unet(model_input, t), eps, weight)
             total += float(loss) * len(z)
             count += len(z)
     return total / max(count, 1)
@@ -157,10 +201,11 @@ def write_samples(
     schedule: SchedulerSpec,
     steps: int,
     device: torch.device,
+    conditioning: str,
 ) -> None:
     """Outpainting check: the top half of held-out windows is known, the bottom half is generated."""
     generator = torch.Generator().manual_seed(0)
-    inpainter = LatentInpainter(unet.eval(), schedule, generator)
+    inpainter = LatentInpainter(unet.eval(), schedule, generator, conditioning=conditioning)
     known = latents[:4].to(device)
     mask = torch.zeros(known.shape[0], 1, *known.shape[2:], device=device)
     mask[:, :, : known.shape[2] // 2] = 1
@@ -250,9 +295,11 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
                 group["lr"] = cfg.lr * min(1.0, (step + 1) / warmup)
             noise = torch.randn_like(latents)
             timesteps = torch.randint(0, len(alphas), (len(latents),), device=device)
+            model_input, weight = unet_inputs(
+                add_noise(latents, noise, timesteps, alphas), latents, inside, config
+            )
             with autocast(device):
-                prediction = ddp_unet(add_noise(latents, noise, timesteps, alphas), timesteps)
-                loss = masked_mse(prediction, noise, inside if cfg.mask_padding_loss else None)
+                loss = masked_mse(ddp_unet(model_input, timesteps), noise, weight)
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimiser)
@@ -275,27 +322,9 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         sampler_net = ema.model if ema is not None else unet
         if main:
             if (epoch + 1) % config.validate_every == 0 or last_epoch or stop:
-                row["val_loss"] = validate(
-                    unet,
-                    val_latents,
-                    val_inside,
-                    alphas,
-                    device,
-                    cfg.batch_size,
-                    config.seed,
-                    cfg.mask_padding_loss,
-                )
+                row["val_loss"] = validate(unet, val_latents, val_inside, alphas, device, config)
                 if ema is not None:
-                    row["val_loss_ema"] = validate(
-                        ema.model,
-                        val_latents,
-                        val_inside,
-                        alphas,
-                        device,
-                        cfg.batch_size,
-                        config.seed,
-                        cfg.mask_padding_loss,
-                    )
+                    row["val_loss_ema"] = validate(ema.model, val_latents, val_inside, alphas, device, config)
             if (epoch + 1) % config.sample_every == 0 or last_epoch or stop:
                 write_samples(
                     stage_dir / "samples" / f"epoch{epoch:04d}.png",
@@ -306,6 +335,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
                     schedule,
                     cfg.sample_steps,
                     device,
+                    cfg.conditioning,
                 )
             row["elapsed_s"] = round(budget.elapsed, 1)
             log.write(row)

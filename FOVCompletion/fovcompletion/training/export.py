@@ -103,6 +103,7 @@ def export_bundle(
         autoencoder={"class": "VQVAE", "args": config.autoencoder.args},
         diffusion={"class": "DiffusionModelUNet", "args": config.diffusion.args},
         latent_scale_factor=float(state["scale_factor"]),
+        conditioning=config.diffusion.conditioning,
         weights={},
         scheduler=SchedulerSpec(**config.diffusion.scheduler),
         canvas=config.canvas_spec(),

@@ -1,0 +1,102 @@
+"""The `masked_latent` UNet: training masks shaped like the engine's windows, the UNet really seeing the
+known latent, and bundles whose channel counts contradict their conditioning refused on load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import synthetic_scan
+from fovcompletion.bundle import SchedulerSpec, load_bundle, read_metadata
+from fovcompletion.bundle_factory import create_random_bundle
+from fovcompletion.conditioning import conditioned_input, outpainting_masks, unet_input_channels
+from fovcompletion.errors import BundleError
+from fovcompletion.pipeline import complete
+from fovcompletion.sampling import LatentInpainter, SamplerOptions
+
+AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def conditioned_bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bundles") / "conditioned"
+    return create_random_bundle(folder, name="tiny-conditioned", conditioning="masked_latent")
+
+
+def test_masks_are_bands_of_whole_rows_at_one_end_and_only_inside_the_scan():
+    inside = torch.ones(400, 16, 8, dtype=torch.bool)
+    inside[:, :, 0] = False  # a column outside the scan is never known
+    masks = outpainting_masks(inside, 0.5, torch.Generator().manual_seed(0))[:, 0].bool()
+    assert masks.shape == (400, 16, 8)
+    assert not masks[:, :, 0].any()
+    rows = masks[:, :, 1:].all(dim=2)
+    assert torch.equal(rows, masks[:, :, 1:].any(dim=2))  # whole rows
+    counts = rows.sum(dim=1)
+    for row, count in zip(rows, counts, strict=True):
+        if count > 0:  # contiguous and touching the top or the bottom
+            top, bottom = row[:count].all(), row[-count:].all()
+            assert top or bottom
+    assert 0.3 < (counts == 8).float().mean() < 0.7  # the bundle's context fraction, half of the time
+    assert 0.04 < (counts == 0).float().mean() < 0.2  # some windows with no context
+    assert counts.max() < 16  # something is always left to generate
+    top_known = rows[:, 0] & (counts > 0)
+    assert 0.35 < top_known.float().sum() / (counts > 0).sum() < 0.65  # both directions
+
+
+def test_conditioned_input_zeroes_the_unknown_latent():
+    noisy, known = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6)
+    mask = torch.zeros(2, 1, 6, 6)
+    mask[:, :, :3] = 1
+    stacked = conditioned_input(noisy, known, mask)
+    assert stacked.shape[1] == unet_input_channels(4, "masked_latent") == 9
+    assert torch.equal(stacked[:, :4], noisy)
+    assert torch.equal(stacked[:, 4:8, :3], known[:, :, :3])
+    assert not stacked[:, 4:8, 3:].any()
+    assert torch.equal(stacked[:, 8:], mask)
+
+
+@pytest.mark.parametrize(("conditioning", "sees_context"), [("none", False), ("masked_latent", True)])
+def test_only_a_conditioned_unet_uses_the_context_from_the_first_step(tmp_path, conditioning, sees_context):
+    """One DDIM step from the same noise: an unconditional UNet cannot know the context yet."""
+    bundle = load_bundle(create_random_bundle(tmp_path / "b", conditioning=conditioning, seed=1))
+    with torch.no_grad():  # MONAI zero-initialises the output convolution: give it weights
+        for parameter in bundle.unet.out.parameters():
+            parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[:, :, :4] = 1
+    generated = []
+    for value in (-1.0, 1.0):
+        inpainter = LatentInpainter(
+            bundle.unet, SchedulerSpec(), torch.Generator().manual_seed(0), conditioning=conditioning
+        )
+        known = torch.full((1, 4, 8, 8), value)
+        generated.append(inpainter.run(known, mask, SamplerOptions(steps=1))[:, :, 4:])
+    assert (not torch.allclose(*generated)) == sees_context
+
+
+def test_conditioned_bundle_completes_and_keeps_the_known_voxels(conditioned_bundle):
+    scan = synthetic_scan((6, 40, 30))
+    result = complete(scan, AFFINE, model=conditioned_bundle, slices=2, steps=3, extend_inferior_mm=40)
+    known = result.mask == 1
+    assert (~known).any() and np.isfinite(result.image).all()
+    chosen = scan[result.slice_indices]
+    assert known.sum() == chosen.size  # the known block, in the same C order as the input's voxels
+    assert np.array_equal(result.image[known], chosen.ravel())
+
+
+@pytest.mark.parametrize(
+    ("conditioning", "match"),
+    [("none", "needs 4 input and 4 output channels, the bundle says 9"), ("film", "is not one of")],
+)
+def test_conditioning_that_contradicts_the_unet_is_refused(conditioned_bundle, tmp_path, conditioning, match):
+    folder = tmp_path / "edited"
+    shutil.copytree(conditioned_bundle, folder)
+    metadata = json.loads((folder / "bundle.json").read_text())
+    metadata["conditioning"] = conditioning
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match=match):
+        read_metadata(folder)
