@@ -185,6 +185,23 @@ def test_cli_parses_the_three_commands(tmp_path):
     assert args.handler is train.run_export
 
 
+def test_cli_resume_can_switch_the_loss_weighting(trained_run, tmp_path):
+    """`--snr-gamma 0` on a resumed UNet stage trains on with the plain MSE and records it."""
+    from fovcompletion.cli import train
+
+    _, straight = trained_run
+    run = tmp_path / "plain-mse"
+    shutil.copytree(straight, run)
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["train-diffusion", "--run", str(run), "--resume", "--epochs", "3", "--snr-gamma", "0"]
+    )
+    assert args.handler(args) == 0
+    assert json.loads((run / "diffusion" / "config.json").read_text())["diffusion"]["snr_gamma"] is None
+    assert load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["step"] == 6
+
+
 def test_perceptual_loss_without_weights_is_a_clear_error(monkeypatch):
     from fovcompletion.training import autoencoder
     from fovcompletion.training.config import AutoencoderConfig

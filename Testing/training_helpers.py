@@ -49,6 +49,7 @@ def tiny_config(root: Path, held_out: tuple[str, ...] = ("sub-c02",)) -> TrainCo
     config.autoencoder.validation_windows = 4
     config.diffusion.args = tiny_unet_args()
     set_conditioning(config, "masked_latent")  # as the default preset
+    config.diffusion.snr_gamma = 5.0
     config.diffusion.batch_size = 2
     config.diffusion.epochs = 2
     config.diffusion.iterations_per_epoch = 2

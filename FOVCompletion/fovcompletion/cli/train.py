@@ -90,6 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     diffusion.add_argument("--ema-decay", type=float, default=None, help="EMA of the UNet weights (0 = off)")
     diffusion.add_argument(
+        "--snr-gamma",
+        type=float,
+        default=None,
+        help="min-SNR-gamma loss weighting (default preset: 5; 0 = plain MSE, as the reference)",
+    )
+    diffusion.add_argument(
         "--conditioning",
         choices=CONDITIONING_MODES,
         default=None,
@@ -205,6 +211,8 @@ def run_diffusion(args: argparse.Namespace) -> int:
         cfg.latent_augmentations = args.latent_augmentations
     if args.ema_decay is not None:
         cfg.ema_decay = args.ema_decay
+    if args.snr_gamma is not None:
+        cfg.snr_gamma = args.snr_gamma if args.snr_gamma > 0 else None
     if args.phantoms is not None:
         config.data.phantoms = args.phantoms
     if args.conditioning is not None:

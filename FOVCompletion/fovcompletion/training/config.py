@@ -84,6 +84,7 @@ class DiffusionConfig:
     mask_padding_loss: bool = True
     conditioning: str = "none"  # "masked_latent": the UNet also sees the known latent and mask
     known_loss_weight: float = 0.1  # loss weight of known cells relative to generated ones (conditioned)
+    snr_gamma: float | None = None  # min-SNR-gamma loss weighting (None: plain MSE, as the reference)
     latent_augmentations: int = 6  # augmented copies of each training scan encoded once before training
     validation_windows: int = 32
     sample_steps: int = 25
@@ -187,6 +188,7 @@ def preset_config(name: str) -> TrainConfig:
         config.autoencoder.args = default_autoencoder_args()
         config.diffusion.args = default_unet_args()
         config.diffusion.conditioning = "masked_latent"
+        config.diffusion.snr_gamma = 5.0
         return config
     if name == "reference":
         config = TrainConfig(name="fovcompletion-spine-t2w-reference", preset="reference")

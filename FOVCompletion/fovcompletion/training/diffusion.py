@@ -23,6 +23,7 @@ from .config import TrainConfig
 from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
 from .latents import LatentWindowDataset, encode_maps, pack, scale_factor, unpack
 from .logs import CsvLog, Progress, format_row, log_line, save_grid
+from .objective import PREDICTION_TYPES, add_noise, min_snr_weights, training_target
 from .runner import (
     DATA_FILE,
     Budget,
@@ -46,13 +47,42 @@ def load_trained_autoencoder(run_dir: Path, config: TrainConfig, device: torch.d
     return model.to(device).eval()
 
 
-def masked_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Mean squared error weighted per latent cell (B, h, w), e.g. 0 outside the scan; plain mean for None."""
+def masked_mse(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean squared error weighted per latent cell (B, h, w), e.g. 0 outside the scan (plain mean for None),
+    and per sample (B,), e.g. by noise level; the cell weights alone normalise, so sample weights scale."""
     error = (prediction.float() - target.float()) ** 2
-    if weight is None:
-        return error.mean()
-    weight = weight[:, None].to(error.dtype).expand_as(error)
-    return (error * weight).sum() / weight.sum().clamp_min(1.0)
+    cells = torch.ones_like(error[:, 0]) if weight is None else weight.to(error.dtype)
+    norm = cells.sum().clamp_min(1.0) * error.shape[1]
+    if sample_weight is not None:
+        cells = cells * sample_weight.to(error.dtype).view(-1, 1, 1)
+    return (error * cells[:, None]).sum() / norm
+
+
+def diffusion_loss(
+    unet: torch.nn.Module,
+    latents: torch.Tensor,
+    inside: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One training (or validation) loss: noise the latents, build the UNet input, regress the target."""
+    kind = config.diffusion.scheduler.get("prediction_type", "epsilon")
+    model_input, weight = unet_inputs(
+        add_noise(latents, noise, timesteps, alphas), latents, inside, config, generator
+    )
+    target = training_target(latents, noise, timesteps, alphas, kind)
+    sample_weight = min_snr_weights(timesteps, alphas, config.diffusion.snr_gamma, kind)
+    with autocast(latents.device):
+        prediction = unet(model_input, timesteps)
+    return masked_mse(prediction, target, weight, sample_weight)
 
 
 def unet_inputs(
@@ -157,13 +187,6 @@ def record_phantoms(run_dir: Path, count: int) -> None:
     path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def add_noise(
-    latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, alphas: torch.Tensor
-) -> torch.Tensor:
-    a = alphas.to(latents.device)[timesteps].float().view(-1, 1, 1, 1)
-    return a.sqrt() * latents + (1 - a).sqrt() * noise
-
-
 def validate(
     unet: torch.nn.Module,
     latents: torch.Tensor,
@@ -172,7 +195,7 @@ def validate(
     device: torch.device,
     config: TrainConfig,
 ) -> float:
-    """Epsilon MSE on fixed windows with fixed timesteps, noise and masks: comparable across epochs."""
+    """The training loss on fixed windows with fixed timesteps, noise and masks: comparable across epochs."""
     generator = torch.Generator().manual_seed(config.seed)
     timesteps = torch.randint(0, len(alphas), (len(latents),), generator=generator)
     noise = torch.randn(latents.shape, generator=generator)
@@ -183,10 +206,7 @@ def validate(
         for start in range(0, len(latents), batch):
             part = slice(start, start + batch)
             z, eps, t = latents[part].to(device), noise[part].to(device), timesteps[part].to(device)
-            model_input, weight = unet_inputs(
-                add_noise(z, eps, t, alphas), z, inside[part].to(device), config, generator
-            )
-            loss = masked_mse(unet(model_input, t), eps, weight)
+            loss = diffusion_loss(unet, z, inside[part].to(device), eps, t, alphas, config, generator)
             total += float(loss) * len(z)
             count += len(z)
     return total / max(count, 1)
@@ -237,6 +257,9 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         stage_dir.mkdir(parents=True, exist_ok=True)
         config.save(stage_dir / "config.json")
     cfg = config.diffusion
+    kind = cfg.scheduler.get("prediction_type", "epsilon")
+    if kind not in PREDICTION_TYPES:
+        raise InputError(f"unknown prediction type {kind!r} (choose from {', '.join(PREDICTION_TYPES)})")
     torch.manual_seed(config.seed + 1 + context.rank)
     cached = prepare_latents(run_dir, config, device, main, context)
     scale = float(cached["scale"])
@@ -295,11 +318,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
                 group["lr"] = cfg.lr * min(1.0, (step + 1) / warmup)
             noise = torch.randn_like(latents)
             timesteps = torch.randint(0, len(alphas), (len(latents),), device=device)
-            model_input, weight = unet_inputs(
-                add_noise(latents, noise, timesteps, alphas), latents, inside, config
-            )
-            with autocast(device):
-                loss = masked_mse(ddp_unet(model_input, timesteps), noise, weight)
+            loss = diffusion_loss(ddp_unet, latents, inside, noise, timesteps, alphas, config)
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimiser)
