@@ -3,7 +3,7 @@
 The target follows the bundle's `prediction_type`, so a model is always sampled the way it was trained.
 Min-SNR-gamma weighting (Hang et al., ICCV 2023) caps the weight of the nearly noise-free timesteps, which
 otherwise dominate epsilon training with small corrections; the capacity goes to the high-noise steps that
-lay out the anatomy (vertebral rhythm, canal), and training converges several times faster.
+lay out the anatomy (vertebral rhythm, canal); the paper reports several times faster convergence.
 """
 
 from __future__ import annotations
