@@ -148,3 +148,13 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
         == 1
     )
     assert "data root not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("first_seed", [1000, 1007, 998])
+def test_training_phantom_seeds_are_refused_as_benchmark_cases(first_seed):
+    """Any seed from 1000 on may be a training phantom (a run adds as many as it asked for)."""
+    from fovcompletion.benchmark.cases import phantom_cases
+    from fovcompletion.errors import InputError
+
+    with pytest.raises(InputError, match="training phantoms"):
+        phantom_cases(3, 4.0, first_seed=first_seed)
