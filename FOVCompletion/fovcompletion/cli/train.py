@@ -60,6 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     new.add_argument("--phantoms", type=int, default=None, help="synthetic phantoms added to training")
     new.add_argument("--seed", type=int, default=None)
     new.add_argument("--name", default=None, help="model name (bundle name on export)")
+    new.add_argument(
+        "--init-from",
+        default=None,
+        metavar="BUNDLE",
+        help="start from this bundle's VQ-VAE (name or folder), with its architecture and preprocessing: "
+        "fine-tuning; --epochs 0 takes it as is",
+    )
     loss = ae.add_argument_group("losses")
     loss.add_argument("--perceptual-weight", type=float, default=None, help="0 disables (default)")
     loss.add_argument("--perceptual-network", default=None, help="MONAI PerceptualLoss network_type")
@@ -87,6 +94,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="synthetic whole-spine phantoms added to the UNet's training latents",
+    )
+    diffusion.add_argument(
+        "--init-from",
+        default=None,
+        metavar="BUNDLE",
+        help="start a new UNet stage from this bundle's UNet, noise schedule and latent scale (the run's "
+        "VQ-VAE must have the bundle's architecture)",
     )
     diffusion.add_argument("--ema-decay", type=float, default=None, help="EMA of the UNet weights (0 = off)")
     diffusion.add_argument(
@@ -169,8 +183,13 @@ def _run_overrides(config, args: argparse.Namespace) -> None:
 
 def run_autoencoder(args: argparse.Namespace) -> int:
     from ..training.autoencoder import train_autoencoder
+    from ..training.initialise import adopt_bundle_autoencoder
 
     config, new = _base_config(args, stage_is_first=True)
+    if args.init_from and not new:
+        raise InputError(
+            f"--init-from starts a new run; {args.run} already holds one (--resume continues it)"
+        )
     if new:
         if args.data or args.files:
             config.data.roots = [str(Path(p).resolve()) for p in args.data]
@@ -182,6 +201,8 @@ def run_autoencoder(args: argparse.Namespace) -> int:
             value = getattr(args, option)
             if value is not None:
                 setattr(target, option, value)
+        if args.init_from:
+            adopt_bundle_autoencoder(config, args.init_from)
     cfg = config.autoencoder
     for option, attribute in (
         ("perceptual_weight", "perceptual_weight"),
@@ -217,10 +238,27 @@ def run_diffusion(args: argparse.Namespace) -> int:
         config.data.phantoms = args.phantoms
     if args.conditioning is not None:
         set_conditioning(config, args.conditioning)
+    if args.init_from:
+        _start_unet_from_bundle(config, args)
     _run_overrides(config, args)
     path = train_diffusion(config, args.run, resume=args.resume)
     print(f"UNet checkpoint: {path}")
     return 0
+
+
+def _start_unet_from_bundle(config, args: argparse.Namespace) -> None:
+    from ..training.checkpoints import LAST
+    from ..training.diffusion import STAGE
+    from ..training.initialise import adopt_bundle_unet
+
+    last = args.run / STAGE / LAST
+    if last.exists():
+        raise InputError(f"--init-from starts a new UNet stage, but {last} exists (--resume continues it)")
+    adopt_bundle_unet(config, args.init_from)
+    if args.conditioning is not None and args.conditioning != config.diffusion.conditioning:
+        raise InputError(
+            f"--conditioning {args.conditioning}: the bundle's UNet is {config.diffusion.conditioning!r}"
+        )
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import AutoencoderConfig, TrainConfig
 from .data import WindowDataset, WindowSampler, fixed_windows
 from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
+from .initialise import initial_weights
 from .logs import CsvLog, Progress, format_row, log_line, save_grid
 from .runner import (
     Budget,
@@ -142,6 +143,10 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         scaler_d.load_state_dict(state["scaler_discriminator"])
         start_epoch, step, elapsed = state["epoch"] + 1, state["step"], state["elapsed_s"]
         log_line(f"resumed {last} at epoch {start_epoch} (step {step})", main)
+    elif cfg.init_from:
+        model.load_state_dict(initial_weights(cfg.init_from, "autoencoder"))
+        origin = cfg.init_from
+        log_line(f"VQ-VAE starts from bundle {origin['bundle']} {origin['version']} ({origin['path']})", main)
     log_line(
         f"VQ-VAE: {count_parameters(model) / 1e6:.2f} M parameters, discriminator "
         f"{count_parameters(discriminator) / 1e6:.2f} M; {context.world_size} process(es) on {device}",
@@ -157,6 +162,22 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     progress = Progress(
         cfg.epochs * cfg.iterations_per_epoch, start_epoch * cfg.iterations_per_epoch, "VQ-VAE", main
     )
+
+    def checkpoint(epoch: int, step: int) -> dict:
+        return {
+            "stage": STAGE,
+            "epoch": epoch,
+            "step": step,
+            "elapsed_s": budget.elapsed,
+            "model": unwrap(ddp_model).state_dict(),
+            "discriminator": unwrap(ddp_disc).state_dict(),
+            "optimizer": opt_g.state_dict(),
+            "optimizer_discriminator": opt_d.state_dict(),
+            "scaler": scaler_g.state_dict(),
+            "scaler_discriminator": scaler_d.state_dict(),
+            "config": config.to_dict(),
+        }
+
     for epoch in range(start_epoch, cfg.epochs):
         dataset.set_epoch(epoch)
         batches.sampler.set_epoch(epoch)
@@ -218,27 +239,14 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
                 write_samples(stage_dir / "samples" / f"epoch{epoch:04d}.png", model, val_images, device)
             row["elapsed_s"] = round(budget.elapsed, 1)
             log.write(row)
-            save_checkpoint(
-                last,
-                {
-                    "stage": STAGE,
-                    "epoch": epoch,
-                    "step": step,
-                    "elapsed_s": budget.elapsed,
-                    "model": unwrap(ddp_model).state_dict(),
-                    "discriminator": unwrap(ddp_disc).state_dict(),
-                    "optimizer": opt_g.state_dict(),
-                    "optimizer_discriminator": opt_d.state_dict(),
-                    "scaler": scaler_g.state_dict(),
-                    "scaler_discriminator": scaler_d.state_dict(),
-                    "config": config.to_dict(),
-                },
-            )
+            save_checkpoint(last, checkpoint(epoch, step))
             log_line(format_row(row))
         barrier(context)
         if stop and not last_epoch:
             log_line(f"time budget of {config.max_minutes} min reached; resume with --resume", main)
             break
+    if main and not last.exists():  # 0 epochs: the starting point (a bundle's VQ-VAE, say) is the result
+        save_checkpoint(last, checkpoint(start_epoch - 1, step))
     progress.close()
     teardown(context)
     return last

@@ -68,6 +68,7 @@ class AutoencoderConfig:
     perceptual_network: str = "alex"
     perceptual_weights: str | None = None  # local weights file; None = let MONAI download them
     validation_windows: int = 32
+    init_from: dict[str, Any] | None = None  # the bundle whose VQ-VAE this stage started from (initialise)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class DiffusionConfig:
     latent_augmentations: int = 6  # augmented copies of each training scan encoded once before training
     validation_windows: int = 32
     sample_steps: int = 25
+    init_from: dict[str, Any] | None = None  # the bundle whose UNet this stage started from (initialise)
 
 
 @dataclass

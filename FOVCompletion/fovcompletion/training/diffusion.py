@@ -21,6 +21,7 @@ from .autoencoder import STAGE as AUTOENCODER_STAGE
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
+from .initialise import initial_weights
 from .latents import LatentWindowDataset, encode_maps, pack, scale_factor, unpack
 from .logs import CsvLog, Progress, format_row, log_line, save_grid
 from .objective import PREDICTION_TYPES, add_noise, min_snr_weights, training_target
@@ -124,17 +125,21 @@ class EMA:
 
 def latent_cache_key(config: TrainConfig) -> dict:
     """What the cached latents were encoded from: a change (more phantoms, say) re-encodes them."""
-    return {
+    key = {
         "phantoms": config.data.phantoms,
         "latent_augmentations": config.diffusion.latent_augmentations,
         "held_out": sorted(config.data.held_out),
     }
+    if config.diffusion.init_from:  # the scale then comes from that bundle
+        key["init_from"] = config.diffusion.init_from["sha256"]
+    return key
 
 
 def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, main: bool, context) -> dict:
     """Encode training and held-out slices once (rank 0), cache them in the run folder, load everywhere.
 
-    A resumed UNet keeps the latent scale it was trained with even when the data changed under it."""
+    A resumed UNet keeps the latent scale it was trained with even when the data changed under it, and a UNet
+    started from a bundle keeps the bundle's."""
     cache = run_dir / STAGE / LATENT_CACHE
     key = latent_cache_key(config)
     if main and cache.is_file():
@@ -152,6 +157,8 @@ def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, ma
         last = run_dir / STAGE / LAST
         if last.is_file():
             scale = float(load_checkpoint(last, restore_rng=False)["scale_factor"])
+        elif config.diffusion.init_from:
+            scale = float(config.diffusion.init_from["latent_scale_factor"])
         else:
             scale = scale_factor(autoencoder, data.train, config, device)
         train = encode_maps(
@@ -295,6 +302,13 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
             ema.model.load_state_dict(state["ema"])
         start_epoch, step, elapsed = state["epoch"] + 1, state["step"], state["elapsed_s"]
         log_line(f"resumed {last} at epoch {start_epoch} (step {step})", main)
+    elif cfg.init_from:
+        weights = initial_weights(cfg.init_from, "diffusion")
+        unet.load_state_dict(weights)
+        if ema is not None:
+            ema.model.load_state_dict(weights)
+        origin = cfg.init_from
+        log_line(f"UNet starts from bundle {origin['bundle']} {origin['version']} ({origin['path']})", main)
     log_line(
         f"UNet: {count_parameters(unet) / 1e6:.2f} M parameters; {context.world_size} process(es) on "
         f"{device}; latent windows {dataset.shape}, scale {scale:.5f}",
@@ -307,6 +321,25 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         cfg.epochs * cfg.iterations_per_epoch, start_epoch * cfg.iterations_per_epoch, "UNet", main
     )
     warmup = max(1, cfg.iterations_per_epoch)
+
+    def checkpoint(epoch: int, step: int) -> dict:
+        return {
+            "stage": STAGE,
+            "epoch": epoch,
+            "step": step,
+            "elapsed_s": budget.elapsed,
+            "model": unwrap(ddp_unet).state_dict(),
+            "ema": ema.model.state_dict() if ema else None,
+            "optimizer": optimiser.state_dict(),
+            "scaler": scaler.state_dict(),
+            "scale_factor": scale,
+            "autoencoder": autoencoder.state_dict(),
+            "config": config.to_dict(),
+            "autoencoder_elapsed_s": float(cached.get("autoencoder_elapsed_s", 0.0)),
+            "autoencoder_steps": int(cached.get("autoencoder_steps", 0)),
+            "autoencoder_config": cached.get("autoencoder_config", {}),
+        }
+
     for epoch in range(start_epoch, cfg.epochs):
         dataset.set_epoch(epoch)
         batches.sampler.set_epoch(epoch)
@@ -358,30 +391,14 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
                 )
             row["elapsed_s"] = round(budget.elapsed, 1)
             log.write(row)
-            save_checkpoint(
-                last,
-                {
-                    "stage": STAGE,
-                    "epoch": epoch,
-                    "step": step,
-                    "elapsed_s": budget.elapsed,
-                    "model": unwrap(ddp_unet).state_dict(),
-                    "ema": ema.model.state_dict() if ema else None,
-                    "optimizer": optimiser.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "scale_factor": scale,
-                    "autoencoder": autoencoder.state_dict(),
-                    "config": config.to_dict(),
-                    "autoencoder_elapsed_s": float(cached.get("autoencoder_elapsed_s", 0.0)),
-                    "autoencoder_steps": int(cached.get("autoencoder_steps", 0)),
-                    "autoencoder_config": cached.get("autoencoder_config", {}),
-                },
-            )
+            save_checkpoint(last, checkpoint(epoch, step))
             log_line(format_row(row))
         barrier(context)
         if stop and not last_epoch:
             log_line(f"time budget of {config.max_minutes} min reached; resume with --resume", main)
             break
+    if main and not last.exists():  # 0 epochs: the starting point (a bundle's UNet, say) is the result
+        save_checkpoint(last, checkpoint(start_epoch - 1, step))
     progress.close()
     teardown(context)
     return last

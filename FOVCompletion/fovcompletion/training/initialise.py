@@ -1,0 +1,97 @@
+"""Start a training stage from a bundle's weights: fine-tuning on new data, or more training of a shipped model.
+
+A bundle's networks only make sense with the architecture and preprocessing they were trained with, so a stage
+initialised from a bundle takes both from it; the data, the recipe and the time budget stay the run's own. The
+UNet also keeps the bundle's latent scale factor, because its weights expect latents scaled that way. What the
+stage started from (bundle name, version, weight sha256) is recorded in the run's configuration and so in any
+bundle exported from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..bundle import BundleMetadata, IntensitySpec, load_state_dict_file, verify_bundle
+from ..errors import InputError
+from ..registry import resolve_bundle
+from .config import TrainConfig
+
+
+def _as_json(value: Any) -> Any:
+    """Tuples and lists alike, as they are once saved: architectures compare as their JSON."""
+    return json.loads(json.dumps(value))
+
+
+def _provenance(folder: Path, metadata: BundleMetadata, role: str) -> dict[str, Any]:
+    return {
+        "bundle": metadata.name,
+        "version": metadata.version,
+        "path": str(folder.resolve()),
+        "sha256": metadata.weights[role].sha256,
+        "latent_scale_factor": metadata.latent_scale_factor,
+    }
+
+
+def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
+    """Make a new run's VQ-VAE stage start from `bundle` (name or folder): its architecture and preprocessing."""
+    folder = resolve_bundle(bundle)
+    metadata = verify_bundle(folder)
+    if metadata.intensity != IntensitySpec():
+        raise InputError(
+            f"bundle {metadata.name!r} normalises intensities differently from the training code "
+            f"({metadata.intensity}); it cannot be fine-tuned here"
+        )
+    canvas = metadata.canvas
+    config.autoencoder.args = dict(metadata.autoencoder["args"])
+    config.data.canvas = tuple(canvas.shape)
+    config.data.spacing_mm = tuple(canvas.spacing_mm)
+    config.data.padding_value = canvas.padding_value
+    config.data.ap_policy = canvas.ap_policy
+    config.data.context_fraction = canvas.context_fraction
+    config.data.slices = metadata.default_slices
+    config.autoencoder.init_from = _provenance(folder, metadata, "autoencoder")
+
+
+def adopt_bundle_unet(config: TrainConfig, bundle: str) -> None:
+    """Make a run's UNet stage start from `bundle`: its architecture, noise schedule, conditioning and scale.
+
+    The run's VQ-VAE must have the bundle's architecture (the UNet works on its latents); it may have been
+    fine-tuned, typically after `train-autoencoder --init-from` the same bundle."""
+    folder = resolve_bundle(bundle)
+    metadata = verify_bundle(folder)
+    if not metadata.latent_quantized:
+        raise InputError(
+            f"bundle {metadata.name!r} has a UNet trained on unquantised latents (an imported model); "
+            "only bundles trained by fovcompletion can start a UNet stage"
+        )
+    if _as_json(metadata.autoencoder["args"]) != _as_json(config.autoencoder.args):
+        raise InputError(
+            f"the run's VQ-VAE is not the architecture of bundle {metadata.name!r}, whose UNet works on that "
+            "VQ-VAE's latents: start the run with train-autoencoder --init-from the same bundle"
+        )
+    if tuple(metadata.canvas.spacing_mm) != tuple(config.data.spacing_mm):
+        raise InputError(
+            f"the run prepares scans at {tuple(config.data.spacing_mm)} mm, bundle {metadata.name!r} at "
+            f"{tuple(metadata.canvas.spacing_mm)} mm"
+        )
+    config.diffusion.args = dict(metadata.diffusion["args"])
+    config.diffusion.scheduler = asdict(metadata.scheduler)
+    config.diffusion.conditioning = metadata.conditioning
+    config.diffusion.init_from = _provenance(folder, metadata, "diffusion")
+
+
+def initial_weights(init_from: dict[str, Any], role: str) -> dict[str, torch.Tensor]:
+    """The recorded bundle's weights for `role`, refused if the bundle changed since the run recorded it."""
+    folder = Path(init_from["path"])
+    metadata = verify_bundle(folder)
+    if metadata.weights[role].sha256 != init_from["sha256"]:
+        raise InputError(
+            f"bundle {folder} changed since the run was configured ({role} weights sha256 "
+            f"{metadata.weights[role].sha256[:12]}..., recorded {init_from['sha256'][:12]}...)"
+        )
+    return load_state_dict_file(folder / metadata.weights[role].file)

@@ -1,0 +1,149 @@
+"""Training stages started from a bundle (`--init-from`): they take the bundle's weights, architecture,
+preprocessing and latent scale, record where they started, and refuse bundles they cannot continue."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import pytest
+import torch
+from training_helpers import tiny_config, write_bids
+
+from fovcompletion.bundle import load_bundle, load_state_dict_file
+from fovcompletion.errors import FOVCompletionError, InputError
+from fovcompletion.training.autoencoder import train_autoencoder
+from fovcompletion.training.checkpoints import LAST, load_checkpoint
+from fovcompletion.training.diffusion import train_diffusion
+from fovcompletion.training.export import export_bundle
+from fovcompletion.training.initialise import adopt_bundle_autoencoder, adopt_bundle_unet, initial_weights
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(tmp_path_factory):
+    """A tiny run through both stages (1 epoch each), exported: the bundle later runs start from."""
+    root = write_bids(tmp_path_factory.mktemp("bids"))
+    run = tmp_path_factory.mktemp("runs") / "first"
+    config = tiny_config(root)
+    config.autoencoder.epochs = config.diffusion.epochs = 1
+    train_autoencoder(config, run)
+    train_diffusion(config, run)
+    return root, export_bundle(run, tmp_path_factory.mktemp("bundles") / "first", version="1.2.3")
+
+
+def _equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from fovcompletion.cli import train
+
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_zero_epoch_stages_from_a_bundle_export_its_own_weights(trained_bundle, tmp_path):
+    """0 epochs from a bundle: the checkpoints hold its weights and scale, and re-export them bit for bit."""
+    root, bundle = trained_bundle
+    config = tiny_config(root)
+    config.data.canvas = (64, 64)  # the bundle's canvas must win
+    config.autoencoder.epochs = config.diffusion.epochs = 0
+    adopt_bundle_autoencoder(config, str(bundle))
+    assert config.data.canvas == (32, 32)
+    run = tmp_path / "again"
+    train_autoencoder(config, run)
+    adopt_bundle_unet(config, str(bundle))
+    train_diffusion(config, run)
+
+    original = load_bundle(bundle)
+    vqvae = load_checkpoint(run / "autoencoder" / LAST, restore_rng=False)
+    unet = load_checkpoint(run / "diffusion" / LAST, restore_rng=False)
+    assert _equal(vqvae["model"], original.autoencoder.state_dict())
+    assert _equal(unet["ema"], original.unet.state_dict()) and _equal(unet["model"], unet["ema"])
+    assert unet["scale_factor"] == original.metadata.latent_scale_factor
+    assert unet["step"] == 0 and unet["epoch"] == -1
+
+    again = export_bundle(run, tmp_path / "bundle")
+    metadata = load_bundle(again).metadata
+    for role in ("autoencoder", "diffusion"):
+        assert metadata.weights[role].sha256 == original.metadata.weights[role].sha256
+        origin = metadata.training["config"][role]["init_from"]
+        assert (origin["bundle"], origin["version"]) == (original.metadata.name, "1.2.3")
+    assert metadata.training["unet_steps"] == 0
+
+
+def test_cli_fine_tunes_from_a_bundle(trained_bundle, tmp_path):
+    """train-autoencoder --init-from trains on from the bundle's VQ-VAE; the UNet stage starts from its UNet."""
+    root, bundle = trained_bundle
+    run = tmp_path / "fine-tune"
+    common = ["--run", str(run), "--threads", "1", "--device", "cpu", "--batch-size", "2"]
+    args = _parser().parse_args(
+        [
+            "train-autoencoder",
+            *common,
+            "--data",
+            str(root),
+            "--held-out",
+            "sub-c02",
+            "--init-from",
+            str(bundle),
+        ]
+        + ["--epochs", "1", "--iterations-per-epoch", "2", "--lr", "1e-3"]
+    )
+    assert args.handler(args) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["autoencoder"]["init_from"]["path"] == str(bundle.resolve())
+    assert saved["data"]["canvas"] == [32, 32]
+    tuned = load_checkpoint(run / "autoencoder" / LAST, restore_rng=False)["model"]
+    original = load_state_dict_file(bundle / "autoencoder.safetensors")
+    assert tuned.keys() == original.keys() and not _equal(tuned, original)
+
+    args = _parser().parse_args(
+        [
+            "train-diffusion",
+            *common,
+            "--init-from",
+            str(bundle),
+            "--epochs",
+            "0",
+            "--latent-augmentations",
+            "0",
+        ]
+    )
+    assert args.handler(args) == 0
+    unet = load_checkpoint(run / "diffusion" / LAST, restore_rng=False)
+    assert _equal(unet["model"], load_state_dict_file(bundle / "diffusion.safetensors"))
+    assert unet["scale_factor"] == load_bundle(bundle).metadata.latent_scale_factor
+
+    again = _parser().parse_args(["train-diffusion", *common, "--resume", "--init-from", str(bundle)])
+    with pytest.raises(InputError, match="starts a new UNet stage"):
+        again.handler(again)
+    again = _parser().parse_args(["train-autoencoder", *common, "--resume", "--init-from", str(bundle)])
+    with pytest.raises(InputError, match="starts a new run"):
+        again.handler(again)
+
+
+def test_bundles_a_run_cannot_continue_are_refused(trained_bundle, tmp_path):
+    root, bundle = trained_bundle
+    other_vqvae = tiny_config(root)
+    other_vqvae.autoencoder.args = {**other_vqvae.autoencoder.args, "num_embeddings": 17}
+    with pytest.raises(InputError, match="not the architecture of bundle"):
+        adopt_bundle_unet(other_vqvae, str(bundle))
+
+    imported = tmp_path / "imported"
+    shutil.copytree(bundle, imported)
+    metadata = json.loads((imported / "bundle.json").read_text())
+    metadata["latent_quantized"] = False
+    (imported / "bundle.json").write_text(json.dumps(metadata))
+    with pytest.raises(InputError, match="unquantised latents"):
+        adopt_bundle_unet(tiny_config(root), str(imported))
+
+    config = tiny_config(root)
+    adopt_bundle_autoencoder(config, str(bundle))
+    config.autoencoder.init_from["sha256"] = "0" * 64
+    with pytest.raises(InputError, match="changed since the run was configured"):
+        initial_weights(config.autoencoder.init_from, "autoencoder")
+    with pytest.raises(FOVCompletionError, match="not-a-bundle"):
+        adopt_bundle_autoencoder(tiny_config(root), str(tmp_path / "not-a-bundle"))
