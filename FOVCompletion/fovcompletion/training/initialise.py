@@ -16,7 +16,14 @@ from typing import Any
 
 import torch
 
-from ..bundle import BundleMetadata, IntensitySpec, load_state_dict_file, verify_bundle
+from ..bundle import (
+    BundleMetadata,
+    IntensitySpec,
+    load_state_dict_file,
+    read_metadata,
+    sha256_of,
+    verify_bundle,
+)
 from ..errors import InputError
 from ..registry import resolve_bundle
 from .config import TrainConfig
@@ -86,12 +93,14 @@ def adopt_bundle_unet(config: TrainConfig, bundle: str) -> None:
 
 
 def initial_weights(init_from: dict[str, Any], role: str) -> dict[str, torch.Tensor]:
-    """The recorded bundle's weights for `role`, refused if the bundle changed since the run recorded it."""
+    """The recorded bundle's weights for `role`, refused unless the file still has the sha256 the run recorded
+    (which `verify_bundle` checked when the run was configured): one hash, of the one file loaded."""
     folder = Path(init_from["path"])
-    metadata = verify_bundle(folder)
-    if metadata.weights[role].sha256 != init_from["sha256"]:
+    path = folder / read_metadata(folder).weights[role].file
+    actual = sha256_of(path) if path.is_file() else "missing"
+    if actual != init_from["sha256"]:
         raise InputError(
-            f"bundle {folder} changed since the run was configured ({role} weights sha256 "
-            f"{metadata.weights[role].sha256[:12]}..., recorded {init_from['sha256'][:12]}...)"
+            f"bundle {folder} changed since the run was configured ({role} weights sha256 {actual[:12]}..., "
+            f"recorded {init_from['sha256'][:12]}...)"
         )
-    return load_state_dict_file(folder / metadata.weights[role].file)
+    return load_state_dict_file(path)
