@@ -147,3 +147,22 @@ def test_bundles_a_run_cannot_continue_are_refused(trained_bundle, tmp_path):
         initial_weights(config.autoencoder.init_from, "autoencoder")
     with pytest.raises(FOVCompletionError, match="not-a-bundle"):
         adopt_bundle_autoencoder(tiny_config(root), str(tmp_path / "not-a-bundle"))
+
+
+def test_a_bundles_gain_flattening_is_taken_with_its_weights(trained_bundle, tmp_path):
+    """Its networks saw flattened scans, so a run started from it prepares scans the same way."""
+    root, bundle = trained_bundle
+    flattened = tmp_path / "flattened"
+    shutil.copytree(bundle, flattened)
+    metadata = json.loads((flattened / "bundle.json").read_text())
+    metadata["intensity"]["flatten_sigma_mm"] = 25.0
+    (flattened / "bundle.json").write_text(json.dumps(metadata))
+    for adopt in (adopt_bundle_autoencoder, adopt_bundle_unet):
+        config = tiny_config(root)
+        adopt(config, str(flattened))
+        assert config.data.flatten_sigma_mm == 25.0
+        assert config.preprocessing_metadata().intensity.flatten_sigma_mm == 25.0
+    metadata["intensity"]["upper_percentile"] = 99.0
+    (flattened / "bundle.json").write_text(json.dumps(metadata))
+    with pytest.raises(InputError, match="normalises intensities differently"):
+        adopt_bundle_autoencoder(tiny_config(root), str(flattened))

@@ -76,22 +76,40 @@ def test_resume_continues_exactly(trained_run, tmp_path):
     assert first["epoch"] == 0
 
 
-def test_resume_with_more_data_encodes_again_and_keeps_the_scale(trained_run, tmp_path):
-    """Adding phantoms to a resumed UNet run must not reuse stale latents, nor change the scale under it."""
+def _resume_one_more_epoch(trained_run, tmp_path, **data_changes):
+    """A copy of the trained run resumed for a third UNet epoch with other data settings; the latent caches
+    before and after."""
     root, straight = trained_run
-    run = tmp_path / "more-data"
+    run = tmp_path / "changed"
     shutil.copytree(straight, run)
     before = load_checkpoint(run / "diffusion" / "latents.pt", restore_rng=False)
     config = tiny_config(root)
-    config.data.phantoms = 1
+    for name, value in data_changes.items():
+        setattr(config.data, name, value)
     config.diffusion.epochs = 3
     train_diffusion(config, run, resume=True)
-    after = load_checkpoint(run / "diffusion" / "latents.pt", restore_rng=False)
+    return run, before, load_checkpoint(run / "diffusion" / "latents.pt", restore_rng=False)
+
+
+def test_resume_with_more_data_encodes_again_and_keeps_the_scale(trained_run, tmp_path):
+    """Adding phantoms to a resumed UNet run must not reuse stale latents, nor change the scale under it."""
+    run, before, after = _resume_one_more_epoch(trained_run, tmp_path, phantoms=1)
     assert after["key"]["phantoms"] == 1
     assert after["scale"] == before["scale"]
     assert len(after["train"]["latents"]) > len(before["train"]["latents"])
     assert json.loads((run / "data.json").read_text())["phantoms_diffusion"] == 1
     assert load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["step"] == 6
+
+
+def test_flattening_on_resume_encodes_again_and_is_exported(trained_run, tmp_path):
+    """Switching the gain flattening on changes what the UNet sees: fresh latents, and the bundle says so."""
+    run, before, after = _resume_one_more_epoch(trained_run, tmp_path, flatten_sigma_mm=30.0)
+    assert "flatten_sigma_mm" not in before["key"]  # runs without it keep their cache key
+    assert after["key"]["flatten_sigma_mm"] == 30.0
+    pairs = zip(after["train"]["latents"], before["train"]["latents"], strict=True)
+    assert not all(torch.equal(a, b) for a, b in pairs)
+    folder = export_bundle(run, tmp_path / "bundle")
+    assert load_bundle(folder).metadata.intensity.flatten_sigma_mm == 30.0
 
 
 def test_checkpoint_round_trip_restores_rng(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -41,13 +42,18 @@ class SchedulerSpec:
 
 @dataclass(frozen=True)
 class IntensitySpec:
-    """Per-volume normalisation: percentile `lower`..`upper` of the scan maps to `out_min`..`out_max`."""
+    """Per-volume normalisation: percentile `lower`..`upper` of the scan maps to `out_min`..`out_max`.
+
+    `flatten_sigma_mm` > 0 first divides out the scan's slow superior-inferior gain (receive-coil falloff),
+    estimated at that Gaussian width (`intensity.row_gain`); 0 keeps the scan's own profile.
+    """
 
     lower_percentile: float = 0.0
     upper_percentile: float = 95.0
     out_min: float = -1.0
     out_max: float = 1.0
     clip: bool = True
+    flatten_sigma_mm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,7 @@ class BundleMetadata:
         return metadata
 
     def validate(self) -> None:
-        """Refuse canvases the networks cannot process or the window planner cannot move along."""
+        """Refuse settings the networks cannot process or the window planner cannot move along."""
         multiple = self.size_multiple
         height, width = self.canvas.shape
         if height % multiple or width % multiple or height < 2 * multiple:
@@ -160,6 +166,8 @@ class BundleMetadata:
                 f"bundle {self.name!r}: canvas {height}x{width} must be multiples of {multiple} (VQ-VAE stride x "
                 f"UNet depth) and at least {2 * multiple} rows high"
             )
+        if not math.isfinite(self.intensity.flatten_sigma_mm) or self.intensity.flatten_sigma_mm < 0:
+            raise BundleError(f"bundle {self.name!r}: flatten_sigma_mm must be a number >= 0")
         if not 0.0 < self.canvas.context_fraction < 1.0:
             raise BundleError(f"bundle {self.name!r}: context_fraction must be between 0 and 1")
         if self.canvas.ap_policy not in ("fit", "fixed"):

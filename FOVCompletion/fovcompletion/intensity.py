@@ -5,9 +5,51 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from .bundle import IntensitySpec
 from .errors import InputError
+
+GAIN_PERCENTILE = 95.0  # a row's bright tissue (fluid, fat) while the body fills more than 5% of the row
+GAIN_LIMITS = (0.3, 3.0)  # relative to the median row: noise in near-empty edge rows is not amplified
+
+
+def row_gain(slab: np.ndarray, spacing_si_mm: float, sigma_mm: float) -> np.ndarray:
+    """The slow superior-inferior gain of a slab (slices, S-I rows, A-P cols), median 1, one value per row.
+
+    Surface receive coils make regional scans fade towards the ends of their field of view (cervical scans
+    to about a third of their brightness at the inferior edge). A model trained on such windows learns to
+    continue the fade instead of the anatomy; dividing it out before normalisation, and multiplying the edge
+    gain back onto generated rows, removes that. Each row's bright-tissue level is smoothed by a local linear
+    fit with Gaussian weights of width `sigma_mm` over the rows that hold anatomy: unlike a moving average,
+    it follows a fade all the way to the edge of the scan.
+    """
+    rows = np.moveaxis(slab, 1, 0).reshape(slab.shape[1], -1)
+    level = np.percentile(rows, GAIN_PERCENTILE, axis=1).astype(np.float64)
+    weight = (level > 0.05 * level.max()).astype(np.float64) if level.max() > 0 else np.zeros_like(level)
+    if not weight.any():
+        return np.ones(slab.shape[1], dtype=np.float32)
+    sigma = sigma_mm / spacing_si_mm
+    x = (np.arange(level.size) - level.size / 2) / sigma  # centred and scaled: no cancellation below
+
+    def smooth(values: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter1d(values * weight, sigma, mode="constant")
+
+    s0, s1, s2 = smooth(np.ones_like(x)), smooth(x), smooth(x * x)
+    t0, t1 = smooth(level), smooth(x * level)
+    determinant = s0 * s2 - s1 * s1
+    fits = determinant > 1e-9 * np.maximum(s0, 1e-12) ** 2  # else too few rows around for a slope
+    fitted = (s2 * t0 - s1 * t1 + x * (s0 * t1 - s1 * t0)) / np.where(fits, determinant, 1.0)
+    gain = np.where(fits, fitted, t0 / np.maximum(s0, 1e-12))
+    anatomy = np.flatnonzero(weight)
+    gain[: anatomy[0]], gain[anatomy[-1] + 1 :] = gain[anatomy[0]], gain[anatomy[-1]]  # no trend past it
+    gain = gain / np.median(gain[anatomy])
+    return np.clip(gain, *GAIN_LIMITS).astype(np.float32)
+
+
+def divide_gain(slab: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """A slab (slices, S-I rows, A-P cols) with its per-row gain divided out."""
+    return slab / gain[None, :, None]
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,7 @@ def complete(
     above, native_rows, mosaic_rows, mosaic_cols = _native_grid(
         slab, layout, (extend_superior_mm, extend_inferior_mm)
     )
-    known_native = slab.scaling.normalise(slab.native)
+    known_native = slab.normalised_native()
     known_rows = np.zeros(len(native_rows), dtype=bool)
     known_rows[above : above + slab.native.shape[1]] = True
     known_mask = np.broadcast_to(
@@ -253,7 +253,7 @@ def complete(
                 generated = blend_seam(
                     generated, placed, known_mask, feather_mm / float(slab.native_spacing[1])
                 )
-            values = slab.scaling.denormalise(generated)
+            values = slab.to_scanner_units(generated, above)
             if not reference:
                 values[:, known_rows] = slab.native
             outputs.append(values)

@@ -19,7 +19,7 @@ from .geometry import (
     resample_inplane,
 )
 from .image_io import Volume
-from .intensity import IntensityScaling
+from .intensity import IntensityScaling, divide_gain, row_gain
 
 
 @dataclass
@@ -28,7 +28,8 @@ class PreparedSlab:
 
     `native` keeps the scan's own samples for the exact paste-back; `model` is what the networks see.
     `native_affine` maps native voxel indices of the slab to RAS; `model_to_native` maps model-grid
-    indices to native-slab indices.
+    indices to native-slab indices. `gain` is the superior-inferior gain divided out before normalisation
+    (one value per native row; all ones unless the bundle flattens it).
     """
 
     native: np.ndarray
@@ -37,10 +38,22 @@ class PreparedSlab:
     model_to_native: np.ndarray
     scaling: IntensityScaling
     slice_indices: np.ndarray  # indices of the chosen slices along the input's own left-right axis
+    gain: np.ndarray
 
     @property
     def native_spacing(self) -> np.ndarray:
         return np.linalg.norm(self.native_affine[:3, :3], axis=0)
+
+    def normalised_native(self) -> np.ndarray:
+        """The native slab in the model's intensity units (gain divided out, then scaled)."""
+        return self.scaling.normalise(divide_gain(self.native, self.gain))
+
+    def to_scanner_units(self, values: np.ndarray, rows_above: int) -> np.ndarray:
+        """Model units back to the scan's, for native rows starting `rows_above` rows above the slab: rows
+        past either end get the gain of that end, so the completion meets the scan at its own brightness."""
+        below = values.shape[1] - rows_above - self.gain.size
+        gain = np.pad(self.gain, (rows_above, below), mode="edge")
+        return self.scaling.denormalise(values) * gain[None, :, None]
 
 
 def max_inplane_spacing_mm(metadata: BundleMetadata) -> float:
@@ -92,19 +105,23 @@ def prepare_slab(
             )
         model_range = (n_slices - stop, n_slices - start) if flipped else (start, stop)
     start, stop = select_slices(n_slices, slices or metadata.default_slices, model_range)
-    native = array[start:stop]
+    native = array[start:stop].astype(np.float32)
     shift = np.eye(4)
     shift[0, 3] = start
     native_affine = affine @ shift
-    model, model_to_native = resample_inplane(native, spacing, metadata.canvas.spacing_mm)
-    scaling = IntensityScaling.fit(native, metadata.intensity)
+    sigma = metadata.intensity.flatten_sigma_mm
+    gain = row_gain(native, spacing[1], sigma) if sigma > 0 else np.ones(native.shape[1], np.float32)
+    flattened = divide_gain(native, gain)
+    model, model_to_native = resample_inplane(flattened, spacing, metadata.canvas.spacing_mm)
+    scaling = IntensityScaling.fit(flattened, metadata.intensity)
     indices = np.arange(start, stop)
     input_indices = (n_slices - 1 - indices) if flipped else indices
     return PreparedSlab(
-        native=native.astype(np.float32),
+        native=native,
         native_affine=native_affine,
         model=scaling.normalise(model),
         model_to_native=model_to_native,
         scaling=scaling,
         slice_indices=np.sort(input_indices),
+        gain=gain,
     )

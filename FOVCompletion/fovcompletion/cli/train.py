@@ -8,10 +8,33 @@ only the stage's own section (and the time budget, device and threads). Launch w
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ..conditioning import CONDITIONING_MODES
 from ..errors import InputError
+
+
+def non_negative_mm(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected millimetres >= 0 (got {text!r})")
+    return value
+
+
+def add_flatten_option(parser) -> None:
+    parser.add_argument(
+        "--flatten-si",
+        dest="flatten_sigma_mm",
+        type=non_negative_mm,
+        default=None,
+        metavar="MM",
+        help="divide out each scan's slow superior-inferior gain (receive-coil falloff), estimated at this "
+        "Gaussian width; default preset 30, 0 = off",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     new.add_argument("--files", nargs="+", default=[], metavar="SCAN", help="explicit scan files")
     new.add_argument("--held-out", default="", help="comma-separated subject ids kept for validation")
     new.add_argument("--phantoms", type=int, default=None, help="synthetic phantoms added to training")
+    add_flatten_option(new)
     new.add_argument("--seed", type=int, default=None)
     new.add_argument("--name", default=None, help="model name (bundle name on export)")
     new.add_argument(
@@ -95,6 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="synthetic whole-spine phantoms added to the UNet's training latents",
     )
+    add_flatten_option(diffusion)
     diffusion.add_argument(
         "--init-from",
         default=None,
@@ -197,7 +222,12 @@ def run_autoencoder(args: argparse.Namespace) -> int:
         config.data.held_out = [
             s.strip() for s in args.held_out.split(",") if s.strip()
         ] or config.data.held_out
-        for option, target in (("phantoms", config.data), ("seed", config), ("name", config)):
+        for option, target in (
+            ("phantoms", config.data),
+            ("flatten_sigma_mm", config.data),
+            ("seed", config),
+            ("name", config),
+        ):
             value = getattr(args, option)
             if value is not None:
                 setattr(target, option, value)
@@ -240,6 +270,8 @@ def run_diffusion(args: argparse.Namespace) -> int:
         set_conditioning(config, args.conditioning)
     if args.init_from:
         _start_unet_from_bundle(config, args)
+    if args.flatten_sigma_mm is not None:  # after the bundle's own setting: fine-tuning may change it
+        config.data.flatten_sigma_mm = args.flatten_sigma_mm
     _run_overrides(config, args)
     path = train_diffusion(config, args.run, resume=args.resume)
     print(f"UNet checkpoint: {path}")

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..networks import reference_autoencoder_args, reference_unet_args
 
 PRESETS = ("default", "reference")
+DEFAULT_FLATTEN_SIGMA_MM = 30.0  # wide enough to keep anatomy, narrow enough to follow a coil's falloff
 
 
 @dataclass
@@ -35,6 +36,9 @@ class DataConfig:
     min_inside_fraction: float = 0.4  # a window keeps at least this fraction of its rows inside the scan
     balance_regions: bool = True  # sample participants.tsv regions equally often
     phantoms: int = 0  # synthetic phantoms added to the training scans (needs fovcompletion.phantom)
+    # Gaussian width of the superior-inferior gain divided out of every scan (IntensitySpec); 0 = off,
+    # which is also what configurations written before the option existed get.
+    flatten_sigma_mm: float = 0.0
 
 
 @dataclass
@@ -125,10 +129,13 @@ class TrainConfig:
             weights={},
             scheduler=SchedulerSpec(**self.diffusion.scheduler),
             canvas=self.canvas_spec(),
-            intensity=IntensitySpec(),
+            intensity=self.intensity_spec(),
             default_slices=self.data.slices,
             conditioning=self.diffusion.conditioning,
         )
+
+    def intensity_spec(self) -> IntensitySpec:
+        return IntensitySpec(flatten_sigma_mm=self.data.flatten_sigma_mm)
 
     def canvas_spec(self) -> CanvasSpec:
         return CanvasSpec(
@@ -191,6 +198,7 @@ def preset_config(name: str) -> TrainConfig:
         config.diffusion.args = default_unet_args()
         config.diffusion.conditioning = "masked_latent"
         config.diffusion.snr_gamma = 5.0
+        config.data.flatten_sigma_mm = DEFAULT_FLATTEN_SIGMA_MM
         return config
     if name == "reference":
         config = TrainConfig(name="fovcompletion-spine-t2w-reference", preset="reference")

@@ -130,6 +130,8 @@ def latent_cache_key(config: TrainConfig) -> dict:
         "latent_augmentations": config.diffusion.latent_augmentations,
         "held_out": sorted(config.data.held_out),
     }
+    if config.data.flatten_sigma_mm:  # absent when off, so that older runs keep their cache
+        key["flatten_sigma_mm"] = config.data.flatten_sigma_mm
     if config.diffusion.init_from:  # the scale then comes from that bundle
         key["init_from"] = config.diffusion.init_from["sha256"]
     return key

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..bundle import BundleMetadata, IntensitySpec, SchedulerSpec, save_bundle, verify_bundle
+from ..bundle import BundleMetadata, SchedulerSpec, save_bundle, verify_bundle
 from ..errors import InputError
 from ..networks import build_network, count_parameters
 from .checkpoints import LAST, load_checkpoint
@@ -107,7 +107,7 @@ def export_bundle(
         weights={},
         scheduler=SchedulerSpec(**config.diffusion.scheduler),
         canvas=config.canvas_spec(),
-        intensity=IntensitySpec(),
+        intensity=config.intensity_spec(),
         default_slices=config.data.slices,
         version=version,
         description=description or DEFAULT_DESCRIPTION,

@@ -10,7 +10,7 @@ bundle exported from it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
     """Make a new run's VQ-VAE stage start from `bundle` (name or folder): its architecture and preprocessing."""
     folder = resolve_bundle(bundle)
     metadata = verify_bundle(folder)
-    if metadata.intensity != IntensitySpec():
+    if replace(metadata.intensity, flatten_sigma_mm=0.0) != IntensitySpec():
         raise InputError(
             f"bundle {metadata.name!r} normalises intensities differently from the training code "
             f"({metadata.intensity}); it cannot be fine-tuned here"
@@ -61,6 +61,7 @@ def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
     config.data.ap_policy = canvas.ap_policy
     config.data.context_fraction = canvas.context_fraction
     config.data.slices = metadata.default_slices
+    config.data.flatten_sigma_mm = metadata.intensity.flatten_sigma_mm
     config.autoencoder.init_from = _provenance(folder, metadata, "autoencoder")
 
 
@@ -89,6 +90,7 @@ def adopt_bundle_unet(config: TrainConfig, bundle: str) -> None:
     config.diffusion.args = dict(metadata.diffusion["args"])
     config.diffusion.scheduler = asdict(metadata.scheduler)
     config.diffusion.conditioning = metadata.conditioning
+    config.data.flatten_sigma_mm = metadata.intensity.flatten_sigma_mm  # what its inputs looked like
     config.diffusion.init_from = _provenance(folder, metadata, "diffusion")
 
 
