@@ -18,7 +18,7 @@ from fovcompletion.image_io import Volume
 from fovcompletion.intensity import row_gain
 from fovcompletion.pipeline import complete
 from fovcompletion.preprocess import prepare_slab
-from fovcompletion.training.config import DEFAULT_FLATTEN_SIGMA_MM, config_from_dict, preset_config
+from fovcompletion.training.config import config_from_dict, preset_config
 
 MODEL_ORIENTED = LIA_AFFINE  # the model's own axis order at 1 mm: axis 1 runs from superior to inferior
 
@@ -33,7 +33,7 @@ def bright_level(slab: np.ndarray, rows: slice) -> float:
     return float(np.percentile(slab[:, rows], 95))
 
 
-def flattened_bundle(source, target, sigma_mm: float = DEFAULT_FLATTEN_SIGMA_MM):
+def flattened_bundle(source, target, sigma_mm: float = 30.0):
     shutil.copytree(source, target)
     metadata = json.loads((target / "bundle.json").read_text())
     metadata["intensity"]["flatten_sigma_mm"] = sigma_mm
@@ -128,8 +128,14 @@ def test_bundles_and_configurations_without_the_setting_keep_the_scan_profile(ti
         (folder / "bundle.json").write_text(json.dumps(metadata))
         with pytest.raises(BundleError, match="flatten_sigma_mm"):
             read_metadata(folder)
-    written_before = preset_config("default").to_dict()
+    chosen = preset_config("default")
+    chosen.data.flatten_sigma_mm = 30.0
+    assert chosen.preprocessing_metadata().intensity.flatten_sigma_mm == 30.0
+    written_before = chosen.to_dict()
     written_before["data"].pop("flatten_sigma_mm")
     assert config_from_dict(written_before).data.flatten_sigma_mm == 0
-    assert preset_config("default").intensity_spec().flatten_sigma_mm == DEFAULT_FLATTEN_SIGMA_MM
-    assert preset_config("reference").data.flatten_sigma_mm == 0  # the reference recipe, as published
+    assert (
+        preset_config("default").data.flatten_sigma_mm
+        == preset_config("reference").data.flatten_sigma_mm
+        == 0
+    )

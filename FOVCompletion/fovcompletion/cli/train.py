@@ -33,7 +33,7 @@ def add_flatten_option(parser) -> None:
         default=None,
         metavar="MM",
         help="divide out each scan's slow superior-inferior gain (receive-coil falloff), estimated at this "
-        "Gaussian width; default preset 30, 0 = off",
+        "Gaussian width (30 suits regional scans); 0 = off (default)",
     )
 
 

@@ -17,7 +17,6 @@ from ..errors import InputError
 from ..networks import reference_autoencoder_args, reference_unet_args
 
 PRESETS = ("default", "reference")
-DEFAULT_FLATTEN_SIGMA_MM = 30.0  # wide enough to keep anatomy, narrow enough to follow a coil's falloff
 
 
 @dataclass
@@ -36,8 +35,8 @@ class DataConfig:
     min_inside_fraction: float = 0.4  # a window keeps at least this fraction of its rows inside the scan
     balance_regions: bool = True  # sample participants.tsv regions equally often
     phantoms: int = 0  # synthetic phantoms added to the training scans (needs fovcompletion.phantom)
-    # Gaussian width of the superior-inferior gain divided out of every scan (IntensitySpec); 0 = off,
-    # which is also what configurations written before the option existed get.
+    # Gaussian width of the superior-inferior gain divided out of every scan (IntensitySpec); 0 = off, the
+    # default (docs/training.md says what it measured) and what configurations written before it mean.
     flatten_sigma_mm: float = 0.0
 
 
@@ -198,7 +197,6 @@ def preset_config(name: str) -> TrainConfig:
         config.diffusion.args = default_unet_args()
         config.diffusion.conditioning = "masked_latent"
         config.diffusion.snr_gamma = 5.0
-        config.data.flatten_sigma_mm = DEFAULT_FLATTEN_SIGMA_MM
         return config
     if name == "reference":
         config = TrainConfig(name="fovcompletion-spine-t2w-reference", preset="reference")
