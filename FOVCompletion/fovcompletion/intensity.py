@@ -18,9 +18,10 @@ def row_gain(slab: np.ndarray, spacing_si_mm: float, sigma_mm: float) -> np.ndar
     """The slow superior-inferior gain of a slab (slices, S-I rows, A-P cols), median 1, one value per row.
 
     Surface receive coils make regional scans fade towards the ends of their field of view (cervical scans
-    to about a third of their brightness at the inferior edge). A model trained on such windows learns to
-    continue the fade instead of the anatomy; dividing it out before normalisation, and multiplying the edge
-    gain back onto generated rows, removes that. Each row's bright-tissue level is smoothed by a local linear
+    to about a third of their brightness at the inferior edge), and a model trained on such windows can learn
+    to continue the fade instead of the anatomy. Dividing it out before normalisation, and multiplying the
+    edge gain back onto generated rows, keeps the fade out of what the networks see (whether that completes
+    better is measured in docs/training.md). Each row's bright-tissue level is smoothed by a local linear
     fit with Gaussian weights of width `sigma_mm` over the rows that hold anatomy: unlike a moving average,
     it follows a fade all the way to the edge of the scan.
     """

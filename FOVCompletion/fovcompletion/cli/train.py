@@ -19,7 +19,7 @@ def non_negative_mm(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
+        value = math.nan
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected millimetres >= 0 (got {text!r})")
     return value
