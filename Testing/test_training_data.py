@@ -109,3 +109,24 @@ def test_config_round_trip_and_presets():
         config_from_dict({"bogus": 1})
     with pytest.raises(InputError):
         preset_config("huge")
+
+
+def test_latent_encoding_returns_freed_heap_after_every_slice(bids, monkeypatch):
+    """Each encoded slice (all its copies) hands the freed feature maps back, so that a large cache does not
+    grow the process by the size of every feature map it ever computed; glibc (CI's C library) supports it."""
+    import platform
+
+    import torch
+
+    from fovcompletion.heap import release_freed_heap
+    from fovcompletion.networks import build_network
+    from fovcompletion.training import latents
+
+    assert release_freed_heap() is (platform.libc_ver()[0] == "glibc")
+    config = tiny_config(bids)
+    slabs = [load_slab(record, config) for record in find_scans([str(bids)], [])[:2]]
+    calls = []
+    monkeypatch.setattr(latents, "release_freed_heap", lambda: calls.append(1) or True)
+    autoencoder = build_network("VQVAE", config.autoencoder.args)
+    maps = latents.encode_maps(autoencoder, slabs, config, 2, torch.device("cpu"), seed=0)
+    assert len(maps) == 2 * 5 * 3 and len(calls) == 2 * 5

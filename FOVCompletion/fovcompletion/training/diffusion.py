@@ -150,42 +150,49 @@ def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, ma
             log_line(f"training data changed since {cache} was written: encoding again")
             cache.unlink()
     if main and not cache.is_file():
-        data = load_training_data(config, verbose=True)
-        autoencoder = load_trained_autoencoder(run_dir, config, device)
-        log_line(
-            f"encoding {len(data.train)} training volumes x {config.diffusion.latent_augmentations + 1} "
-            "versions with the VQ-VAE (once)"
-        )
-        last = run_dir / STAGE / LAST
-        if last.is_file():
-            scale = float(load_checkpoint(last, restore_rng=False)["scale_factor"])
-        elif config.diffusion.init_from:
-            scale = float(config.diffusion.init_from["latent_scale_factor"])
-        else:
-            scale = scale_factor(autoencoder, data.train, config, device)
-        train = encode_maps(
-            autoencoder, data.train, config, config.diffusion.latent_augmentations, device, config.seed
-        )
-        val = encode_maps(autoencoder, data.val or data.train, config, 0, device, config.seed)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        autoencoder_state = load_checkpoint(run_dir / AUTOENCODER_STAGE / LAST, restore_rng=False)
-        save_checkpoint(
-            cache,
-            {
-                "key": key,
-                "scale": scale,
-                "train": pack(train),
-                "val": pack(val),
-                "autoencoder": autoencoder.state_dict(),
-                "autoencoder_config": autoencoder_state.get("config", {}),
-                "autoencoder_elapsed_s": float(autoencoder_state.get("elapsed_s", 0.0)),
-                "autoencoder_steps": int(autoencoder_state.get("step", 0)),
-            },
-        )
-        log_line(f"latent scale factor {scale:.5f}; {len(train)} training and {len(val)} validation maps")
-        record_phantoms(run_dir, len(data.train) - len(data.train_records))
+        write_latent_cache(run_dir, config, device, cache, key)
     barrier(context)
     return load_checkpoint(cache, restore_rng=False)
+
+
+def write_latent_cache(
+    run_dir: Path, config: TrainConfig, device: torch.device, cache: Path, key: dict
+) -> None:
+    """Encode and save; a function of its own so that the encoded maps are freed before the cache is loaded."""
+    data = load_training_data(config, verbose=True)
+    autoencoder = load_trained_autoencoder(run_dir, config, device)
+    log_line(
+        f"encoding {len(data.train)} training volumes x {config.diffusion.latent_augmentations + 1} "
+        "versions with the VQ-VAE (once)"
+    )
+    last = run_dir / STAGE / LAST
+    if last.is_file():
+        scale = float(load_checkpoint(last, restore_rng=False)["scale_factor"])
+    elif config.diffusion.init_from:
+        scale = float(config.diffusion.init_from["latent_scale_factor"])
+    else:
+        scale = scale_factor(autoencoder, data.train, config, device)
+    train = encode_maps(
+        autoencoder, data.train, config, config.diffusion.latent_augmentations, device, config.seed
+    )
+    val = encode_maps(autoencoder, data.val or data.train, config, 0, device, config.seed)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    autoencoder_state = load_checkpoint(run_dir / AUTOENCODER_STAGE / LAST, restore_rng=False)
+    save_checkpoint(
+        cache,
+        {
+            "key": key,
+            "scale": scale,
+            "train": pack(train),
+            "val": pack(val),
+            "autoencoder": autoencoder.state_dict(),
+            "autoencoder_config": autoencoder_state.get("config", {}),
+            "autoencoder_elapsed_s": float(autoencoder_state.get("elapsed_s", 0.0)),
+            "autoencoder_steps": int(autoencoder_state.get("step", 0)),
+        },
+    )
+    log_line(f"latent scale factor {scale:.5f}; {len(train)} training and {len(val)} validation maps")
+    record_phantoms(run_dir, len(data.train) - len(data.train_records))
 
 
 def record_phantoms(run_dir: Path, count: int) -> None:
@@ -275,7 +282,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     factor = latent_downsample_factor(config.autoencoder.args)
     train_maps, val_maps = unpack(cached["train"]), unpack(cached["val"])
     for item in train_maps + val_maps:
-        item.latent = item.latent * scale
+        item.latent.mul_(scale)  # in place: the loaded cache is not kept twice
     length = cfg.iterations_per_epoch * cfg.batch_size * context.world_size
     dataset = LatentWindowDataset(
         train_maps, config, factor, length, config.seed, config.data.balance_regions

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..heap import release_freed_heap
 from ..latent_scale import latent_scale_factor
 from ..networks import latent_downsample_factor
 from .augment import augment_intensity, cut_window, window_transform
@@ -81,6 +82,7 @@ def encode_maps(
                     maps.append(
                         LatentMap(latent, torch.from_numpy(cell_mask(inside, factor)), slab.record.region)
                     )
+                release_freed_heap()  # else the kept latents pin the freed feature maps (see `heap`)
     return maps
 
 
