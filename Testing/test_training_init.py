@@ -131,6 +131,10 @@ def test_bundles_a_run_cannot_continue_are_refused(trained_bundle, tmp_path):
     other_vqvae.autoencoder.args = {**other_vqvae.autoencoder.args, "num_embeddings": 17}
     with pytest.raises(InputError, match="not the architecture of bundle"):
         adopt_bundle_unet(other_vqvae, str(bundle))
+    other_padding = tiny_config(root)
+    other_padding.data.padding_value = 0.0
+    with pytest.raises(InputError, match="padded with 0, bundle"):
+        adopt_bundle_unet(other_padding, str(bundle))
 
     imported = tmp_path / "imported"
     shutil.copytree(bundle, imported)
@@ -164,5 +168,6 @@ def test_a_bundles_gain_flattening_is_taken_with_its_weights(trained_bundle, tmp
         assert config.preprocessing_metadata().intensity.flatten_sigma_mm == 25.0
     metadata["intensity"]["upper_percentile"] = 99.0
     (flattened / "bundle.json").write_text(json.dumps(metadata))
-    with pytest.raises(InputError, match="normalises intensities differently"):
-        adopt_bundle_autoencoder(tiny_config(root), str(flattened))
+    for adopt in (adopt_bundle_autoencoder, adopt_bundle_unet):
+        with pytest.raises(InputError, match="normalises intensities differently"):
+            adopt(tiny_config(root), str(flattened))

@@ -44,15 +44,21 @@ def _provenance(folder: Path, metadata: BundleMetadata, role: str) -> dict[str, 
     }
 
 
-def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
-    """Make a new run's VQ-VAE stage start from `bundle` (name or folder): its architecture and preprocessing."""
-    folder = resolve_bundle(bundle)
-    metadata = verify_bundle(folder)
+def _check_trainable_intensity(metadata: BundleMetadata) -> None:
+    """Training normalises with the default percentiles (only gain flattening is a setting): a bundle whose
+    networks saw other intensities would be fine-tuned on inputs unlike its own."""
     if replace(metadata.intensity, flatten_sigma_mm=0.0) != IntensitySpec():
         raise InputError(
             f"bundle {metadata.name!r} normalises intensities differently from the training code "
             f"({metadata.intensity}); it cannot be fine-tuned here"
         )
+
+
+def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
+    """Make a new run's VQ-VAE stage start from `bundle` (name or folder): its architecture and preprocessing."""
+    folder = resolve_bundle(bundle)
+    metadata = verify_bundle(folder)
+    _check_trainable_intensity(metadata)
     canvas = metadata.canvas
     config.autoencoder.args = dict(metadata.autoencoder["args"])
     config.data.canvas = tuple(canvas.shape)
@@ -82,10 +88,13 @@ def adopt_bundle_unet(config: TrainConfig, bundle: str) -> None:
             f"the run's VQ-VAE is not the architecture of bundle {metadata.name!r}, whose UNet works on that "
             "VQ-VAE's latents: start the run with train-autoencoder --init-from the same bundle"
         )
-    if tuple(metadata.canvas.spacing_mm) != tuple(config.data.spacing_mm):
+    _check_trainable_intensity(metadata)
+    run_grid = (tuple(config.data.spacing_mm), float(config.data.padding_value))
+    bundle_grid = (tuple(metadata.canvas.spacing_mm), float(metadata.canvas.padding_value))
+    if run_grid != bundle_grid:
         raise InputError(
-            f"the run prepares scans at {tuple(config.data.spacing_mm)} mm, bundle {metadata.name!r} at "
-            f"{tuple(metadata.canvas.spacing_mm)} mm"
+            f"the run prepares scans at {run_grid[0]} mm padded with {run_grid[1]:g}, bundle "
+            f"{metadata.name!r} at {bundle_grid[0]} mm padded with {bundle_grid[1]:g}"
         )
     config.diffusion.args = dict(metadata.diffusion["args"])
     config.diffusion.scheduler = asdict(metadata.scheduler)
