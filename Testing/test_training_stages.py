@@ -220,6 +220,41 @@ def test_cli_resume_can_switch_the_loss_weighting(trained_run, tmp_path):
     assert load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["step"] == 6
 
 
+def test_resumed_stage_follows_a_cosine_schedule_and_records_it(trained_run, tmp_path):
+    """`--lr-schedule cosine` on resume: every logged rate is the schedule's at that step, down to the floor,
+    and the stage's config says so; an impossible floor is refused before anything runs."""
+    from fovcompletion.cli import train
+    from fovcompletion.training.lr_schedule import learning_rate
+
+    _, straight = trained_run
+    run = tmp_path / "cosine"
+    shutil.copytree(straight, run)
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers(dest="command"))
+    refused = parser.parse_args(["train-diffusion", "--run", str(run), "--resume", "--lr-min", "1"])
+    with pytest.raises(InputError, match="--lr-min"):
+        refused.handler(refused)
+    args = parser.parse_args(
+        ["train-diffusion", "--run", str(run), "--resume", "--epochs", "5", "--lr-schedule", "cosine"]
+        + ["--lr-min", "1e-5"]
+    )
+    assert args.handler(args) == 0
+    saved = json.loads((run / "diffusion" / "config.json").read_text())["diffusion"]
+    assert (saved["lr_schedule"], saved["lr_min"]) == ("cosine", 1e-5)
+    with open(run / "diffusion" / "log.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    planned = saved["epochs"] * saved["iterations_per_epoch"]
+    resumed = [r for r in rows if int(r["epoch"]) >= 2]
+    assert [int(r["epoch"]) for r in resumed] == [2, 3, 4]
+    for row in resumed:  # the rate of each epoch's last iteration
+        expected = learning_rate(
+            int(row["step"]) - 1, saved["lr"], saved["iterations_per_epoch"], planned, "cosine", 1e-5
+        )
+        assert float(row["lr"]) == pytest.approx(expected)
+    assert float(resumed[-1]["lr"]) == pytest.approx(1e-5)
+    assert float(resumed[0]["lr"]) > float(resumed[1]["lr"]) > float(resumed[2]["lr"])
+
+
 def test_perceptual_loss_without_weights_is_a_clear_error(monkeypatch):
     from fovcompletion.training import autoencoder
     from fovcompletion.training.config import AutoencoderConfig

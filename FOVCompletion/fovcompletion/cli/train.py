@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..conditioning import CONDITIONING_MODES
 from ..errors import InputError
+from ..training.lr_schedule import LR_SCHEDULES
 
 
 def non_negative_mm(text: str) -> float:
@@ -128,6 +129,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "VQ-VAE must have the bundle's architecture)",
     )
     diffusion.add_argument("--ema-decay", type=float, default=None, help="EMA of the UNet weights (0 = off)")
+    diffusion.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=None,
+        help="after the first epoch's warm-up: constant (default) or cosine decay to --lr-min at the "
+        "stage's last epoch (--epochs)",
+    )
+    diffusion.add_argument(
+        "--lr-min", type=float, default=None, help="where the cosine schedule ends (default 0)"
+    )
     diffusion.add_argument(
         "--snr-gamma",
         type=float,
@@ -260,8 +271,10 @@ def run_diffusion(args: argparse.Namespace) -> int:
     _stage_overrides(cfg, args)
     if args.latent_augmentations is not None:
         cfg.latent_augmentations = args.latent_augmentations
-    if args.ema_decay is not None:
-        cfg.ema_decay = args.ema_decay
+    for option in ("ema_decay", "lr_schedule", "lr_min"):
+        value = getattr(args, option)
+        if value is not None:
+            setattr(cfg, option, value)
     if args.snr_gamma is not None:
         cfg.snr_gamma = args.snr_gamma if args.snr_gamma > 0 else None
     if args.phantoms is not None:

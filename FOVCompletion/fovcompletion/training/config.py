@@ -84,6 +84,8 @@ class DiffusionConfig:
     epochs: int = 40
     iterations_per_epoch: int = 50
     lr: float = 3e-4
+    lr_schedule: str = "constant"  # after the first epoch's warm-up: "constant" or "cosine" (to lr_min)
+    lr_min: float = 0.0  # where "cosine" ends, at the stage's last planned iteration
     ema_decay: float = 0.999
     mask_padding_loss: bool = True
     conditioning: str = "none"  # "masked_latent": the UNet also sees the known latent and mask

@@ -24,6 +24,7 @@ from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwr
 from .initialise import initial_weights
 from .latents import LatentWindowDataset, encode_maps, pack, scale_factor, unpack
 from .logs import CsvLog, Progress, format_row, log_line, save_grid
+from .lr_schedule import check_lr_schedule, learning_rate
 from .objective import PREDICTION_TYPES, add_noise, min_snr_weights, training_target
 from .runner import (
     DATA_FILE,
@@ -276,6 +277,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     kind = cfg.scheduler.get("prediction_type", "epsilon")
     if kind not in PREDICTION_TYPES:
         raise InputError(f"unknown prediction type {kind!r} (choose from {', '.join(PREDICTION_TYPES)})")
+    check_lr_schedule(cfg.lr_schedule, cfg.lr, cfg.lr_min)
     torch.manual_seed(config.seed + 1 + context.rank)
     cached = prepare_latents(run_dir, config, device, main, context)
     scale = float(cached["scale"])
@@ -329,7 +331,8 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     progress = Progress(
         cfg.epochs * cfg.iterations_per_epoch, start_epoch * cfg.iterations_per_epoch, "UNet", main
     )
-    warmup = max(1, cfg.iterations_per_epoch)
+    warmup = max(1, cfg.iterations_per_epoch)  # linear warm-up over the stage's first epoch
+    planned = cfg.epochs * cfg.iterations_per_epoch
 
     def checkpoint(epoch: int, step: int) -> dict:
         return {
@@ -356,8 +359,8 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         total = 0.0
         for latents, inside in batches:
             latents, inside = latents.to(device, non_blocking=True), inside.to(device, non_blocking=True)
-            for group in optimiser.param_groups:  # linear warm-up over the first epoch
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / warmup)
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(step, cfg.lr, warmup, planned, cfg.lr_schedule, cfg.lr_min)
             noise = torch.randn_like(latents)
             timesteps = torch.randint(0, len(alphas), (len(latents),), device=device)
             loss = diffusion_loss(ddp_unet, latents, inside, noise, timesteps, alphas, config)
