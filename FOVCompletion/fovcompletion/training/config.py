@@ -121,7 +121,8 @@ class TrainConfig:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def preprocessing_metadata(self) -> BundleMetadata:
-        """The bundle metadata that `prepare_slab` needs: training and inference prepare data one way."""
+        """The run's bundle metadata before weights and provenance: what `prepare_slab` needs (training and
+        inference prepare data one way) and what `export_bundle` completes."""
         return BundleMetadata(
             name=self.name,
             autoencoder={"class": "VQVAE", "args": self.autoencoder.args},

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..bundle import BundleMetadata, SchedulerSpec, save_bundle, verify_bundle
+from ..bundle import save_bundle, verify_bundle
 from ..errors import InputError
 from ..networks import build_network, count_parameters
 from .checkpoints import LAST, load_checkpoint
@@ -98,17 +99,10 @@ def export_bundle(
         "diffusion": count_parameters(unet),
     }
     licences = training["data_licences"]
-    metadata = BundleMetadata(
+    metadata = replace(
+        config.preprocessing_metadata(),  # architectures, schedule, canvas, intensities: as the run trained
         name=name or config.name,
-        autoencoder={"class": "VQVAE", "args": config.autoencoder.args},
-        diffusion={"class": "DiffusionModelUNet", "args": config.diffusion.args},
         latent_scale_factor=float(state["scale_factor"]),
-        conditioning=config.diffusion.conditioning,
-        weights={},
-        scheduler=SchedulerSpec(**config.diffusion.scheduler),
-        canvas=config.canvas_spec(),
-        intensity=config.intensity_spec(),
-        default_slices=config.data.slices,
         version=version,
         description=description or DEFAULT_DESCRIPTION,
         licence=licence
