@@ -21,7 +21,7 @@ def check_lr_schedule(schedule: str, lr: float, lr_min: float) -> None:
             f"unknown learning-rate schedule {schedule!r} (choose from {', '.join(LR_SCHEDULES)})"
         )
     if not (math.isfinite(lr_min) and 0.0 <= lr_min <= lr):
-        raise InputError(f"--lr-min must be between 0 and the learning rate {lr:g}, not {lr_min:g}")
+        raise InputError(f"--lr-min (lr_min) must be between 0 and the learning rate {lr:g}, not {lr_min:g}")
 
 
 def learning_rate(
