@@ -267,3 +267,15 @@ def test_perceptual_loss_without_weights_is_a_clear_error(monkeypatch):
     monkeypatch.setattr("monai.losses.PerceptualLoss", offline)
     with pytest.raises(InputError, match="--perceptual-weights"):
         autoencoder.build_perceptual(AutoencoderConfig(perceptual_weight=0.001), torch.device("cpu"), False)
+
+
+def test_log_lines_stay_off_the_progress_bar(capsys):
+    """An epoch's summary line starts a line of its own in a log file, not the tail of the bar's last redraw."""
+    from fovcompletion.training.logs import Progress, log_line
+
+    progress = Progress(total=10, done=0, label="UNet", enabled=True)
+    progress.update(loss=0.5)
+    log_line("epoch 0, step 1, loss 0.5")
+    progress.close()
+    lines = capsys.readouterr().err.replace("\r", "\n").split("\n")
+    assert any(line.startswith("[") and line.endswith("] epoch 0, step 1, loss 0.5") for line in lines), lines

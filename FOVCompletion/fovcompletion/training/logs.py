@@ -88,8 +88,11 @@ def format_row(row: dict[str, Any]) -> str:
 
 
 def log_line(message: str, enabled: bool = True) -> None:
+    """A time-stamped line on stderr, on a line of its own even while a progress bar is drawn there."""
     if enabled:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr)
 
 
 def save_grid(path: Path, rows: list[list[np.ndarray]], low: float = -1.0, high: float = 1.0) -> Path:
