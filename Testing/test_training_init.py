@@ -71,7 +71,13 @@ def test_zero_epoch_stages_from_a_bundle_export_its_own_weights(trained_bundle, 
         assert metadata.weights[role].sha256 == original.metadata.weights[role].sha256
         origin = metadata.training["config"][role]["init_from"]
         assert (origin["bundle"], origin["version"]) == (original.metadata.name, "1.2.3")
-    assert metadata.training["unet_steps"] == 0
+    for count in (
+        "unet_steps",
+        "autoencoder_steps",
+        "training_seconds",
+    ):  # the same weights, the same training
+        assert metadata.training[count] == original.metadata.training[count], count
+    assert original.metadata.training["unet_steps"] == 2
 
 
 def test_cli_fine_tunes_from_a_bundle(trained_bundle, tmp_path):

@@ -28,12 +28,23 @@ def data_licences(scans: list[dict[str, str]]) -> list[str]:
     return sorted({scan["licence"] for scan in scans if scan.get("licence")})
 
 
+def _earlier_training(config_dict: dict[str, Any], role: str) -> tuple[int, float]:
+    """Steps and seconds a stage's starting bundle (`--init-from`) had already trained its weights for."""
+    origin = config_dict.get(role, {}).get("init_from") or {}
+    return int(origin.get("steps", 0)), float(origin.get("seconds", 0.0))
+
+
 def training_record(run_dir: Path, state: dict[str, Any], config_dict: dict[str, Any]) -> dict[str, Any]:
-    """What the bundle says about its training: config, scans, held-out subjects, steps and time."""
+    """What the bundle says about its training: config, scans, held-out subjects, steps and time.
+
+    Steps and seconds count all the training the weights had, a starting bundle's included; the config's
+    `init_from` says how much of it was that bundle's."""
     manifest_path = run_dir / DATA_FILE
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     scans = manifest.get("training", [])
     held_out = manifest.get("held_out", [])
+    autoencoder_before = _earlier_training(config_dict, "autoencoder")
+    unet_before = _earlier_training(config_dict, "diffusion")
     return {
         "config": config_dict,
         "scans": scans,
@@ -46,12 +57,12 @@ def training_record(run_dir: Path, state: dict[str, Any], config_dict: dict[str,
         },
         "data_licences": data_licences(scans),
         "autoencoder_config": state.get("autoencoder_config", {}),
-        "autoencoder_steps": int(state.get("autoencoder_steps", 0)),
-        "unet_steps": int(state.get("step", 0)),
+        "autoencoder_steps": autoencoder_before[0] + int(state.get("autoencoder_steps", 0)),
+        "unet_steps": unet_before[0] + int(state.get("step", 0)),
         "unet_epochs": int(state.get("epoch", -1)) + 1,
         "training_seconds": {
-            "autoencoder": round(float(state.get("autoencoder_elapsed_s", 0.0)), 1),
-            "diffusion": round(float(state.get("elapsed_s", 0.0)), 1),
+            "autoencoder": round(autoencoder_before[1] + float(state.get("autoencoder_elapsed_s", 0.0)), 1),
+            "diffusion": round(unet_before[1] + float(state.get("elapsed_s", 0.0)), 1),
         },
     }
 

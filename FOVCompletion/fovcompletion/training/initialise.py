@@ -35,12 +35,16 @@ def _as_json(value: Any) -> Any:
 
 
 def _provenance(folder: Path, metadata: BundleMetadata, role: str) -> dict[str, Any]:
+    """Where a stage started, and how much training its weights already had (the export adds the run's)."""
+    steps_key = "unet_steps" if role == "diffusion" else "autoencoder_steps"
     return {
         "bundle": metadata.name,
         "version": metadata.version,
         "path": str(folder.resolve()),
         "sha256": metadata.weights[role].sha256,
         "latent_scale_factor": metadata.latent_scale_factor,
+        "steps": int(metadata.training.get(steps_key, 0)),
+        "seconds": float(metadata.training.get("training_seconds", {}).get(role, 0.0)),
     }
 
 
