@@ -2,8 +2,8 @@
 
 Encoding thousands of training slices interleaves large short-lived feature maps with small long-lived
 latents. glibc's heap can then only grow: measured, 9 MB of resident memory per 0.1 MB latent kept, which
-took the default model's UNet stage to about 16 GB. `malloc_trim` also returns the free pages between live
-blocks, so calling it after each batch of such work keeps the process at the size of what it holds.
+took the default model's UNet stage (4515 latent maps) to a 14.9 GB peak. `malloc_trim` also returns the free
+pages between live blocks: called after each slice, the same stage peaks at 1.4 GB, with identical latents.
 """
 
 from __future__ import annotations
