@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
+import torch
 from training_helpers import tiny_config, write_bids
 
 from fovcompletion.errors import InputError
+from fovcompletion.heap import release_freed_heap
+from fovcompletion.networks import build_network
+from fovcompletion.training import latents
 from fovcompletion.training.augment import augment_intensity, flip_left_right, window_transform
 from fovcompletion.training.config import AugmentConfig, config_from_dict, preset_config
 from fovcompletion.training.data import WindowDataset, WindowSampler, find_scans, load_slab, split_scans
@@ -114,14 +120,6 @@ def test_config_round_trip_and_presets():
 def test_latent_encoding_returns_freed_heap_after_every_slice(bids, monkeypatch):
     """Each encoded slice (all its copies) hands the freed feature maps back, so that a large cache does not
     grow the process by the size of every feature map it ever computed; glibc (CI's C library) supports it."""
-    import platform
-
-    import torch
-
-    from fovcompletion.heap import release_freed_heap
-    from fovcompletion.networks import build_network
-    from fovcompletion.training import latents
-
     assert release_freed_heap() is (platform.libc_ver()[0] == "glibc")
     config = tiny_config(bids)
     slabs = [load_slab(record, config) for record in find_scans([str(bids)], [])[:2]]

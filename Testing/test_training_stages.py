@@ -3,7 +3,6 @@ bundle that loads and completes a scan."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
@@ -11,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from training_helpers import LIA_AFFINE, spine_like, tiny_config, write_bids
+from training_helpers import LIA_AFFINE, spine_like, tiny_config, training_parser, write_bids
 
 from fovcompletion.bundle import load_bundle
 from fovcompletion.errors import InputError
@@ -177,8 +176,7 @@ def test_export_loads_and_completes(trained_run, tmp_path):
 def test_cli_parses_the_three_commands(tmp_path):
     from fovcompletion.cli import train
 
-    parser = argparse.ArgumentParser()
-    train.register(parser.add_subparsers(dest="command"))
+    parser = training_parser()
     args = parser.parse_args(
         [
             "train-autoencoder",
@@ -205,13 +203,11 @@ def test_cli_parses_the_three_commands(tmp_path):
 
 def test_cli_resume_can_switch_the_loss_weighting(trained_run, tmp_path):
     """`--snr-gamma 0` on a resumed UNet stage trains on with the plain MSE and records it."""
-    from fovcompletion.cli import train
 
     _, straight = trained_run
     run = tmp_path / "plain-mse"
     shutil.copytree(straight, run)
-    parser = argparse.ArgumentParser()
-    train.register(parser.add_subparsers(dest="command"))
+    parser = training_parser()
     args = parser.parse_args(
         ["train-diffusion", "--run", str(run), "--resume", "--epochs", "3", "--snr-gamma", "0"]
     )
@@ -223,14 +219,12 @@ def test_cli_resume_can_switch_the_loss_weighting(trained_run, tmp_path):
 def test_resumed_stage_follows_a_cosine_schedule_and_records_it(trained_run, tmp_path):
     """`--lr-schedule cosine` on resume: every logged rate is the schedule's at that step, down to the floor,
     and the stage's config says so; an impossible floor is refused before anything runs."""
-    from fovcompletion.cli import train
     from fovcompletion.training.lr_schedule import learning_rate
 
     _, straight = trained_run
     run = tmp_path / "cosine"
     shutil.copytree(straight, run)
-    parser = argparse.ArgumentParser()
-    train.register(parser.add_subparsers(dest="command"))
+    parser = training_parser()
     refused = parser.parse_args(["train-diffusion", "--run", str(run), "--resume", "--lr-min", "1"])
     with pytest.raises(InputError, match="--lr-min"):
         refused.handler(refused)

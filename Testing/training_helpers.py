@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import nibabel as nib
@@ -57,3 +58,12 @@ def tiny_config(root: Path, held_out: tuple[str, ...] = ("sub-c02",)) -> TrainCo
     config.diffusion.validation_windows = 4
     config.diffusion.sample_steps = 2
     return config
+
+
+def training_parser() -> argparse.ArgumentParser:
+    """The three training commands, parsed as the `fovcompletion` command line parses them."""
+    from fovcompletion.cli import train
+
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers(dest="command"))
+    return parser
