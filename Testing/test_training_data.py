@@ -9,9 +9,11 @@ import pytest
 import torch
 from training_helpers import tiny_config, write_bids
 
+from fovcompletion.bundle import read_metadata
 from fovcompletion.errors import InputError
 from fovcompletion.heap import release_freed_heap
-from fovcompletion.networks import build_network
+from fovcompletion.networks import build_network, count_parameters
+from fovcompletion.registry import resolve_bundle
 from fovcompletion.training import latents
 from fovcompletion.training.augment import augment_intensity, flip_left_right, window_transform
 from fovcompletion.training.config import AugmentConfig, config_from_dict, preset_config
@@ -115,6 +117,21 @@ def test_config_round_trip_and_presets():
         config_from_dict({"bogus": 1})
     with pytest.raises(InputError):
         preset_config("huge")
+
+
+def test_gpu_preset_can_start_from_the_shipped_vqvae_and_ships_within_the_limits():
+    """The GPU recipe keeps the bundled model's VQ-VAE (docs/training.md starts it with train-autoencoder
+    --init-from), and its wider UNet still fits the shipped model's 50 MB bundle limit."""
+    gpu = preset_config("gpu")
+    assert config_from_dict(gpu.to_dict()) == gpu
+    folder = resolve_bundle(None)
+    shipped = read_metadata(folder)
+    assert gpu.autoencoder.args == shipped.autoencoder["args"]
+    assert gpu.diffusion.conditioning == shipped.conditioning
+    unet = count_parameters(build_network("DiffusionModelUNet", gpu.diffusion.args))
+    assert unet > 2 * shipped.training["parameters"]["diffusion"]
+    weights = 4 * unet + (folder / shipped.weights["autoencoder"].file).stat().st_size
+    assert weights < 50 * 2**20
 
 
 def test_latent_encoding_returns_freed_heap_after_every_slice(bids, monkeypatch):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..conditioning import CONDITIONING_MODES
 from ..errors import InputError
+from ..training.config import PRESETS
 from ..training.lr_schedule import LR_SCHEDULES
 
 
@@ -68,8 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     new.add_argument(
         "--preset",
         default="default",
-        choices=("default", "reference"),
-        help="default: 2 mm window model for 2 CPU cores; reference: the reference recipe (GPU)",
+        choices=PRESETS,
+        help="default: 2 mm window model for 2 CPU cores; gpu: the same with a wider UNet and a GPU's schedule "
+        "(docs/training.md); reference: the reference recipe (whole-spine data, GPU)",
     )
     new.add_argument("--config", type=Path, default=None, help="a full training configuration (JSON)")
     new.add_argument(
