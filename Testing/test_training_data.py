@@ -131,7 +131,7 @@ def test_gpu_preset_can_start_from_the_shipped_vqvae_and_ships_within_the_limits
     unet = count_parameters(build_network("DiffusionModelUNet", gpu.diffusion.args))
     assert unet > 2 * shipped.training["parameters"]["diffusion"]
     weights = 4 * unet + (folder / shipped.weights["autoencoder"].file).stat().st_size
-    assert weights < 50 * 2**20
+    assert weights < 50_000_000
 
 
 def test_latent_encoding_returns_freed_heap_after_every_slice(bids, monkeypatch):
