@@ -7,7 +7,7 @@ import platform
 import numpy as np
 import pytest
 import torch
-from training_helpers import tiny_config, write_bids
+from training_helpers import LIA_AFFINE, tiny_config, write_bids
 
 from fovcompletion.bundle import read_metadata
 from fovcompletion.errors import InputError
@@ -145,3 +145,31 @@ def test_latent_encoding_returns_freed_heap_after_every_slice(bids, monkeypatch)
     autoencoder = build_network("VQVAE", config.autoencoder.args)
     maps = latents.encode_maps(autoencoder, slabs, config, 2, torch.device("cpu"), seed=0)
     assert len(maps) == 2 * 5 * 3 and len(calls) == 2 * 5
+
+
+def test_v1_preset_runs_in_the_engine_within_the_shipped_limits(tmp_path):
+    """The v1 recipe's networks, canvas and headroom normalisation make a bundle the engine completes with
+    (random weights here: geometry, the /2 latent grid, windows and the exact known voxels are what count)."""
+    from fovcompletion.bundle_factory import create_random_bundle
+    from fovcompletion.pipeline import complete
+
+    v1 = preset_config("v1")
+    assert config_from_dict(v1.to_dict()) == v1
+    metadata = v1.preprocessing_metadata()
+    assert metadata.latent_factor == 2 and metadata.size_multiple == 8
+    folder = create_random_bundle(
+        tmp_path / "v1",
+        autoencoder_args=v1.autoencoder.args,
+        unet_args=v1.diffusion.args,
+        canvas=metadata.canvas,
+        intensity=metadata.intensity,
+        conditioning=v1.diffusion.conditioning,
+    )
+    weights = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+    assert weights < 50_000_000
+    scan = (200 + 50 * np.random.default_rng(0).random((7, 80, 60))).astype(np.float32)
+    # 160 mm below an 80 mm scan: three 128 mm windows, each keeping 64 mm of context
+    result = complete(scan, LIA_AFFINE, model=folder, steps=2, extend_inferior_mm=160, slices=3, device="cpu")
+    assert result.image.shape == (3, 240, 60) and result.mask.sum() == 3 * 80 * 60
+    assert np.array_equal(result.image[:, :80], scan[2:5])  # the known voxels are the input's, exactly
+    assert np.isfinite(result.image).all() and result.image[:, 80:].std() > 0

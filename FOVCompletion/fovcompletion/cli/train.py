@@ -39,6 +39,37 @@ def add_flatten_option(parser) -> None:
     )
 
 
+def add_whole_spine_options(parser) -> None:
+    parser.add_argument(
+        "--templates",
+        action="append",
+        default=None,
+        metavar="BIDS_ROOT",
+        help="BIDS root of a whole-cord template with disc and cord labels, e.g. the PAM50 (repeatable): "
+        "the thoracic part of whole-spine composites, and bent copies",
+    )
+    parser.add_argument(
+        "--composites",
+        type=int,
+        default=None,
+        help="whole-spine composites (labelled cervical scan + bent template + labelled lumbar scan)",
+    )
+    parser.add_argument(
+        "--template-copies", type=int, default=None, help="randomly bent copies of each template"
+    )
+
+
+def apply_whole_spine_options(config, args: argparse.Namespace) -> None:
+    if args.templates is not None:
+        config.data.templates = [str(Path(p).resolve()) for p in args.templates]
+    for option in ("composites", "template_copies"):
+        value = getattr(args, option)
+        if value is not None:
+            if value < 0:
+                raise InputError(f"--{option.replace('_', '-')} must be 0 or more (got {value})")
+            setattr(config.data, option, value)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, logs, samples)")
     parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
@@ -70,7 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preset",
         default="default",
         choices=PRESETS,
-        help="default: 2 mm window model for 2 CPU cores; gpu: the same with a wider UNet and a GPU's schedule "
+        help="default: the shipped 2 mm window model's recipe; v1: its successor (intensities with headroom, a "
+        "/2 VQ-VAE, 128 mm windows); gpu: the default with a wider UNet and a GPU's schedule "
         "(docs/training.md); reference: the reference recipe (whole-spine data, GPU)",
     )
     new.add_argument("--config", type=Path, default=None, help="a full training configuration (JSON)")
@@ -84,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     new.add_argument("--files", nargs="+", default=[], metavar="SCAN", help="explicit scan files")
     new.add_argument("--held-out", default="", help="comma-separated subject ids kept for validation")
     new.add_argument("--phantoms", type=int, default=None, help="synthetic phantoms added to training")
+    add_whole_spine_options(new)
     add_flatten_option(new)
     new.add_argument("--seed", type=int, default=None)
     new.add_argument("--name", default=None, help="model name (bundle name on export)")
@@ -122,6 +155,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="synthetic whole-spine phantoms added to the UNet's training latents",
     )
+    add_whole_spine_options(diffusion)
     add_flatten_option(diffusion)
     diffusion.add_argument(
         "--init-from",
@@ -244,6 +278,7 @@ def run_autoencoder(args: argparse.Namespace) -> int:
             value = getattr(args, option)
             if value is not None:
                 setattr(target, option, value)
+        apply_whole_spine_options(config, args)
         if args.init_from:
             adopt_bundle_autoencoder(config, args.init_from)
     cfg = config.autoencoder
@@ -281,6 +316,7 @@ def run_diffusion(args: argparse.Namespace) -> int:
         cfg.snr_gamma = args.snr_gamma if args.snr_gamma > 0 else None
     if args.phantoms is not None:
         config.data.phantoms = args.phantoms
+    apply_whole_spine_options(config, args)
     if args.conditioning is not None:
         set_conditioning(config, args.conditioning)
     if args.init_from:

@@ -78,17 +78,28 @@ def augment_intensity(
     inside: np.ndarray,
     low: float = -1.0,
     high: float = 1.0,
+    clip_high: bool = True,
 ) -> np.ndarray:
-    """Gamma, scale, shift and bias field on the [low, high] model range; padding is left untouched."""
+    """Gamma, scale, shift and bias field on the [low, high] model range; padding is left untouched.
+
+    `clip_high` False keeps values above `high`: a normalisation with headroom (no clip at its upper
+    percentile) must not have its bright tissue capped by the augmentation either.
+    """
+    ceiling = 1.0 if clip_high else None
     unit = (window - low) / (high - low)
-    unit = np.clip(unit, 0, 1) ** rng.uniform(*aug.gamma)
+    unit = np.clip(unit, 0, ceiling) ** rng.uniform(*aug.gamma)
     if aug.bias_field > 0:
         unit = unit * bias_field(rng, window.shape[-2:], aug.bias_field)
     unit = unit * rng.uniform(*aug.intensity_scale) + rng.uniform(-aug.intensity_shift, aug.intensity_shift)
-    out = low + np.clip(unit, 0, 1) * (high - low)
+    out = low + np.clip(unit, 0, ceiling) * (high - low)
     return np.where(inside, out, window).astype(np.float32)
+
+
+def mirrors(rng: np.random.Generator, aug: AugmentConfig) -> bool:
+    """Whether this sample is mirrored left-right (one draw, shared by an image and its masks)."""
+    return bool(rng.random() < aug.flip_lr)
 
 
 def flip_left_right(rng: np.random.Generator, aug: AugmentConfig, stack: np.ndarray) -> np.ndarray:
     """Mirror a (slices, rows, cols) stack left-right: reverse the slice axis only."""
-    return stack[::-1].copy() if rng.random() < aug.flip_lr else stack
+    return stack[::-1].copy() if mirrors(rng, aug) else stack

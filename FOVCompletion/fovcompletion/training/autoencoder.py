@@ -70,6 +70,13 @@ def build_perceptual(
     return loss.to(device).eval()
 
 
+def masked_l1(recon: torch.Tensor, images: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the pixels that hold data: padding past a scan's ends and a composite's
+    unknown parts are never a target."""
+    weight = inside.to(recon.dtype)
+    return ((recon - images).abs() * weight).sum() / weight.sum().clamp(min=1.0)
+
+
 def validate(
     model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, device: torch.device, batch: int
 ) -> dict[str, float]:
@@ -118,7 +125,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         write_run_config(run_dir, config)
         write_data_manifest(run_dir, data)
         stage_dir.mkdir(parents=True, exist_ok=True)
-    sampler = WindowSampler(data.train, config)
+    sampler = WindowSampler(data.train, config, shape=cfg.crop)
     val_images, val_masks = fixed_windows(
         WindowSampler(data.val or data.train, config, augment=False), cfg.validation_windows, config.seed
     )
@@ -185,12 +192,13 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         discriminator.train()
         adversarial = cfg.adversarial_weight > 0 and epoch >= cfg.adversarial_warmup_epochs
         sums = {"l1": 0.0, "quantisation": 0.0, "generator": 0.0, "discriminator": 0.0, "perceptual": 0.0}
-        for images, _ in batches:
+        for images, inside in batches:
             images = images.to(device, non_blocking=True)
+            inside = inside.to(device, non_blocking=True)
             with autocast(device):
                 recon, quantisation = ddp_model(images)
                 recon = recon.float()
-                l1 = (recon - images).abs().mean()
+                l1 = masked_l1(recon, images, inside)
                 loss = l1 + quantisation.mean()
                 if perceptual is not None:
                     p_loss = perceptual(recon, images)

@@ -17,7 +17,7 @@ from ..conditioning import unet_input_channels
 from ..errors import InputError
 from ..networks import reference_autoencoder_args, reference_unet_args
 
-PRESETS = ("default", "gpu", "reference")
+PRESETS = ("default", "v1", "gpu", "reference")
 
 
 @dataclass
@@ -36,9 +36,18 @@ class DataConfig:
     min_inside_fraction: float = 0.4  # a window keeps at least this fraction of its rows inside the scan
     balance_regions: bool = True  # sample participants.tsv regions equally often
     phantoms: int = 0  # synthetic phantoms added to the training scans (needs fovcompletion.phantom)
+    # BIDS roots of whole-cord templates with disc and cord labels (the PAM50): never trained on straight,
+    # but bent (`template_copies` per template) and as the thoracic part of `composites` (`whole_spine`).
+    templates: list[str] = field(default_factory=list)
+    composites: int = 0
+    template_copies: int = 0
     # Gaussian width of the superior-inferior gain divided out of every scan (IntensitySpec); 0 = off, the
     # default (docs/training.md says what it measured) and what configurations written before it mean.
     flatten_sigma_mm: float = 0.0
+    # Percentiles of each volume mapped to [-1, 1], and whether values past them are clipped; configurations
+    # written before these keys mean the reference's 0..95 with a clip.
+    intensity_percentiles: tuple[float, float] = (0.0, 95.0)
+    intensity_clip: bool = True
 
 
 @dataclass
@@ -59,6 +68,9 @@ class AutoencoderConfig:
     """VQ-VAE recipe: L1 + quantisation + perceptual (optional, needs weights) + patch adversarial."""
 
     args: dict[str, Any] = field(default_factory=dict)
+    # Training crops (rows, cols) cut instead of whole canvases: the networks are fully convolutional, and
+    # smaller crops give more updates per second on a CPU. None = the canvas.
+    crop: tuple[int, int] | None = None
     batch_size: int = 16
     epochs: int = 30
     iterations_per_epoch: int = 50
@@ -138,7 +150,13 @@ class TrainConfig:
         )
 
     def intensity_spec(self) -> IntensitySpec:
-        return IntensitySpec(flatten_sigma_mm=self.data.flatten_sigma_mm)
+        lower, upper = self.data.intensity_percentiles
+        return IntensitySpec(
+            lower_percentile=float(lower),
+            upper_percentile=float(upper),
+            clip=bool(self.data.intensity_clip),
+            flatten_sigma_mm=self.data.flatten_sigma_mm,
+        )
 
     def canvas_spec(self) -> CanvasSpec:
         return CanvasSpec(
@@ -182,6 +200,23 @@ def default_unet_args() -> dict[str, Any]:
     }
 
 
+def fine_autoencoder_args() -> dict[str, Any]:
+    """A VQ-VAE that keeps the anatomy of a 2 mm image: one /2 stage (a 4 mm latent cell, a code of 1024 per
+    2 x 2 pixels) and a stride-1 stage for depth; the /4 one loses discs and endplates (docs/training.md)."""
+    return {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": [32, 64],
+        "num_res_channels": [32, 64],
+        "num_res_layers": 2,
+        "downsample_parameters": [[2, 4, 1, 1], [1, 3, 1, 1]],
+        "upsample_parameters": [[1, 3, 1, 1, 0], [2, 4, 1, 1, 0]],
+        "num_embeddings": 1024,
+        "embedding_dim": 8,
+    }
+
+
 def gpu_unet_args() -> dict[str, Any]:
     """The window model's UNet widened for a GPU run (about 9 M parameters, attention at 16 x 16 as well as
     8 x 8 so that a window lays out its sequence of levels as a whole): its bundle stays under 50 MB and a
@@ -214,6 +249,25 @@ def preset_config(name: str) -> TrainConfig:
         config.diffusion.args = default_unet_args()
         config.diffusion.conditioning = "masked_latent"
         config.diffusion.snr_gamma = 5.0
+        return config
+    if name == "v1":
+        # The default model v1.0's recipe: intensities that keep bright tissue (the 99.5th percentile maps
+        # to 1, nothing is clipped), a VQ-VAE at /2 trained on small crops, and a 128 mm window so that the
+        # UNet's latent stays as small as the /4 model's 256 mm one.
+        config = preset_config("default")
+        config.preset = "v1"
+        config.data.canvas = (64, 128)
+        config.data.intensity_percentiles = (0.0, 99.5)
+        config.data.intensity_clip = False
+        config.data.phantoms = 24
+        config.autoencoder.args = fine_autoencoder_args()
+        config.autoencoder.crop = (64, 64)
+        config.autoencoder.adversarial_warmup_epochs = 15
+        config.diffusion.args = {
+            **default_unet_args(),
+            "in_channels": unet_input_channels(8, "masked_latent"),
+            "out_channels": 8,
+        }
         return config
     if name == "gpu":
         # The default model's VQ-VAE, so a run can start from the shipped one (train-autoencoder --init-from),

@@ -19,7 +19,7 @@ import torch
 from ..errors import FOVCompletionError, InputError
 from ..image_io import Volume, read_volume
 from ..preprocess import prepare_slab
-from .augment import augment_intensity, cut_window, flip_left_right, window_transform
+from .augment import augment_intensity, cut_window, mirrors, window_transform
 from .config import AugmentConfig, TrainConfig
 
 SCAN_PATTERNS = (
@@ -110,10 +110,18 @@ def split_scans(records: list[ScanRecord], held_out: list[str]) -> tuple[list[Sc
 
 @dataclass
 class Slab:
-    """A scan's central slices on the model grid, normalised (slices, rows S->I, cols A-P)."""
+    """A scan's central slices on the model grid, normalised (slices, rows S->I, cols A-P).
+
+    `valid` marks the pixels that hold data (None: all of them); a composite's or a template's unknown parts
+    are False, and windows treat them like the padding past a scan's ends: never a training target.
+    """
 
     image: np.ndarray
     record: ScanRecord
+    valid: np.ndarray | None = None
+
+    def valid_mask(self) -> np.ndarray:
+        return np.ones(self.image.shape, dtype=bool) if self.valid is None else self.valid
 
 
 def load_slab(record: ScanRecord, config: TrainConfig, volume: Volume | None = None) -> Slab:
@@ -153,12 +161,19 @@ def phantom_slabs(config: TrainConfig, count: int, seed: int = 1000) -> list[Sla
 class WindowSampler:
     """Draws augmented (window, inside-mask) pairs from slabs; deterministic for a given seed."""
 
-    def __init__(self, slabs: list[Slab], config: TrainConfig, augment: bool = True) -> None:
+    def __init__(
+        self,
+        slabs: list[Slab],
+        config: TrainConfig,
+        augment: bool = True,
+        shape: tuple[int, int] | None = None,
+    ) -> None:
         if not slabs:
             raise InputError("no slabs to cut training windows from")
         self.slabs = slabs
-        self.shape = tuple(int(v) for v in config.data.canvas)
+        self.shape = tuple(int(v) for v in (shape or config.data.canvas))
         self.padding = float(config.data.padding_value)
+        self.clip_high = bool(config.data.intensity_clip)
         self.min_inside = float(config.data.min_inside_fraction)
         self.aug: AugmentConfig | None = config.augment if augment else None
         self.weights = self._weights(config.data.balance_regions)
@@ -176,8 +191,11 @@ class WindowSampler:
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One window: (rows, cols) image and boolean inside-the-scan mask."""
         slab = self.slabs[int(rng.choice(len(self.slabs), p=self.weights))]
-        stack = slab.image if self.aug is None else flip_left_right(rng, self.aug, slab.image)
-        plane = stack[int(rng.integers(stack.shape[0]))]
+        stack, valid_stack = slab.image, slab.valid_mask()
+        if self.aug is not None and mirrors(rng, self.aug):
+            stack, valid_stack = stack[::-1], valid_stack[::-1]
+        index = int(rng.integers(stack.shape[0]))
+        plane, valid = stack[index], valid_stack[index]
         n_rows, n_cols = plane.shape
         height, width = self.shape
         # Window centre rows: at least `min_inside` of the window's rows stay inside the scan.
@@ -189,10 +207,9 @@ class WindowSampler:
         matrix, offset = window_transform(
             rng if self.aug else None, self.aug, (centre_row - 0.5, centre_col), self.shape
         )
-        valid = np.ones(plane.shape, dtype=bool)
         window, mask = cut_window(plane, valid, matrix, offset, self.shape, self.padding)
         if self.aug is not None:
-            window = augment_intensity(rng, self.aug, window, mask)
+            window = augment_intensity(rng, self.aug, window, mask, clip_high=self.clip_high)
         return window, mask
 
 

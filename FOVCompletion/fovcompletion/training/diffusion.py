@@ -29,6 +29,7 @@ from .objective import PREDICTION_TYPES, add_noise, min_snr_weights, training_ta
 from .runner import (
     DATA_FILE,
     Budget,
+    TrainingData,
     autocast,
     configure_threads,
     grad_scaler,
@@ -133,6 +134,12 @@ def latent_cache_key(config: TrainConfig) -> dict:
     }
     if config.data.flatten_sigma_mm:  # absent when off, so that older runs keep their cache
         key["flatten_sigma_mm"] = config.data.flatten_sigma_mm
+    if config.data.templates:
+        key["whole_spine"] = [
+            sorted(config.data.templates),
+            config.data.composites,
+            config.data.template_copies,
+        ]
     if config.diffusion.init_from:  # the scale then comes from that bundle
         key["init_from"] = config.diffusion.init_from["sha256"]
     return key
@@ -193,14 +200,20 @@ def write_latent_cache(
         },
     )
     log_line(f"latent scale factor {scale:.5f}; {len(train)} training and {len(val)} validation maps")
-    record_phantoms(run_dir, len(data.train) - len(data.train_records))
+    record_synthetic_data(run_dir, data)
 
 
-def record_phantoms(run_dir: Path, count: int) -> None:
-    """The UNet may see phantoms the VQ-VAE did not: the run's data manifest says how many."""
+def record_synthetic_data(run_dir: Path, data: TrainingData) -> None:
+    """The UNet may see phantoms, composites and templates the VQ-VAE did not: the run's data manifest
+    says how many, and which templates."""
     path = run_dir / DATA_FILE
     manifest = json.loads(path.read_text()) if path.is_file() else {}
-    manifest["phantoms_diffusion"] = count
+    manifest["phantoms_diffusion"] = data.phantoms
+    manifest["whole_spine_diffusion"] = data.whole_spine
+    known = {t["subject"] for t in manifest.get("templates", [])}
+    manifest["templates"] = manifest.get("templates", []) + [
+        r.describe() for r in data.template_records if r.subject not in known
+    ]
     path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 

@@ -43,18 +43,21 @@ def cell_mask(inside: np.ndarray, factor: int) -> np.ndarray:
 
 
 def place_slice(
-    plane: np.ndarray, config: TrainConfig, factor: int, rng: np.random.Generator | None
+    plane: np.ndarray,
+    valid: np.ndarray,
+    config: TrainConfig,
+    factor: int,
+    rng: np.random.Generator | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The slice centred on its padded canvas, with augmentation when `rng` is given."""
+    """The slice centred on its padded canvas, with augmentation when `rng` is given; pixels that are not
+    `valid` (a composite's unknown parts) become padding, outside the scan like its ends."""
     shape = padded_shape(*plane.shape, config, factor)
     aug = config.augment if rng is not None else None
     center = ((plane.shape[0] - 1) / 2, (plane.shape[1] - 1) / 2)
     matrix, offset = window_transform(rng, aug, center, shape)
-    image, inside = cut_window(
-        plane, np.ones(plane.shape, bool), matrix, offset, shape, config.data.padding_value
-    )
+    image, inside = cut_window(plane, valid, matrix, offset, shape, config.data.padding_value)
     if rng is not None:
-        image = augment_intensity(rng, config.augment, image, inside)
+        image = augment_intensity(rng, config.augment, image, inside, clip_high=config.data.intensity_clip)
     return image, inside
 
 
@@ -74,9 +77,10 @@ def encode_maps(
     autoencoder.eval()
     with torch.no_grad():
         for slab in slabs:
-            for plane in slab.image:
+            valid = slab.valid_mask()
+            for index, plane in enumerate(slab.image):
                 for copy in range(copies + 1):
-                    image, inside = place_slice(plane, config, factor, rng if copy else None)
+                    image, inside = place_slice(plane, valid[index], config, factor, rng if copy else None)
                     pixels = torch.from_numpy(image[None, None]).to(device)
                     latent = autoencoder.encode_stage_2_inputs(pixels)[0].float().cpu()
                     maps.append(

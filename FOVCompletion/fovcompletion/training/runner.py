@@ -48,6 +48,9 @@ class TrainingData:
     val: list[Slab]
     train_records: list[ScanRecord] = field(default_factory=list)
     val_records: list[ScanRecord] = field(default_factory=list)
+    phantoms: int = 0  # synthetic phantoms among `train`
+    template_records: list[ScanRecord] = field(default_factory=list)
+    whole_spine: int = 0  # composites and bent templates among `train` (`whole_spine`)
 
 
 def load_training_data(config: TrainConfig, verbose: bool = True) -> TrainingData:
@@ -55,14 +58,29 @@ def load_training_data(config: TrainConfig, verbose: bool = True) -> TrainingDat
     records = find_scans(config.data.roots, config.data.files)
     train_records, val_records = split_scans(records, config.data.held_out)
     train = [load_slab(r, config) for r in train_records]
-    train += phantom_slabs(config, config.data.phantoms)
+    phantoms = phantom_slabs(config, config.data.phantoms)
+    templates, whole_spine = [], []
+    if config.data.templates:
+        from .whole_spine import whole_spine_slabs
+
+        templates = find_scans(config.data.templates, [])
+        whole_spine = whole_spine_slabs(config, train_records, templates)
     val = [load_slab(r, config) for r in val_records]
     log_line(
-        f"data: {len(train)} training volumes ({len(train_records)} scans), {len(val)} held-out scans "
-        f"({', '.join(r.subject for r in val_records) or 'none'})",
+        f"data: {len(train) + len(phantoms) + len(whole_spine)} training volumes ({len(train_records)} scans, "
+        f"{len(phantoms)} phantoms, {len(whole_spine)} composites and bent templates), {len(val)} held-out "
+        f"scans ({', '.join(r.subject for r in val_records) or 'none'})",
         verbose,
     )
-    return TrainingData(train, val, train_records, val_records)
+    return TrainingData(
+        train + phantoms + whole_spine,
+        val,
+        train_records,
+        val_records,
+        phantoms=len(phantoms),
+        template_records=templates,
+        whole_spine=len(whole_spine),
+    )
 
 
 def write_data_manifest(run_dir: Path, data: TrainingData) -> None:
@@ -70,7 +88,9 @@ def write_data_manifest(run_dir: Path, data: TrainingData) -> None:
     manifest = {
         "training": [r.describe() for r in data.train_records],
         "held_out": [r.describe() for r in data.val_records],
-        "phantoms": len(data.train) - len(data.train_records),
+        "phantoms": data.phantoms,
+        "templates": [r.describe() for r in data.template_records],
+        "whole_spine": data.whole_spine,
     }
     (run_dir / DATA_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 

@@ -1,0 +1,359 @@
+"""Whole-spine training slabs from regional scans and a thoracic template.
+
+No real scan here shows cervical anatomy above thoracic anatomy, which is what completing a cervical scan
+downwards needs. This module makes it from what exists:
+
+- **composites**: a real cervical scan on top, the template's thoracic part (bent into a kyphosis, its
+  intensities and noise matched to the scan above) in the middle, a real lumbar scan below, each pair joined
+  at the same intervertebral disc with a feathered boundary (`composites.join_parts`);
+- **bent templates**: the whole template with a random smooth curvature, since a straightened template alone
+  would teach a straight spine.
+
+Levels use the template's disc labels (2 = C2/C3 ... 19 = T12/L1; 20 = L1/L2, extrapolated one level below).
+A lumbar scan's discs come from its labels (vertebral bodies or discs); a cervical scan has no level labels,
+so its discs are placed from the top of its field of view (these scans start at about C1), a few millimetres
+of error that the feathered join absorbs. Scans without the labels a join needs are not used in composites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry import MODEL_AXCODES, reorient
+from ..image_io import read_volume
+from ..preprocess import prepare_slab, select_slices
+from .composites import (
+    PlacedPart,
+    join_parts,
+    kyphosis_profile,
+    matching_map,
+    noise_level,
+    shift_rows,
+    smooth_profile,
+)
+from .config import TrainConfig
+from .data import ScanRecord, Slab
+
+C2_C3, T12_L1, L1_L2 = 2, 19, 20
+CERVICAL_JOIN_LEVELS = (8, 9, 10)  # C7/T1, T1/T2, T2/T3: low enough for thoracic context, above the coil fade
+CERVICAL_TOP_ABOVE_C2_C3_MM = 40.0  # regional cervical scans start at about the top of C1
+CANAL_BEHIND_LUMBAR_DISC_MM = 8.0  # centre of the lumbar canal behind a body's or disc's posterior wall
+FEATHER_MM = 8.0
+MATCH_BAND_MM = 12.0  # rows either side of a join whose intensities are matched
+BOW_MM = (6.0, 24.0)  # thoracic kyphosis: the template bows this far posteriorly between its joins
+DRIFT_MM = 20.0  # lumbar canal this far anterior or posterior of the cervical one, at most
+TEMPLATE_CURVE_MM = (8.0, 24.0)  # peak shift of a bent stand-alone template
+TEMPLATE_CURVE_SIGMA_MM = 50.0
+
+
+@dataclass
+class SpinePart:
+    """A slab on the model grid with its known discs: row and canal column of each (PAM50 disc labels)."""
+
+    image: np.ndarray
+    valid: np.ndarray
+    record: ScanRecord
+    discs: dict[int, tuple[float, float]]
+
+
+def label_files(record: ScanRecord) -> dict[str, Path]:
+    """The scan's BIDS derivative labels by suffix ("SC_seg", "VB_dseg", "IVD_dseg", "discs_dseg", ...)."""
+    path = Path(record.path)
+    for root in path.parents:
+        labels = root / "derivatives" / "labels" / record.subject
+        if labels.is_dir():
+            return {
+                f.name.split("_label-")[1].split(".nii")[0]: f
+                for f in sorted(labels.rglob(f"{record.subject}*_label-*.nii*"))
+            }
+    return {}
+
+
+class ModelGridLabels:
+    """Label volumes taken through the same reorientation and slice choice as the scan's slab, and their
+    voxel positions converted to the slab's model grid."""
+
+    def __init__(self, record: ScanRecord, config: TrainConfig) -> None:
+        volume = read_volume(record.path)
+        self.metadata = config.preprocessing_metadata()
+        self.prepared = prepare_slab(volume, self.metadata, slices=config.data.slices)
+        self.native_to_model = np.linalg.inv(self.prepared.model_to_native)
+        self.spacing = self.prepared.native_spacing
+        self.slices = config.data.slices
+
+    def load(self, path: Path) -> np.ndarray:
+        """A label volume as the slab's native slices (slices, rows, cols), rounded to integers."""
+        label = read_volume(path)
+        array, _ = reorient(label.array, label.affine, MODEL_AXCODES)
+        start, stop = select_slices(array.shape[0], self.slices)
+        return np.rint(array[start:stop]).astype(np.int32)
+
+    def to_model(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points = np.stack([np.zeros_like(rows, float), rows, cols, np.ones_like(rows, float)])
+        model = self.native_to_model @ points
+        return model[1], model[2]
+
+    def part(self, record: ScanRecord, discs: dict[int, tuple[float, float]]) -> SpinePart:
+        image = self.prepared.model
+        return SpinePart(image, np.ones(image.shape, bool), record, discs)
+
+
+def cord_columns(cord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, centre column) of a cord mask, one per native row that holds cord."""
+    rows, cols = [], []
+    for row in np.flatnonzero(cord.any(axis=(0, 2))):
+        rows.append(row)
+        cols.append(np.nonzero(cord[:, row])[1].mean())
+    return np.asarray(rows, float), np.asarray(cols, float)
+
+
+def template_part(record: ScanRecord, config: TrainConfig) -> SpinePart | None:
+    """The template with its labelled discs (and L1/L2 one level below T12/L1); None without its labels."""
+    files = label_files(record)
+    if "discs_dseg" not in files or "SC_seg" not in files:
+        return None
+    grid = ModelGridLabels(record, config)
+    discs_native = grid.load(files["discs_dseg"])
+    _, cord_cols = cord_columns(grid.load(files["SC_seg"]) > 0)
+    canal = float(np.median(cord_cols))
+    discs = {}
+    for level in np.unique(discs_native[discs_native > 0]):
+        row = float(np.argwhere(discs_native == level)[:, 1].mean())
+        model_row, model_col = grid.to_model(np.array([row]), np.array([canal]))
+        discs[int(level)] = (float(model_row[0]), float(model_col[0]))
+    if T12_L1 in discs and T12_L1 - 1 in discs:
+        (r1, c1), (r0, _) = discs[T12_L1], discs[T12_L1 - 1]
+        discs[L1_L2] = (2 * r1 - r0, c1)
+    return grid.part(record, discs)
+
+
+def cervical_part(record: ScanRecord, config: TrainConfig, template: SpinePart) -> SpinePart | None:
+    """A cervical scan with its discs placed from the top of its field of view and its canal from the cord
+    mask; None without a cord mask."""
+    files = label_files(record)
+    if "SC_seg" not in files:
+        return None
+    grid = ModelGridLabels(record, config)
+    cord_rows, cord_cols = cord_columns(grid.load(files["SC_seg"]) > 0)
+    if cord_rows.size < 2:
+        return None
+    model_rows, model_cols = grid.to_model(cord_rows, cord_cols)
+    spacing_si = grid.metadata.canvas.spacing_mm[0]
+    top_row, _ = grid.to_model(np.array([-0.5]), np.array([0.0]))  # the scan's upper edge
+    c2_row = template.discs[C2_C3][0]
+    discs = {}
+    for level in CERVICAL_JOIN_LEVELS:
+        if level not in template.discs:
+            continue
+        row = top_row[0] + CERVICAL_TOP_ABOVE_C2_C3_MM / spacing_si + template.discs[level][0] - c2_row
+        discs[level] = (float(row), float(np.interp(row, model_rows, model_cols)))
+    return grid.part(record, discs)
+
+
+def lumbar_part(record: ScanRecord, config: TrainConfig) -> SpinePart | None:
+    """A lumbar scan with T12/L1 and L1/L2 from its vertebral-body or disc labels; None without them."""
+    files = label_files(record)
+    grid = ModelGridLabels(record, config)
+    behind = CANAL_BEHIND_LUMBAR_DISC_MM / grid.spacing[2]
+    if "VB_dseg" in files:  # bodies T11 .. L5, labelled in any order: sort them by height
+        labels = grid.load(files["VB_dseg"])
+        bodies = sorted(
+            (np.argwhere(labels == v) for v in np.unique(labels[labels > 0])), key=lambda p: p[:, 1].mean()
+        )
+        if len(bodies) < 4:
+            return None
+        pairs = {T12_L1: (bodies[1], bodies[2]), L1_L2: (bodies[2], bodies[3])}
+        native = {
+            level: (
+                (a[:, 1].max() + b[:, 1].min()) / 2,
+                np.percentile(np.concatenate([a[:, 2], b[:, 2]]), 5) - behind,
+            )
+            for level, (a, b) in pairs.items()
+        }
+    elif "IVD_dseg" in files:  # discs L1/L2 .. L5/S1: T12/L1 is one disc spacing above the top one
+        labels = grid.load(files["IVD_dseg"])
+        discs = sorted(
+            (np.argwhere(labels == v) for v in np.unique(labels[labels > 0])), key=lambda p: p[:, 1].mean()
+        )
+        if len(discs) < 2:
+            return None
+        top, second = discs[0], discs[1]
+        row, spacing = top[:, 1].mean(), second[:, 1].mean() - top[:, 1].mean()
+        col = np.percentile(top[:, 2], 5) - behind
+        native = {L1_L2: (row, col), T12_L1: (row - spacing, col)}
+    else:
+        return None
+    discs = {}
+    for level, (row, col) in native.items():
+        model_row, model_col = grid.to_model(np.array([row]), np.array([col]))
+        discs[level] = (float(model_row[0]), float(model_col[0]))
+    return grid.part(record, discs)
+
+
+def band(rows: int, centre: float, half: float) -> np.ndarray:
+    index = np.arange(rows)
+    return (index >= centre - half) & (index < centre + half)
+
+
+def match_to(
+    moving: np.ndarray, moving_valid: np.ndarray, fixed: np.ndarray, fixed_valid: np.ndarray, rows: np.ndarray
+) -> tuple[float, float]:
+    """Gain and offset taking `moving`'s intensities onto `fixed`'s over `rows` where both hold data (both
+    already on one grid); identity when they do not overlap."""
+    both = moving_valid & fixed_valid & rows[None, :, None]
+    if both.sum() < 50:
+        return 1.0, 0.0
+    return matching_map(moving[both], fixed[both])
+
+
+def on_grid(part: PlacedPart, top: int, left: int, shape: tuple[int, int, int], fill: float):
+    """A placed part painted on a (slices, rows, cols) grid whose pixel (0, 0) is (`top`, `left`)."""
+    image = np.full(shape, fill, np.float32)
+    valid = np.zeros(shape, bool)
+    r0, c0 = part.top - top, part.left - left
+    rs = slice(max(r0, 0), min(r0 + part.image.shape[1], shape[1]))
+    cs = slice(max(c0, 0), min(c0 + part.image.shape[2], shape[2]))
+    src = (slice(None), slice(rs.start - r0, rs.stop - r0), slice(cs.start - c0, cs.stop - c0))
+    image[:, rs, cs] = part.image[src]
+    valid[:, rs, cs] = part.valid[src]
+    return image, valid
+
+
+def upper_joins(cervical: SpinePart, template: SpinePart, feather: float) -> list[int]:
+    """The discs a cervical scan can hand over to the template at: inside the scan by a feather's width."""
+    rows = cervical.image.shape[1]
+    return [
+        level
+        for level in CERVICAL_JOIN_LEVELS
+        if level in cervical.discs and level in template.discs and cervical.discs[level][0] + feather <= rows
+    ]
+
+
+def lower_joins(lumbar: SpinePart, template: SpinePart, feather: float) -> list[int]:
+    """The discs where a lumbar scan can take over from the template, highest first."""
+    return [
+        level
+        for level in (T12_L1, L1_L2)
+        if level in lumbar.discs and level in template.discs and lumbar.discs[level][0] >= feather
+    ]
+
+
+def build_composite(
+    rng: np.random.Generator,
+    cervical: SpinePart,
+    template: SpinePart,
+    lumbar: SpinePart,
+    spacing_mm: float,
+    fill: float,
+) -> Slab:
+    """Cervical scan above, bent template between the cervical join disc and the lumbar join disc, lumbar
+    scan below; the template's intensities and noise matched to the cervical scan, the lumbar scan's to the
+    matched template."""
+    feather = FEATHER_MM / spacing_mm
+    upper_levels = upper_joins(cervical, template, feather)
+    lower_levels = lower_joins(lumbar, template, feather)
+    if not upper_levels or not lower_levels:
+        raise ValueError(
+            f"{cervical.record.subject} + {lumbar.record.subject}: a join disc lies outside the scans"
+        )
+    upper, lower = int(rng.choice(upper_levels)), lower_levels[0]
+    join_top, canal_top = cervical.discs[upper]
+    t_top, t_canal = template.discs[upper]
+    t_bottom, _ = template.discs[lower]
+    margin = feather + MATCH_BAND_MM / spacing_mm
+    first = max(0, int(np.floor(t_top - margin)))
+    last = min(template.image.shape[1], int(np.ceil(t_bottom + margin)))
+    drift = rng.uniform(-DRIFT_MM, DRIFT_MM) / spacing_mm
+    bow = -rng.uniform(*BOW_MM) / spacing_mm
+    rows = np.arange(first, last)
+    t = (rows - t_top) / (t_bottom - t_top)
+    shifts = kyphosis_profile(t, canal_top - t_canal, canal_top - t_canal + drift, bow)
+    pad = int(np.ceil(np.abs(shifts).max())) + 1
+    t_image = np.pad(template.image[:, first:last], ((0, 0), (0, 0), (pad, pad)), constant_values=fill)
+    t_valid = np.pad(template.valid[:, first:last], ((0, 0), (0, 0), (pad, pad)))
+    t_image, t_valid = shift_rows(t_image, t_valid, shifts, fill)
+    offset_rows = int(round(join_top - t_top))
+    middle = PlacedPart(t_image, t_valid, top=first + offset_rows, left=-pad)
+    top_part = PlacedPart(cervical.image, cervical.valid)
+
+    shape = (cervical.image.shape[0], middle.bottom - middle.top, middle.right - middle.left)
+    c_on, c_valid = on_grid(top_part, middle.top, middle.left, shape, fill)
+    near_top = band(shape[1], join_top - middle.top, MATCH_BAND_MM / spacing_mm)
+    gain, offset = match_to(middle.image, middle.valid, c_on, c_valid, near_top)
+    matched = gain * middle.image + offset
+    wanted = noise_level(c_on, c_valid & near_top[None, :, None])
+    present = noise_level(matched, middle.valid & near_top[None, :, None])
+    extra = np.sqrt(max(wanted**2 - present**2, 0.0))
+    matched = matched + rng.normal(0.0, extra, matched.shape) if extra > 0 else matched
+    middle.image = np.where(middle.valid, matched, fill).astype(np.float32)
+
+    join_bottom = t_bottom + offset_rows
+    canal_bottom = canal_top + drift
+    l_row, l_canal = lumbar.discs[lower]
+    bottom_part = PlacedPart(
+        lumbar.image,
+        lumbar.valid,
+        top=int(round(join_bottom - l_row)),
+        left=int(round(canal_bottom - l_canal)),
+    )
+    l_on, l_valid = on_grid(bottom_part, middle.top, middle.left, shape, fill)
+    near_bottom = band(shape[1], join_bottom - middle.top, MATCH_BAND_MM / spacing_mm)
+    gain, offset = match_to(l_on, l_valid, middle.image, middle.valid, near_bottom)
+    bottom_part.image = (gain * lumbar.image + offset).astype(np.float32)
+
+    image, valid, _, _ = join_parts(
+        [top_part, middle, bottom_part], [int(round(join_top)), int(round(join_bottom))], feather, fill
+    )
+    record = ScanRecord(
+        f"composite:{cervical.record.subject}+{template.record.subject}+{lumbar.record.subject}",
+        f"{cervical.record.subject}+{template.record.subject}+{lumbar.record.subject}",
+        "whole-spine composite",
+        "; ".join(r.source for r in (cervical.record, template.record, lumbar.record) if r.source),
+        "; ".join(r.licence for r in (cervical.record, template.record, lumbar.record) if r.licence),
+    )
+    return Slab(image, record, valid)
+
+
+def bent_template(rng: np.random.Generator, template: SpinePart, spacing_mm: float, fill: float) -> Slab:
+    """The whole template with a random smooth curvature (its field widened so nothing is cut off)."""
+    amplitude = rng.uniform(*TEMPLATE_CURVE_MM) / spacing_mm
+    shifts = smooth_profile(rng, template.image.shape[1], amplitude, TEMPLATE_CURVE_SIGMA_MM / spacing_mm)
+    pad = int(np.ceil(np.abs(shifts).max())) + 1
+    image = np.pad(template.image, ((0, 0), (0, 0), (pad, pad)), constant_values=fill)
+    valid = np.pad(template.valid, ((0, 0), (0, 0), (pad, pad)))
+    image, valid = shift_rows(image, valid, shifts, fill)
+    record = template.record
+    bent = ScanRecord(f"bent:{record.path}", record.subject, "template (bent)", record.source, record.licence)
+    return Slab(image, bent, valid)
+
+
+def whole_spine_slabs(
+    config: TrainConfig, scans: list[ScanRecord], templates: list[ScanRecord]
+) -> list[Slab]:
+    """`config.data.composites` composites of the cervical and lumbar `scans` that carry the labels a join
+    needs, and `config.data.template_copies` bent copies of each template: reproducible from the run's seed."""
+    rng = np.random.default_rng([config.seed, 31337])
+    spacing = float(config.data.spacing_mm[0])
+    fill = float(config.data.padding_value)
+    slabs = []
+    for record in templates:
+        template = template_part(record, config)
+        if template is None:
+            print(f"training: template {record.subject} lacks disc or cord labels; not used", flush=True)
+            continue
+        slabs += [bent_template(rng, template, spacing, fill) for _ in range(config.data.template_copies)]
+        cervical = [cervical_part(r, config, template) for r in scans if r.region == "cervical"]
+        lumbar = [lumbar_part(r, config) for r in scans if r.region == "lumbar"]
+        feather = FEATHER_MM / spacing
+        cervical = [p for p in cervical if p and upper_joins(p, template, feather)]
+        lumbar = [p for p in lumbar if p and lower_joins(p, template, feather)]
+        if config.data.composites and (not cervical or not lumbar):
+            print("training: no labelled cervical and lumbar scans to make composites from", flush=True)
+            continue
+        for _ in range(config.data.composites):
+            top, bottom = cervical[rng.integers(len(cervical))], lumbar[rng.integers(len(lumbar))]
+            slabs.append(build_composite(rng, top, template, bottom, spacing, fill))
+    return slabs

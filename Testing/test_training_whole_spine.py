@@ -1,0 +1,138 @@
+"""Whole-spine composites: parts joined at the requested disc rows, unknown regions never a training target."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import torch
+from training_helpers import LIA_AFFINE, spine_like, tiny_config
+
+from fovcompletion.networks import build_network
+from fovcompletion.training.autoencoder import masked_l1
+from fovcompletion.training.composites import PlacedPart, join_parts, shift_rows
+from fovcompletion.training.data import ScanRecord, Slab, WindowSampler, find_scans, split_scans
+from fovcompletion.training.latents import encode_maps
+from fovcompletion.training.whole_spine import (
+    CERVICAL_JOIN_LEVELS,
+    FEATHER_MM,
+    cervical_part,
+    template_part,
+    whole_spine_slabs,
+)
+
+
+def part(value: float, rows: int, cols: int, top: int = 0, left: int = 0) -> PlacedPart:
+    image = np.full((2, rows, cols), value, np.float32)
+    return PlacedPart(image, np.ones(image.shape, bool), top, left)
+
+
+def test_join_parts_gives_each_part_its_rows_and_feathers_the_joins():
+    upper, middle, lower = part(1.0, 40, 20), part(2.0, 50, 10, top=30, left=5), part(3.0, 50, 30, top=70)
+    image, valid, top, left = join_parts([upper, middle, lower], [36, 76], feather_rows=4, fill=-1.0)
+    assert (top, left) == (0, 0) and image.shape == (2, 120, 30)
+    assert np.all(image[:, :34][valid[:, :34]] == 1.0) and valid[:, :34, :20].all()
+    assert np.all(image[:, 38:74][valid[:, 38:74]] == 2.0)
+    assert valid[:, 38:74, 5:15].all() and not valid[:, 38:74, :5].any()  # the narrow part's field only
+    assert np.all(image[:, 78:][valid[:, 78:]] == 3.0) and valid[:, 78:, :30].all()
+    blend = image[0, 34:38, 10]
+    assert np.all(np.diff(blend) > 0) and 1.0 < blend.mean() < 2.0  # a ramp across the first join
+    assert np.all(image[~valid] == -1.0)
+
+
+def test_shift_rows_moves_rows_and_marks_what_comes_in_as_unknown():
+    image = np.zeros((1, 3, 10), np.float32)
+    image[:, :, 4] = 1.0
+    shifted, valid = shift_rows(image, np.ones(image.shape, bool), np.array([0.0, 2.0, -3.0]), fill=-1.0)
+    assert [int(np.argmax(shifted[0, r])) for r in range(3)] == [4, 6, 1]
+    assert not valid[0, 1, :2].any() and not valid[0, 2, -3:].any() and valid[0, 0].all()
+
+
+def write_labelled_bids(root, template_root):
+    """A cervical scan with a cord mask, a lumbar scan with disc labels, and a template with both (1 mm)."""
+
+    def save(path, array):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(array, LIA_AFFINE), str(path))
+
+    def cord(shape, col):
+        mask = np.zeros(shape, np.float32)
+        mask[:, :, col - 2 : col + 3] = 1
+        return mask
+
+    shape = (7, 200, 48)
+    save(root / "sub-c01/anat/sub-c01_T2w.nii.gz", spine_like(shape, 0))
+    save(root / "derivatives/labels/sub-c01/anat/sub-c01_T2w_label-SC_seg.nii.gz", cord(shape, 30))
+    save(root / "sub-l01/anat/sub-l01_T2w.nii.gz", spine_like(shape, 1))
+    discs = np.zeros(shape, np.float32)
+    for label, row in ((5, 40), (4, 70), (3, 100)):  # L1/L2 at the top, as the IVD data labels them
+        discs[:, row - 2 : row + 3, 20:30] = label
+    save(root / "derivatives/labels/sub-l01/anat/sub-l01_T2w_label-IVD_dseg.nii.gz", discs)
+    (root / "participants.tsv").write_text(
+        "participant_id\tregion\tsource\tlicense\nsub-c01\tcervical\ttest\tCC0\nsub-l01\tlumbar\ttest\tCC0\n"
+    )
+    tshape = (7, 480, 40)
+    save(template_root / "sub-tpl/anat/sub-tpl_T2w.nii.gz", spine_like(tshape, 2))
+    levels = np.zeros(tshape, np.float32)
+    for label in range(2, 20):  # C2/C3 at 80 mm, then a disc every 20 mm
+        levels[:, 80 + 20 * (label - 2), 20] = label
+    save(template_root / "derivatives/labels/sub-tpl/anat/sub-tpl_T2w_label-discs_dseg.nii.gz", levels)
+    save(template_root / "derivatives/labels/sub-tpl/anat/sub-tpl_T2w_label-SC_seg.nii.gz", cord(tshape, 20))
+    (template_root / "participants.tsv").write_text(
+        "participant_id\tregion\tsource\tlicense\nsub-tpl\ttemplate\ttest template\tMIT\n"
+    )
+
+
+def test_composites_join_cervical_template_and_lumbar_at_the_level_rows(tmp_path):
+    root, template_root = tmp_path / "bids", tmp_path / "templates"
+    write_labelled_bids(root, template_root)
+    config = tiny_config(root, held_out=())
+    config.data.templates = [str(template_root)]
+    config.data.composites, config.data.template_copies = 3, 1
+    scans, _ = split_scans(find_scans([str(root)], []), [])
+    templates = find_scans([str(template_root)], [])
+    slabs = whole_spine_slabs(config, scans, templates)
+    assert [s.record.region for s in slabs] == ["template (bent)"] + ["whole-spine composite"] * 3
+    assert slabs[1].record.licence == "CC0; MIT; CC0"
+
+    template = template_part(templates[0], config)
+    assert template.discs[2][0] == 39.75 and template.discs[19][0] == 209.75  # 2 mm rows, pixel centres
+    cervical = cervical_part(scans[0], config, template)
+    # the cervical scan starts 40 mm above its C2/C3: C7/T1 (60 rows below C2/C3) at row 20 + 60
+    assert abs(cervical.discs[8][0] - (-0.5 + 20 + 60)) < 1e-6
+    join_rows = {int(round(cervical.discs[level][0])) for level in CERVICAL_JOIN_LEVELS}
+    half = FEATHER_MM / 2 / config.data.spacing_mm[0]
+    for slab in slabs[1:]:
+        # Above the first join the composite is as wide as the cervical scan; below it, the template's
+        # 40 mm field: the first row that narrows lies within half a feather of one of the level rows.
+        width = slab.valid[0].sum(axis=1)
+        narrow = int(np.flatnonzero(width[: width.size // 2] < width[0])[0])
+        assert min(abs(narrow - (row + half)) for row in join_rows) <= 1
+        assert np.all(slab.image[~slab.valid] == config.data.padding_value)
+
+
+def test_unknown_regions_are_never_a_training_target(tmp_path):
+    config = tiny_config(tmp_path, held_out=())
+    image = np.linspace(-1, 1, 5 * 40 * 32, dtype=np.float32).reshape(5, 40, 32)
+    valid = np.ones(image.shape, bool)
+    valid[:, 20:, 16:] = False  # a composite's unknown corner
+    slab = Slab(np.where(valid, image, 7.0).astype(np.float32), ScanRecord("x", "sub-x"), valid)
+
+    window, inside = WindowSampler([slab], config, augment=False).draw(np.random.default_rng(0))
+    assert not inside.all() and np.all(window[~inside] == config.data.padding_value)  # never 7
+
+    x = torch.from_numpy(window)[None, None]
+    m = torch.from_numpy(inside)[None, None]
+    recon = x.clone() + 0.1
+    changed = torch.where(m, recon, torch.full_like(recon, 100.0))
+    assert torch.isclose(masked_l1(recon, x, m), masked_l1(changed, x, m))
+
+    autoencoder = build_network("VQVAE", config.autoencoder.args)
+    (latent_map,) = encode_maps(
+        autoencoder, [Slab(slab.image[:1], slab.record, valid[:1])], config, 0, "cpu", 0
+    )
+    cells = latent_map.inside.numpy()
+    assert cells.any() and not cells.all()
+    known_cells = int(cells.sum())
+    full = Slab(slab.image[:1], slab.record, np.ones_like(valid[:1]))
+    (full_map,) = encode_maps(autoencoder, [full], config, 0, "cpu", 0)
+    assert int(full_map.inside.sum()) > known_cells  # the unknown corner's cells are masked out of the loss
