@@ -71,7 +71,7 @@ def test_complete_writes_volume_mask_spread_and_preview(tiny_bundle, scan_file, 
     )
     assert code == 0
     err = capsys.readouterr().err
-    assert "wrote" in err and "#" in err  # progress bar drawn on stderr
+    assert "wrote" in err and "sampling 6/6 (100%)" in err  # progress on stderr (plain lines: not a terminal)
     volume = nib.load(str(out))
     assert volume.shape == (3, 70, 30)
     assert nib.load(str(tmp_path / "spread.nii.gz")).shape == volume.shape
@@ -195,6 +195,41 @@ BAD_INPUTS = {
         ["--extend-inferior", "0"],
         "nothing to complete",
     ),
+    "absurd extension": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--extend-inferior", "100000"],
+        "at most 1500 mm in total",
+    ),
+    "extensions adding up past the limit": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--extend-superior", "800", "--extend-inferior", "800"],
+        "extending by 1600 mm",
+    ),
+    "extension not a number": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--extend-inferior", "nan"],
+        "finite millimetres",
+    ),
+    "zero slices": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--slices", "0"],
+        "number of slices must be between 1 and 9 (got 0)",
+    ),
+    "reversed slice range": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--slice-range", "5:2"],
+        "slice range 5:2 is empty: the start must be below the end",
+    ),
+    "empty slice range": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--slice-range", "3:3"],
+        "the start must be below the end",
+    ),
+    "slice range past the scan": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--slice-range", "2:12"],
+        "outside the scan's 9 sagittal slices",
+    ),
 }
 
 
@@ -217,6 +252,94 @@ def test_bad_input_is_refused_cleanly(case, tiny_bundle, tmp_path, capsys):
         *extra,
     ]
     refuse(args, capsys, source, out, match)
+
+
+def test_absurd_extension_is_refused_before_the_model_loads(scan_file, tmp_path, capsys):
+    # No model exists at that path: the extension is refused first, so a typo costs no model load and no run.
+    refuse(
+        [
+            "complete",
+            str(scan_file),
+            "-o",
+            str(tmp_path / "out.nii.gz"),
+            "--model",
+            str(tmp_path / "no-such-model"),
+            "--extend-inferior",
+            "100000",
+        ],
+        capsys,
+        scan_file,
+        tmp_path / "out.nii.gz",
+        "extending by 100000 mm is more than any body needs",
+    )
+
+
+def test_preflight_line_gives_the_time_from_the_measured_speed(tmp_path, capsys):
+    from fovcompletion.bundle_factory import create_random_bundle
+
+    # 120 s per UNet step and slice, measured on this bundle's own 32 x 32 canvas, which the scan fills
+    # (64 columns at 1 mm = 32 at 2 mm; 20 rows + 15 below need one 32-row window).
+    slow = create_random_bundle(
+        tmp_path / "slow",
+        name="slow",
+        speed={"cpu": {"seconds_per_unet_step_per_slice": 120.0, "canvas": [32, 32]}},
+    )
+    scan = write_nifti(tmp_path / "scan.nii.gz", synthetic_scan((6, 40, 64)), AFFINE)
+    out = tmp_path / "out.nii.gz"
+    args = ["complete", str(scan), "-o", str(out), "--model", str(slow), "--device", "cpu"]
+    code = main([*args, "--steps", "20", "--slices", "2", "--extend-inferior", "30"])
+    assert code == 0
+    lines = capsys.readouterr().err.splitlines()
+    # 1 window x 20 steps x (2 slices x 120 s) = 4800 s, shown before the first step
+    assert lines[0].endswith("20 UNet steps on cpu, estimated 1:20:00 (240 s per UNet step, measured)"), (
+        lines[0]
+    )
+    assert lines[1].startswith("sampling ")
+
+
+def test_progress_bar_writes_plain_lines_to_a_log_file(tiny_bundle, scan_file, tmp_path):
+    out = tmp_path / "out.nii.gz"
+    log = tmp_path / "run.log"
+    command = [sys.executable, "-m", "fovcompletion", "complete", str(scan_file), "-o", str(out)]
+    command += ["--model", str(tiny_bundle), "--steps", "25", "--extend-inferior", "20", "--progress", "bar"]
+    with open(log, "w") as stderr:
+        subprocess.run(command, stdin=subprocess.DEVNULL, stderr=stderr, check=True, timeout=300)
+    text = log.read_text()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert "estimated" in lines[0] and lines[-1].startswith(f"wrote {out}")
+    progress = lines[1:-1]
+    # one line per tenth of the run, each with step, total, elapsed time and time left
+    assert [line.split()[1] for line in progress] == [
+        f"{step}/25" for step in (3, 5, 8, 10, 13, 15, 18, 20, 23, 25)
+    ]
+    assert [line.split()[2] for line in progress] == [
+        f"({p}%)," for p in (12, 20, 32, 40, 52, 60, 72, 80, 92, 100)
+    ]
+    assert all(
+        line.startswith("sampling ") and " elapsed, " in line and line.endswith(" left") for line in progress
+    )
+
+
+def test_progress_bar_redraws_in_place_on_a_terminal():
+    import io
+
+    from fovcompletion.progress import ProgressTracker, TextProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    tracker = ProgressTracker(25, TextProgressBar(screen))
+    tracker.emit("start", "starting")
+    for _ in range(25):
+        tracker.advance("sampling")
+    lines = screen.getvalue().split("\n")
+    assert lines[0] == "starting" and lines[2] == ""  # one bar line, ended once the run is done
+    redraws = lines[1].split("\r")[1:]
+    assert len(redraws) == 25 and redraws[0].startswith("[#.") and " 1/25 sampling " in redraws[0]
+    assert redraws[-1].startswith("[" + "#" * 30 + "] 25/25 sampling ")
 
 
 def test_output_equal_to_input_is_refused(tiny_bundle, scan_file, capsys):

@@ -95,6 +95,22 @@ def test_slice_range_counts_along_the_input_axis_even_when_flipped(tiny_bundle):
         assert result.image[0][result.mask[0] > 0].mean() > 1000
 
 
+@pytest.mark.parametrize(
+    ("choice", "match"),
+    [
+        ({"slices": 0}, r"between 1 and 8 \(got 0\)"),
+        ({"slices": -2}, r"between 1 and 8 \(got -2\)"),
+        ({"slice_range": (5, 2)}, "start must be below the end"),
+        ({"slice_range": (4, 4)}, "start must be below the end"),
+        ({"slice_range": (-1, 3)}, "outside the scan's 8 sagittal slices"),
+    ],
+)
+def test_zero_slices_and_empty_ranges_are_refused_not_defaulted(tiny_bundle, choice, match):
+    scan = synthetic_scan((8, 40, 30))
+    with pytest.raises(InputError, match=match):
+        complete(scan, oblique_affine(), model=tiny_bundle, steps=2, extend_inferior_mm=10, **choice)
+
+
 def test_constant_chosen_slices_are_refused(tiny_bundle):
     scan = synthetic_scan((9, 40, 30))
     scan[3:6] = 0.0  # e.g. zero-padded slices

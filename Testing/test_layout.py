@@ -8,7 +8,7 @@ import pytest
 from conftest import oblique_affine, synthetic_scan
 from fovcompletion.bundle import read_metadata
 from fovcompletion.errors import InputError
-from fovcompletion.layout import plan_layout, plan_windows
+from fovcompletion.layout import MAX_TOTAL_EXTENSION_MM, plan_layout, plan_windows
 from fovcompletion.pipeline import complete
 
 
@@ -33,6 +33,26 @@ def test_windows_cover_every_row_and_keep_context(top, bottom, known, height, co
 def test_zero_extension_is_refused(tiny_bundle):
     with pytest.raises(InputError, match="nothing to complete"):
         plan_layout(read_metadata(tiny_bundle), 30, 20, 0, 0)
+
+
+def test_extensions_no_body_has_are_refused_by_the_layout(tiny_bundle):
+    metadata = read_metadata(tiny_bundle)
+    half = MAX_TOTAL_EXTENSION_MM / 2
+    assert plan_layout(metadata, 30, 20, half, half).windows > 40  # the limit itself is planned
+    for superior, inferior, match in [
+        (half, half + 1, "extending by 1501 mm"),
+        (0, 1e5, "at most 1500 mm in total"),
+        (0, float("inf"), "finite"),
+        (float("nan"), 20, "finite"),
+        (-5, 20, "zero or positive"),
+    ]:
+        with pytest.raises(InputError, match=match):
+            plan_layout(metadata, 30, 20, superior, inferior)
+
+
+def test_the_api_refuses_an_absurd_extension_before_loading_a_model(tmp_path):
+    with pytest.raises(InputError, match="more than any body needs"):
+        complete(synthetic_scan(), oblique_affine(), model=tmp_path / "no-such-model", extend_inferior_mm=1e5)
 
 
 def test_windowed_outpainting_stitches_without_gaps(tiny_bundle):

@@ -1,14 +1,49 @@
-"""Run-time estimates shown before a run (Slicer's steps field, `fovcompletion models`)."""
+"""Run-time estimates shown before a run (Slicer's steps field, the command line's first line)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from .bundle import read_metadata
-from .layout import plan_layout
+from .bundle import BundleMetadata, read_metadata
+from .layout import CanvasLayout, plan_layout
+from .progress import format_seconds
 from .schedule import SamplerOptions, count_model_evaluations
 
 FALLBACK_SECONDS_PER_STEP_PER_SLICE = {"cpu": 0.1, "cuda": 0.005, "mps": 0.03}
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """UNet steps x seconds per step; `measured` is False when the bundle has no speed for the device."""
+
+    unet_steps: int
+    seconds_per_step: float
+    measured: bool
+
+    @property
+    def seconds(self) -> float:
+        return self.unet_steps * self.seconds_per_step
+
+    def describe(self) -> str:
+        source = "measured" if self.measured else "a guess: not measured on this device"
+        return f"estimated {format_seconds(self.seconds)} ({self.seconds_per_step:.3g} s per UNet step, {source})"
+
+
+def estimate_run(
+    metadata: BundleMetadata, layout: CanvasLayout, slices: int, unet_steps: int, device: str = "cpu"
+) -> RunEstimate:
+    """The bundle's measured seconds per UNet step and slice on this kind of device, scaled by the window's
+    area and the slice count (slices share one batch), times the steps of every window and sample."""
+    kind = "cuda" if device.startswith("cuda") else ("cpu" if device == "auto" else device)
+    speed = metadata.speed.get(kind, {})
+    measured = "seconds_per_unet_step_per_slice" in speed
+    per_slice = float(
+        speed.get("seconds_per_unet_step_per_slice", FALLBACK_SECONDS_PER_STEP_PER_SLICE.get(kind, 0.1))
+    )
+    measured_canvas = speed.get("canvas", list(metadata.canvas.shape))
+    area_ratio = (layout.window_height * layout.width) / float(measured_canvas[0] * measured_canvas[1])
+    return RunEstimate(int(unet_steps), per_slice * area_ratio * max(1, slices), measured)
 
 
 def estimate_seconds(
@@ -22,16 +57,9 @@ def estimate_seconds(
 ) -> float:
     """Seconds for a run, from the bundle's measured speed per UNet step and slice, scaled by canvas area."""
     metadata = read_metadata(bundle_path)
-    device = "cuda" if device.startswith("cuda") else ("cpu" if device == "auto" else device)
-    speed = metadata.speed.get(device, {})
-    per_step = float(
-        speed.get("seconds_per_unet_step_per_slice", FALLBACK_SECONDS_PER_STEP_PER_SLICE.get(device, 0.1))
-    )
-    measured_canvas = speed.get("canvas", list(metadata.canvas.shape))
     rows = max(1, int(round(input_height_mm / metadata.canvas.spacing_mm[0])))
     if extend_superior_mm <= 0 and extend_inferior_mm <= 0:
         return 0.0
     layout = plan_layout(metadata, rows, metadata.canvas.shape[1], extend_superior_mm, extend_inferior_mm)
-    area_ratio = (layout.window_height * layout.width) / float(measured_canvas[0] * measured_canvas[1])
     nfe = count_model_evaluations(SamplerOptions(steps=steps), metadata.scheduler.num_train_timesteps)
-    return per_step * area_ratio * max(1, slices) * nfe * layout.windows
+    return estimate_run(metadata, layout, slices, nfe * layout.windows, device).seconds

@@ -2,8 +2,8 @@
 
 Rows are counted on the model grid with row 0 at the scan's first (most superior) row. The requested
 output spans rows [-above, n_rows + below). When that is taller than the canvas, windows move outwards
-from the scan, each keeping `context` known rows (progressive outpainting), so any extent works with
-any canvas.
+from the scan, each keeping `context` known rows (progressive outpainting), so any extent a body has
+(`MAX_TOTAL_EXTENSION_MM`) works with any canvas.
 """
 
 from __future__ import annotations
@@ -13,6 +13,29 @@ from dataclasses import dataclass
 
 from .bundle import BundleMetadata
 from .errors import InputError
+
+# The most the two extensions may add together. A whole adult spine, skull base to coccyx, is well under a
+# metre, so no body needs more: a larger value is a typo (100000 for 100 mm) that would otherwise run for hours.
+MAX_TOTAL_EXTENSION_MM = 1500.0
+
+
+def check_extension(extend_superior_mm: float, extend_inferior_mm: float) -> None:
+    """Refuse extensions no body has before any work starts: negative, not finite, none, or too tall."""
+    extensions = (extend_superior_mm, extend_inferior_mm)
+    if not all(math.isfinite(mm) for mm in extensions):
+        raise InputError(
+            f"extensions must be finite millimetres (got {extend_superior_mm}, {extend_inferior_mm})"
+        )
+    if extend_superior_mm < 0 or extend_inferior_mm < 0:
+        raise InputError("extensions must be zero or positive millimetres")
+    if extend_superior_mm == 0 and extend_inferior_mm == 0:
+        raise InputError("nothing to complete: extend superiorly and/or inferiorly by more than 0 mm")
+    total = extend_superior_mm + extend_inferior_mm
+    if total > MAX_TOTAL_EXTENSION_MM:
+        raise InputError(
+            f"extending by {total:g} mm is more than any body needs: at most {MAX_TOTAL_EXTENSION_MM:g} mm "
+            "in total (superior + inferior; a whole spine is under 1 m)"
+        )
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -66,10 +89,7 @@ def plan_layout(
     reference_placement: bool = False,
 ) -> CanvasLayout:
     """Lay out the scan and the requested extension on the model's canvas."""
-    if extend_superior_mm < 0 or extend_inferior_mm < 0:
-        raise InputError("extensions must be zero or positive millimetres")
-    if extend_superior_mm == 0 and extend_inferior_mm == 0:
-        raise InputError("nothing to complete: extend superiorly and/or inferiorly by more than 0 mm")
+    check_extension(extend_superior_mm, extend_inferior_mm)
     spacing_si = metadata.canvas.spacing_mm[0]
     above = int(math.ceil(extend_superior_mm / spacing_si))
     below = int(math.ceil(extend_inferior_mm / spacing_si))

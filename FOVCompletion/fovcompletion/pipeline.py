@@ -19,9 +19,10 @@ import torch
 from .bundle import METADATA_FILE, Bundle, load_bundle, read_metadata
 from .device import autocast_dtype, is_out_of_memory, resolve_device
 from .errors import InputError, OutOfMemoryError
+from .estimate import estimate_run
 from .geometry import axcodes_of, reorient, sample_at
 from .image_io import Volume, check_output_path, read_volume, same_file, validate_volume, write_volume
-from .layout import CanvasLayout, plan_layout
+from .layout import CanvasLayout, check_extension, plan_layout
 from .memory import advice as memory_advice
 from .memory import check_memory
 from .preprocess import PreparedSlab, prepare_slab
@@ -202,6 +203,7 @@ def complete(
     volume = validate_volume(*((image.array, image.affine) if isinstance(image, Volume) else (image, affine)))
     if samples < 1:
         raise InputError(f"samples must be at least 1 (got {samples})")
+    check_extension(extend_superior_mm, extend_inferior_mm)  # before the model loads: a typo fails at once
     options = sampler or SamplerOptions()
     if steps is not None:
         options = replace(options, steps=int(steps))
@@ -222,14 +224,16 @@ def complete(
     check_memory(metadata, torch_device, slab.model.shape[0], layout.window_height, layout.width)
     nfe_per_window = count_model_evaluations(options, metadata.scheduler.num_train_timesteps)
     tracker = ProgressTracker(samples * layout.windows * nfe_per_window, progress)
+    estimate = estimate_run(metadata, layout, slab.model.shape[0], tracker.total, torch_device.type)
     tracker.emit(
         "start",
         f"{metadata.name}: {layout.windows} window(s), {slab.model.shape[0]} slice(s), {samples} "
-        f"sample(s), {tracker.total} UNet steps on {torch_device}",
+        f"sample(s), {tracker.total} UNet steps on {torch_device}, {estimate.describe()}",
         slices=int(slab.model.shape[0]),
         windows=layout.windows,
         samples=samples,
         device=str(torch_device),
+        estimated_s=round(estimate.seconds, 1),
     )
     completer = _Completer(bundle, torch_device, options, seed, tracker, cancel)
     feather_px = feather_mm / metadata.canvas.spacing_mm[0]

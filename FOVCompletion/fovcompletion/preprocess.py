@@ -61,20 +61,32 @@ def max_inplane_spacing_mm(metadata: BundleMetadata) -> float:
     return max(3.0, 1.5 * max(metadata.canvas.spacing_mm))
 
 
+def check_slice_range(start: int, stop: int, n_slices: int) -> None:
+    """Refuse an empty or reversed range first (a typo, not a place), then one that leaves the scan."""
+    if start >= stop:
+        raise InputError(
+            f"slice range {start}:{stop} is empty: the start must be below the end (end excluded)"
+        )
+    if start < 0 or stop > n_slices:
+        raise InputError(
+            f"slice range {start}:{stop} is outside the scan's {n_slices} sagittal slices (0:{n_slices})"
+        )
+
+
 def select_slices(
     n_slices: int, count: int | None = None, index_range: tuple[int, int] | None = None
 ) -> tuple[int, int]:
-    """[start, stop) in model orientation: `count` slices centred on the middle, or an explicit range."""
+    """[start, stop) in model orientation: `count` slices centred on the middle, or an explicit range.
+
+    `count=None` means one slice; 0 is refused like any other count below 1, never taken as a default.
+    """
     if index_range is not None:
         start, stop = index_range
-        if not (0 <= start < stop <= n_slices):
-            raise InputError(
-                f"slice range {start}:{stop} is outside the scan's {n_slices} sagittal slices (0:{n_slices})"
-            )
+        check_slice_range(start, stop, n_slices)
         return start, stop
-    count = count or 1
+    count = 1 if count is None else count
     if count < 1:
-        raise InputError(f"the number of slices must be at least 1 (got {count})")
+        raise InputError(f"the number of slices must be between 1 and {n_slices} (got {count})")
     if count > n_slices:
         raise InputError(f"{count} slices requested but the scan has only {n_slices} sagittal slices")
     start = n_slices // 2 - count // 2
@@ -99,12 +111,10 @@ def prepare_slab(
     model_range = None
     if slice_range is not None:
         start, stop = slice_range
-        if not (0 <= start < stop <= volume.array.shape[lr_axis]):
-            raise InputError(
-                f"slice range {start}:{stop} is outside the scan's {n_slices} sagittal slices (0:{n_slices})"
-            )
+        check_slice_range(start, stop, volume.array.shape[lr_axis])
         model_range = (n_slices - stop, n_slices - start) if flipped else (start, stop)
-    start, stop = select_slices(n_slices, slices or metadata.default_slices, model_range)
+    count = metadata.default_slices if slices is None else slices
+    start, stop = select_slices(n_slices, count, model_range)
     native = array[start:stop].astype(np.float32)
     shift = np.eye(4)
     shift[0, 3] = start

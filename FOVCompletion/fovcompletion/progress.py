@@ -60,20 +60,42 @@ def format_seconds(seconds: float | None) -> str:
 
 
 class TextProgressBar:
-    """A one-line bar on stderr, redrawn in place: `[#####.....] 12/50 sampling 00:04<00:12`."""
+    """A one-line bar on stderr, redrawn in place: `[#####.....] 12/50 sampling 00:04<00:12`.
+
+    When the stream is not a terminal (a log file, a batch job) carriage-return redraws would pile up into one
+    line of kilobytes, so it writes a plain line instead, at most one per tenth of the run (`LOG_LINES`).
+    """
+
+    LOG_LINES = 10
 
     def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
         self._stream = stream
         self.width = width
+        self._logged = 0  # the last tenth logged: lines at 10%, 20% ... 100%
 
     @property
     def stream(self) -> TextIO:
         return self._stream or sys.stderr
 
+    def interactive(self) -> bool:
+        try:
+            return bool(self.stream.isatty())
+        except (AttributeError, ValueError):  # no isatty, or a closed stream
+            return False
+
     def __call__(self, event: ProgressEvent) -> None:
         if event.stage == "start":
+            self._logged = 0
             self.stream.write(f"{event.message}\n")
+            self.stream.flush()
             return
+        if self.interactive():
+            self._redraw(event)
+        else:
+            self._log(event)
+        self.stream.flush()
+
+    def _redraw(self, event: ProgressEvent) -> None:
         filled = int(self.width * event.fraction)
         bar = "#" * filled + "." * (self.width - filled)
         line = (
@@ -83,7 +105,16 @@ class TextProgressBar:
         self.stream.write(line)
         if event.step >= event.total:
             self.stream.write("\n")
-        self.stream.flush()
+
+    def _log(self, event: ProgressEvent) -> None:
+        reached = event.step * self.LOG_LINES // event.total if event.total else self.LOG_LINES
+        if reached <= self._logged:
+            return
+        self._logged = reached
+        self.stream.write(
+            f"{event.stage} {event.step}/{event.total} ({event.fraction:.0%}), "
+            f"{format_seconds(event.elapsed_s)} elapsed, {format_seconds(event.eta_s)} left\n"
+        )
 
 
 class JsonLines:
