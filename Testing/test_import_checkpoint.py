@@ -68,6 +68,8 @@ def test_old_layout_checkpoints_import_into_an_identical_bundle(reference_checkp
     bundle = load_bundle(tmp_path / "bundle")
     assert bundle.metadata.latent_scale_factor == pytest.approx(0.42)
     assert bundle.metadata.canvas.ap_policy == "fixed"
+    intensity = bundle.metadata.intensity  # the reference's normalisation, whatever newer recipes use
+    assert (intensity.lower_percentile, intensity.upper_percentile, intensity.clip) == (0.0, 95.0, True)
     for key, value in unet.state_dict().items():
         assert torch.equal(bundle.unet.state_dict()[key], value), key
     for key, value in autoencoder.state_dict().items():
