@@ -98,10 +98,16 @@ def test_canal_continuity_counts_the_rows_where_the_canal_stays_bright():
     faded = truth.copy()
     tissue_only = spine_like(canal_col=-100)  # the same texture, no canal
     faded[:, seam + 20 :] = tissue_only[:, seam + 20 :]  # the canal stops 20 mm past the seam
-    assert metrics_of(faded, truth)["canal_continuity"] == pytest.approx(0.5)
+    # 20 of the 40 completed rows, give or take the 2 mm smoothing along the rows that tests for a ridge
+    assert 0.5 <= metrics_of(faded, truth)["canal_continuity"] <= 0.55
     gone = truth.copy()
     gone[:, ~known] = tissue_only[:, ~known]
-    assert metrics_of(gone, truth)["canal_continuity"] == 0.0
+    assert (
+        metrics_of(gone, truth)["canal_continuity"] <= 0.05
+    )  # smoothing carries it a row or two past the seam
+    dim = truth.copy()
+    dim[:, ~known] = np.where(truth[:, ~known] > 800, 600.0, truth[:, ~known])  # a dimmer canal is still one
+    assert metrics_of(dim, truth)["canal_continuity"] == 1.0
     near = spine_like(canal_col=CANAL_COL + 3)  # 3 mm off: within the 4 mm tolerance
     far = spine_like(canal_col=CANAL_COL + 12)  # 12 mm off: another place
     for moved, expected in ((near, 1.0), (far, 0.0)):

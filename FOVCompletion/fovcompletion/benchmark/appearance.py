@@ -19,8 +19,9 @@ from .metrics import row_distance_mm, scale_unit, ssim_map, visible_range
 SEAM_BAND_MM = 16.0
 CANAL_BAND_MM = 64.0
 CANAL_TOLERANCE_MM = 4.0
-CANAL_MIN_STRENGTH = 0.1  # truth rows whose canal is not this much brighter than its sides are not scored
-CANAL_KEPT_FRACTION = 0.5  # the completion's canal must keep half the truth's brightness above its sides
+CANAL_MIN_STRENGTH = (
+    0.1  # a bright canal: this much (of the visible range) brighter than the tissue beside it
+)
 
 
 def tissue_mask(truth_unit: np.ndarray, known_rows: np.ndarray) -> np.ndarray:
@@ -98,11 +99,11 @@ def canal_continuity(
     canal within `CANAL_TOLERANCE_MM` of the truth's canal column.
 
     On the mid-sagittal slice, per row: the strongest ridge (`canal.ridge_strength`: brighter than the
-    tissue 10 mm anterior and posterior) within the tolerance of `truth_canal`, in the completion and in the
-    truth. Rows where the truth itself shows no bright canal (ridge below `CANAL_MIN_STRENGTH`, e.g. below
-    the end of the dural sac) are not scored; a row counts when the completion keeps at least
-    `CANAL_KEPT_FRACTION` of the truth's ridge there. 1 = the canal continues all the way; NaN = no row
-    scored.
+    tissue 10 mm anterior and posterior) within the tolerance of `truth_canal`. A bright canal is a ridge of
+    at least `CANAL_MIN_STRENGTH` (in the [0, 1] units of the visible range), the same test in the truth and
+    in the completion. Rows where the truth itself shows none (below the end of the dural sac, say) are not
+    scored. 1 = the canal continues all the way; 0 = it is gone (or elsewhere) at once; NaN = no row scored.
+    How bright it stays is `seam_brightness`'s business.
     """
     rows = seam_rows(known_rows, spacing[0], band_mm)
     reach = max(0, int(round(CANAL_TOLERANCE_MM / spacing[1])))
@@ -111,8 +112,7 @@ def canal_continuity(
     scored = rows & (truth_ridge >= CANAL_MIN_STRENGTH)
     if not scored.any():
         return math.nan
-    kept = pred_ridge[scored] >= CANAL_KEPT_FRACTION * truth_ridge[scored]
-    return float(kept.mean())
+    return float(np.mean(pred_ridge[scored] >= CANAL_MIN_STRENGTH))
 
 
 def slice_consistency(

@@ -183,9 +183,10 @@ its visible rows' median (whole-region SSIM is dominated by background). *sharpn
 magnitude of the completion over the hidden rows divided by the truth's (1 = as much detail as the anatomy).
 *seam brightness*: mean of the completion over the truth's (scanner units) in the first 16 mm past the seam,
 over the truth's tissue pixels (1 = no dimming). *canal continuity*: fraction of the completed rows within 64 mm
-of the seam, on the mid-sagittal slice, where the completion keeps at least half of the truth's bright canal
-(brighter than the tissue 10 mm anterior and posterior) within 4 mm of the truth's canal column (the phantoms' and
-the template's centreline, else tracked on the truth); rows where the truth shows no bright canal are not scored.
+of the seam, on the mid-sagittal slice, where the completion shows a bright canal (a ridge at least 0.1 of the
+visible range brighter than the tissue 10 mm anterior and posterior) within 4 mm of the truth's canal column (the
+phantoms' and the template's centreline, else tracked on the truth); rows where the truth shows none are not
+scored.
 *slice consistency*: mean SSIM between adjacent completed slices over the truth's, on tissue pixels (below 1:
 the slices disagree more than real neighbours). *range violations*: fraction of output voxels outside the input's
 own intensity range. Levels (phantoms, template): vertebral bodies and discs found by the profile detector in the
