@@ -1,4 +1,5 @@
-"""`fovcompletion benchmark` end to end on tiny cases with a tiny random bundle (shape of the outputs, not quality)."""
+"""`fovcompletion benchmark` end to end on tiny cases with a tiny random bundle (shape of the outputs, not quality):
+the model's held-out scans, any other BIDS root (made from phantoms), `--subjects`, phantoms and a template."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ REQUIRED = {
     "ssim_near": float,
     "ssim_far": float,
     "seam": float,
+    "ssim_tissue": float,
+    "sharpness": float,
+    "seam_brightness": float,
+    "canal_continuity": float,
+    "slice_consistency": float,
+    "value_range_violations": float,
     "known_max_abs_err": float,
     "nfe": int,
     "seconds_per_volume": float,
@@ -33,7 +40,8 @@ def bench_bundle(tmp_path_factory) -> Path:
     """Tiny networks on a tall, coarse canvas (1024 x 256 mm at 8 mm) so the reference sampler fits a whole spine."""
     canvas = CanvasSpec(shape=(128, 32), spacing_mm=(8.0, 8.0))
     folder = tmp_path_factory.mktemp("bench") / "bundle"
-    return create_random_bundle(folder, canvas=canvas, name="tiny-bench", training={"held_out": ["sub-b"]})
+    training = {"scans": [{"subject": "sub-a"}], "held_out": ["sub-b"]}
+    return create_random_bundle(folder, canvas=canvas, name="tiny-bench", training=training)
 
 
 def tiny_bids(root: Path) -> Path:
@@ -47,6 +55,46 @@ def tiny_bids(root: Path) -> Path:
     (root / "participants.tsv").write_text(
         "participant_id\tregion\nsub-a\tlumbar\nsub-b\tlumbar\nsub-c\tcervical\n"
     )
+    return root
+
+
+def phantom_bids(root: Path, subjects: dict[str, tuple[int, str]]) -> Path:
+    """A BIDS root of 4 mm phantom crops: subject -> (seed, region kept)."""
+    from fovcompletion.phantom import crop_phantom, generate_phantom, save_phantom
+
+    rows = ["participant_id\tregion"]
+    for subject, (seed, region) in subjects.items():
+        folder = root / subject / "anat"
+        folder.mkdir(parents=True)
+        scan = crop_phantom(generate_phantom(seed=seed, spacing_mm=4.0), region)
+        save_phantom(scan, folder / f"{subject}_T2w.nii.gz")
+        rows.append(f"{subject}\t{region}")
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def phantom_template(root: Path, seed: int = 5) -> Path:
+    """A template root like the PAM50 one, made from a 4 mm phantom: one labelled voxel per disc, on the canal,
+    value k for the disc below vertebra k (2 = C2/C3 ... 19 = T12/L1)."""
+    import nibabel as nib
+
+    from fovcompletion.anatomy import DISC_LABEL_OFFSET
+    from fovcompletion.phantom import generate_phantom, save_phantom
+
+    phantom = generate_phantom(seed=seed, spacing_mm=4.0)
+    anat = root / "sub-tpl" / "anat"
+    labels = root / "derivatives" / "labels" / "sub-tpl" / "anat"
+    anat.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    save_phantom(phantom, anat / "sub-tpl_T2w.nii.gz")
+    discs = np.zeros(phantom.image.shape, dtype=np.float32)
+    mid = phantom.labels[phantom.mid_slice]
+    for k in range(2, 20):
+        rows = np.flatnonzero((mid == DISC_LABEL_OFFSET + k).any(axis=1))
+        row = int(round(rows.mean()))
+        discs[phantom.mid_slice, row, int(round(phantom.canal_cols[row]))] = k
+    nib.save(nib.Nifti1Image(discs, phantom.affine), str(labels / "sub-tpl_T2w_label-discs_dseg.nii.gz"))
+    (root / "participants.tsv").write_text("participant_id\tregion\nsub-tpl\twhole-spine template\n")
     return root
 
 
@@ -87,17 +135,92 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
     )
     assert code == 0
     results = check_results(
-        out, {"ours-steps2", "ours-steps2-resample2", "reference", "constant", "mirror", "retrieval"}
+        out,
+        {
+            "grid",
+            "autoencoder",
+            "ours-steps2",
+            "ours-steps2-resample2",
+            "reference",
+            "constant",
+            "mirror",
+            "retrieval",
+        },
     )
+    assert list(results["methods"])[:2] == ["grid", "autoencoder"]  # the ceilings first
     assert results["case_names"] == ["sub-b/inferior", "sub-b/superior"]  # only the bundle's held-out subject
+    assert results["subjects"]["evaluated"] == ["sub-b"]
+    assert results["subjects"]["reason"] == "the model's held-out subjects"
+    assert results["subjects"]["excluded_as_training"] == ["sub-a"]
+    assert results["subjects"]["retrieval_library"] == ["sub-a", "sub-c"]
     assert results["hide_mm"] == 48.0
-    for name in ("ours-steps2", "ours-steps2-resample2", "constant", "mirror", "retrieval"):
+    for name in (
+        "grid",
+        "autoencoder",
+        "ours-steps2",
+        "ours-steps2-resample2",
+        "constant",
+        "mirror",
+        "retrieval",
+    ):
         assert results["methods"][name]["known_max_abs_err"] == 0.0  # pasted back exactly
+    for name in ("grid", "autoencoder", "ours-steps2", "ours-steps2-resample2", "reference"):
+        assert (
+            results["methods"][name]["value_range_violations"] == 0.0
+        )  # the engine clips to the input range
     assert results["methods"]["ours-steps2"]["nfe"] == 2
     assert results["methods"]["reference"]["nfe"] == 3
     assert results["methods"]["reference"]["cases"] == 1  # and the others again on that one case, paired:
     assert results["on_reference_cases"]["methods"]["mirror"]["cases"] == 1
-    assert "| `mirror` |" in (out / "results.md").read_text()
+    markdown = (out / "results.md").read_text()
+    assert "| `mirror` |" in markdown and "| `grid` (ceiling) |" in markdown
+    assert "- subjects: sub-b (the model's held-out subjects)" in markdown
+
+
+def test_quick_benchmark_on_a_bids_root_the_model_never_saw(tmp_path, bench_bundle):
+    pytest.importorskip("fovcompletion.phantom")
+    data = phantom_bids(tmp_path / "mine", {"sub-x": (11, "cervical"), "sub-y": (12, "lumbar")})
+    out = tmp_path / "r"
+    argv = ["benchmark", "--data", str(data), "--out", str(out), "--quick", "--model", str(bench_bundle)]
+    assert main([*argv, "--phantoms", "0", *FAST]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["subjects"]["evaluated"] == ["sub-x", "sub-y"]
+    assert results["subjects"]["reason"] == "every subject not in the model's training list"
+    assert {name.split("/")[0] for name in results["case_names"]} == {"sub-x", "sub-y"}
+    for name, row in results["methods"].items():
+        assert row["cases"] == (1 if name == "reference" else 2)  # quick: the reference sampler on one case
+        assert isinstance(row["ssim_tissue"], float)
+    chosen = tmp_path / "chosen"
+    assert main([*argv[:4], str(chosen), *argv[5:], "--subjects", "y", "--phantoms", "0", *FAST]) == 0
+    results = json.loads((chosen / "results.json").read_text())
+    assert results["subjects"]["evaluated"] == ["sub-y"] and results["subjects"]["requested"] == ["sub-y"]
+    assert all(name.startswith("sub-y/") for name in results["case_names"])
+    assert "--subjects y" in results["command"]
+
+
+def test_subjects_from_the_training_list_are_refused(tmp_path, bench_bundle, capsys):
+    pytest.importorskip("fovcompletion.phantom")
+    data = phantom_bids(tmp_path / "mixed", {"sub-a": (11, "cervical"), "sub-x": (12, "cervical")})
+    out = tmp_path / "r"
+    argv = ["benchmark", "--data", str(data), "--out", str(out), "--model", str(bench_bundle), "--quick"]
+    assert main([*argv, "--subjects", "sub-a", *FAST]) == 1
+    assert "sub-a in the model's training list" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_template_case_keeps_the_cervical_spine_and_gets_level_metrics(tmp_path, bench_bundle):
+    pytest.importorskip("fovcompletion.phantom")
+    templates = phantom_template(tmp_path / "templates")
+    out = tmp_path / "out"
+    argv = ["benchmark", "--templates", str(templates), "--out", str(out), "--model", str(bench_bundle)]
+    assert main([*argv, "--phantoms", "0", "--methods", "grid,autoencoder,ours,mirror,retrieval", *FAST]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["source"] == "template" and results["case_names"] == ["sub-tpl/C1-C7"]
+    for name, row in results["methods"].items():
+        levels = row["levels"]
+        assert levels["vertebrae_true"] == 13 and levels["discs_true"] == 12, name  # T1-L1, T1/T2-T12/L1
+        assert 0.0 <= levels["disc_f1"] <= 1.0 and levels["vertebra_count_error"] >= 0.0
+    assert "vertebra count err" in (out / "results.md").read_text()
 
 
 def test_benchmark_on_one_coarse_phantom(tmp_path, bench_bundle):
@@ -158,3 +281,21 @@ def test_training_phantom_seeds_are_refused_as_benchmark_cases(first_seed):
 
     with pytest.raises(InputError, match="training phantoms"):
         phantom_cases(3, 4.0, first_seed=first_seed)
+
+
+def test_the_template_case_hides_everything_below_the_c7_t1_disc_down_into_l1(tmp_path):
+    pytest.importorskip("fovcompletion.phantom")
+    from fovcompletion.benchmark.templates import template_cases
+    from fovcompletion.phantom import generate_phantom
+
+    case = template_cases(phantom_template(tmp_path / "templates", seed=5))[0]
+    phantom = generate_phantom(seed=5, spacing_mm=4.0)
+    labels = phantom.labels[phantom.mid_slice]  # the phantom's own label map, same grid and orientation
+    c7_t1 = np.flatnonzero((labels == 107).any(axis=1)).mean()
+    assert np.flatnonzero(case.known_rows)[-1] == int(round(c7_t1))  # the skull base and C1-C7 kept
+    assert case.known_rows[0] and case.truth.shape[1] < phantom.image.shape[1]
+    last = case.truth.shape[1] - 1
+    assert labels[last][labels[last] > 0].min() == 20  # the last row is still L1
+    assert np.array_equal(case.truth, np.rint(phantom.image[:, : last + 1]))  # saved as int16
+    hidden = ~case.known_rows  # where the canal is scored: the disc labels' columns follow the canal
+    assert np.allclose(case.centerline_cols[hidden], phantom.canal_cols[: last + 1][hidden], atol=1.0)

@@ -12,7 +12,7 @@ from fovcompletion.benchmark.baselines import (
     masked_ncc,
     mirror_fill,
 )
-from fovcompletion.benchmark.cases import hide_rows, split_subjects
+from fovcompletion.benchmark.cases import hide_rows
 from fovcompletion.benchmark.levels import hidden_blocks, position_f1
 from fovcompletion.benchmark.metrics import (
     PSNR_CAP_DB,
@@ -151,12 +151,6 @@ def test_retrieval_recovers_a_translated_copy_of_the_truth():
     below = baseline.fill(truth[:, :45], 0, 15, (1.0, 1.0), "lumbar", "sub-self")
     assert np.allclose(below, truth, atol=1e-3)
     assert baseline.last_matches[0].subject == "sub-other"
-
-
-def test_held_out_subjects_come_from_the_bundle_when_named():
-    subjects = ["sub-a", "sub-b", "sub-c"]
-    assert split_subjects(subjects, None) == (subjects, subjects)
-    assert split_subjects(subjects, ["b", {"subject": "sub-c"}]) == (["sub-b", "sub-c"], ["sub-a"])
 
 
 def test_disc_positions_are_matched_once_within_tolerance():

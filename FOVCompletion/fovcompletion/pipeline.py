@@ -2,7 +2,8 @@
 
 Data flow: volume -> model orientation, model spacing, chosen slices, normalised -> canvas layout ->
 for each sample and window: VQ-VAE encode, latent inpainting, decode, feathered seam -> back to the scan's
-own in-plane grid over the extended field of view, known pixels pasted back exactly -> input axis order.
+own in-plane grid over the extended field of view, clipped to the input's intensity range, known pixels
+pasted back exactly -> input axis order.
 """
 
 from __future__ import annotations
@@ -246,6 +247,7 @@ def complete(
     known_mask = np.broadcast_to(
         known_rows[None, :, None], (slab.native.shape[0], len(native_rows), slab.native.shape[2])
     )
+    input_range = (float(np.min(volume.array)), float(np.max(volume.array)))
     outputs = []
     try:
         for _ in range(samples):
@@ -257,7 +259,8 @@ def complete(
                 generated = blend_seam(
                     generated, placed, known_mask, feather_mm / float(slab.native_spacing[1])
                 )
-            values = slab.to_scanner_units(generated, above)
+            # Never darker or brighter than anything in the input (MR magnitudes are never negative).
+            values = np.clip(slab.to_scanner_units(generated, above), *input_range)
             if not reference:
                 values[:, known_rows] = slab.native
             outputs.append(values)

@@ -48,11 +48,15 @@ class PreparedSlab:
         """The native slab in the model's intensity units (gain divided out, then scaled)."""
         return self.scaling.normalise(divide_gain(self.native, self.gain))
 
+    def gain_over(self, rows_above: int, n_rows: int) -> np.ndarray:
+        """The gain of `n_rows` native rows starting `rows_above` rows above the slab: rows past either end get
+        the gain of that end."""
+        return np.pad(self.gain, (rows_above, n_rows - rows_above - self.gain.size), mode="edge")
+
     def to_scanner_units(self, values: np.ndarray, rows_above: int) -> np.ndarray:
-        """Model units back to the scan's, for native rows starting `rows_above` rows above the slab: rows
-        past either end get the gain of that end, so the completion meets the scan at its own brightness."""
-        below = values.shape[1] - rows_above - self.gain.size
-        gain = np.pad(self.gain, (rows_above, below), mode="edge")
+        """Model units back to the scan's, for native rows starting `rows_above` rows above the slab, so the
+        completion meets the scan at its own brightness."""
+        gain = self.gain_over(rows_above, values.shape[1])
         return self.scaling.denormalise(values) * gain[None, :, None]
 
 
@@ -98,10 +102,14 @@ def prepare_slab(
     metadata: BundleMetadata,
     slices: int | None = None,
     slice_range: tuple[int, int] | None = None,
+    intensity: tuple[IntensityScaling, np.ndarray] | None = None,
 ) -> PreparedSlab:
     """Reorient, check, pick slices, resample to the model spacing and normalise intensities.
 
     `slice_range` counts along the input's own left-right axis (as a viewer shows it), end excluded.
+    `intensity` = (scaling, gain of each superior-inferior row) to apply instead of fitting them to this volume:
+    the benchmark's ceiling rows put a whole truth through the normalisation the engine fitted to its visible
+    part.
     """
     array, affine = reorient(volume.array, volume.affine, MODEL_AXCODES)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
@@ -120,10 +128,16 @@ def prepare_slab(
     shift[0, 3] = start
     native_affine = affine @ shift
     sigma = metadata.intensity.flatten_sigma_mm
-    gain = row_gain(native, spacing[1], sigma) if sigma > 0 else np.ones(native.shape[1], np.float32)
+    if intensity is not None:
+        scaling, gain = intensity[0], np.asarray(intensity[1], dtype=np.float32)
+    elif sigma > 0:
+        gain = row_gain(native, spacing[1], sigma)
+    else:
+        gain = np.ones(native.shape[1], np.float32)
     flattened = divide_gain(native, gain)
     model, model_to_native = resample_inplane(flattened, spacing, metadata.canvas.spacing_mm)
-    scaling = IntensityScaling.fit(flattened, metadata.intensity)
+    if intensity is None:
+        scaling = IntensityScaling.fit(flattened, metadata.intensity)
     indices = np.arange(start, stop)
     input_indices = (n_slices - 1 - indices) if flipped else indices
     return PreparedSlab(

@@ -23,8 +23,16 @@ QUALITY_KEYS = (
     "seam",
     "seam_jump",
     "seam_natural",
+    "ssim_tissue",
+    "sharpness",
+    "seam_brightness",
+    "canal_continuity",
+    "slice_consistency",
+    "value_range_violations",
 )
 LEVEL_KEYS = (
+    "vertebra_count_error",
+    "disc_f1",
     "vertebrae_abs_err",
     "discs_abs_err",
     "vertebrae_found",

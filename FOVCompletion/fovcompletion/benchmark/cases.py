@@ -1,16 +1,16 @@
 """Benchmark cases: a whole volume (the truth) and which of its superior-inferior rows the method may see.
 
 Everything is kept in the model orientation (axis 0 left-right, axis 1 superior->inferior, axis 2 anterior),
-so hiding "the superior end" is hiding the first rows. Real cases come from a BIDS root (the model's held-out
-subjects when its bundle names them, else every subject); phantom cases hide whole spinal regions of a
-generated whole-spine phantom, whose label map is the anatomical truth.
+so hiding "the superior end" is hiding the first rows. Real cases come from a BIDS root (which subjects:
+`subjects.choose_subjects`); phantom cases hide whole spinal regions of a generated whole-spine phantom, whose
+label map is the anatomical truth; template cases (`templates`) keep the cervical spine of the PAM50 template.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,23 +122,6 @@ def bids_subjects(root: str | Path) -> dict[str, tuple[Path, str]]:
     if not found:
         raise InputError(f"no sub-*/anat/sub-*_T2w.nii.gz images under {root}")
     return found
-
-
-def split_subjects(
-    subjects: Iterable[str], held_out: Sequence[str | dict] | None
-) -> tuple[list[str], list[str]]:
-    """(evaluation subjects, training subjects): the bundle's held-out list when it has one, else all vs all."""
-    subjects = sorted(subjects)
-    if not held_out:
-        return subjects, subjects
-    held = {subject_id(s) for s in held_out}
-    evaluation = [s for s in subjects if s in held]
-    if not evaluation:
-        raise InputError(
-            f"none of the model's held-out subjects ({', '.join(sorted(held))}) is in the data root; "
-            "pass the data set the model was trained on"
-        )
-    return evaluation, [s for s in subjects if s not in held]
 
 
 def real_cases(

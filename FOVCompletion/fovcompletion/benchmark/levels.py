@@ -1,4 +1,5 @@
-"""Anatomy check on phantoms: vertebrae and discs found in the completed rows against the label map's count."""
+"""Anatomy check on phantoms and templates: vertebrae and discs found in the completed rows against the label
+map's count (`vertebra_count_error`) and positions (`disc_f1`)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def level_counts(case: Case, pred_mid: np.ndarray, slice_index: int) -> dict[str
     counts["disc_position_f1_detected_in_truth"] = position_f1(
         disc_rows["detected_in_truth"], disc_rows["true"], tolerance_rows
     )
+    counts["vertebra_count_error"] = counts["vertebrae_abs_err"]  # the names the reports use
+    counts["disc_f1"] = counts["disc_position_f1"]
     return counts
 
 

@@ -3,7 +3,8 @@
 Both images are first scaled to [0, 1] by the 0.5 and 99.5 percentiles of the visible region (the BraTS
 inpainting protocol), so numbers compare across scanners; SSIM, PSNR and MAE are then taken over hidden pixels,
 and over two bands: the first `near_mm` past the boundary, where the known part should steer the completion,
-and beyond it.
+and beyond it. `appearance` adds what a person sees at once (tissue SSIM, sharpness, seam brightness, canal
+continuity, slice consistency, value-range violations).
 """
 
 from __future__ import annotations
@@ -115,9 +116,24 @@ def seam_statistic(
 
 
 def quality(
-    pred: np.ndarray, truth: np.ndarray, known_rows: np.ndarray, spacing_mm: float, near_mm: float = NEAR_MM
+    pred: np.ndarray,
+    truth: np.ndarray,
+    known_rows: np.ndarray,
+    spacing_mm: float,
+    near_mm: float = NEAR_MM,
+    *,
+    spacing_ap_mm: float | None = None,
+    input_range: tuple[float, float] | None = None,
+    canal_cols: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Every quality number of one completion; `pred` and `truth` share one grid (slices, rows, cols)."""
+    """Every quality number of one completion; `pred` and `truth` share one grid (slices, rows, cols).
+
+    `spacing_mm` is the superior-inferior spacing, `spacing_ap_mm` the anterior-posterior one (default: the
+    same); `input_range` and `canal_cols` go to `appearance.appearance_metrics` (tissue SSIM, sharpness, seam
+    brightness, canal continuity, slice consistency, value-range violations).
+    """
+    from .appearance import appearance_metrics
+
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} are not on one grid")
     known_rows = np.asarray(known_rows, dtype=bool)
@@ -137,4 +153,6 @@ def quality(
         truth[:, known_rows], low, high, clip=False
     )
     out["known_max_abs_err"] = float(np.abs(unclipped).max()) if unclipped.size else 0.0
+    spacing = (float(spacing_mm), float(spacing_ap_mm if spacing_ap_mm is not None else spacing_mm))
+    out.update(appearance_metrics(pred, truth, known_rows, spacing, smap, input_range, canal_cols))
     return out

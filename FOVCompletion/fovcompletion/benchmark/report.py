@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .aggregate import summarise_run
+from .ceiling import CEILINGS
 from .metrics import boundary_pairs, visible_range
 from .runner import BenchmarkRun, Method
 
@@ -18,7 +19,7 @@ def _clean(value: Any) -> Any:
     """JSON has no NaN or infinity: they become null."""
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
@@ -27,10 +28,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+SECTIONS = {"phantom": "phantoms", "template": "templates"}  # source -> results.json key of its own section
+
+
 def build_results(run: BenchmarkRun, hide_mm: float, extra: dict[str, Any]) -> dict[str, Any]:
-    """The results.json document: headline `methods` over real cases (phantoms when there are none)."""
+    """The results.json document: headline `methods` over real cases (phantoms, then templates, when there are
+    none); phantoms and templates get sections of their own."""
     sources = {o.source for o in run.outcomes}
-    main = "real" if "real" in sources else "phantom"
+    main = next((source for source in ("real", "phantom", "template") if source in sources), "real")
     main_cases = sorted({o.case for o in run.outcomes if o.source == main})
     results: dict[str, Any] = {
         "model": run.model,
@@ -52,13 +57,10 @@ def build_results(run: BenchmarkRun, hide_mm: float, extra: dict[str, Any]) -> d
             "case_names": reference_cases,
             "methods": summarise_run(run, main, set(reference_cases)),
         }
-    if main == "real" and "phantom" in sources:
-        phantom_cases = sorted({o.case for o in run.outcomes if o.source == "phantom"})
-        results["phantoms"] = {
-            "cases": len(phantom_cases),
-            "case_names": phantom_cases,
-            "methods": summarise_run(run, "phantom"),
-        }
+    for source, key in SECTIONS.items():
+        if source != main and source in sources:
+            names = sorted({o.case for o in run.outcomes if o.source == source})
+            results[key] = {"cases": len(names), "case_names": names, "methods": summarise_run(run, source)}
     results["per_case"] = [
         {
             "case": o.case,
@@ -93,49 +95,77 @@ def _with_ci(row: dict, key: str, digits: int = 3) -> str:
     return text
 
 
+def _level_cells(row: dict) -> list[str]:
+    found = row.get("levels") or {}
+    return [
+        _fmt(found.get("vertebra_count_error"), 1),
+        _fmt(found.get("discs_abs_err"), 1),
+        _fmt(found.get("disc_f1"), 2),
+        _fmt(found.get("disc_position_f1_detected_in_truth"), 2),
+    ]
+
+
+def _name(name: str) -> str:
+    return f"`{name}` (ceiling)" if name in CEILINGS else f"`{name}`"
+
+
 def methods_table(methods: dict[str, dict], levels: bool = False) -> list[str]:
-    """A markdown table, one method per line."""
+    """A markdown table, one method per line: cost, the overall numbers and what the eye sees."""
     header = [
         "method",
         "cases",
         "NFE",
         "s / volume",
-        "s / UNet step",
         "SSIM (95% CI)",
-        "SSIM ≤32 mm",
-        "SSIM >32 mm",
+        "tissue SSIM",
+        "sharpness",
+        "seam brightness",
+        "canal continuity",
+        "slice consistency",
+        "range violations",
         "PSNR dB",
         "MAE",
         "seam",
-        "known max err",
-        "peak RSS MB",
     ]
     if levels:
-        header += ["vertebrae err", "discs err", "disc F1"]
+        header += ["vertebra count err", "discs err", "disc F1", "disc F1 of the truth"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in methods.items():
         cells = [
-            f"`{name}`",
+            _name(name),
             str(row.get("cases", "")),
             _fmt(row["nfe"]) if row.get("nfe") else "0",
             _fmt(row.get("seconds_per_volume"), 2),
-            _fmt(row.get("seconds_per_unet_step"), 3),
             _with_ci(row, "ssim"),
-            _fmt(row.get("ssim_near")),
-            _fmt(row.get("ssim_far")),
+            _fmt(row.get("ssim_tissue")),
+            _fmt(row.get("sharpness"), 2),
+            _fmt(row.get("seam_brightness"), 2),
+            _fmt(row.get("canal_continuity"), 2),
+            _fmt(row.get("slice_consistency"), 2),
+            _fmt(row.get("value_range_violations"), 4),
             _fmt(row.get("psnr"), 2),
             _fmt(row.get("mae"), 4),
             _fmt(row.get("seam"), 2),
+        ]
+        if levels:
+            cells += _level_cells(row)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def details_table(methods: dict[str, dict]) -> list[str]:
+    """The rest of each row: SSIM near and far from the seam, UNet time, paste-back error, memory."""
+    header = ["method", "SSIM ≤32 mm", "SSIM >32 mm", "s / UNet step", "known max err", "peak RSS MB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in methods.items():
+        cells = [
+            _name(name),
+            _fmt(row.get("ssim_near")),
+            _fmt(row.get("ssim_far")),
+            _fmt(row.get("seconds_per_unet_step"), 3),
             _fmt(row.get("known_max_abs_err"), 4),
             _fmt(row.get("peak_rss_mb"), 0),
         ]
-        if levels:
-            found = row.get("levels") or {}
-            cells += [
-                _fmt(found.get("vertebrae_abs_err"), 1),
-                _fmt(found.get("discs_abs_err"), 1),
-                _fmt(found.get("disc_position_f1"), 2),
-            ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -147,6 +177,26 @@ first 32 mm past the boundary and beyond. *seam*: mean absolute step across the 
 mean row-to-row step within 8 mm of it (1 = as smooth as anatomy). *known max err*: largest deviation in the
 visible rows, in units of the visible range (0 = exact paste-back). *s / UNet step*: time inside the UNet per
 call (all slices in one batch). Peak RSS: per method (kernel high-water mark reset before each run).
+
+What the eye sees: *tissue SSIM*: the SSIM map averaged over the hidden pixels where the truth is brighter than
+its visible rows' median (whole-region SSIM is dominated by background). *sharpness*: mean in-plane gradient
+magnitude of the completion over the hidden rows divided by the truth's (1 = as much detail as the anatomy).
+*seam brightness*: mean of the completion over the truth's (scanner units) in the first 16 mm past the seam,
+over the truth's tissue pixels (1 = no dimming). *canal continuity*: fraction of the completed rows within 64 mm
+of the seam, on the mid-sagittal slice, where the completion shows a bright canal (a ridge at least 0.1 of the
+visible range brighter than the tissue 10 mm anterior and posterior) within 4 mm of the truth's canal column (the
+phantoms' and the template's centreline, else tracked on the truth); rows where the truth shows none are not
+scored.
+*slice consistency*: mean SSIM between adjacent completed slices over the truth's, on tissue pixels (below 1:
+the slices disagree more than real neighbours). *range violations*: fraction of output voxels outside the input's
+own intensity range. Levels (phantoms, template): vertebral bodies and discs found by the profile detector in the
+hidden rows of the mid-sagittal slice against the label map (*vertebra count err*: absolute difference; *disc F1*:
+positions matched within 5 mm); *disc F1 of the truth* is the detector's own score on the true image.
+
+Ceilings: `grid` is the truth itself through the model's preprocessing (its orientation, canvas spacing and
+intensity normalisation, fitted on the visible rows as the engine fits it) and back to the scan's grid, with no
+network; `autoencoder` adds the bundle's VQ-VAE encode and decode. No completion by this bundle can hold more
+than they keep.
 """
 
 
@@ -154,9 +204,20 @@ def protocol(results: dict[str, Any]) -> str:
     """What was hidden, in words."""
     if results["source"] == "phantom":
         return f"{results['cases']} phantom case(s), only the {results.get('phantom_keep', 'cervical')} region visible"
+    if results["source"] == "template":
+        return f"{results['cases']} template case(s), C1-C7 visible, completed down to L1"
     direction = results.get("direction", "")
     ends = "each end in turn" if direction == "both" else f"{direction} end"
-    return f"{results['cases']} real held-out case(s), {results['hide_mm']:g} mm hidden ({ends})"
+    return f"{results['cases']} real case(s), {results['hide_mm']:g} mm hidden ({ends})"
+
+
+def subjects_line(choice: dict[str, Any]) -> str:
+    """Which subjects were evaluated and why, in one line."""
+    excluded = choice.get("excluded_as_training") or []
+    line = f"- subjects: {', '.join(choice['evaluated'])} ({choice['reason']})"
+    if excluded:
+        line += f"; {len(excluded)} subject(s) of the root in the model's training list, never evaluated"
+    return line
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> Path:
@@ -166,9 +227,16 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
         f"- device: {results['device']}, torch threads: {results['threads']}",
         f"- {protocol(results)}, {results.get('slices', '?')} central sagittal slices",
     ]
+    if results.get("subjects"):
+        lines.append(subjects_line(results["subjects"]))
     if results.get("command"):
         lines.append(f"- command: `{results['command']}`")
-    lines += ["", *methods_table(results["methods"], levels=results["source"] == "phantom")]
+    lines += [
+        "",
+        *methods_table(results["methods"], levels=results["source"] != "real"),
+        "",
+        *details_table(results["methods"]),
+    ]
     if "on_reference_cases" in results:
         paired = results["on_reference_cases"]
         lines += [
@@ -184,6 +252,14 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
             f"{results.get('phantom_keep', 'cervical')} visible, the rest completed)",
             "",
             *methods_table(results["phantoms"]["methods"], levels=True),
+        ]
+    if "templates" in results:
+        lines += [
+            "",
+            f"## Template ({results['templates']['cases']} case(s): {', '.join(results['templates']['case_names'])}; "
+            "C1-C7 visible, completed down to L1)",
+            "",
+            *methods_table(results["templates"]["methods"], levels=True),
         ]
     if results.get("speed"):
         lines += [
@@ -203,8 +279,18 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+LINE_COLOURS = {
+    "grid": "black",
+    "autoencoder": "tab:green",
+    "constant": "grey",
+    "mirror": "tab:olive",
+    "retrieval": "tab:purple",
+}
+
+
 def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: Path) -> Path:
-    """SSIM and seconds per volume against NFE: our sampler as a line, the rest as marks."""
+    """SSIM, sharpness and seconds per volume against NFE: our sampler as a line, the rest as marks, the ceilings
+    and the non-learned baselines as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,12 +298,13 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
     from matplotlib import ticker
 
     rows = results["methods"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ours = [m for m in methods if m.family == "ours" and m.name in rows and rows[m.name]["ssim"] is not None]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
     for axis, key, label in (
         (left, "ssim", "SSIM in the hidden region"),
+        (middle, "sharpness", "sharpness (1 = the truth's detail)"),
         (right, "seconds_per_volume", "seconds per volume"),
     ):
+        ours = [m for m in methods if m.family == "ours" and rows.get(m.name, {}).get(key) is not None]
         if ours:
             axis.plot(
                 [rows[m.name]["nfe"] for m in ours],
@@ -245,13 +332,13 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
                 axis.plot(
                     row["nfe"], row[key], "*", markersize=12, color="tab:red", label=f"reference (DDPM{note})"
                 )
-            elif not m.learned and key == "ssim":
+            elif not m.learned and key != "seconds_per_volume":
                 axis.axhline(
                     row[key],
-                    linestyle="--",
+                    linestyle="-" if m.ceiling else "--",
                     linewidth=1,
-                    color={"constant": "grey", "mirror": "tab:olive", "retrieval": "tab:purple"}[m.family],
-                    label=f"{m.name} (no network)",
+                    color=LINE_COLOURS.get(m.family, "grey"),
+                    label=f"{m.name} ({'ceiling' if m.ceiling else 'no network'})",
                 )
         axis.set_xscale("log")
         nfes = sorted(

@@ -1,7 +1,8 @@
 """Run every method on every case: complete the hidden rows, check the output lies on the truth's grid, measure.
 
 One bundle is loaded once and shared; every method sees the same cases, slices and seeds, so differences come
-from the methods alone.
+from the methods alone. The ceiling rows (`grid`, `autoencoder`) come first: what the bundle's representation
+keeps of the truth itself, the most any completion by it can reach.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from ..preprocess import select_slices
 from ..sampling import SamplerOptions
 from .baselines import RetrievalBaseline, constant_fill, mirror_fill
 from .cases import Case
+from .ceiling import CEILINGS, ceiling_fill
 from .levels import level_counts
 from .metrics import NEAR_MM, quality
 from .resources import describe_device, peak_rss_mb, reset_peak_rss, threads
 from .timing import UNetTimer
 
-FAMILIES = ("ours", "resample", "reference", "constant", "mirror", "retrieval")
+FAMILIES = (*CEILINGS, "ours", "resample", "reference", "constant", "mirror", "retrieval")
 LEARNED = ("ours", "resample", "reference")
 
 
@@ -41,6 +43,14 @@ class Method:
     def learned(self) -> bool:
         return self.family in LEARNED
 
+    @property
+    def ceiling(self) -> bool:
+        return self.family in CEILINGS
+
+    @property
+    def needs_bundle(self) -> bool:
+        return self.learned or self.ceiling
+
     def sampler(self) -> SamplerOptions:
         if self.family == "reference":
             return SamplerOptions(method="reference", steps=self.steps)
@@ -50,13 +60,13 @@ class Method:
 def build_methods(
     families: set[str], steps: list[int], resamples: list[int], resample_steps: int, reference_steps: int
 ) -> list[Method]:
-    """The comparison, in the order tables and plots show it."""
+    """The comparison, in the order tables and plots show it: the ceilings first."""
     unknown = families - set(FAMILIES)
     if unknown:
         raise InputError(
             f"unknown method(s) {', '.join(sorted(unknown))} (choose from {', '.join(FAMILIES)})"
         )
-    methods: list[Method] = []
+    methods: list[Method] = [Method(name, name) for name in CEILINGS if name in families]
     if "ours" in families:
         methods += [Method(f"ours-steps{n}", "ours", n) for n in steps]
     if "resample" in families:
@@ -173,7 +183,7 @@ def run_benchmark(
 ) -> BenchmarkRun:
     """Every method on every case (the reference on `settings.reference_cases` cases it fits on)."""
     device = resolve_device(settings.device)
-    needs_model = any(m.learned for m in methods)
+    needs_model = any(m.needs_bundle for m in methods)
     bundle = get_bundle(settings.model, device) if needs_model else None
     count = settings.slices or (bundle.metadata.default_slices if bundle else 5)
     if bundle is not None and cases:
@@ -186,6 +196,8 @@ def run_benchmark(
         truth = case.truth[start:stop]
         spacing_si, spacing_ap = float(case.spacing[1]), float(case.spacing[2])
         visible = truth[:, case.known_rows]
+        given = case.truth[:, case.known_rows]  # what every method is given: all slices of the visible rows
+        input_range = (float(given.min()), float(given.max()))
         above, below = case.hidden_rows
         mid = truth.shape[0] // 2
         example = (
@@ -217,10 +229,14 @@ def run_benchmark(
                     )
                 else:
                     started = time.perf_counter()
-                    if method.family == "constant":
+                    if method.ceiling:
+                        pred = ceiling_fill(method.family, case, bundle, truth.shape[0])
+                    elif method.family == "constant":
                         pred = constant_fill(visible, above, below)
                     elif method.family == "mirror":
                         pred = mirror_fill(visible, above, below)
+                    elif case.source not in retrieval:
+                        raise InputError(f"no retrieval library for {case.source} cases")
                     else:
                         pred = retrieval[case.source].fill(
                             visible, above, below, (spacing_si, spacing_ap), case.region, case.subject
@@ -232,7 +248,16 @@ def run_benchmark(
                 outcomes.append(outcome)
                 continue
             outcome.peak_rss_mb = peak_rss_mb()
-            outcome.metrics = quality(pred, truth, case.known_rows, spacing_si, settings.near_mm)
+            outcome.metrics = quality(
+                pred,
+                truth,
+                case.known_rows,
+                spacing_si,
+                settings.near_mm,
+                spacing_ap_mm=spacing_ap,
+                input_range=input_range,
+                canal_cols=case.centerline_cols,
+            )
             if case.labels is not None:
                 outcome.levels = level_counts(case, pred[mid], start + mid)
             if method.family == "reference":
@@ -240,9 +265,11 @@ def run_benchmark(
             if example is not None:
                 example.predictions[method.name] = np.asarray(pred[mid], dtype=np.float32)
             outcomes.append(outcome)
+            found = outcome.metrics
             log(
-                f"  {case.name} {method.name}: SSIM {outcome.metrics['ssim']:.3f} MAE {outcome.metrics['mae']:.4f} "
-                f"seam {outcome.metrics['seam']:.2f} NFE {outcome.nfe} {outcome.seconds:.1f} s"
+                f"  {case.name} {method.name}: SSIM {found['ssim']:.3f} tissue {found['ssim_tissue']:.3f} "
+                f"sharpness {found['sharpness']:.2f} MAE {found['mae']:.4f} seam {found['seam']:.2f} "
+                f"NFE {outcome.nfe} {outcome.seconds:.1f} s"
             )
         if example is not None:
             examples.append(example)

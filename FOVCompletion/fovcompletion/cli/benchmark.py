@@ -1,4 +1,5 @@
-"""`fovcompletion benchmark`: hide part of held-out scans and phantoms, complete it with every method, measure."""
+"""`fovcompletion benchmark`: hide part of scans the model never saw, phantoms and templates, complete it with every
+method and the representation's ceilings, measure."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ FULL = {
     "steps": [10, 25, 50, 100],
     "resample": [2, 5],
     "real_cases": None,
-    "phantoms": 2,
+    "phantoms": 3,
     "reference_cases": None,
     "resample_steps": 25,
     "speed_steps": 3,
@@ -45,14 +46,42 @@ def name_list(text: str) -> set[str]:
     return {part.strip() for part in text.split(",") if part.strip()}
 
 
+def subject_list(text: str) -> list[str]:
+    names = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated subjects (got {text!r})")
+    return names
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "benchmark",
         help="measure completion quality and speed against baselines and the reference sampler",
-        description="Hide one end of held-out scans (and whole regions of phantoms), complete it with each method, "
-        "and write results.json, results.md, quality_vs_steps.png and examples.png.",
+        description="Hide one end of scans the model never saw (and whole regions of phantoms, and the thoracic and "
+        "lumbar spine of a template), complete it with each method and measure the representation's ceiling "
+        "(grid, autoencoder); write results.json, results.md, quality_vs_steps.png and examples.png.",
     )
-    parser.add_argument("--data", type=Path, default=None, help="BIDS root (sub-*/anat/sub-*_T2w.nii.gz)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="any BIDS root (sub-*/anat/sub-*_T2w.nii.gz); subjects in the model's training list are never "
+        "evaluated; its held-out subjects are used if present, else every other subject",
+    )
+    parser.add_argument(
+        "--subjects",
+        type=subject_list,
+        default=None,
+        metavar="LIST",
+        help="evaluate only these subjects of --data (comma-separated, e.g. sub-a,sub-b)",
+    )
+    parser.add_argument(
+        "--templates",
+        type=Path,
+        default=None,
+        metavar="ROOT",
+        help="a template root with disc labels (the PAM50 template): C1-C7 kept, completed down to L1, levels scored",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     parser.add_argument("--model", default=None, help="bundle name or folder (default: the bundled model)")
     parser.add_argument(
@@ -60,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=name_list,
         default=None,
         metavar="LIST",
-        help="comma-separated families: ours,resample,reference,constant,mirror,retrieval (default: all)",
+        help="comma-separated families: grid,autoencoder (the ceilings),ours,resample,reference,constant,mirror,"
+        "retrieval (default: all)",
     )
     parser.add_argument(
         "--hide-mm", type=float, default=64.0, help="millimetres hidden at one end (default: 64)"
@@ -107,7 +137,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--phantoms",
         type=int,
         default=None,
-        help="whole-spine phantoms to add (default: 2; quick: 1; 0 for none)",
+        help="whole-spine phantoms to add, seeds from --seed on (default: 3; quick: 1; 0 for none)",
     )
     parser.add_argument(
         "--phantom-keep", default="cervical", help="phantom region left visible (default: cervical)"
@@ -151,7 +181,7 @@ def canonical_command(args: argparse.Namespace) -> str:
         flag = "--" + key.replace("_", "-")
         if value is True:
             parts.append(flag)
-        elif isinstance(value, list | set | tuple):
+        elif isinstance(value, (list, set, tuple)):
             parts += [flag, ",".join(str(v) for v in (sorted(value) if isinstance(value, set) else value))]
         else:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
@@ -171,8 +201,10 @@ def run(args: argparse.Namespace) -> int:
     explicit_phantoms = args.phantoms is not None
     if args.hide_mm <= 0:
         raise InputError(f"--hide-mm must be positive (got {args.hide_mm:g})")
-    if args.data is None and phantoms <= 0:
-        raise InputError("nothing to benchmark: give --data BIDS_ROOT and/or --phantoms N")
+    if args.data is None and phantoms <= 0 and args.templates is None:
+        raise InputError("nothing to benchmark: give --data BIDS_ROOT, --templates ROOT and/or --phantoms N")
+    if args.subjects and args.data is None:
+        raise InputError("--subjects chooses among the subjects of --data; give --data BIDS_ROOT")
     if phantoms < 0 or (args.max_cases is not None and args.max_cases < 1):
         raise InputError("--phantoms must be 0 or more and --max-cases at least 1")
     if args.out.exists() and not args.out.is_dir():
@@ -183,13 +215,17 @@ def run(args: argparse.Namespace) -> int:
 def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantoms: bool) -> int:
     from ..benchmark import cases as case_lib
     from ..benchmark.baselines import RetrievalBaseline
+    from ..benchmark.ceiling import CEILINGS
     from ..benchmark.report import write_reports
     from ..benchmark.runner import LEARNED, Settings, build_methods, run_benchmark
+    from ..benchmark.subjects import bundle_lists, choose_subjects
+    from ..benchmark.templates import template_cases
     from ..bundle import read_metadata
     from ..registry import resolve_bundle
 
     learned = bool(families & set(LEARNED))
-    metadata = read_metadata(resolve_bundle(args.model)) if learned or args.model else None
+    needs_bundle = learned or bool(families & set(CEILINGS))
+    metadata = read_metadata(resolve_bundle(args.model)) if needs_bundle or args.model else None
     reference_steps = args.reference_steps or (metadata.scheduler.num_train_timesteps if metadata else 1000)
     methods = build_methods(
         families,
@@ -198,22 +234,27 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         args.resample_steps or preset["resample_steps"],
         reference_steps,
     )
-    cases, retrieval = [], {}
+    cases, retrieval, extra = [], {}, {}
+    spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)
     if args.data is not None:
         subjects = case_lib.bids_subjects(args.data)
-        held_out = (metadata.training.get("held_out") if metadata else None) or None
-        evaluation, training = case_lib.split_subjects(subjects, held_out)
+        trained, held_out = bundle_lists(metadata.training if metadata else None)
+        choice = choose_subjects(subjects, trained, held_out, args.subjects)
         log(
-            f"real cases from {len(evaluation)} {'held-out ' if held_out else ''}subject(s); retrieval over "
-            f"{len(training)} training subject(s){'' if held_out else ' (leave-one-out: no held-out list)'}"
+            f"real cases from {len(choice.evaluated)} subject(s): {choice.reason}; "
+            f"{len(choice.excluded_training)} in the model's training list skipped; retrieval over "
+            f"{len(choice.library)} subject(s)"
         )
-        real = case_lib.real_cases(subjects, evaluation, args.hide_mm, args.direction, log=log)
+        real = case_lib.real_cases(subjects, choice.evaluated, args.hide_mm, args.direction, log=log)
         if preset["real_cases"]:
             real = case_lib.pick_quick(real, preset["real_cases"])
         cases += real[: args.max_cases] if args.max_cases else real
-        retrieval["real"] = RetrievalBaseline(case_lib.real_library(subjects, training))
+        retrieval["real"] = RetrievalBaseline(case_lib.real_library(subjects, choice.library))
+        extra["subjects"] = choice.to_dict()
+    if args.templates is not None:
+        cases += template_cases(args.templates, log=log)
+        retrieval["template"] = RetrievalBaseline(case_lib.phantom_library(spacing))  # only phantoms reach L1
     if phantoms > 0:
-        spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)
         try:
             cases += case_lib.phantom_cases(phantoms, spacing, args.phantom_keep, first_seed=args.seed)
             retrieval["phantom"] = RetrievalBaseline(case_lib.phantom_library(spacing))
@@ -236,6 +277,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
     )
     run_result = run_benchmark(cases, methods, settings, retrieval, log=log)
     extra = {
+        **extra,
         "direction": args.direction,
         "quick": bool(args.quick),
         "command": canonical_command(args),

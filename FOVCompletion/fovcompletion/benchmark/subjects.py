@@ -1,0 +1,88 @@
+"""Which subjects of a BIDS root the benchmark evaluates, and why: any data set, never the model's training scans.
+
+A model is judged on scans it never saw. The bundle's training list (`training.scans`) is never evaluated;
+its held-out list (`training.held_out`) is used when those subjects are in the root (the data set the model
+was trained on); otherwise every subject that is not in the training list is (a researcher's own scans).
+`--subjects` restricts the choice to named subjects. The retrieval baseline searches the root's subjects that
+are not evaluated (leave-one-out over all of them when every subject is evaluated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+from .cases import subject_id
+
+
+@dataclass(frozen=True)
+class SubjectChoice:
+    """The evaluated subjects, the retrieval library, and the reason, as results.json records them."""
+
+    evaluated: list[str]
+    library: list[str]
+    reason: str
+    excluded_training: list[str] = field(default_factory=list)
+    requested: list[str] | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "evaluated": self.evaluated,
+            "reason": self.reason,
+            "excluded_as_training": self.excluded_training,
+            "requested": self.requested,
+            "retrieval_library": self.library,
+        }
+
+
+def bundle_lists(training: dict | None) -> tuple[list[str], list[str]]:
+    """(training subjects, held-out subjects) named by a bundle's `training` metadata (empty when unknown)."""
+    training = training or {}
+    used = [subject_id(scan) for scan in training.get("scans") or []]
+    held = [subject_id(name) for name in training.get("held_out") or []]
+    return sorted(set(used)), sorted(set(held) - set(used))
+
+
+def choose_subjects(
+    present: Iterable[str],
+    training: Sequence[str] = (),
+    held_out: Sequence[str] = (),
+    requested: Sequence[str] | None = None,
+) -> SubjectChoice:
+    """Pick the evaluated subjects of a root holding `present`; `training`/`held_out` are the bundle's lists."""
+    present = sorted(set(present))
+    trained = set(training)
+    excluded = [s for s in present if s in trained]
+    usable = [s for s in present if s not in trained]
+    if requested:
+        wanted = list(dict.fromkeys(subject_id(s) for s in requested))
+        missing = [s for s in wanted if s not in present]
+        if missing:
+            raise InputError(f"--subjects: {', '.join(missing)} not in the data root")
+        refused = [s for s in wanted if s in trained]
+        if refused:
+            raise InputError(
+                f"--subjects: {', '.join(refused)} in the model's training list; a model is evaluated only "
+                "on scans it never saw"
+            )
+        evaluated, reason = sorted(wanted), "chosen with --subjects (none in the model's training list)"
+    elif any(s in set(held_out) for s in usable):
+        evaluated = [s for s in usable if s in set(held_out)]
+        reason = "the model's held-out subjects"
+    elif not usable:
+        raise InputError(
+            f"every subject of the data root is in the model's training list ({len(excluded)}); "
+            "give a data set with scans the model never saw"
+        )
+    else:
+        evaluated = usable
+        reason = (
+            "every subject not in the model's training list"
+            if trained
+            else "every subject (the model names no training scans)"
+        )
+    rest = [s for s in present if s not in set(evaluated)]
+    library = rest or present  # leave-one-out: retrieval never uses the case's own subject
+    named = sorted({subject_id(s) for s in requested}) if requested else None
+    return SubjectChoice(evaluated, library, reason, excluded, named)
