@@ -4,6 +4,8 @@ This file is the thin Slicer layer (module description, panel, console API, self
 `FOVCompletionLib` (MRML, background process, display) and by the engine `fovcompletion` in a separate process.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import shutil

@@ -10,7 +10,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import tomllib
+
+try:
+    import tomllib  # novermin (3.11+, with the fallback below)
+except ImportError:  # Python < 3.11: pytest depends on tomli there
+    import tomli as tomllib
 from packaging.requirements import Requirement
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))

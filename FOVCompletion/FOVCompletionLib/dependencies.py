@@ -101,7 +101,7 @@ def importedAmong(requirements: Iterable[str]) -> list[str]:
     from packaging.requirements import Requirement
 
     try:
-        modules = importlib.metadata.packages_distributions()
+        modules = importlib.metadata.packages_distributions()  # novermin (guarded: 3.10+)
     except AttributeError:  # Python < 3.10
         modules = {}
     imported = []

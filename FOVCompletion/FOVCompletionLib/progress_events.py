@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Union
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class LogLine:
     text: str
 
 
-EngineEvent = StartEvent | ProgressEvent | DoneEvent | ErrorEvent | LogLine
+# Evaluated at import time, so `typing.Union` and not `X | Y` (Python 3.9, Slicer 5.8).
+EngineEvent = Union[StartEvent, ProgressEvent, DoneEvent, ErrorEvent, LogLine]
 
 
 def _int(value, default: int = 0) -> int:

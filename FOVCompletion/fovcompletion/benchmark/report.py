@@ -18,7 +18,7 @@ def _clean(value: Any) -> Any:
     """JSON has no NaN or infinity: they become null."""
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()

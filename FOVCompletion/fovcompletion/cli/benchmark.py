@@ -151,7 +151,7 @@ def canonical_command(args: argparse.Namespace) -> str:
         flag = "--" + key.replace("_", "-")
         if value is True:
             parts.append(flag)
-        elif isinstance(value, list | set | tuple):
+        elif isinstance(value, (list, set, tuple)):
             parts += [flag, ",".join(str(v) for v in (sorted(value) if isinstance(value, set) else value))]
         else:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]

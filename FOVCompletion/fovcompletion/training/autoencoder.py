@@ -94,7 +94,7 @@ def write_samples(path: Path, model: torch.nn.Module, images: torch.Tensor, devi
         recon = model(images[:6].to(device))[0].float().cpu()
     rows = [
         [x[0].numpy(), r[0].numpy(), (r[0] - x[0]).abs().numpy() * 2 - 1]
-        for x, r in zip(images[:6], recon, strict=True)
+        for x, r in zip(images[:6], recon)
     ]
     save_grid(path, rows)
 
