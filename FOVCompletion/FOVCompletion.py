@@ -34,11 +34,12 @@ from FOVCompletionLib.completion_task import CompletionNodes, CompletionTask, Ta
 from FOVCompletionLib.display import DEFAULT_OVERLAY_OPACITY, setOverlayOpacity, showCompletion
 from FOVCompletionLib.engine_command import CompletionOptions
 from FOVCompletionLib.models import (
-    addBundleFromFolder,
     availableModels,
     estimateSeconds,
     missingDefaultModelMessage,
+    modelAfterAddingBundle,
 )
+from FOVCompletionLib.panel import SLICE_COUNT_RANGE, SLICE_INDEX_RANGE, defaultSliceRange, sliceLimits
 from FOVCompletionLib.presets import ExtensionPreset, matchingPreset, presetExtensionMm
 from FOVCompletionLib.progress_events import (
     DoneEvent,
@@ -50,12 +51,17 @@ from FOVCompletionLib.progress_events import (
     describeStart,
     formatDuration,
 )
-from FOVCompletionLib.sample_data import PHANTOM_FILE_NAME, PHANTOM_SAMPLE_NAME, writePhantomFile
+from FOVCompletionLib.sample_data import (
+    PHANTOM_FILE_NAME,
+    PHANTOM_SAMPLE_NAME,
+    registerPhantomSample,
+    writePhantomFile,
+)
 from FOVCompletionLib.self_test import runSelfTest
+from FOVCompletionLib.view_fit import stopKeepingFitted
 from FOVCompletionLib.volume_geometry import extentAlongMm, sagittalSliceCount
 
 POLL_INTERVAL_MS = 200
-SAMPLE_CATEGORY = "FOVCompletion"
 
 #
 # FOVCompletion
@@ -122,21 +128,16 @@ def registerSampleData():
     """Register the offline phantom sample in the Sample Data module."""
     import SampleData
 
-    iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
-    sampleDataLogic = SampleData.SampleDataLogic
-    if hasattr(sampleDataLogic, "registerCustomSampleDataCategory"):  # Slicer >= 5.9
-        sampleDataLogic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, title=_("FOV Completion"))
     path = phantomCachePath()
-    sampleDataLogic.registerCustomSampleDataSource(
-        category=SAMPLE_CATEGORY,
-        sampleName=PHANTOM_SAMPLE_NAME,
-        thumbnailFileName=os.path.join(iconsPath, "FOVCompletion.png"),
+    registerPhantomSample(
+        SampleData.SampleDataLogic,
+        path,
         # The file is generated into the cache by the custom downloader; once there, "downloading" it from its own
         # location is a no-op, so SampleData.downloadSample() works as for any other sample.
-        uris=qt.QUrl.fromLocalFile(path).toString(),
-        fileNames=PHANTOM_FILE_NAME,
-        nodeNames=PHANTOM_SAMPLE_NAME,
-        customDownloader=loadPhantomSample,
+        uri=qt.QUrl.fromLocalFile(path).toString(),
+        thumbnail=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "FOVCompletion.png"),
+        downloader=loadPhantomSample,
+        categoryTitle=_("FOV Completion"),
     )
 
 
@@ -160,9 +161,9 @@ class FOVCompletionParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     sliceSelection: SliceSelection = SliceSelection.CENTRED_COUNT
-    sliceCount: Annotated[int, WithinRange(1, 512)] = 5
-    sliceRangeFirst: Annotated[int, WithinRange(0, 4095)] = 0
-    sliceRangeLast: Annotated[int, WithinRange(0, 4095)] = 0
+    sliceCount: Annotated[int, WithinRange(*SLICE_COUNT_RANGE)] = 5
+    sliceRangeFirst: Annotated[int, WithinRange(*SLICE_INDEX_RANGE)] = 0
+    sliceRangeLast: Annotated[int, WithinRange(*SLICE_INDEX_RANGE)] = 0
     extensionPreset: ExtensionPreset = ExtensionPreset.WHOLE_SPINE_FROM_CERVICAL
     extendSuperiorMm: Annotated[float, WithinRange(0.0, 2000.0)] = 0.0
     extendInferiorMm: Annotated[float, WithinRange(0.0, 2000.0)] = 500.0
@@ -243,6 +244,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._task is not None and self._task.running:
             self._task.cancel()
         self.logic.cancelBackgroundTasks()  # their input nodes are going away
+        stopKeepingFitted()  # the views start over
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -298,15 +300,16 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         inputId = inputNode.GetID() if inputNode else None
         hasImage = bool(inputNode and inputNode.GetImageData())
         count = sagittalSliceCount(inputNode) if hasImage else 0
+        limits = sliceLimits(count)  # within the parameters' ranges, whatever the volume
         for spinBox in (self.ui.sliceRangeFirstSpinBox, self.ui.sliceRangeLastSpinBox):
-            spinBox.maximum = max(0, count - 1)
-        self.ui.sliceCountSpinBox.maximum = max(1, count)
+            spinBox.maximum = limits.indexMaximum
+        self.ui.sliceCountSpinBox.maximum = limits.countMaximum
         if inputId != self._lastInputId and hasImage:
             self._lastInputId = inputId
             if self._parameterNode.sliceRangeLast == 0 or self._parameterNode.sliceRangeLast >= count:
-                middle = count // 2
-                self._parameterNode.sliceRangeFirst = max(0, middle - 2)
-                self._parameterNode.sliceRangeLast = min(count - 1, middle + 2)
+                self._parameterNode.sliceRangeFirst, self._parameterNode.sliceRangeLast = defaultSliceRange(
+                    count
+                )
             self._applyPreset(self._parameterNode.extensionPreset)
         self.ui.sliceInfoLabel.text = (
             _("The input has {count} sagittal slices (0 to {last}).").format(count=count, last=count - 1)
@@ -438,17 +441,24 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder = qt.QFileDialog.getExistingDirectory(
             slicer.util.mainWindow(), _("Choose a model bundle folder (with bundle.json)")
         )
-        name = None
+        model, error = self._parameterNode.model, None
         if folder:
-            with slicer.util.tryWithErrorDisplay(
-                _("This folder is not a usable model bundle."), waitCursor=True
-            ):
-                self.logic.setupPythonRequirements()
-                name = addBundleFromFolder(folder)
+            try:
+                self.logic.setupPythonRequirements()  # the engine verifies the bundle
+            except Exception as failure:
+                error = failure
+            else:
+                with slicer.util.WaitCursor():
+                    model, error = modelAfterAddingBundle(folder, model)
+        # Always, failure or not: the list is read again (with the new bundle), then the combo box shows the model
+        # to use instead of staying on the "Add..." entry. The list first: a model missing from it is replaced.
         self.populateModels()
-        if name:
-            self._parameterNode.model = name
-        self._selectModelInComboBox(self._parameterNode.model)
+        self._parameterNode.model = model
+        self._selectModelInComboBox(model)
+        if error is not None:
+            slicer.util.errorDisplay(
+                _("This folder is not a usable model bundle."), detailedText=f"{folder}: {error}"
+            )
 
     # -- running ---------------------------------------------------------------------------------------------
 
