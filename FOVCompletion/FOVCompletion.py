@@ -62,6 +62,8 @@ from FOVCompletionLib.view_fit import stopKeepingFitted
 from FOVCompletionLib.volume_geometry import extentAlongMm, sagittalSliceCount
 
 POLL_INTERVAL_MS = 200
+# Each live preview costs about one denoising step (decoding the estimate): every 10 steps adds under 10% to a run.
+DEFAULT_PREVIEW_EVERY = 10
 
 #
 # FOVCompletion
@@ -155,6 +157,7 @@ class FOVCompletionParameterNode:
     extensionPreset, extendSuperiorMm, extendInferiorMm - how much field of view to add.
     model - the bundle name or folder (synchronised by hand: the choices depend on the installed bundles).
     steps, samples, seed, device - quality, number of samples, reproducibility, where to run.
+    previewEvery - live preview: the output view is updated every this many steps while it runs (0: off).
     outputVolume - existing volume to write into; none creates a new volume for every run.
     overlayOpacity - opacity of the original over the completion.
     """
@@ -172,6 +175,7 @@ class FOVCompletionParameterNode:
     samples: Annotated[int, WithinRange(1, 16)] = 1
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     device: ComputeDevice = ComputeDevice.AUTO
+    previewEvery: Annotated[int, WithinRange(0, 1000)] = DEFAULT_PREVIEW_EVERY
     outputVolume: vtkMRMLScalarVolumeNode
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_OVERLAY_OPACITY
 
@@ -198,6 +202,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updating = False
         self._lastPreset = None
         self._lastInputId = None
+        self._previewShown = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -475,6 +480,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             samples=parameters.samples,
             device=parameters.device.value,
             model=parameters.model or None,
+            previewEvery=parameters.previewEvery,
         )
 
     def onApplyButton(self) -> None:
@@ -500,6 +506,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             except Exception:
                 self.ui.statusLabel.text = _("Not started.")
                 raise
+            self._previewShown = False
             self.ui.progressBar.setRange(0, 0)  # busy until the engine reports its number of steps
             self.ui.progressBar.show()
             self.pollTimer.start()
@@ -536,10 +543,20 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.setRange(0, max(1, event.total))
             self.ui.progressBar.value = event.step
             self.ui.progressBar.setFormat(describeProgress(event))
+            self._showPreviewOnce()
         elif isinstance(event, ErrorEvent):
             self.appendLog(_("Error: {message}").format(message=event.message))
         elif isinstance(event, DoneEvent):
             self.ui.statusLabel.text = _("Loading the results...")
+
+    def _showPreviewOnce(self) -> None:
+        """The first live preview puts the output volume in the views; later ones update it in place."""
+        if self._previewShown or self._task is None or self._task.previewNode is None:
+            return
+        self._previewShown = True
+        self.logic.showResult(
+            self._task.inputNode, CompletionNodes(self._task.previewNode), self._parameterNode.overlayOpacity
+        )
 
     def onTaskFinished(self, task) -> None:
         self.pollTimer.stop()
@@ -680,11 +697,14 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
         device: str = "auto",
         model: str | None = None,
         outputNode=None,
+        previewEvery: int = 0,
         waitForCompletion: bool = True,
         showResult: bool = True,
         overlayOpacity: float = DEFAULT_OVERLAY_OPACITY,
     ):
-        """Complete `inputNode` (console API). `sliceRange` is (first, stop) with stop excluded.
+        """Complete `inputNode` (console API). `sliceRange` is (first, stop) with stop excluded. With
+        `previewEvery` N > 0 the output volume is created at the first live preview and updated in place every N
+        steps while the engine runs (task.previewNode); the result then goes into that same node.
 
         With waitForCompletion=True returns CompletionNodes (output, mask, spread) or raises RuntimeError with the
         engine's message. Otherwise returns the running CompletionTask, polled by a timer; its result is shown
@@ -701,6 +721,7 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
             samples=samples,
             device=device,
             model=model,
+            previewEvery=previewEvery,
         )
         if waitForCompletion:
             task = self.startCompletion(inputNode, options, outputNode)

@@ -54,6 +54,15 @@ def _id(node) -> str | None:
     return node.GetID() if node is not None else None
 
 
+def copyDisplaySettings(sourceNode, targetNode) -> None:
+    """Same window/level as the input, so the completion and the overlay compare at a glance."""
+    source, target = sourceNode.GetDisplayNode(), targetNode.GetDisplayNode()
+    if source is None or target is None or not hasattr(source, "GetWindow"):
+        return
+    target.SetAutoWindowLevel(False)
+    target.SetWindowLevel(source.GetWindow(), source.GetLevel())
+
+
 def tagRole(node, role: str) -> None:
     node.SetAttribute(ROLE_ATTRIBUTE, role)
 

@@ -29,6 +29,7 @@ class ProgressEvent:
     etaS: float | None
     stage: str
     message: str = ""
+    preview: str | None = None  # the live preview file the engine has just written (--preview-every)
 
     @property
     def fraction(self) -> float:
@@ -109,6 +110,7 @@ def parseEngineLine(line: str) -> EngineEvent:
             etaS=_float(data.get("eta_s"), None),
             stage=_text(data.get("stage")),
             message=_text(data.get("message")),
+            preview=_optionalText(data.get("preview")),
         )
     if kind == "done" and data.get("output"):
         return DoneEvent(
