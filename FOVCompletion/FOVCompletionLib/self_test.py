@@ -52,7 +52,9 @@ def skipReason(missing: list[str]) -> str:
     )
 
 
-def completionFailures(inputNode, inputVoxels, inputAffine, result: CompletionNodes, extensionMm: float):
+def completionFailures(
+    inputNode, inputVoxels, inputAffine, result: CompletionNodes, extensionMm: float
+) -> list[str]:
     """What is wrong with a one-slice completion extended by `extensionMm` inferiorly (empty when nothing)."""
     failures = []
     voxels, affine = arrayAndAffineFromVolume(inputNode)
