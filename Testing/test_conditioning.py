@@ -36,7 +36,7 @@ def test_masks_are_bands_of_whole_rows_at_one_end_and_only_inside_the_scan():
     rows = masks[:, :, 1:].all(dim=2)
     assert torch.equal(rows, masks[:, :, 1:].any(dim=2))  # whole rows
     counts = rows.sum(dim=1)
-    for row, count in zip(rows, counts, strict=True):
+    for row, count in zip(rows, counts):
         if count > 0:  # contiguous and touching the top or the bottom
             top, bottom = row[:count].all(), row[-count:].all()
             assert top or bottom

@@ -176,3 +176,25 @@ def test_top_level_extension_cmake():
     ):
         assert metadata.get(key), f"EXTENSION_{key} is missing or empty"
     assert metadata["DEPENDS"].split() == ["PyTorch"]
+
+
+# cmake_minimum_required of Slicer's extension template (Utilities/Templates/Extensions/Default/CMakeLists.txt) at
+# the tag of each supported Slicer; the extension must configure with the oldest one's CMake.
+SLICER_TEMPLATE_CMAKE_MINIMUM = {
+    "5.8": ["VERSION", "3.16.3...3.19.7", "FATAL_ERROR"],
+    "5.10": ["VERSION", "3.20.6...3.22.6", "FATAL_ERROR"],
+    "5.12": ["VERSION", "3.28.0...3.28.0", "FATAL_ERROR"],
+}
+OLDEST_SUPPORTED_SLICER = "5.8"
+
+
+def test_cmake_minimum_is_the_oldest_supported_slicers():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    assert commands(text, "cmake_minimum_required") == [
+        SLICER_TEMPLATE_CMAKE_MINIMUM[OLDEST_SUPPORTED_SLICER]
+    ]
+    assert strip_comments(text).lstrip().lower().startswith("cmake_minimum_required")  # the first command
+    minimum = SLICER_TEMPLATE_CMAKE_MINIMUM[OLDEST_SUPPORTED_SLICER][1].split("...")[0]
+    for arguments in SLICER_TEMPLATE_CMAKE_MINIMUM.values():  # every supported Slicer's CMake satisfies it
+        required = arguments[1].split("...")[0]
+        assert tuple(map(int, required.split("."))) >= tuple(map(int, minimum.split(".")))

@@ -35,7 +35,7 @@ def test_same_seed_is_bit_identical_and_another_seed_differs(tiny_bundle):
 def test_ddim_timesteps_descend_to_the_clean_sample():
     steps = ddim_timesteps(1000, 10)
     assert steps[0] == 999 and steps[-2] == 0 and steps[-1] == -1
-    assert all(a > b for a, b in zip(steps, steps[1:], strict=False))
+    assert all(a > b for a, b in zip(steps, steps[1:]))
     assert len(ddim_timesteps(1000, 1000)) == 1001
     assert ddim_timesteps(1000, 1) == [999, -1]  # one step denoises from pure noise, not from t=0
 
@@ -67,7 +67,7 @@ def test_progress_reports_every_step_with_elapsed_and_eta(tiny_bundle):
     assert [e.step for e in steps] == list(range(1, result.nfe + 1))
     assert all(e.total == result.nfe for e in steps)
     assert steps[-1].eta_s == pytest.approx(0.0, abs=1e-9)
-    assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(steps, steps[1:], strict=False))
+    assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(steps, steps[1:]))
 
 
 def test_cancellation_stops_within_a_step(tiny_bundle):

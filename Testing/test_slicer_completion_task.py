@@ -23,7 +23,7 @@ from FOVCompletionLib.background_process import BackgroundProcess
 from FOVCompletionLib.completion_task import CompletionTask, TaskState
 from FOVCompletionLib.display import COMPLETION_ROLE, KNOWN_REGION_ROLE, ROLE_ATTRIBUTE, SPREAD_ROLE
 from FOVCompletionLib.engine_command import CompletionOptions, buildCompletionCommand, engineEnvironment
-from FOVCompletionLib.known_region import checkKnownRegion
+from FOVCompletionLib.known_region import checkKnownRegion, outputToInputIndex
 from FOVCompletionLib.progress_events import DoneEvent, LogLine, ProgressEvent, StartEvent
 from FOVCompletionLib.volume_geometry import (
     arrayAndAffineFromVolume,
@@ -48,7 +48,8 @@ FAKE_ENGINE = textwrap.dedent(
     parser = argparse.ArgumentParser()
     parser.add_argument("input"); parser.add_argument("-o", dest="output")
     for option in ("--mask-output", "--spread-output", "--model", "--slices", "--slice-range", "--steps",
-                   "--extend-superior", "--extend-inferior", "--seed", "--samples", "--device", "--progress"):
+                   "--extend-superior", "--extend-inferior", "--seed", "--samples", "--device", "--progress",
+                   "--preview-every", "--preview-volume"):
         parser.add_argument(option)
     parser.add_argument("--watch-stdin", action="store_true")
     args = parser.parse_args(sys.argv[4:])
@@ -56,6 +57,22 @@ FAKE_ENGINE = textwrap.dedent(
     mode = os.environ.get("FAKE_ENGINE_MODE", "success")
     print(json.dumps({{"event": "start", "total_steps": 2, "slices": 3, "windows": 1, "device": "cpu"}}), flush=True)
     print("fake engine: loading", flush=True)
+    image = nib.load(args.input)
+    data = np.asanyarray(image.dataobj).astype(np.float32)
+    rows = int(round(float(args.extend_inferior) / float(np.linalg.norm(image.affine[:3, 1]))))
+    if mode.startswith("preview"):  # live preview: the input with the unknown rows at the step number
+        assert int(args.preview_every) == 1 and args.preview_volume, (args.preview_every, args.preview_volume)
+        for step in (1, 2, 3):
+            estimate = np.concatenate([data, np.full((data.shape[0], rows, data.shape[2]), step, np.float32)], 1)
+            partial = args.preview_volume + ".partial.nii"
+            nib.save(nib.Nifti1Image(estimate, image.affine), partial)
+            os.replace(partial, args.preview_volume)
+            print(json.dumps({{"event": "progress", "step": step, "total": 4, "elapsed_s": step, "eta_s": 1,
+                              "preview": args.preview_volume}}), flush=True)
+            if mode == "preview-hang":
+                sys.stdin.readline() if step == 3 else time.sleep(0.2)
+        if mode == "preview-hang":
+            sys.exit(130)
     if mode == "hang":
         print(json.dumps({{"event": "progress", "step": 1, "total": 2, "elapsed_s": 0.1, "eta_s": 0.1}}), flush=True)
         sys.stdin.readline()  # "cancel", or "" at the end of the input
@@ -70,9 +87,6 @@ FAKE_ENGINE = textwrap.dedent(
         sys.exit(3)
     for step in (1, 2):
         print(json.dumps({{"event": "progress", "step": step, "total": 2, "elapsed_s": step, "eta_s": 2 - step}}), flush=True)
-    image = nib.load(args.input)
-    data = np.asanyarray(image.dataobj).astype(np.float32)
-    rows = int(round(float(args.extend_inferior) / float(np.linalg.norm(image.affine[:3, 1]))))
     completed = np.concatenate([data, np.full((data.shape[0], rows, data.shape[2]), 7.0, np.float32)], axis=1)
     mask = np.zeros(completed.shape, np.uint8); mask[:, : data.shape[1]] = 1
     nib.save(nib.Nifti1Image(completed, image.affine), args.output)
@@ -373,3 +387,122 @@ def test_real_engine_stops_when_its_stdin_closes(tiny_bundle, tmp_path):
     assert process.returnCode == 130 and not process.cancelled, lines
     assert not any(path.exists() for path in outputs)
     assert not any('"done"' in line for line in lines)
+
+
+def split_by_input(input_node, voxels, affine):
+    """(values where the input is, the input's values there, values elsewhere), matched by world position (the
+    reader may reverse an axis, so array indices alone do not say which voxel is which)."""
+    input_voxels, input_affine = arrayAndAffineFromVolume(input_node)
+    index_map = outputToInputIndex(input_affine, affine)
+    indices = np.argwhere(np.ones(voxels.shape, dtype=bool))
+    mapped = np.round(index_map[:3] @ np.c_[indices, np.ones(len(indices))].T).astype(int).T
+    inside = np.all((mapped >= 0) & (mapped < np.array(input_voxels.shape)), axis=1)
+    return (
+        voxels[tuple(indices[inside].T)],
+        input_voxels[tuple(mapped[inside].T)],
+        voxels[tuple(indices[~inside].T)],
+    )
+
+
+def arrays_at_each_event(task_events, node_of):
+    """onEvent callback recording, at each progress event, the preview node, a copy of its voxels, its affine."""
+
+    def record(event):
+        task_events.append(event)
+        node = node_of()
+        if isinstance(event, ProgressEvent) and event.preview and node is not None:
+            voxels, affine = arrayAndAffineFromVolume(node)
+            seen.append((node, node.GetID(), voxels.copy(), affine))
+
+    seen = []
+    return record, seen
+
+
+def test_live_preview_fills_the_output_node_in_place(scene, input_node, fake_python, tmp_path):
+    before = volume_nodes(scene)
+    options = CompletionOptions(extendInferiorMm=20.0, steps=4, previewEvery=1)
+    task, events, finished = task_for(input_node, fake_python, tmp_path, mode="preview", options=options)
+    record, seen = arrays_at_each_event(events, lambda: task.previewNode)
+    task.onEvent = record
+    task.start()
+    result = task.wait(timeout=60)
+    assert [e.preview for e in events if isinstance(e, ProgressEvent)][:3] == [
+        str(task.workingFolder / "preview.nii")
+    ] * 3
+    assert len(seen) == 3 and len({node_id for _, node_id, _, _ in seen}) == 1  # one node, updated in place
+    steps_shown = []
+    for _node, _id, voxels, affine in seen:
+        known, expected, added = split_by_input(input_node, voxels, affine)
+        np.testing.assert_array_equal(known, expected)  # the input, where it was known
+        assert added.size == 5 * 10 * 20  # 5 slices, 20 mm at 2 mm below the scan, 20 columns
+        [step] = np.unique(added)  # one estimate: the latest written when the event was handled
+        steps_shown.append(step)
+    assert steps_shown == sorted(steps_shown) and steps_shown[-1] == 3 and set(steps_shown) <= {1, 2, 3}
+    node = seen[0][0]
+    assert result.output is node and node.GetName() == "scan completed" and task.preview.updates == 3
+    assert np.all(
+        split_by_input(input_node, *arrayAndAffineFromVolume(node))[2] == 7.0
+    )  # the result, same node
+    assert node.GetDisplayNode().GetWindow() == 400 and node.GetAttribute(ROLE_ATTRIBUTE) == COMPLETION_ROLE
+    assert volume_nodes(scene) == before + 2  # output and mask: the preview made no extra node
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancelled_live_preview_leaves_nothing(scene, input_node, fake_python, tmp_path):
+    before = volume_nodes(scene)
+    options = CompletionOptions(extendInferiorMm=20.0, steps=4, previewEvery=1)
+    task, events, finished = task_for(input_node, fake_python, tmp_path, mode="preview-hang", options=options)
+    task.start()
+    deadline = time.monotonic() + 30
+    while task.preview.updates < 3:
+        assert time.monotonic() < deadline
+        task.poll()
+        time.sleep(0.05)
+    assert task.previewNode is not None and volume_nodes(scene) == before + 1
+    task.cancel()
+    assert task.state is TaskState.CANCELLED and task.previewNode is None
+    assert volume_nodes(scene) == before and list(tmp_path.iterdir()) == []
+
+
+def test_a_chosen_output_node_gets_its_content_back_after_a_cancel(scene, input_node, fake_python, tmp_path):
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my result")
+    content = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    setVolumeFromArrayAndAffine(target, content, np.diag([2.0, 2.0, 2.0, 1.0]))
+    options = CompletionOptions(extendInferiorMm=20.0, steps=4, previewEvery=1)
+    task, _, _ = task_for(
+        input_node, fake_python, tmp_path, mode="preview-hang", options=options, outputNode=target
+    )
+    task.start()
+    deadline = time.monotonic() + 30
+    while task.preview.updates < 1:
+        assert time.monotonic() < deadline
+        task.poll()
+        time.sleep(0.05)
+    assert task.previewNode is target and arrayAndAffineFromVolume(target)[0].shape != content.shape
+    task.cancel()
+    voxels, affine = arrayAndAffineFromVolume(target)
+    np.testing.assert_array_equal(voxels, content)
+    np.testing.assert_array_equal(affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert target.GetScene() is scene and target.GetAttribute(ROLE_ATTRIBUTE) is None
+
+
+def test_real_engine_live_preview(scene, input_node, tiny_bundle, tmp_path):
+    """The engine's own previews (a tiny random model) reach the output node in place, in its final geometry."""
+    options = CompletionOptions(
+        slices=2, steps=3, extendInferiorMm=30.0, device="cpu", model=str(tiny_bundle), previewEvery=1
+    )
+    events = []
+    task = CompletionTask(input_node, options, sys.executable, temporaryRoot=tmp_path)
+    record, seen = arrays_at_each_event(events, lambda: task.previewNode)
+    task.onEvent = record
+    task.start()
+    result = task.wait(timeout=240)
+    assert seen and task.preview.updates == len(seen)
+    assert all(node is result.output for node, _, _, _ in seen)
+    final = arrayAndAffineFromVolume(result.output)[0]
+    check = checkKnownRegion(input_node, result.output, result.mask)
+    assert check.reproducesInput(), check
+    for _, _, voxels, affine in seen:
+        assert voxels.shape == final.shape and np.isfinite(voxels).all()
+        np.testing.assert_allclose(affine, ijkToRas(result.output), atol=1e-4)
+    assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,5 @@
-"""Dependencies inside Slicer: the list matches pyproject, torch and Slicer's numpy are never replaced, no prompts
-in testing mode."""
+"""Dependencies inside Slicer: the list matches pyproject, torch and Slicer's numpy are never replaced, nothing is
+installed without asking and nothing at all in testing mode."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import tomllib
+
+try:
+    import tomllib  # novermin (3.11+, with the fallback below)
+except ImportError:  # Python < 3.11: pytest depends on tomli there
+    import tomli as tomllib
 from packaging.requirements import Requirement
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
@@ -122,33 +126,54 @@ def test_imported_packages_need_a_restart():
 
 
 class FakeSlicer:
-    """Records what the dependency code asks of Slicer."""
+    """Records what the dependency code asks of Slicer (and of `slicer.packaging`, passed separately)."""
 
-    def __init__(self, with_pip_ensure: bool, confirm: bool = True):
+    def __init__(self, with_pip_ensure: bool, confirm: bool = True, declineEnsure: bool = False):
         self.calls = []
         self.util = SimpleNamespace(
             confirmOkCancelDisplay=lambda *a, **k: self.calls.append(("confirm", a)) or confirm,
             pip_install=lambda args: self.calls.append(("pip_install", args)),
         )
+        self.packaging = None
         if with_pip_ensure:
-            self.packaging = SimpleNamespace(
-                pip_ensure=lambda reqs, **kw: self.calls.append(("pip_ensure", reqs, kw))
-            )
+
+            def pip_ensure(reqs, **kw):
+                self.calls.append(("pip_ensure", reqs, kw))
+                if declineEnsure:
+                    raise RuntimeError("User declined package installation")
+
+            self.packaging = SimpleNamespace(pip_ensure=pip_ensure)
 
 
-@pytest.mark.parametrize("testing", [True, False])
-def test_pip_ensure_gets_the_torch_pin_and_prompts_only_outside_testing(tmp_path, testing):
+@pytest.fixture()
+def monai_missing(monkeypatch):
+    monkeypatch.setattr(dependencies, "missingRequirements", lambda: ["numpy>=1.24", "monai>=1.4"])
+
+
+def test_pip_ensure_asks_and_gets_the_torch_pin(tmp_path, monai_missing):
     fake = FakeSlicer(with_pip_ensure=True)
-    assert ensurePackages(fake, tmp_path / "c.txt", testing=testing) is False
+    assert ensurePackages(fake, tmp_path / "c.txt", testing=False, packaging=fake.packaging) is False
     [(kind, requirements, options)] = fake.calls
     assert kind == "pip_ensure" and requirements == list(REQUIREMENTS)
     assert set(Path(options["constraints"]).read_text().splitlines()) == installed_pins()
-    assert options["prompt_install"] is (not testing) and options["prompt_restart"] is (not testing)
-    assert options["skip_in_testing"] is False  # the self-test needs the packages too
+    assert options["prompt_install"] is True and options["prompt_restart"] is True
+    assert options["requester"] == "FOVCompletion"
+
+    declined = FakeSlicer(with_pip_ensure=True, declineEnsure=True)
+    with pytest.raises(DependencyError, match="cancelled"):
+        ensurePackages(declined, tmp_path / "c.txt", testing=False, packaging=declined.packaging)
 
 
-def test_older_slicer_asks_once_then_pip_installs_with_constraints(tmp_path, monkeypatch):
-    monkeypatch.setattr(dependencies, "missingRequirements", lambda: ["numpy>=1.24", "monai>=1.4"])
+@pytest.mark.parametrize("with_pip_ensure", [True, False])
+def test_testing_mode_installs_nothing(tmp_path, monai_missing, with_pip_ensure):
+    """A self-test runs offline and must not change the Slicer it tests: a missing package is an error."""
+    fake = FakeSlicer(with_pip_ensure=with_pip_ensure)
+    with pytest.raises(DependencyError, match="numpy>=1.24, monai>=1.4 are missing; nothing is installed"):
+        ensurePackages(fake, tmp_path / "c.txt", testing=True, packaging=fake.packaging)
+    assert fake.calls == [] and not (tmp_path / "c.txt").exists()
+
+
+def test_older_slicer_asks_once_then_pip_installs_with_constraints(tmp_path, monai_missing):
     fake = FakeSlicer(with_pip_ensure=False)
     restart = ensurePackages(fake, tmp_path / "c.txt", testing=False)
     assert [call[0] for call in fake.calls] == ["confirm", "pip_install"]
@@ -156,10 +181,6 @@ def test_older_slicer_asks_once_then_pip_installs_with_constraints(tmp_path, mon
     assert args[:2] == ["numpy>=1.24", "monai>=1.4"] and args[2] == "-c"
     assert set(Path(args[3]).read_text().splitlines()) == installed_pins()
     assert restart is True  # numpy is already imported in this process
-
-    quiet = FakeSlicer(with_pip_ensure=False)
-    ensurePackages(quiet, tmp_path / "c.txt", testing=True)
-    assert [call[0] for call in quiet.calls] == ["pip_install"]  # no prompt in testing mode
 
     declined = FakeSlicer(with_pip_ensure=False, confirm=False)
     with pytest.raises(DependencyError, match="cancelled"):
@@ -169,8 +190,41 @@ def test_older_slicer_asks_once_then_pip_installs_with_constraints(tmp_path, mon
 
 def test_nothing_missing_installs_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(dependencies, "missingRequirements", lambda: [])
-    fake = FakeSlicer(with_pip_ensure=False)
-    assert ensurePackages(fake, tmp_path / "c.txt", testing=False) is False and fake.calls == []
+    for testing in (True, False):
+        fake = FakeSlicer(with_pip_ensure=True)
+        assert ensurePackages(fake, tmp_path / "c.txt", testing=testing, packaging=fake.packaging) is False
+        assert fake.calls == []
+
+
+def test_slicer_packaging_is_imported_not_looked_up(tmp_path, monkeypatch):
+    """Slicer 5.12's `slicer/__init__.py` does not import `slicer.packaging`: an attribute lookup finds nothing,
+    importing the submodule finds pip_ensure. A package laid out the same way stands in for Slicer's."""
+    package = tmp_path / "slicerlike"
+    package.mkdir()
+    (package / "__init__.py").write_text("")  # like slicer/__init__.py: the submodule is not imported
+    (package / "packaging.py").write_text("def pip_ensure(requirements, **options):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import slicerlike
+
+    assert getattr(slicerlike, "packaging", None) is None  # what the module used to rely on
+    module = dependencies.slicerPackagingModule("slicerlike.packaging")
+    assert module is not None and callable(module.pip_ensure)
+    assert dependencies.slicerPackagingModule("slicerlike.nothing_here") is None
+    assert dependencies.slicerPackagingModule("surely_not_a_package_fovc.packaging") is None
+
+
+def test_missing_engine_dependencies_are_listed_without_importing_them(monkeypatch):
+    assert dependencies.missingEngineDependencies() == []  # this environment has the engine's packages
+    real = importlib.metadata.version
+
+    def version(name):
+        if name in ("torch", "monai"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    missing = dependencies.missingEngineDependencies()
+    assert missing[0] == f"torch>={MINIMUM_TORCH_VERSION}" and "monai>=1.4" in missing
 
 
 def fake_pytorch_utils(installed: bool, installs: bool = True):
@@ -191,11 +245,12 @@ def test_torch_comes_from_the_pytorch_extension():
     with pytest.raises(DependencyError, match="PyTorch extension"):
         ensureTorch(None, testing=False)
     module, calls = fake_pytorch_utils(installed=False)
-    ensureTorch(module, testing=True)
-    assert calls == [{"askConfirmation": False, "torchVersionRequirement": f">={MINIMUM_TORCH_VERSION}"}]
+    with pytest.raises(DependencyError, match="PyTorch is missing; nothing is installed in testing mode"):
+        ensureTorch(module, testing=True)
+    assert calls == []
     module, calls = fake_pytorch_utils(installed=False)
     ensureTorch(module, testing=False)
-    assert calls[0]["askConfirmation"] is True
+    assert calls == [{"askConfirmation": True, "torchVersionRequirement": f">={MINIMUM_TORCH_VERSION}"}]
     module, _ = fake_pytorch_utils(installed=False, installs=False)
     with pytest.raises(DependencyError, match="not installed"):
         ensureTorch(module, testing=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from FOVCompletionLib.display import (
     sliceCompositeNodeForView,
     sliceNodeForView,
 )
+from FOVCompletionLib.view_fit import stopKeepingFitted
 from FOVCompletionLib.volume_geometry import setVolumeFromArrayAndAffine, vtkMatrixFromArray
 
 AFFINE = oblique_affine((1.0, 0.8, 0.8), 6.0)
@@ -166,21 +166,54 @@ def test_opacity_changes_only_reach_a_view_showing_a_completion():
     assert yellow.GetForegroundOpacity() == pytest.approx(0.6)
 
 
-def test_views_are_resized_before_fitting(monkeypatch):
-    """In the application, the layout change is laid out (events processed) before the slices are fitted."""
+def fitted_field_of_view(app_logic, scene, view):
+    """What a fresh FitSliceToAll gives for the view's current size (the reference a kept-fitted view must match)."""
+    node = sliceNodeForView(scene, view)
+    saved = node.GetFieldOfView()
+    app_logic.GetSliceLogicByLayoutName(view).FitSliceToAll()
+    fitted = node.GetFieldOfView()
+    node.SetFieldOfView(*saved)
+    return fitted
+
+
+def test_views_are_fitted_again_when_the_layout_resizes_them():
+    """Issue 15, item 8: the views get their final size after the layout switch; the fit follows every resize
+    (as the application's slice views report it, vtkMRMLSliceLogic.ResizeSliceNode), until the person zooms."""
     scene, app_logic, _layout, _logics = application_scene()
     source, output, mask = volumes(scene)
-    calls = []
+    red, yellow = sliceNodeForView(scene, ORIGINAL_VIEW), sliceNodeForView(scene, COMPLETION_VIEW)
+    logic = app_logic.GetSliceLogicByLayoutName(COMPLETION_VIEW)
+    red_logic = app_logic.GetSliceLogicByLayoutName(ORIGINAL_VIEW)
+    for slice_logic in (logic, red_logic):
+        slice_logic.ResizeSliceNode(600, 150)  # the four-up views before the switch: wide and low
+    setup = showCompletion(scene, source, output, mask, appLogic=app_logic)
+    offset = yellow.GetSliceOffset()  # the middle sagittal slice of the completion
+    assert setup.fitKeeper is not None and setup.fitKeeper.active
 
-    class FakeApplication:
-        def processEvents(self):
-            calls.append("processEvents")
+    for slice_logic in (logic, red_logic):  # the side-by-side views get their size: narrow and tall
+        slice_logic.ResizeSliceNode(300, 900)
+    fitted = fitted_field_of_view(app_logic, scene, COMPLETION_VIEW)
+    assert yellow.GetFieldOfView() == pytest.approx(fitted)
+    assert red.GetFieldOfView() == pytest.approx(fitted)  # the original keeps the same field of view
+    assert yellow.GetSliceOffset() == pytest.approx(offset)  # still the same sagittal slice
+    # without the refit the stale fit (made for 600 x 150) would cut the completion's height: 100 rows x 0.8 mm
+    assert yellow.GetFieldOfView()[1] >= 100 * 0.8
 
-    class RecordingApplicationLogic:  # the real one, with FitSliceToAll calls recorded
-        def GetSliceLogicByLayoutName(self, name):
-            logic = app_logic.GetSliceLogicByLayoutName(name)
-            return SimpleNamespace(FitSliceToAll=lambda: calls.append("fit") or logic.FitSliceToAll())
+    zoomed = [value / 2 for value in yellow.GetFieldOfView()[:2]] + [yellow.GetFieldOfView()[2]]
+    yellow.SetFieldOfView(*zoomed)  # the person zooms in
+    assert not setup.fitKeeper.active
+    logic.ResizeSliceNode(300, 600)  # a later resize keeps their zoom (ResizeSliceNode keeps the height)
+    assert yellow.GetFieldOfView()[1] == pytest.approx(zoomed[1])
 
-    monkeypatch.setattr(slicer, "app", FakeApplication(), raising=False)
-    showCompletion(scene, source, output, mask, appLogic=RecordingApplicationLogic())
-    assert calls == ["processEvents", "fit"]
+
+def test_a_new_result_replaces_the_previous_fit_keeper():
+    scene, app_logic, _layout, _logics = application_scene()
+    source, output, mask = volumes(scene)
+    first = showCompletion(scene, source, output, mask, appLogic=app_logic).fitKeeper
+    second = showCompletion(scene, source, output, mask, appLogic=app_logic).fitKeeper
+    assert second.active and not first.active
+    fits = second.fits
+    app_logic.GetSliceLogicByLayoutName(COMPLETION_VIEW).ResizeSliceNode(500, 700)
+    assert second.fits == fits + 1 and first.fits == 1
+    stopKeepingFitted()
+    assert not second.active

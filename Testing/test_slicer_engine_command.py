@@ -99,3 +99,17 @@ def test_environment_puts_the_module_folder_first():
     assert environment["HOME"] == "/home/x" and environment["PYTHONUNBUFFERED"] == "1"
     assert (MODULE_DIR / "fovcompletion" / "__main__.py").is_file()  # `-m fovcompletion` resolves there
     assert engineEnvironment({})["PYTHONPATH"] == str(MODULE_DIR)
+
+
+def test_live_preview_reaches_the_engine_only_when_asked():
+    options = CompletionOptions(extendInferiorMm=50.0, previewEvery=10)
+    args = parse(
+        buildCompletionCommand("python", "in.nii", "out.nii.gz", options, previewPath="work/preview.nii")
+    )
+    assert (args.preview_every, args.preview_volume) == (10, Path("work/preview.nii"))
+    off = parse(
+        buildCompletionCommand("python", "in.nii", "out.nii.gz", CompletionOptions(extendInferiorMm=50.0))
+    )
+    assert off.preview_every == 0 and off.preview_volume is None  # the engine's default: no preview
+    with pytest.raises(ValueError, match="preview interval"):
+        CompletionOptions(extendInferiorMm=50.0, previewEvery=-1).validate()

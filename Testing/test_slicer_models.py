@@ -23,6 +23,7 @@ from FOVCompletionLib.models import (
     availableModels,
     estimateSeconds,
     missingDefaultModelMessage,
+    modelAfterAddingBundle,
 )
 
 MODULE_FOLDER = Path(__file__).resolve().parents[1] / "FOVCompletion"
@@ -49,6 +50,23 @@ def test_add_bundle_from_folder(tiny_bundle, user_home):
     assert [c.label for c in availableModels() if c.value == "tiny-test"] == ["tiny-test (user)"]
     with pytest.raises(FileExistsError):
         addBundleFromFolder(tiny_bundle)
+
+
+def test_after_adding_a_bundle_the_panel_shows_a_real_model(tiny_bundle, user_home, tmp_path):
+    """Issue 15, item 5: whatever happens, the panel gets a model to show (never the "Add..." entry) and the error."""
+    model, error = modelAfterAddingBundle(tiny_bundle, "")
+    assert (model, error) == ("tiny-test", None)
+    assert "tiny-test" in [c.value for c in availableModels()]  # the repopulated list offers it
+
+    not_a_bundle = tmp_path / "holiday-photos"
+    not_a_bundle.mkdir()
+    model, error = modelAfterAddingBundle(not_a_bundle, "tiny-test")
+    assert model == "tiny-test" and isinstance(error, BundleError) and "\n" not in str(error)
+    model, error = modelAfterAddingBundle(
+        tiny_bundle, "tiny-test"
+    )  # a second copy under the same folder name
+    assert model == "tiny-test" and isinstance(error, FileExistsError)
+    assert model in [c.value for c in availableModels()]
 
 
 def test_a_tampered_bundle_is_refused_and_not_copied(tiny_bundle, user_home, tmp_path):
@@ -109,13 +127,15 @@ def test_missing_default_model_is_explained(tiny_bundle, user_home, monkeypatch)
 def test_the_panel_does_not_import_torch(tiny_bundle, tmp_path):
     """Opening the panel (importing the helpers, listing models, estimating the time) keeps torch out of Slicer's
     GUI process; checked in a fresh interpreter, since this one has imported torch long ago."""
+    pytest.importorskip("slicer", reason="slicer-core has no wheel for this Python (3.9)")
     code = textwrap.dedent(
         f"""
         import sys
         sys.path.insert(0, {str(MODULE_FOLDER)!r})
         from FOVCompletionLib import (
             background_process, choices, completion_task, dependencies, display, engine_command, known_region,
-            models, presets, progress_events, sample_data, volume_files, volume_geometry,
+            models, panel, presets, progress_events, sample_data, self_test, view_fit, volume_files,
+            volume_geometry,
         )
         values = [choice.value for choice in models.availableModels()]
         assert "tiny-test" in values, values

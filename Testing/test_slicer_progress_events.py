@@ -80,3 +80,14 @@ def test_text_for_the_panel():
     text = describeProgress(ProgressEvent(12, 50, 30.0, 95.0, "sampling"))
     assert text == "Step 12 of 50 - 00:30 elapsed, 01:35 left"
     assert "2 slices on cpu, 3 windows: 150 steps" in describeStart(StartEvent(150, 2, 3, "cpu"))
+
+
+def test_progress_events_carry_the_live_preview_file():
+    """The engine's emitter puts the preview file in the progress event of the step that wrote it."""
+    stream = io.StringIO()
+    tracker = ProgressTracker(4, JsonLines(stream))
+    tracker.advance("sampling")
+    tracker.advance("sampling", preview="/work/preview.nii")
+    first, second = [parseEngineLine(line) for line in stream.getvalue().splitlines()]
+    assert first.preview is None and second.preview == "/work/preview.nii" and second.step == 2
+    assert parseEngineLine('{"event": "progress", "step": 1, "total": 2, "preview": ""}').preview is None

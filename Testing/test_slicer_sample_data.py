@@ -11,7 +11,14 @@ import slicer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
 from FOVCompletionLib.known_region import sameImageInWorld
-from FOVCompletionLib.sample_data import PHANTOM_FILE_NAME, phantomVolumeNode, writePhantomFile
+from FOVCompletionLib.sample_data import (
+    PHANTOM_FILE_NAME,
+    PHANTOM_SAMPLE_NAME,
+    SAMPLE_CATEGORY,
+    phantomVolumeNode,
+    registerPhantomSample,
+    writePhantomFile,
+)
 from FOVCompletionLib.volume_files import readVolumeFromFile
 from FOVCompletionLib.volume_geometry import arrayAndAffineFromVolume, extentAlongMm, sagittalSliceCount
 
@@ -39,3 +46,52 @@ def test_phantom_file_loads_with_the_same_world_geometry(tmp_path):
     loaded_array, loaded_affine = arrayAndAffineFromVolume(node)
     direct_array, direct_affine = arrayAndAffineFromVolume(direct)
     assert sameImageInWorld(direct_array, direct_affine, loaded_array, loaded_affine)
+
+
+class SampleDataLogic58:
+    """Slicer 5.8/5.10's SampleDataLogic registration API (no categories of their own): records the calls.
+    The Sample Data panel titles a category's group box with the category key itself there."""
+
+    sources: dict = {}
+
+    @classmethod
+    def registerCustomSampleDataSource(cls, category="Custom", **source):
+        cls.sources.setdefault(category, []).append(source)
+
+    @classmethod
+    def shownTitle(cls, category):
+        return category
+
+
+class SampleDataLogic512(SampleDataLogic58):
+    """Slicer 5.12 adds registerCustomSampleDataCategory; the panel shows the registered title."""
+
+    titles: dict = {}
+
+    @classmethod
+    def registerCustomSampleDataCategory(cls, category, title):
+        cls.titles[category] = title
+
+    @classmethod
+    def shownTitle(cls, category):
+        return cls.titles.get(category, category)
+
+
+@pytest.mark.parametrize("logic", [SampleDataLogic58, SampleDataLogic512])
+def test_the_sample_category_reads_well_in_every_slicer(logic, tmp_path):
+    """Issue 15, item 6: on 5.8 and 5.10 the category shows its key, so the key is the readable name."""
+    logic.sources = {}
+    path = tmp_path / PHANTOM_FILE_NAME
+
+    def downloader(source=None):
+        return None
+
+    category = registerPhantomSample(
+        logic, path, path.as_uri(), tmp_path / "icon.png", downloader, "FOV-Vervollständigung"
+    )
+    [source] = logic.sources[category]
+    assert source["sampleName"] == PHANTOM_SAMPLE_NAME and source["fileNames"] == PHANTOM_FILE_NAME
+    assert source["uris"] == path.as_uri() and source["customDownloader"] is downloader
+    expected = "FOV-Vervollständigung" if logic is SampleDataLogic512 else "FOV Completion"
+    assert logic.shownTitle(category) == expected
+    assert SAMPLE_CATEGORY == "FOV Completion"

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .background_process import BackgroundProcess
-from .display import COMPLETION_ROLE, KNOWN_REGION_ROLE, SPREAD_ROLE, tagRole
+from .display import COMPLETION_ROLE, KNOWN_REGION_ROLE, SPREAD_ROLE, copyDisplaySettings, tagRole
 from .engine_command import CompletionOptions, buildCompletionCommand, engineEnvironment
+from .live_preview import PreviewVolume
 from .progress_events import (
     DoneEvent,
     EngineEvent,
@@ -31,6 +32,7 @@ from .volume_files import readVolumeFromFile, writeVolumeToFile
 from .volume_geometry import sagittalSliceCount
 
 CANCELLED_EXIT_CODE = 130
+PREVIEW_FILE_NAME = "preview.nii"  # uncompressed: the engine rewrites it every few steps
 LOG_LINES_IN_ERROR = 5
 
 
@@ -49,15 +51,6 @@ class CompletionNodes:
     output: object
     mask: object | None = None
     spread: object | None = None
-
-
-def copyDisplaySettings(sourceNode, targetNode) -> None:
-    """Same window/level as the input, so the completion and the overlay compare at a glance."""
-    source, target = sourceNode.GetDisplayNode(), targetNode.GetDisplayNode()
-    if source is None or target is None or not hasattr(source, "GetWindow"):
-        return
-    target.SetAutoWindowLevel(False)
-    target.SetWindowLevel(source.GetWindow(), source.GetLevel())
 
 
 class CompletionTask:
@@ -96,6 +89,8 @@ class CompletionTask:
         self.result: CompletionNodes | None = None
         self.workingFolder: Path | None = None
         self.process: BackgroundProcess | None = None
+        # The output node, filled in place by the engine's live preview (options.previewEvery) while it runs.
+        self.preview = PreviewVolume(self.scene, self._outputName(), inputNode, outputNode)
         self._done: DoneEvent | None = None
         self._engineError: str | None = None
 
@@ -115,6 +110,7 @@ class CompletionTask:
                 self.options,
                 maskPath=self.workingFolder / "known-region.nii.gz",
                 spreadPath=self.workingFolder / "spread.nii.gz",
+                previewPath=self.workingFolder / PREVIEW_FILE_NAME,
             )
             self._addLog("Command: " + " ".join(command))
             self.process = BackgroundProcess(command, self.environment, self.workingFolder)
@@ -128,6 +124,11 @@ class CompletionTask:
     @property
     def running(self) -> bool:
         return self.state is TaskState.RUNNING
+
+    @property
+    def previewNode(self):
+        """The output node the live preview fills (None before the first preview)."""
+        return self.preview.node
 
     @property
     def engineSeconds(self) -> float | None:
@@ -200,6 +201,8 @@ class CompletionTask:
             self.startInfo = event
         elif isinstance(event, ProgressEvent):
             self.lastProgress = event
+            if event.preview:
+                self._showPreview(event.preview)
         elif isinstance(event, DoneEvent):
             self._done = event
         elif isinstance(event, ErrorEvent):
@@ -207,6 +210,19 @@ class CompletionTask:
             self._addLog("Error: " + event.message)
         if self.onEvent is not None:
             self.onEvent(event)
+
+    def _showPreview(self, reported: str) -> None:
+        """Update the output node from the preview file; a preview that cannot be shown only costs a log line."""
+        path = Path(reported)
+        if not path.is_absolute():
+            path = self.workingFolder / path
+        try:
+            self.preview.update(path)
+        except Exception as error:  # the run goes on; its result does not depend on the preview
+            self._addLog(f"The live preview could not be shown: {error}")
+
+    def _outputName(self) -> str:
+        return f"{self.inputNode.GetName() or 'volume'} completed"
 
     def _finish(self, returnCode: int) -> None:
         if self.process.cancelled or returnCode == CANCELLED_EXIT_CODE:
@@ -245,10 +261,10 @@ class CompletionTask:
             output = readVolumeFromFile(
                 self.scene,
                 self._resultPath(done.output, "completed.nii.gz"),
-                f"{inputName} completed",
-                targetNode=self.outputNode,
+                self._outputName(),
+                targetNode=self.previewNode or self.outputNode,  # the node the preview showed, if any
             )
-            if output is not self.outputNode:
+            if output is not self.outputNode and output is not self.previewNode:
                 created.append(output)
             mask = spread = None
             maskPath = self._resultPath(done.mask, "known-region.nii.gz")
@@ -278,6 +294,8 @@ class CompletionTask:
     def _conclude(self, state: TaskState, message: str) -> None:
         self.state = state
         self.errorMessage = message
+        if state is not TaskState.SUCCEEDED:
+            self.preview.discard()  # nothing is added to the scene, and a chosen output node is given back
         self._removeWorkingFolder()
         if self.onFinished is not None:
             self.onFinished(self)

@@ -4,10 +4,13 @@ torch comes from the PyTorch extension (PyTorchUtils), which picks the build for
 listed in `Resources/requirements.txt` (kept in step with pyproject.toml by a CI test), is installed with pip
 under a constraints file that pins the installed torch and the packages Slicer ships that our requirements reach
 (numpy above all: Slicer's VTK, ITK and SimpleITK are built against its numpy), so pip cannot replace them.
+Nothing is installed without asking, and nothing at all in testing mode: a self-test runs offline and must not
+change the installation it tests (it skips the engine part when `missingEngineDependencies()` lists something).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import sys
 from collections.abc import Iterable
@@ -101,7 +104,7 @@ def importedAmong(requirements: Iterable[str]) -> list[str]:
     from packaging.requirements import Requirement
 
     try:
-        modules = importlib.metadata.packages_distributions()
+        modules = importlib.metadata.packages_distributions()  # novermin (guarded: 3.10+)
     except AttributeError:  # Python < 3.10
         modules = {}
     imported = []
@@ -121,16 +124,50 @@ class DependencyError(RuntimeError):
     """A dependency is missing and cannot be installed here; the message says what the user should do."""
 
 
+NOT_INSTALLED_IN_TESTING = (
+    "{what} missing; nothing is installed in testing mode (a test must not change the installation)"
+)
+
+
+def torchMissing() -> str | None:
+    """`torch>=MINIMUM_TORCH_VERSION` when torch is absent or too old, else None (torch is not imported)."""
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return f"torch>={MINIMUM_TORCH_VERSION}"
+    return None if torchVersionIsSufficient(version) else f"torch>={MINIMUM_TORCH_VERSION}"
+
+
+def missingEngineDependencies() -> list[str]:
+    """Everything the engine needs that is not installed (torch included), without importing any of it."""
+    torch = torchMissing()
+    return ([torch] if torch else []) + missingRequirements()
+
+
+def slicerPackagingModule(name: str = "slicer.packaging"):
+    """Slicer's `slicer.packaging` (5.12 and later), or None. `slicer/__init__.py` does not import it, so
+    `getattr(slicer, "packaging")` finds nothing until something imports the submodule: this does."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
 def ensureTorch(pyTorchUtils, testing: bool) -> None:
-    """torch >= MINIMUM_TORCH_VERSION through the PyTorch extension (asks first, except in testing mode)."""
+    """torch >= MINIMUM_TORCH_VERSION through the PyTorch extension, which asks before installing.
+
+    In testing mode nothing is installed: a missing torch raises DependencyError.
+    """
     if pyTorchUtils is None:
         raise DependencyError(
             "FOVCompletion needs the PyTorch extension: install 'PyTorch' from the Extensions Manager and restart."
         )
     torchLogic = pyTorchUtils.PyTorchUtilsLogic()
     if not torchLogic.torchInstalled():
+        if testing:
+            raise DependencyError(NOT_INSTALLED_IN_TESTING.format(what="PyTorch is"))
         torch = torchLogic.installTorch(
-            askConfirmation=not testing, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}"
+            askConfirmation=True, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}"
         )
         if torch is None:
             raise DependencyError("PyTorch was not installed; FOVCompletion cannot run without it.")
@@ -143,28 +180,39 @@ def ensureTorch(pyTorchUtils, testing: bool) -> None:
         )
 
 
-def ensurePackages(slicerModule, constraintsPath: str | Path, testing: bool) -> bool:
-    """Install the missing packages; returns True when Slicer should restart for them to take effect.
+def ensurePackages(slicerModule, constraintsPath: str | Path, testing: bool, packaging=None) -> bool:
+    """Install the missing packages after asking; returns True when Slicer should restart for them to take effect.
 
-    Slicer's own packages and torch are pinned (writeConstraints). Uses `slicer.packaging.pip_ensure` where this Slicer has it (it asks, installs, and offers the restart
-    itself); otherwise asks once and calls `slicer.util.pip_install`. Never asks in testing mode.
+    Slicer's own packages and torch are pinned (writeConstraints). `packaging` is `slicer.packaging` where this
+    Slicer has it (slicerPackagingModule): its `pip_ensure` asks, installs and offers the restart itself;
+    otherwise this asks once and calls `slicer.util.pip_install`. In testing mode nothing is installed and a
+    missing package raises DependencyError.
     """
-    constraintsPath = writeConstraints(constraintsPath)
-    packaging = getattr(slicerModule, "packaging", None)
-    if packaging is not None and hasattr(packaging, "pip_ensure"):
-        packaging.pip_ensure(
-            list(REQUIREMENTS),
-            constraints=str(constraintsPath),
-            prompt_install=not testing,
-            prompt_restart=not testing,
-            requester=REQUESTER,
-            skip_in_testing=False,
-        )
-        return False
     missing = missingRequirements()
     if not missing:
         return False
-    if not testing and not slicerModule.util.confirmOkCancelDisplay(
+    if testing:
+        raise DependencyError(
+            NOT_INSTALLED_IN_TESTING.format(
+                what=", ".join(missing) + (" is" if len(missing) == 1 else " are")
+            )
+        )
+    constraintsPath = writeConstraints(constraintsPath)
+    if packaging is not None and hasattr(packaging, "pip_ensure"):
+        try:
+            packaging.pip_ensure(
+                list(REQUIREMENTS),
+                constraints=str(constraintsPath),
+                prompt_install=True,
+                prompt_restart=True,
+                requester=REQUESTER,
+            )
+        except RuntimeError as error:  # "User declined package installation"
+            raise DependencyError(
+                f"the installation of the required Python packages was cancelled ({error})"
+            ) from None
+        return False
+    if not slicerModule.util.confirmOkCancelDisplay(
         "FOVCompletion needs these Python packages, which will be downloaded and installed now:\n\n"
         + "\n".join(missing),
         f"{REQUESTER} - Install Python Packages",

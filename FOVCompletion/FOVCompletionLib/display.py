@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import slicer
 
+from .view_fit import FitKeeper, keepFitted
 from .volume_geometry import middleSliceCentreRas, toWorld
 
 ORIGINAL_VIEW = "Red"
@@ -32,6 +33,7 @@ class DisplaySetup:
     layoutChanged: bool = False
     configuredViews: list[str] = field(default_factory=list)
     centreRas: tuple[float, float, float] | None = None
+    fitKeeper: FitKeeper | None = None  # keeps the completion view fitted while the layout settles
 
 
 def _nodesByClass(scene, className: str) -> list:
@@ -50,6 +52,15 @@ def sliceCompositeNodeForView(scene, viewName: str):
 
 def _id(node) -> str | None:
     return node.GetID() if node is not None else None
+
+
+def copyDisplaySettings(sourceNode, targetNode) -> None:
+    """Same window/level as the input, so the completion and the overlay compare at a glance."""
+    source, target = sourceNode.GetDisplayNode(), targetNode.GetDisplayNode()
+    if source is None or target is None or not hasattr(source, "GetWindow"):
+        return
+    target.SetAutoWindowLevel(False)
+    target.SetWindowLevel(source.GetWindow(), source.GetLevel())
 
 
 def tagRole(node, role: str) -> None:
@@ -84,17 +95,6 @@ def _useSideBySideLayout(scene) -> bool:
     return True
 
 
-def _fitToVolume(appLogic, viewName: str) -> None:
-    if appLogic is None:
-        return
-    application = getattr(slicer, "app", None)  # absent in the slicer-core wheel
-    if application is not None:
-        application.processEvents()  # let a layout change resize the views first: fitting uses their size
-    sliceLogic = appLogic.GetSliceLogicByLayoutName(viewName)
-    if sliceLogic is not None:
-        sliceLogic.FitSliceToAll()
-
-
 def showCompletion(
     scene,
     inputNode,
@@ -105,8 +105,9 @@ def showCompletion(
 ) -> DisplaySetup:
     """Switch to side-by-side sagittal views showing the original and the overlaid completion.
 
-    `appLogic` (Slicer's application logic) is optional: when given, the completion view is zoomed to fit and the
-    original view gets the same field of view, so anatomy appears at the same place in both.
+    `appLogic` (Slicer's application logic) is optional: when given, the completion view is zoomed to fit (and kept
+    fitted while the new layout settles) and the original view gets the same field of view, so anatomy appears at
+    the same place in both.
     """
     tagRole(outputNode, COMPLETION_ROLE)  # so that later opacity changes reach this view (setOverlayOpacity)
     setup = DisplaySetup(layoutChanged=_useSideBySideLayout(scene))
@@ -134,12 +135,10 @@ def showCompletion(
             sliceNode.SetUseLabelOutline(True)
         setup.configuredViews.append(viewName)
 
-    completionSlice = sliceNodeForView(scene, COMPLETION_VIEW)
-    originalSlice = sliceNodeForView(scene, ORIGINAL_VIEW)
     if COMPLETION_VIEW in setup.configuredViews:
-        _fitToVolume(appLogic, COMPLETION_VIEW)
-        if ORIGINAL_VIEW in setup.configuredViews:
-            originalSlice.SetFieldOfView(*completionSlice.GetFieldOfView())
+        followers = [sliceNodeForView(scene, ORIGINAL_VIEW)] if ORIGINAL_VIEW in setup.configuredViews else []
+        # Fitted now, and again as the new layout gives the views their size (view_fit): not a guess of when.
+        setup.fitKeeper = keepFitted(appLogic, COMPLETION_VIEW, followers)
     centre = toWorld(outputNode, middleSliceCentreRas(outputNode))
     for viewName in setup.configuredViews:
         sliceNodeForView(scene, viewName).JumpSliceByCentering(*centre)

@@ -28,6 +28,7 @@ class CompletionOptions:
     samples: int = 1
     device: str = "auto"
     model: str | None = None
+    previewEvery: int = 0  # live preview every N steps (0: off)
 
     def validate(self, sagittalSliceCount: int | None = None) -> None:
         """Raise ValueError with one sentence the user can act on."""
@@ -47,6 +48,10 @@ class CompletionOptions:
             raise ValueError(f"the number of steps must be between 1 and {MAXIMUM_STEPS} (got {self.steps})")
         if self.samples < 1:
             raise ValueError(f"the number of samples must be at least 1 (got {self.samples})")
+        if self.previewEvery < 0:
+            raise ValueError(
+                f"the preview interval must be 0 (off) or a number of steps (got {self.previewEvery})"
+            )
         if self.extendSuperiorMm < 0 or self.extendInferiorMm < 0:
             raise ValueError("the extensions must be zero or positive millimetres")
         if self.extendSuperiorMm == 0 and self.extendInferiorMm == 0:
@@ -62,9 +67,11 @@ def buildCompletionCommand(
     options: CompletionOptions,
     maskPath: str | os.PathLike | None = None,
     spreadPath: str | os.PathLike | None = None,
+    previewPath: str | os.PathLike | None = None,
 ) -> list[str]:
     """Arguments for subprocess (no shell): the engine's `complete` command with JSON progress on stdout, and
-    cancellation through its stdin (see background_process.BackgroundProcess.cancel)."""
+    cancellation through its stdin (see background_process.BackgroundProcess.cancel). With `previewPath` and
+    `options.previewEvery` N > 0 the engine writes its live preview there every N steps."""
     options.validate()
     command = [
         str(pythonExecutable),
@@ -81,6 +88,8 @@ def buildCompletionCommand(
         command += ["--spread-output", str(spreadPath)]
     if options.model:
         command += ["--model", str(options.model)]
+    if previewPath is not None and options.previewEvery > 0:
+        command += ["--preview-every", str(int(options.previewEvery)), "--preview-volume", str(previewPath)]
     if options.slices is not None:
         command += ["--slices", str(int(options.slices))]
     elif options.sliceRange is not None:

@@ -105,6 +105,20 @@ def addBundleFromFolder(folder: str | os.PathLike, modelsDir: str | os.PathLike 
     return metadata.name
 
 
+def modelAfterAddingBundle(
+    folder: str | os.PathLike, currentModel: str, modelsDir: str | os.PathLike | None = None
+) -> tuple[str, Exception | None]:
+    """ "Add a bundle from a folder...": (the model to select, the error or None).
+
+    Never raises: on success the new bundle's name, on any failure the model selected before, so that the panel
+    always repopulates its list and shows a real model again instead of staying on the "Add..." entry.
+    """
+    try:
+        return addBundleFromFolder(folder, modelsDir), None
+    except Exception as error:
+        return currentModel, error
+
+
 def _bundlePath(model: str | None) -> Path:
     from fovcompletion.registry import resolve_bundle
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Union
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ProgressEvent:
     etaS: float | None
     stage: str
     message: str = ""
+    preview: str | None = None  # the live preview file the engine has just written (--preview-every)
 
     @property
     def fraction(self) -> float:
@@ -52,7 +54,8 @@ class LogLine:
     text: str
 
 
-EngineEvent = StartEvent | ProgressEvent | DoneEvent | ErrorEvent | LogLine
+# Evaluated at import time, so `typing.Union` and not `X | Y` (Python 3.9, Slicer 5.8).
+EngineEvent = Union[StartEvent, ProgressEvent, DoneEvent, ErrorEvent, LogLine]
 
 
 def _int(value, default: int = 0) -> int:
@@ -107,6 +110,7 @@ def parseEngineLine(line: str) -> EngineEvent:
             etaS=_float(data.get("eta_s"), None),
             stage=_text(data.get("stage")),
             message=_text(data.get("message")),
+            preview=_optionalText(data.get("preview")),
         )
     if kind == "done" and data.get("output"):
         return DoneEvent(

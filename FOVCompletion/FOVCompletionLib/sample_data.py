@@ -6,6 +6,7 @@ No download is needed, so the sample, the self-test and a first try of the modul
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ import numpy as np
 from .volume_files import writeVolumeToFile
 from .volume_geometry import setVolumeFromArrayAndAffine
 
+# Slicer 5.8 and 5.10 show a Sample Data category by its key, Slicer 5.12 by the title registered for it
+# (`registerCustomSampleDataCategory`, new in 5.12): a key that reads well is right on all three.
+SAMPLE_CATEGORY = "FOV Completion"
 PHANTOM_SAMPLE_NAME = "FOVCompletionPhantomCervical"
 PHANTOM_FILE_NAME = PHANTOM_SAMPLE_NAME + ".nrrd"
 PHANTOM_REGION = "cervical"
@@ -52,3 +56,30 @@ def writePhantomFile(
     writeVolumeToFile(node, partial, compress=True)
     os.replace(partial, path)
     return path
+
+
+def registerPhantomSample(
+    sampleDataLogic,
+    path: str | os.PathLike,
+    uri: str,
+    thumbnail: str | os.PathLike,
+    downloader: Callable,
+    categoryTitle: str = SAMPLE_CATEGORY,
+) -> str:
+    """Register the phantom with Sample Data (`SampleData.SampleDataLogic`); returns the category it is shown in.
+
+    `uri` points at `path` (the file the downloader generates; "downloading" it from there is then a no-op);
+    `categoryTitle` is the translated title where this Slicer can show one.
+    """
+    if hasattr(sampleDataLogic, "registerCustomSampleDataCategory"):  # Slicer >= 5.12
+        sampleDataLogic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, title=categoryTitle)
+    sampleDataLogic.registerCustomSampleDataSource(
+        category=SAMPLE_CATEGORY,
+        sampleName=PHANTOM_SAMPLE_NAME,
+        thumbnailFileName=str(thumbnail),
+        uris=uri,
+        fileNames=Path(path).name,
+        nodeNames=PHANTOM_SAMPLE_NAME,
+        customDownloader=downloader,
+    )
+    return SAMPLE_CATEGORY

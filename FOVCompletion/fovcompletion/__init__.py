@@ -6,6 +6,8 @@ The engine is Slicer-free; the command line, the Python API and the 3D Slicer mo
     >>> result = fovcompletion.complete_file("cervical.nii.gz", "completed.nii.gz", extend_inferior_mm=128)
 """
 
+from __future__ import annotations
+
 from .errors import BundleError, CancelledError, FOVCompletionError, InputError, OutOfMemoryError
 
 __version__ = "0.1.0"

@@ -42,7 +42,7 @@ def outpainting_masks(
     batch, rows = inside.shape[0], inside.shape[1]
     draw = torch.rand(batch, 3, generator=generator)
     fixed = max(1, round(context_fraction * rows))
-    any_size = (1 + (draw[:, 1] * (rows - 1)).long()).clamp(max=rows - 1)
+    any_size = (1 + (draw[:, 1] * (rows - 1)).to(torch.long)).clamp(max=rows - 1)
     known_rows = torch.where(draw[:, 0] < 0.5, torch.full_like(any_size, fixed), any_size)
     known_rows = torch.where(draw[:, 0] > 0.9, torch.zeros_like(known_rows), known_rows)
     index = torch.arange(rows)[None, :]

@@ -1,5 +1,7 @@
 """User-facing errors: each carries one clear line that the command line prints instead of a traceback."""
 
+from __future__ import annotations
+
 
 class FOVCompletionError(Exception):
     """Base class: a problem the user can act on (bad input, bad model, no memory, cancelled)."""

@@ -1404,11 +1404,11 @@ _STRIATION_AMP[LABEL_LIGAMENT] = 0.25
 
 def _smooth_field(rng: np.random.Generator, shape, cell_mm, sp) -> np.ndarray:
     """Smooth unit-variance random field: coarse Gaussian noise, linearly upsampled (cheap in 3D)."""
-    coarse_shape = tuple(max(2, int(math.ceil(n * sp / c)) + 2) for n, c in zip(shape, cell_mm, strict=True))
+    coarse_shape = tuple(max(2, int(math.ceil(n * sp / c)) + 2) for n, c in zip(shape, cell_mm))
     coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape).astype(np.float32), 0.7)
     coarse /= max(float(coarse.std()), 1e-6)
     out = coarse
-    for axis, (n, c) in enumerate(zip(shape, cell_mm, strict=True)):
+    for axis, (n, c) in enumerate(zip(shape, cell_mm)):
         pos = np.arange(n) * sp / c + 0.5
         i0 = np.clip(np.floor(pos).astype(int), 0, out.shape[axis] - 2)
         w = (pos - i0).astype(np.float32)

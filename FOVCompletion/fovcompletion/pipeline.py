@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -40,6 +42,9 @@ from .sampling import (
 from .seam import blend_seam
 
 DEFAULT_FEATHER_MM = 16.0
+# Live preview: receives the current estimate of the completed volume (output geometry, scanner units) every few
+# steps and returns what the progress events report for it (the file it was written to), or None.
+PreviewCallback = Callable[[Volume], Optional[str]]  # evaluated at import: no `X | Y` (Python 3.9)
 
 
 @dataclass
@@ -109,22 +114,60 @@ class _Completer:
         seed: int,
         tracker: ProgressTracker,
         should_cancel: CancelCheck | None,
+        on_preview: Callable[[np.ndarray], str | None] | None = None,
+        preview_every: int = 0,
     ) -> None:
         self.bundle = bundle
         self.device = device
         self.options = options
         self.tracker = tracker
         self.generator = torch.Generator().manual_seed(int(seed))
+        self.on_preview = on_preview
+        self._canvas: tuple | None = None  # (mosaic, known, rows of the window being sampled, feather)
+        self._details: dict[str, str] = {}  # reported with the next progress event
         metadata = bundle.metadata
         self.inpainter = LatentInpainter(
             bundle.unet,
             metadata.scheduler,
             self.generator,
-            on_step=lambda done, total: tracker.advance("sampling"),
+            on_step=lambda done, total: tracker.advance("sampling", **self._take_details()),
             should_cancel=should_cancel,
             autocast_dtype=autocast_dtype(device),
             conditioning=metadata.conditioning,
+            on_estimate=self._preview if on_preview is not None else None,
+            estimate_every=preview_every,
         )
+
+    def _take_details(self) -> dict[str, str]:
+        details, self._details = self._details, {}
+        return details
+
+    def _decode(self, latent: torch.Tensor) -> np.ndarray:
+        """Scaled latents -> decoded slices (slice by slice: the VQ-VAE's full-resolution maps dominate memory)."""
+        scale = self.bundle.metadata.latent_scale_factor
+        decode = self.bundle.autoencoder.decode_stage_2_outputs
+        with torch.no_grad():
+            decoded = torch.cat([decode(z[None] / scale) for z in latent])
+        return decoded[:, 0].float().cpu().numpy()
+
+    def _place(
+        self, image: np.ndarray, known: np.ndarray, rows: slice, decoded: np.ndarray, feather_px: float
+    ) -> None:
+        """Put a decoded window on the mosaic: known pixels kept and the seam feathered, except for the reference,
+        which keeps the decoded canvas as is, known part included."""
+        if self.options.method == "reference":
+            image[:, rows] = decoded
+        else:
+            image[:, rows] = blend_seam(decoded, image[:, rows], known[:, rows], feather_px)
+
+    def _preview(self, estimate: torch.Tensor) -> None:
+        """The clean estimate of the window being sampled, decoded and placed on a copy of the mosaic."""
+        image, known, rows, feather_px = self._canvas
+        mosaic = image.copy()
+        self._place(mosaic, known, rows, self._decode(estimate), feather_px)
+        reported = self.on_preview(mosaic)
+        if reported:
+            self._details = {"preview": reported}
 
     def window(self, image: np.ndarray, known: np.ndarray) -> np.ndarray:
         """Complete one canvas window (slices as one batch); returns the decoded window."""
@@ -142,22 +185,19 @@ class _Completer:
             else:
                 cells = latent_mask(mask, metadata.latent_factor, self.options.mask_erosion)
             sampled = self.inpainter.run(latent, cells, self.options)
-            decoded = torch.cat([autoencoder.decode_stage_2_outputs(z[None] / scale) for z in sampled])
-        return decoded[:, 0].float().cpu().numpy()
+        return self._decode(sampled)
 
     def sample(self, slab: PreparedSlab, layout: CanvasLayout, feather_px: float) -> np.ndarray:
         """One completed mosaic (model grid, normalised), windows in order, each conditioned on all before."""
         metadata = self.bundle.metadata
         image, known = _mosaic(slab, layout, metadata.canvas.padding_value)
-        reference = self.options.method == "reference"
         for start in layout.window_starts:
             rows = slice(start - layout.top, start - layout.top + layout.window_height)
+            self._canvas = (image, known, rows, feather_px)
             decoded = self.window(image[:, rows], known[:, rows])
-            if reference:  # the reference keeps the decoded canvas as is, known part included
-                image[:, rows] = decoded
-            else:
-                image[:, rows] = blend_seam(decoded, image[:, rows], known[:, rows], feather_px)
+            self._place(image, known, rows, decoded, feather_px)
             known[:, rows] = True
+        self._canvas = None
         return image
 
 
@@ -193,18 +233,24 @@ def complete(
     feather_mm: float = DEFAULT_FEATHER_MM,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    preview: PreviewCallback | None = None,
+    preview_every: int = 0,
 ) -> CompletionResult:
     """Complete a partial sagittal scan given as an array + voxel-to-RAS affine (or a `Volume`).
 
     `slices`: count of central sagittal slices (default: the model's); `slice_range`: (start, stop) along the
     input's left-right axis instead. `steps`: denoising steps. `cancel`: polled every step; raises
-    `CancelledError`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
+    `CancelledError`. `preview`: called every `preview_every` steps with the current estimate of the result (the
+    decoded clean prediction over the known part, in the output's geometry); what it returns is reported in the
+    next progress event as `preview`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
     """
     started = time.perf_counter()
     volume = validate_volume(*((image.array, image.affine) if isinstance(image, Volume) else (image, affine)))
     if samples < 1:
         raise InputError(f"samples must be at least 1 (got {samples})")
     check_extension(extend_superior_mm, extend_inferior_mm)  # before the model loads: a typo fails at once
+    if preview_every < 0:
+        raise InputError(f"the preview interval must be 0 (off) or a number of steps (got {preview_every})")
     options = sampler or SamplerOptions()
     if steps is not None:
         options = replace(options, steps=int(steps))
@@ -236,7 +282,6 @@ def complete(
         device=str(torch_device),
         estimated_s=round(estimate.seconds, 1),
     )
-    completer = _Completer(bundle, torch_device, options, seed, tracker, cancel)
     feather_px = feather_mm / metadata.canvas.spacing_mm[0]
     above, native_rows, mosaic_rows, mosaic_cols = _native_grid(
         slab, layout, (extend_superior_mm, extend_inferior_mm)
@@ -248,22 +293,42 @@ def complete(
         known_rows[None, :, None], (slab.native.shape[0], len(native_rows), slab.native.shape[2])
     )
     input_range = (float(np.min(volume.array)), float(np.max(volume.array)))
+    shift = np.eye(4)
+    shift[1, 3] = -above
+    out_affine = slab.native_affine @ shift
+    codes = axcodes_of(volume.affine)
+
+    def to_output(mosaic: np.ndarray) -> np.ndarray:
+        """A completed mosaic (model grid, normalised) on the scan's own grid in scanner units, known rows exact."""
+        generated = sample_at(mosaic, mosaic_rows, mosaic_cols)
+        if not reference:
+            placed = np.zeros_like(generated)
+            placed[:, known_rows] = known_native
+            generated = blend_seam(generated, placed, known_mask, feather_mm / float(slab.native_spacing[1]))
+        # Never darker or brighter than anything in the input (MR magnitudes are never negative).
+        values = np.clip(slab.to_scanner_units(generated, above), *input_range)
+        if not reference:
+            values[:, known_rows] = slab.native
+        return values
+
+    def show_estimate(mosaic: np.ndarray) -> str | None:
+        estimate, estimate_affine = reorient(to_output(mosaic).astype(np.float32), out_affine, codes)
+        return preview(Volume(estimate, estimate_affine))
+
+    completer = _Completer(
+        bundle,
+        torch_device,
+        options,
+        seed,
+        tracker,
+        cancel,
+        on_preview=show_estimate if preview is not None else None,
+        preview_every=preview_every,
+    )
     outputs = []
     try:
         for _ in range(samples):
-            mosaic = completer.sample(slab, layout, feather_px)
-            generated = sample_at(mosaic, mosaic_rows, mosaic_cols)
-            if not reference:
-                placed = np.zeros_like(generated)
-                placed[:, known_rows] = known_native
-                generated = blend_seam(
-                    generated, placed, known_mask, feather_mm / float(slab.native_spacing[1])
-                )
-            # Never darker or brighter than anything in the input (MR magnitudes are never negative).
-            values = np.clip(slab.to_scanner_units(generated, above), *input_range)
-            if not reference:
-                values[:, known_rows] = slab.native
-            outputs.append(values)
+            outputs.append(to_output(completer.sample(slab, layout, feather_px)))
     except Exception as error:
         if is_out_of_memory(error):
             raise OutOfMemoryError(
@@ -278,10 +343,6 @@ def complete(
         mean[:, known_rows] = slab.native
         if spread is not None:
             spread[:, known_rows] = 0.0
-    shift = np.eye(4)
-    shift[1, 3] = -above
-    out_affine = slab.native_affine @ shift
-    codes = axcodes_of(volume.affine)
     out_image, final_affine = reorient(mean, out_affine, codes)
     out_mask, _ = reorient(known_mask.astype(np.uint8), out_affine, codes)
     out_spread = reorient(spread, out_affine, codes)[0] if spread is not None else None
@@ -306,10 +367,18 @@ def complete_file(
     mask_path: str | os.PathLike | None = None,
     spread_path: str | os.PathLike | None = None,
     preview_path: str | os.PathLike | None = None,
+    preview_volume_path: str | os.PathLike | None = None,
     **options,
 ) -> CompletionResult:
-    """Complete a NIfTI/NRRD file and write the results; nothing is written unless everything succeeded."""
+    """Complete a NIfTI/NRRD file and write the results; nothing is written unless everything succeeded.
+
+    With `preview_volume_path` and `preview_every` N > 0 the current estimate is written there every N steps (a
+    live preview, replaced atomically, reported in the progress events) and removed when the run ends.
+    """
+    live = preview_volume_path is not None and options.get("preview_every", 0) > 0
     targets = [Path(p) for p in (output_path, mask_path, spread_path) if p is not None]
+    if live:
+        targets.append(Path(preview_volume_path))
     if preview_path is not None:
         targets.append(check_output_path(preview_path, (".png",)))
     for target in targets:
@@ -320,7 +389,13 @@ def complete_file(
     if len({t.resolve() for t in targets}) < len(targets):
         raise InputError("the output, mask, spread and preview paths must all differ")
     volume = read_volume(input_path)
-    result = complete(volume, **options)
+    if live:
+        options["preview"] = lambda estimate: str(write_volume(estimate, preview_volume_path))
+    try:
+        result = complete(volume, **options)
+    finally:
+        if live:  # the estimate is only for watching the run: the results replace it
+            Path(preview_volume_path).unlink(missing_ok=True)
     written: list[Path] = []
     try:
         written.append(write_volume(result.volume, output_path))

@@ -49,7 +49,7 @@ def montage(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, height_px: 
     titles = ("input", "completion", "overlay (known region outlined)")
     sheet = Image.new("RGB", (size[0] * 3 + 20, height_px + 24), "black")
     draw = ImageDraw.Draw(sheet)
-    for index, (panel, title) in enumerate(zip(panels, titles, strict=True)):
+    for index, (panel, title) in enumerate(zip(panels, titles)):
         x = index * (size[0] + 10)
         sheet.paste(panel, (x, 24))
         draw.text((x + 4, 6), title, fill="white")

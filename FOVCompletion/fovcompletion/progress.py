@@ -38,9 +38,9 @@ class ProgressTracker:
         self.start = time.perf_counter()
         self.step = 0
 
-    def advance(self, stage: str, message: str = "") -> None:
+    def advance(self, stage: str, message: str = "", **details: Any) -> None:
         self.step += 1
-        self.emit(stage, message)
+        self.emit(stage, message, **details)
 
     def emit(self, stage: str, message: str = "", **details: Any) -> None:
         if self.callback is None:
@@ -138,4 +138,4 @@ class JsonLines:
         fields = {k: v for k, v in asdict(event).items() if k != "details"}
         fields["elapsed_s"] = round(fields["elapsed_s"], 3)
         fields["eta_s"] = None if fields["eta_s"] is None else round(fields["eta_s"], 3)
-        self.send("progress", **fields)
+        self.send("progress", **fields, **event.details)  # e.g. "preview": the live preview file just written

@@ -25,6 +25,9 @@ __all__ = [
 
 StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
+# Receives the current estimate of the clean latent: the prediction of x0 for the unknown cells, the known latent
+# for the known ones (what the sample would become if the remaining steps changed nothing).
+EstimateCallback = Callable[[torch.Tensor], None]
 
 
 def alphas_cumprod(spec: SchedulerSpec) -> torch.Tensor:
@@ -58,7 +61,8 @@ class LatentInpainter:
     """Runs one inpainting of a batch of latents; noise comes from one seeded CPU generator.
 
     With `conditioning="masked_latent"` the UNet also receives the known latent and the mask (see
-    `conditioning`); the known region is imposed after every step either way."""
+    `conditioning`); the known region is imposed after every step either way. With `estimate_every` N > 0,
+    `on_estimate` gets the current clean estimate after every N-th step (not after the last: the result follows)."""
 
     def __init__(
         self,
@@ -69,8 +73,12 @@ class LatentInpainter:
         should_cancel: CancelCheck | None = None,
         autocast_dtype: torch.dtype | None = None,
         conditioning: str = "none",
+        on_estimate: EstimateCallback | None = None,
+        estimate_every: int = 0,
     ) -> None:
         self.unet = unet
+        self.on_estimate = on_estimate
+        self.estimate_every = int(estimate_every)
         self.conditioning = conditioning
         self.schedule = schedule
         self.alphas = alphas_cumprod(schedule)
@@ -114,6 +122,19 @@ class LatentInpainter:
             raise InputError(f"unsupported prediction type {kind!r}")
         return eps, x0
 
+    def _estimate(
+        self, done: int, total: int, known: torch.Tensor, mask: torch.Tensor, x0: torch.Tensor
+    ) -> None:
+        """Hand the clean estimate to `on_estimate` every `estimate_every` steps (never after the last one)."""
+        if (
+            self.on_estimate is None
+            or self.estimate_every <= 0
+            or done % self.estimate_every
+            or done >= total
+        ):
+            return
+        self.on_estimate(mask * known + (1 - mask) * x0)
+
     def _noised_known(self, known: torch.Tensor, t: int) -> torch.Tensor:
         a = self._alpha(t)
         return known if t < 0 else a**0.5 * known + (1 - a) ** 0.5 * self._noise(known)
@@ -140,6 +161,7 @@ class LatentInpainter:
                 z = z + sigma * self._noise(z)
             z = mask * self._noised_known(known, t_next) + (1 - mask) * z
             done += 1
+            self._estimate(done, total, known, mask, x0)
             self.on_step(done, total)
         return z
 
@@ -162,6 +184,7 @@ class LatentInpainter:
             z = mean + (variance**0.5 * self._noise(z) if t_prev >= 0 else 0.0)
             a_known = self._alpha(t)
             z = mask * (a_known**0.5 * known + (1 - a_known) ** 0.5 * initial_noise) + (1 - mask) * z
+            self._estimate(done, len(timesteps), known, mask, x0)
             self.on_step(done, len(timesteps))
         return z
 

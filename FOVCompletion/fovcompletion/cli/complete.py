@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from ..errors import FOVCompletionError
-from ..progress import JsonLines, TextProgressBar
+from ..progress import JsonLines, ProgressCallback, ProgressEvent, TextProgressBar
 from .options import add_completion_options, completion_kwargs
 
 
@@ -28,6 +28,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write the per-voxel standard deviation (with --samples > 1)",
     )
     parser.add_argument("--preview", type=Path, default=None, help="PNG montage: input, completion, overlay")
+    parser.add_argument(
+        "--preview-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="live preview: every N steps write the current estimate of the completed volume to --preview-volume "
+        "(and name it in the JSON progress); default 0: off",
+    )
+    parser.add_argument(
+        "--preview-volume",
+        type=Path,
+        default=None,
+        help="where the live preview goes (default: beside OUTPUT, named <OUTPUT>.preview.nii); "
+        "removed when the run ends",
+    )
     parser.add_argument(
         "--progress",
         choices=("bar", "json", "none"),
@@ -60,12 +75,41 @@ def watch_stdin_for_cancel() -> threading.Event:
     return cancelled
 
 
+def default_preview_volume(output: Path) -> Path:
+    """`out.nii.gz` -> `out.preview.nii` beside it (uncompressed: it is rewritten every few steps)."""
+    name = output.name
+    for suffix in (".nii.gz", ".nii", ".nrrd"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return output.with_name(name + ".preview.nii")
+
+
+def announce_at_start(progress: ProgressCallback | None, line: str) -> ProgressCallback:
+    """Print `line` on stderr when the run starts (after the input was accepted), then pass events on."""
+
+    def forward(event: ProgressEvent) -> None:
+        if event.stage == "start":
+            print(line, file=sys.stderr)
+        if progress is not None:
+            progress(event)
+
+    return forward
+
+
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import complete_file
 
     json_lines = JsonLines() if args.progress == "json" else None
     progress = {"bar": TextProgressBar(), "json": json_lines, "none": None}[args.progress]
     cancelled = watch_stdin_for_cancel() if args.watch_stdin else threading.Event()
+    preview_volume = None
+    if args.preview_every > 0:
+        preview_volume = args.preview_volume or default_preview_volume(args.output)
+        if json_lines is None:  # JSON progress names the file in its events
+            progress = announce_at_start(
+                progress, f"live preview every {args.preview_every} steps: {preview_volume}"
+            )
     try:
         result = complete_file(
             args.input,
@@ -73,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
             mask_path=args.mask_output,
             spread_path=args.spread_output,
             preview_path=args.preview,
+            preview_volume_path=preview_volume,
+            preview_every=args.preview_every,
             steps=args.steps,
             progress=progress,
             cancel=cancelled.is_set,

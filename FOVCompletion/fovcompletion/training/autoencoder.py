@@ -100,8 +100,7 @@ def write_samples(path: Path, model: torch.nn.Module, images: torch.Tensor, devi
     with torch.no_grad():
         recon = model(images[:6].to(device))[0].float().cpu()
     rows = [
-        [x[0].numpy(), r[0].numpy(), (r[0] - x[0]).abs().numpy() * 2 - 1]
-        for x, r in zip(images[:6], recon, strict=True)
+        [x[0].numpy(), r[0].numpy(), (r[0] - x[0]).abs().numpy() * 2 - 1] for x, r in zip(images[:6], recon)
     ]
     save_grid(path, rows)
 

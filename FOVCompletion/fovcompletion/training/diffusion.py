@@ -116,9 +116,10 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
-        for averaged, current in zip(
-            self.model.state_dict().values(), model.state_dict().values(), strict=True
-        ):
+        averages, currents = self.model.state_dict().values(), model.state_dict().values()
+        if len(averages) != len(currents):
+            raise ValueError("the averaged model and the trained model have different parameters")
+        for averaged, current in zip(averages, currents):
             if averaged.dtype.is_floating_point:
                 averaged.mul_(decay).add_(current.detach(), alpha=1 - decay)
             else:
@@ -265,7 +266,7 @@ def write_samples(
         generated = autoencoder.decode_stage_2_outputs(sampled / scale).float().cpu()
     half = truth.shape[2] // 2
     rows = []
-    for t, g in zip(truth, generated, strict=True):
+    for t, g in zip(truth, generated):
         context = t[0].numpy().copy()
         context[half:] = -1
         rows.append([t[0].numpy(), context, g[0].numpy()])

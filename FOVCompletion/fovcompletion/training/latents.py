@@ -114,10 +114,10 @@ def pack(maps: list[LatentMap]) -> dict:
 
 
 def unpack(payload: dict) -> list[LatentMap]:
-    return [
-        LatentMap(lat, ins, reg)
-        for lat, ins, reg in zip(payload["latents"], payload["inside"], payload["regions"], strict=True)
-    ]
+    columns = (payload["latents"], payload["inside"], payload["regions"])
+    if len({len(column) for column in columns}) != 1:
+        raise ValueError("a latent cache whose latents, masks and regions differ in number")
+    return [LatentMap(lat, ins, reg) for lat, ins, reg in zip(*columns)]
 
 
 class LatentWindowDataset(torch.utils.data.Dataset):

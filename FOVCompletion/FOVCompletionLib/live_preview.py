@@ -1,0 +1,87 @@
+"""The live preview in the scene: the completion's volume node, updated in place from the engine's preview file.
+
+The engine (`--preview-every N --preview-volume FILE`) rewrites the file atomically every N steps and names it in
+its progress events. The first preview creates the output node (or fills the output node the person chose, whose
+content is kept aside); later ones replace its voxels and geometry in place, so the views showing it follow the
+anatomy as it appears. On success the final result is read into this same node; on failure or cancel a created
+node is removed and a chosen one gets its content back: nothing is added to the scene.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import vtk
+
+from .display import COMPLETION_ROLE, ROLE_ATTRIBUTE, copyDisplaySettings, tagRole
+from .volume_files import readVolumeFromFile
+
+
+def _snapshot(node) -> tuple:
+    """What a preview changes in a chosen node (voxels, geometry, parent transform, role), to give it back."""
+    image = node.GetImageData()
+    copy = None
+    if image is not None:
+        copy = vtk.vtkImageData()
+        copy.DeepCopy(image)
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return copy, matrix, node.GetTransformNodeID(), node.GetAttribute(ROLE_ATTRIBUTE)
+
+
+def _restore(node, saved: tuple) -> None:
+    image, matrix, transformId, role = saved
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(matrix)
+    node.SetAndObserveTransformNodeID(transformId)
+    if role is None:
+        node.RemoveAttribute(ROLE_ATTRIBUTE)
+    else:
+        node.SetAttribute(ROLE_ATTRIBUTE, role)
+
+
+class PreviewVolume:
+    """The node a run's previews go into: None until the first preview arrives."""
+
+    def __init__(self, scene, name: str, inputNode, targetNode=None) -> None:
+        self.scene = scene
+        self.name = name
+        self.inputNode = inputNode
+        self.targetNode = targetNode
+        self.node = None
+        self.updates = 0
+        self._saved: tuple | None = None
+
+    @property
+    def created(self) -> bool:
+        """True when the previews made a new node (no output node was chosen)."""
+        return self.node is not None and self.node is not self.targetNode
+
+    def update(self, path: str | os.PathLike) -> bool:
+        """Read the preview file into the node; False when it is gone (the run ended and removed it)."""
+        path = Path(path)
+        if not path.is_file():
+            return False
+        first = self.node is None
+        if first and self.targetNode is not None:
+            self._saved = _snapshot(self.targetNode)
+        node = readVolumeFromFile(self.scene, path, self.name, targetNode=self.node or self.targetNode)
+        if first:
+            self.node = node
+            copyDisplaySettings(self.inputNode, node)  # the input's window/level: no flicker between updates
+            tagRole(node, COMPLETION_ROLE)
+            node.SetAndObserveTransformNodeID(self.inputNode.GetTransformNodeID())
+        self.updates += 1
+        return True
+
+    def discard(self) -> None:
+        """The run did not succeed: remove a created node, or give the chosen one its content back."""
+        if self.node is None:
+            return
+        if self.created:
+            self.scene.RemoveNode(self.node)
+        elif self._saved is not None:
+            _restore(self.node, self._saved)
+        self.node = None
+        self._saved = None

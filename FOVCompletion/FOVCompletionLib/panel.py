@@ -1,0 +1,40 @@
+"""Rules the panel follows that do not need Qt: the parameters' ranges and the widget limits derived from them.
+
+The parameter node refuses a value outside a field's `WithinRange`, inside the Qt slot that writes it: a spin box
+allowed to go further would raise there and leave the panel and the parameter node disagreeing. So the spin-box
+limits that follow the input volume are always clipped to the ranges declared here, which the parameter node
+(FOVCompletion.py) declares its fields with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SLICE_COUNT_RANGE = (1, 512)  # sliceCount
+SLICE_INDEX_RANGE = (0, 4095)  # sliceRangeFirst, sliceRangeLast
+DEFAULT_RANGE_HALF_WIDTH = 2  # a new input starts with the 5 middle slices
+
+
+@dataclass(frozen=True)
+class SliceLimits:
+    """Spin-box maxima for the slice widgets, given the input's number of sagittal slices."""
+
+    countMaximum: int
+    indexMaximum: int
+
+
+def sliceLimits(sagittalSlices: int) -> SliceLimits:
+    """Limits for an input with `sagittalSlices` slices (0 without an input), never beyond the parameters' ranges."""
+    count = max(0, int(sagittalSlices))
+    return SliceLimits(
+        countMaximum=max(SLICE_COUNT_RANGE[0], min(count, SLICE_COUNT_RANGE[1])),
+        indexMaximum=max(SLICE_INDEX_RANGE[0], min(count - 1, SLICE_INDEX_RANGE[1])),
+    )
+
+
+def defaultSliceRange(sagittalSlices: int) -> tuple[int, int]:
+    """(first, last) of the middle slices a new input starts with, inside the input and the parameters' range."""
+    limits = sliceLimits(sagittalSlices)
+    middle = min(max(0, int(sagittalSlices)) // 2, limits.indexMaximum)
+    first = max(SLICE_INDEX_RANGE[0], middle - DEFAULT_RANGE_HALF_WIDTH)
+    return first, min(limits.indexMaximum, middle + DEFAULT_RANGE_HALF_WIDTH)
