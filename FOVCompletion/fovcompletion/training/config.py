@@ -204,12 +204,7 @@ def fine_autoencoder_args() -> dict[str, Any]:
     """A VQ-VAE that keeps the anatomy of a 2 mm image: one /2 stage (a 4 mm latent cell, a code of 1024 per
     2 x 2 pixels) and a stride-1 stage for depth; the /4 one loses discs and endplates (docs/training.md)."""
     return {
-        "spatial_dims": 2,
-        "in_channels": 1,
-        "out_channels": 1,
-        "channels": [32, 64],
-        "num_res_channels": [32, 64],
-        "num_res_layers": 2,
+        **default_autoencoder_args(),
         "downsample_parameters": [[2, 4, 1, 1], [1, 3, 1, 1]],
         "upsample_parameters": [[1, 3, 1, 1, 0], [2, 4, 1, 1, 0]],
         "num_embeddings": 1024,
