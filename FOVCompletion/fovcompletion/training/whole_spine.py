@@ -156,6 +156,8 @@ def cervical_part(record: ScanRecord, config: TrainConfig, template: SpinePart) 
 def lumbar_part(record: ScanRecord, config: TrainConfig) -> SpinePart | None:
     """A lumbar scan with T12/L1 and L1/L2 from its vertebral-body or disc labels; None without them."""
     files = label_files(record)
+    if "VB_dseg" not in files and "IVD_dseg" not in files:
+        return None
     grid = ModelGridLabels(record, config)
     behind = CANAL_BEHIND_LUMBAR_DISC_MM / grid.spacing[2]
     if "VB_dseg" in files:  # bodies T11 .. L5, labelled in any order: sort them by height
@@ -173,7 +175,7 @@ def lumbar_part(record: ScanRecord, config: TrainConfig) -> SpinePart | None:
             )
             for level, (a, b) in pairs.items()
         }
-    elif "IVD_dseg" in files:  # discs L1/L2 .. L5/S1: T12/L1 is one disc spacing above the top one
+    else:  # discs L1/L2 .. L5/S1: T12/L1 is one disc spacing above the top one
         labels = grid.load(files["IVD_dseg"])
         discs = sorted(
             (np.argwhere(labels == v) for v in np.unique(labels[labels > 0])), key=lambda p: p[:, 1].mean()
@@ -184,8 +186,6 @@ def lumbar_part(record: ScanRecord, config: TrainConfig) -> SpinePart | None:
         row, spacing = top[:, 1].mean(), second[:, 1].mean() - top[:, 1].mean()
         col = np.percentile(top[:, 2], 5) - behind
         native = {L1_L2: (row, col), T12_L1: (row - spacing, col)}
-    else:
-        return None
     discs = {}
     for level, (row, col) in native.items():
         model_row, model_col = grid.to_model(np.array([row]), np.array([col]))
