@@ -3,6 +3,8 @@ voxel-to-world matrix exact so that the output lies over the input in world spac
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from nibabel import orientations as ornt
 
@@ -84,14 +86,18 @@ def resample_inplane(
     mapping = index_transform(np.array(steps), np.array(offsets))
     if np.allclose(steps, 1.0) and np.allclose(offsets, 0.0):
         return smoothed.astype(np.float32, copy=True), mapping
-    resampled = ndimage.affine_transform(
-        smoothed,
-        np.array(steps),
-        offset=np.array(offsets),
-        output_shape=tuple(sizes),
-        order=1,
-        mode="nearest",
-    )
+    with warnings.catch_warnings():
+        # SciPy < 1.14 (Python 3.9's) notes on every call that a 1-D matrix means a diagonal one since 0.18:
+        # that is what we mean, and the note would land in every user's log.
+        warnings.filterwarnings("ignore", message="The behavior of affine_transform with a 1-D array")
+        resampled = ndimage.affine_transform(
+            smoothed,
+            np.array(steps),
+            offset=np.array(offsets),
+            output_shape=tuple(sizes),
+            order=1,
+            mode="nearest",
+        )
     return resampled.astype(np.float32), mapping
 
 
