@@ -487,7 +487,7 @@ def test_a_chosen_output_node_gets_its_content_back_after_a_cancel(scene, input_
 
 
 def test_real_engine_live_preview(scene, input_node, tiny_bundle, tmp_path):
-    """The engine's own previews (a tiny random model) reach the output node in place, in its final geometry."""
+    """The engine's own preview events (a tiny random model) are handled; shown previews use the output node."""
     options = CompletionOptions(
         slices=2, steps=3, extendInferiorMm=30.0, device="cpu", model=str(tiny_bundle), previewEvery=1
     )
@@ -497,8 +497,11 @@ def test_real_engine_live_preview(scene, input_node, tiny_bundle, tmp_path):
     task.onEvent = record
     task.start()
     result = task.wait(timeout=240)
-    # Under load several events can arrive in one read: every preview the node showed was seen at least once.
-    assert seen and 1 <= len(seen) <= task.preview.updates
+    # The engine emitted previews. Whether the task still finds each file depends on timing (a 3-step run may end,
+    # and remove it, before the events are read): the in-place update itself is pinned by the scripted engine
+    # tests above; here, every preview that was shown went into the result's node, in its final geometry.
+    assert any(isinstance(e, ProgressEvent) and e.preview for e in events)
+    assert len(seen) <= task.preview.updates
     assert all(node is result.output for node, _, _, _ in seen)
     final = arrayAndAffineFromVolume(result.output)[0]
     check = checkKnownRegion(input_node, result.output, result.mask)
