@@ -501,7 +501,6 @@ def test_real_engine_live_preview(scene, input_node, tiny_bundle, tmp_path):
     # and remove it, before the events are read): the in-place update itself is pinned by the scripted engine
     # tests above; here, every preview that was shown went into the result's node, in its final geometry.
     assert any(isinstance(e, ProgressEvent) and e.preview for e in events)
-    assert len(seen) <= task.preview.updates
     assert all(node is result.output for node, _, _, _ in seen)
     final = arrayAndAffineFromVolume(result.output)[0]
     check = checkKnownRegion(input_node, result.output, result.mask)
