@@ -63,6 +63,25 @@ def test_windows_have_canvas_shape_and_masks(bids):
     assert not np.array_equal(first, dataset[5][0])
 
 
+def test_crops_on_the_grid_copy_pixels_instead_of_interpolating_them(bids):
+    """The autoencoder's crops keep the scan's noise texture: with intensity augmentation made neutral, every
+    pixel of an on-grid crop is one of the slab's values; rotated, zoomed, sub-pixel crops are mostly new."""
+    config = tiny_config(bids)
+    config.augment = AugmentConfig(gamma=(1, 1), intensity_scale=(1, 1), intensity_shift=0.0, bias_field=0.0)
+    slabs = [load_slab(r, config) for r in find_scans([str(bids)], [])]
+    source = np.unique(np.concatenate([s.image.ravel() for s in slabs]))
+
+    def copied_fraction(sampler: WindowSampler) -> float:
+        rng = np.random.default_rng(0)
+        values = np.concatenate([window[inside] for window, inside in (sampler.draw(rng) for _ in range(10))])
+        nearest = np.clip(np.searchsorted(source, values), 1, len(source) - 1)
+        distance = np.minimum(abs(source[nearest] - values), abs(source[nearest - 1] - values))
+        return float(np.mean(distance < 1e-5))
+
+    assert copied_fraction(WindowSampler(slabs, config, shape=(16, 16), on_grid=True)) == 1.0
+    assert copied_fraction(WindowSampler(slabs, config, shape=(16, 16))) < 0.5
+
+
 def test_geometric_augmentation_never_flips():
     rng = np.random.default_rng(0)
     aug = AugmentConfig(rotate_deg=30.0, scale=(0.5, 2.0))
@@ -160,6 +179,7 @@ def test_v1_preset_runs_in_the_engine_within_the_shipped_limits(tmp_path):
     folder = create_random_bundle(
         tmp_path / "v1",
         autoencoder_args=v1.autoencoder.args,
+        autoencoder_class=v1.autoencoder.network,
         unet_args=v1.diffusion.args,
         canvas=metadata.canvas,
         intensity=metadata.intensity,

@@ -250,6 +250,22 @@ def test_resumed_stage_follows_a_cosine_schedule_and_records_it(trained_run, tmp
     assert float(resumed[0]["lr"]) > float(resumed[1]["lr"]) > float(resumed[2]["lr"])
 
 
+def test_autoencoder_resumed_with_a_cosine_ends_at_its_floor(trained_run, tmp_path):
+    """The autoencoder stage takes the same schedule options: a constant-rate run resumed with a cosine
+    ends its planned iterations at `--lr-min`."""
+    _, straight = trained_run
+    run = tmp_path / "ae-cosine"
+    shutil.copytree(straight, run)
+    args = training_parser().parse_args(
+        ["train-autoencoder", "--run", str(run), "--resume", "--epochs", "4", "--lr-schedule", "cosine"]
+        + ["--lr-min", "1e-5"]
+    )
+    assert args.handler(args) == 0
+    with open(run / "autoencoder" / "log.csv") as stream:
+        rates = [float(row["lr"]) for row in csv.DictReader(stream) if int(row["epoch"]) >= 2]
+    assert len(rates) == 2 and rates[0] > rates[1] == pytest.approx(1e-5)
+
+
 def test_perceptual_loss_without_weights_is_a_clear_error(monkeypatch):
     from fovcompletion.training import autoencoder
     from fovcompletion.training.config import AutoencoderConfig

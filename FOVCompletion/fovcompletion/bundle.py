@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from .conditioning import CONDITIONING_MODES, unet_input_channels
 from .errors import BundleError
-from .networks import latent_downsample_factor, unet_size_multiple
+from .latent_codec import latent_channels, latent_downsample_factor
+from .networks import unet_size_multiple
 
 if TYPE_CHECKING:  # torch is imported only when weights are loaded, so listing bundles stays light
     import torch
@@ -104,11 +105,11 @@ class BundleMetadata:
 
     @property
     def latent_factor(self) -> int:
-        return latent_downsample_factor(self.autoencoder["args"])
+        return latent_downsample_factor(self.autoencoder)
 
     @property
     def size_multiple(self) -> int:
-        """Canvas sizes in pixels must be multiples of this (VQ-VAE stride x UNet depth)."""
+        """Canvas sizes in pixels must be multiples of this (autoencoder stride x UNet depth)."""
         return self.latent_factor * unet_size_multiple(self.diffusion["args"])
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,7 +164,7 @@ class BundleMetadata:
         height, width = self.canvas.shape
         if height % multiple or width % multiple or height < 2 * multiple:
             raise BundleError(
-                f"bundle {self.name!r}: canvas {height}x{width} must be multiples of {multiple} (VQ-VAE stride x "
+                f"bundle {self.name!r}: canvas {height}x{width} must be multiples of {multiple} (autoencoder stride x "
                 f"UNet depth) and at least {2 * multiple} rows high"
             )
         if not math.isfinite(self.intensity.flatten_sigma_mm) or self.intensity.flatten_sigma_mm < 0:
@@ -177,7 +178,7 @@ class BundleMetadata:
                 f"bundle {self.name!r}: conditioning {self.conditioning!r} is not one of "
                 f"{', '.join(CONDITIONING_MODES)} (made by a newer fovcompletion?)"
             )
-        latent = int(self.autoencoder["args"]["embedding_dim"])
+        latent = latent_channels(self.autoencoder)
         expected = unet_input_channels(latent, self.conditioning)
         unet_in, unet_out = (int(self.diffusion["args"][k]) for k in ("in_channels", "out_channels"))
         if unet_in != expected or unet_out != latent:

@@ -10,7 +10,8 @@ import torch
 
 from .bundle import BundleMetadata, CanvasSpec, IntensitySpec, SchedulerSpec, save_bundle
 from .conditioning import unet_input_channels
-from .networks import build_network
+from .latent_codec import latent_channels
+from .networks import autoencoder_kl_args, build_network
 
 
 def tiny_autoencoder_args(latent_channels: int = 4) -> dict[str, Any]:
@@ -27,6 +28,11 @@ def tiny_autoencoder_args(latent_channels: int = 4) -> dict[str, Any]:
         "num_embeddings": 32,
         "embedding_dim": latent_channels,
     }
+
+
+def tiny_kl_autoencoder_args(latent_channels: int = 4) -> dict[str, Any]:
+    """An AutoencoderKL small enough for unit tests (latent /2), of the v1 preset's family."""
+    return autoencoder_kl_args([8, 16], latent_channels, norm_num_groups=8)
 
 
 def tiny_unet_args(latent_channels: int = 4, conditioning: str = "none") -> dict[str, Any]:
@@ -50,18 +56,22 @@ def create_random_bundle(
     canvas: CanvasSpec | None = None,
     name: str = "random-test-bundle",
     seed: int = 0,
+    autoencoder_class: str = "VQVAE",
     **metadata: Any,
 ) -> Path:
     """Write a verified bundle with random weights (never for real use: its description says so)."""
     torch.manual_seed(seed)
-    autoencoder_args = autoencoder_args or tiny_autoencoder_args()
+    if autoencoder_args is None:
+        kl = autoencoder_class == "AutoencoderKL"
+        autoencoder_args = tiny_kl_autoencoder_args() if kl else tiny_autoencoder_args()
+    spec = {"class": autoencoder_class, "args": autoencoder_args}
     conditioning = metadata.pop("conditioning", "none")
-    unet_args = unet_args or tiny_unet_args(autoencoder_args["embedding_dim"], conditioning)
-    autoencoder = build_network("VQVAE", autoencoder_args)
+    unet_args = unet_args or tiny_unet_args(latent_channels(spec), conditioning)
+    autoencoder = build_network(autoencoder_class, autoencoder_args)
     unet = build_network("DiffusionModelUNet", unet_args)
     info = BundleMetadata(
         name=name,
-        autoencoder={"class": "VQVAE", "args": autoencoder_args},
+        autoencoder=spec,
         diffusion={"class": "DiffusionModelUNet", "args": unet_args},
         latent_scale_factor=float(metadata.pop("latent_scale_factor", 1.0)),
         conditioning=conditioning,

@@ -9,7 +9,7 @@ from .errors import BundleError
 if TYPE_CHECKING:
     import torch
 
-SUPPORTED_CLASSES = ("VQVAE", "DiffusionModelUNet")
+SUPPORTED_CLASSES = ("VQVAE", "AutoencoderKL", "DiffusionModelUNet")
 
 
 def reference_autoencoder_args() -> dict[str, Any]:
@@ -41,6 +41,23 @@ def reference_unet_args() -> dict[str, Any]:
     }
 
 
+def autoencoder_kl_args(channels: list[int], latent_channels: int, norm_num_groups: int) -> dict[str, Any]:
+    """An AutoencoderKL with one res block per level and no attention (each level past the first halves the
+    latent grid): the family of the v1 preset's autoencoder and of the tests' tiny one."""
+    return {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": list(channels),
+        "latent_channels": latent_channels,
+        "num_res_blocks": [1] * len(channels),
+        "attention_levels": [False] * len(channels),
+        "norm_num_groups": norm_num_groups,
+        "with_encoder_nonlocal_attn": False,
+        "with_decoder_nonlocal_attn": False,
+    }
+
+
 def _tuples(value: Any) -> Any:
     """JSON stores tuples as lists; MONAI's VQ-VAE checks for tuples of tuples."""
     if isinstance(value, list):
@@ -59,14 +76,6 @@ def build_network(class_name: str, args: dict[str, Any]) -> torch.nn.Module:
         return getattr(nets, class_name)(**kwargs)
     except (TypeError, ValueError) as error:
         raise BundleError(f"cannot build {class_name} from the bundle's arguments: {error}") from None
-
-
-def latent_downsample_factor(autoencoder_args: dict[str, Any]) -> int:
-    """Pixels per latent cell along each axis: the product of the VQ-VAE's downsampling strides."""
-    factor = 1
-    for stride, *_ in autoencoder_args["downsample_parameters"]:
-        factor *= int(stride)
-    return factor
 
 
 def unet_size_multiple(unet_args: dict[str, Any]) -> int:

@@ -1,7 +1,7 @@
 """The completion engine: a partial sagittal scan in, a geometry-exact completed volume out.
 
 Data flow: volume -> model orientation, model spacing, chosen slices, normalised -> canvas layout ->
-for each sample and window: VQ-VAE encode, latent inpainting, decode, feathered seam -> back to the scan's
+for each sample and window: autoencoder encode, latent inpainting, decode, feathered seam -> back to the scan's
 own in-plane grid over the extended field of view, clipped to the input's intensity range, known pixels
 pasted back exactly -> input axis order.
 """
@@ -25,6 +25,7 @@ from .errors import InputError, OutOfMemoryError
 from .estimate import estimate_run
 from .geometry import axcodes_of, reorient, sample_at
 from .image_io import Volume, check_output_path, read_volume, same_file, validate_volume, write_volume
+from .latent_codec import decode, encode
 from .layout import CanvasLayout, check_extension, plan_layout
 from .memory import advice as memory_advice
 from .memory import check_memory
@@ -143,11 +144,11 @@ class _Completer:
         return details
 
     def _decode(self, latent: torch.Tensor) -> np.ndarray:
-        """Scaled latents -> decoded slices (slice by slice: the VQ-VAE's full-resolution maps dominate memory)."""
+        """Scaled latents -> decoded slices (slice by slice: the autoencoder's full-resolution maps dominate memory)."""
         scale = self.bundle.metadata.latent_scale_factor
-        decode = self.bundle.autoencoder.decode_stage_2_outputs
+        autoencoder = self.bundle.autoencoder
         with torch.no_grad():
-            decoded = torch.cat([decode(z[None] / scale) for z in latent])
+            decoded = torch.cat([decode(autoencoder, z[None] / scale) for z in latent])
         return decoded[:, 0].float().cpu().numpy()
 
     def _place(
@@ -176,10 +177,11 @@ class _Completer:
         with torch.no_grad():
             pixels = torch.from_numpy(image[:, None]).to(self.device)
             mask = torch.from_numpy(known[:, None].astype(np.float32)).to(self.device)
-            # The VQ-VAE works slice by slice: its full-resolution maps dominate memory, the UNet batches.
+            # The autoencoder works slice by slice: its full-resolution maps dominate memory, the UNet batches.
             autoencoder = self.bundle.autoencoder
-            encode = autoencoder.encode_stage_2_inputs if metadata.latent_quantized else autoencoder.encode
-            latent = torch.cat([encode(p[None]) for p in pixels]) * scale
+            latent = (
+                torch.cat([encode(autoencoder, p[None], metadata.latent_quantized) for p in pixels]) * scale
+            )
             if self.options.method == "reference":
                 cells = nearest_latent_mask(mask, tuple(latent.shape[-2:]))
             else:

@@ -7,8 +7,9 @@ Two benchmark rows measure that on the same cases as the methods:
   model orientation, the canvas spacing with its anti-aliasing, and the intensity normalisation the engine
   fits to the visible part, clip included), then sampled back onto the scan's grid and into scanner units,
   clipped to the input's range as the engine clips; no network.
-- `autoencoder`: the same with a VQ-VAE encode and decode on the canvas in between (quantised when the bundle
-  says its latents are), as the engine encodes the known part and decodes the sampled latent.
+- `autoencoder`: the same with the bundle's autoencoder encode and decode on the canvas in between (a VQ-VAE's
+  latents quantised when the bundle says they are; a KL autoencoder's mean), as the engine encodes the known
+  part and decodes the sampled latent.
 
 The visible rows are then pasted back, as the engine pastes them. Everything comes from the bundle's metadata,
 so a bundle with another canvas spacing or normalisation gets its own ceiling.
@@ -21,6 +22,7 @@ import torch
 
 from ..geometry import sample_at
 from ..image_io import Volume
+from ..latent_codec import decode, encode
 from ..layout import plan_layout, round_up
 from ..preprocess import PreparedSlab, prepare_slab
 from .cases import Case
@@ -38,7 +40,7 @@ def prepared_truth(case: Case, metadata, slices: int) -> tuple[PreparedSlab, Pre
 
 
 def round_trip(bundle, model: np.ndarray, layout_width: int, col_offset: int) -> np.ndarray:
-    """A normalised model-grid slab through the bundle's VQ-VAE, slice by slice, on a canvas padded like the
+    """A normalised model-grid slab through the bundle's autoencoder, slice by slice, on a canvas padded like the
     engine's (the scan at `col_offset` of `layout_width` columns, rows to the size multiple)."""
     metadata = bundle.metadata
     n_slices, n_rows, n_cols = model.shape
@@ -48,11 +50,12 @@ def round_trip(bundle, model: np.ndarray, layout_width: int, col_offset: int) ->
     canvas = np.full((n_slices, round_up(n_rows, multiple), width), metadata.canvas.padding_value, np.float32)
     canvas[:, :n_rows, offset : offset + n_cols] = model
     autoencoder = bundle.autoencoder
-    encode = autoencoder.encode_stage_2_inputs if metadata.latent_quantized else autoencoder.encode
     device = next(autoencoder.parameters()).device
     with torch.no_grad():
         pixels = torch.from_numpy(canvas[:, None]).to(device)
-        decoded = torch.cat([autoencoder.decode_stage_2_outputs(encode(p[None])) for p in pixels])
+        decoded = torch.cat(
+            [decode(autoencoder, encode(autoencoder, p[None], metadata.latent_quantized)) for p in pixels]
+        )
     return decoded[:, 0, :n_rows, offset : offset + n_cols].float().cpu().numpy()
 
 

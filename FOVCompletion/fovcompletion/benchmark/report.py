@@ -195,7 +195,7 @@ positions matched within 5 mm); *disc F1 of the truth* is the detector's own sco
 
 Ceilings: `grid` is the truth itself through the model's preprocessing (its orientation, canvas spacing and
 intensity normalisation, fitted on the visible rows as the engine fits it) and back to the scan's grid, with no
-network; `autoencoder` adds the bundle's VQ-VAE encode and decode. No completion by this bundle can hold more
+network; `autoencoder` adds the bundle's autoencoder encode and decode. No completion by this bundle can hold more
 than they keep.
 """
 

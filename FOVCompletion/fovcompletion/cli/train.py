@@ -78,6 +78,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="batch size per process")
     parser.add_argument("--lr", type=float, default=None, help="learning rate")
     parser.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=None,
+        help="constant (default) or cosine decay to --lr-min at the stage's last epoch (--epochs); the UNet "
+        "warms up over its first epoch either way",
+    )
+    parser.add_argument(
+        "--lr-min", type=float, default=None, help="where the cosine schedule ends (default 0)"
+    )
+    parser.add_argument(
         "--max-minutes",
         type=float,
         default=None,
@@ -92,8 +102,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     ae = subparsers.add_parser(
         "train-autoencoder",
-        help="train the VQ-VAE (stage 1 of 3)",
-        description="Train the VQ-VAE on windows of sagittal T2w scans (stage 1 of 3).",
+        help="train the autoencoder (stage 1 of 3)",
+        description="Train the autoencoder (VQ-VAE or AutoencoderKL, as the preset or configuration says) on "
+        "windows of sagittal T2w scans (stage 1 of 3).",
     )
     _common(ae)
     new = ae.add_argument_group("new runs (ignored on --resume: the run's config.json is used)")
@@ -166,16 +177,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     diffusion.add_argument("--ema-decay", type=float, default=None, help="EMA of the UNet weights (0 = off)")
     diffusion.add_argument(
-        "--lr-schedule",
-        choices=LR_SCHEDULES,
-        default=None,
-        help="after the first epoch's warm-up: constant (default) or cosine decay to --lr-min at the "
-        "stage's last epoch (--epochs)",
-    )
-    diffusion.add_argument(
-        "--lr-min", type=float, default=None, help="where the cosine schedule ends (default 0)"
-    )
-    diffusion.add_argument(
         "--snr-gamma",
         type=float,
         default=None,
@@ -239,6 +240,8 @@ def _stage_overrides(section, args: argparse.Namespace) -> None:
         ("iterations_per_epoch", "iterations_per_epoch"),
         ("batch_size", "batch_size"),
         ("lr", "lr"),
+        ("lr_schedule", "lr_schedule"),
+        ("lr_min", "lr_min"),
     ):
         value = getattr(args, option, None)
         if value is not None:
@@ -295,7 +298,7 @@ def run_autoencoder(args: argparse.Namespace) -> int:
     _stage_overrides(cfg, args)
     _run_overrides(config, args)
     path = train_autoencoder(config, args.run, resume=args.resume)
-    print(f"VQ-VAE checkpoint: {path}")
+    print(f"autoencoder checkpoint: {path}")
     return 0
 
 
@@ -308,10 +311,8 @@ def run_diffusion(args: argparse.Namespace) -> int:
     _stage_overrides(cfg, args)
     if args.latent_augmentations is not None:
         cfg.latent_augmentations = args.latent_augmentations
-    for option in ("ema_decay", "lr_schedule", "lr_min"):
-        value = getattr(args, option)
-        if value is not None:
-            setattr(cfg, option, value)
+    if args.ema_decay is not None:
+        cfg.ema_decay = args.ema_decay
     if args.snr_gamma is not None:
         cfg.snr_gamma = args.snr_gamma if args.snr_gamma > 0 else None
     if args.phantoms is not None:

@@ -1,5 +1,6 @@
-"""Stage 1: the VQ-VAE, with the reference recipe's losses (L1 + quantisation + perceptual + patch
-adversarial after a warm-up), resumable, distributed with DDP when launched by torchrun."""
+"""Stage 1: the autoencoder (a VQ-VAE, or an AutoencoderKL), with the reference recipe's losses (L1 +
+quantisation or KL + perceptual + patch adversarial after a warm-up), resumable, distributed with DDP when
+launched by torchrun."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..latent_codec import decode, encode
 from ..networks import build_network, count_parameters
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import AutoencoderConfig, TrainConfig
@@ -15,6 +17,7 @@ from .data import WindowDataset, WindowSampler, fixed_windows
 from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
 from .initialise import initial_weights
 from .logs import CsvLog, Progress, format_row, log_line, save_grid
+from .lr_schedule import check_lr_schedule, learning_rate
 from .runner import (
     Budget,
     autocast,
@@ -77,6 +80,31 @@ def masked_l1(recon: torch.Tensor, images: torch.Tensor, inside: torch.Tensor) -
     return ((recon - images).abs() * weight).sum() / weight.sum().clamp(min=1.0)
 
 
+def decode_the_mean(model: torch.nn.Module) -> None:
+    """Make an AutoencoderKL's training forward decode its mean, as the engine does, instead of a random
+    draw (the forward itself stays, so DDP still sees one forward per backward)."""
+    model.sampling = lambda mean, sigma: mean
+
+
+def reconstruction_and_penalty(
+    outputs: tuple[torch.Tensor, ...], cfg: AutoencoderConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image, weighted latent penalty) of a training forward: a VQ-VAE gives its quantisation (commitment)
+    loss; an AutoencoderKL its KL divergence from a unit Gaussian, per image, times `kl_weight`."""
+    if cfg.network == "AutoencoderKL":
+        recon, mean, sigma = outputs
+        variance = sigma.pow(2)
+        kl = 0.5 * (mean.pow(2) + variance - torch.log(variance) - 1).sum(dim=(1, 2, 3)).mean()
+        return recon, cfg.kl_weight * kl
+    recon, quantisation = outputs
+    return recon, quantisation.mean()
+
+
+def round_trip(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Encode and decode as inference does (a KL encoder's mean, not a random draw)."""
+    return decode(model, encode(model, images))
+
+
 def validate(
     model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, device: torch.device, batch: int
 ) -> dict[str, float]:
@@ -87,7 +115,7 @@ def validate(
         for start in range(0, len(images), batch):
             x = images[start : start + batch].to(device)
             m = masks[start : start + batch].to(device)
-            error = (model(x)[0].float() - x).abs()
+            error = (round_trip(model, x).float() - x).abs()
             total += float(error.sum())
             count += error.numel()
             inside += float((error * m).sum())
@@ -98,7 +126,7 @@ def validate(
 def write_samples(path: Path, model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> None:
     model.eval()
     with torch.no_grad():
-        recon = model(images[:6].to(device))[0].float().cpu()
+        recon = round_trip(model, images[:6].to(device)).float().cpu()
     rows = [
         [x[0].numpy(), r[0].numpy(), (r[0] - x[0]).abs().numpy() * 2 - 1] for x, r in zip(images[:6], recon)
     ]
@@ -106,7 +134,7 @@ def write_samples(path: Path, model: torch.nn.Module, images: torch.Tensor, devi
 
 
 def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = False) -> Path:
-    """Train (or resume) the VQ-VAE of `run_dir`; returns the last checkpoint's path."""
+    """Train (or resume) the autoencoder of `run_dir`; returns the last checkpoint's path."""
     run_dir = Path(run_dir)
     context = setup(config.device if config else "auto")
     main = context.is_main
@@ -117,6 +145,8 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     if last.exists() and not resume:
         raise InputError(f"{last} exists: pass --resume to continue that run, or choose another --run folder")
     cfg = config.autoencoder
+    check_lr_schedule(cfg.lr_schedule, cfg.lr, cfg.lr_min)
+    planned = cfg.epochs * cfg.iterations_per_epoch
     device = context.device
     torch.manual_seed(config.seed + context.rank)
     data = load_training_data(config, verbose=main)
@@ -124,7 +154,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         write_run_config(run_dir, config)
         write_data_manifest(run_dir, data)
         stage_dir.mkdir(parents=True, exist_ok=True)
-    sampler = WindowSampler(data.train, config, shape=cfg.crop)
+    sampler = WindowSampler(data.train, config, shape=cfg.crop, on_grid=cfg.crop_on_grid)
     val_images, val_masks = fixed_windows(
         WindowSampler(data.val or data.train, config, augment=False), cfg.validation_windows, config.seed
     )
@@ -133,7 +163,9 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     )
     batches = loader(dataset, cfg.batch_size, context, config.seed)
 
-    model = build_network("VQVAE", cfg.args).to(device)
+    model = build_network(cfg.network, cfg.args).to(device)
+    if cfg.network == "AutoencoderKL" and cfg.decode_mean:
+        decode_the_mean(model)
     discriminator = build_discriminator(cfg).to(device)
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_discriminator)
@@ -152,9 +184,12 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     elif cfg.init_from:
         model.load_state_dict(initial_weights(cfg.init_from, "autoencoder"))
         origin = cfg.init_from
-        log_line(f"VQ-VAE starts from bundle {origin['bundle']} {origin['version']} ({origin['path']})", main)
+        log_line(
+            f"{cfg.network} starts from bundle {origin['bundle']} {origin['version']} ({origin['path']})",
+            main,
+        )
     log_line(
-        f"VQ-VAE: {count_parameters(model) / 1e6:.2f} M parameters, discriminator "
+        f"{cfg.network}: {count_parameters(model) / 1e6:.2f} M parameters, discriminator "
         f"{count_parameters(discriminator) / 1e6:.2f} M; {context.world_size} process(es) on {device}",
         main,
     )
@@ -166,7 +201,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     log = CsvLog(stage_dir / "log.csv") if main else None
     budget = Budget(config.max_minutes, elapsed)
     progress = Progress(
-        cfg.epochs * cfg.iterations_per_epoch, start_epoch * cfg.iterations_per_epoch, "VQ-VAE", main
+        cfg.epochs * cfg.iterations_per_epoch, start_epoch * cfg.iterations_per_epoch, cfg.network, main
     )
 
     def checkpoint(epoch: int, step: int) -> dict:
@@ -190,15 +225,17 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         model.train()
         discriminator.train()
         adversarial = cfg.adversarial_weight > 0 and epoch >= cfg.adversarial_warmup_epochs
-        sums = {"l1": 0.0, "quantisation": 0.0, "generator": 0.0, "discriminator": 0.0, "perceptual": 0.0}
+        sums = {"l1": 0.0, "latent": 0.0, "generator": 0.0, "discriminator": 0.0, "perceptual": 0.0}
         for images, inside in batches:
             images = images.to(device, non_blocking=True)
             inside = inside.to(device, non_blocking=True)
+            for group in opt_g.param_groups:
+                group["lr"] = learning_rate(step, cfg.lr, 0, planned, cfg.lr_schedule, cfg.lr_min)
             with autocast(device):
-                recon, quantisation = ddp_model(images)
+                recon, penalty = reconstruction_and_penalty(ddp_model(images), cfg)
                 recon = recon.float()
                 l1 = masked_l1(recon, images, inside)
-                loss = l1 + quantisation.mean()
+                loss = l1 + penalty
                 if perceptual is not None:
                     p_loss = perceptual(recon, images)
                     loss = loss + cfg.perceptual_weight * p_loss
@@ -227,7 +264,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
                 scaler_d.update()
                 sums["discriminator"] += d_loss.item()
             sums["l1"] += l1.item()
-            sums["quantisation"] += quantisation.mean().item()
+            sums["latent"] += penalty.item()
             step += 1
             progress.update(l1=l1.item())
         n = max(len(batches), 1)
@@ -235,6 +272,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
             "epoch": epoch,
             "step": step,
             "adversarial": int(adversarial),
+            "lr": opt_g.param_groups[0]["lr"],
             **{k: mean_over_ranks(v / n, context) for k, v in sums.items()},
         }
         last_epoch = epoch == cfg.epochs - 1

@@ -167,6 +167,7 @@ class WindowSampler:
         config: TrainConfig,
         augment: bool = True,
         shape: tuple[int, int] | None = None,
+        on_grid: bool = False,
     ) -> None:
         if not slabs:
             raise InputError("no slabs to cut training windows from")
@@ -176,6 +177,7 @@ class WindowSampler:
         self.clip_high = bool(config.data.intensity_clip)
         self.min_inside = float(config.data.min_inside_fraction)
         self.aug: AugmentConfig | None = config.augment if augment else None
+        self.on_grid = on_grid
         self.weights = self._weights(config.data.balance_regions)
 
     def _weights(self, balance: bool) -> np.ndarray:
@@ -204,8 +206,12 @@ class WindowSampler:
         centre_row = rng.uniform(min(lo, hi), max(lo, hi))
         spare = abs(n_cols - width) / 2
         centre_col = (n_cols - 1) / 2 + rng.uniform(-spare, spare)
+        if self.on_grid:  # whole-pixel offsets, no rotation or zoom: every pixel is a copy, none interpolated
+            centre_row = round(centre_row - height / 2) + height / 2
+            centre_col = round(centre_col - (width - 1) / 2) + (width - 1) / 2
+        geometric = self.aug is not None and not self.on_grid
         matrix, offset = window_transform(
-            rng if self.aug else None, self.aug, (centre_row - 0.5, centre_col), self.shape
+            rng if geometric else None, self.aug, (centre_row - 0.5, centre_col), self.shape
         )
         window, mask = cut_window(plane, valid, matrix, offset, self.shape, self.padding)
         if self.aug is not None:

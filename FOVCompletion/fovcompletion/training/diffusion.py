@@ -1,4 +1,4 @@
-"""Stage 2: the latent diffusion UNet, epsilon-prediction MSE on the VQ-VAE's latents (encoded once),
+"""Stage 2: the latent diffusion UNet, epsilon-prediction MSE on the autoencoder's latents (encoded once),
 with the loss masked to latent cells inside the scan so that the model never learns that anatomy ends
 where a regional scan happens to stop. A `masked_latent` UNet also sees a known band of rows, drawn like
 the engine's outpainting windows, and is scored mostly on the rest. Resumable, DDP under torchrun, EMA
@@ -15,7 +15,8 @@ import torch
 from ..bundle import SchedulerSpec
 from ..conditioning import conditioned_input, outpainting_masks
 from ..errors import InputError
-from ..networks import build_network, count_parameters, latent_downsample_factor
+from ..latent_codec import decode, latent_downsample_factor
+from ..networks import build_network, count_parameters
 from ..sampling import LatentInpainter, SamplerOptions, alphas_cumprod
 from .autoencoder import STAGE as AUTOENCODER_STAGE
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
@@ -44,8 +45,8 @@ LATENT_CACHE = "latents.pt"
 def load_trained_autoencoder(run_dir: Path, config: TrainConfig, device: torch.device) -> torch.nn.Module:
     path = run_dir / AUTOENCODER_STAGE / LAST
     if not path.is_file():
-        raise InputError(f"no trained VQ-VAE in {run_dir} ({path} missing): run train-autoencoder first")
-    model = build_network("VQVAE", config.autoencoder.args)
+        raise InputError(f"no trained autoencoder in {run_dir} ({path} missing): run train-autoencoder first")
+    model = build_network(config.autoencoder.network, config.autoencoder.args)
     model.load_state_dict(load_checkpoint(path, restore_rng=False)["model"])
     return model.to(device).eval()
 
@@ -172,7 +173,7 @@ def write_latent_cache(
     autoencoder = load_trained_autoencoder(run_dir, config, device)
     log_line(
         f"encoding {len(data.train)} training volumes x {config.diffusion.latent_augmentations + 1} "
-        "versions with the VQ-VAE (once)"
+        "versions with the autoencoder (once)"
     )
     last = run_dir / STAGE / LAST
     if last.is_file():
@@ -205,7 +206,7 @@ def write_latent_cache(
 
 
 def record_synthetic_data(run_dir: Path, data: TrainingData) -> None:
-    """The UNet may see phantoms, composites and templates the VQ-VAE did not: the run's data manifest
+    """The UNet may see phantoms, composites and templates the autoencoder did not: the run's data manifest
     says how many, and which templates."""
     path = run_dir / DATA_FILE
     manifest = json.loads(path.read_text()) if path.is_file() else {}
@@ -262,8 +263,8 @@ def write_samples(
     mask[:, :, : known.shape[2] // 2] = 1
     with torch.no_grad():
         sampled = inpainter.run(known, mask, SamplerOptions(steps=steps))
-        truth = autoencoder.decode_stage_2_outputs(known / scale).float().cpu()
-        generated = autoencoder.decode_stage_2_outputs(sampled / scale).float().cpu()
+        truth = decode(autoencoder, known / scale).float().cpu()
+        generated = decode(autoencoder, sampled / scale).float().cpu()
     half = truth.shape[2] // 2
     rows = []
     for t, g in zip(truth, generated):
@@ -274,7 +275,7 @@ def write_samples(
 
 
 def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = False) -> Path:
-    """Train (or resume) the UNet of `run_dir` on its VQ-VAE's latents; returns the last checkpoint's path."""
+    """Train (or resume) the UNet of `run_dir` on its autoencoder's latents; returns the last checkpoint's path."""
     run_dir = Path(run_dir)
     context = setup(config.device if config else "auto")
     main, device = context.is_main, context.device
@@ -295,7 +296,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     torch.manual_seed(config.seed + 1 + context.rank)
     cached = prepare_latents(run_dir, config, device, main, context)
     scale = float(cached["scale"])
-    factor = latent_downsample_factor(config.autoencoder.args)
+    factor = latent_downsample_factor(config.autoencoder.spec())
     train_maps, val_maps = unpack(cached["train"]), unpack(cached["val"])
     for item in train_maps + val_maps:
         item.latent.mul_(scale)  # in place: the loaded cache is not kept twice
@@ -315,7 +316,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     scaler = grad_scaler(device)
     ema = EMA(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
     # Everything that draws random numbers is built before the RNG state is restored.
-    autoencoder = build_network("VQVAE", config.autoencoder.args).to(device).eval()
+    autoencoder = build_network(config.autoencoder.network, config.autoencoder.args).to(device).eval()
     autoencoder.load_state_dict(cached["autoencoder"])
     start_epoch, step, elapsed = 0, 0, 0.0
     if resume and last.exists():

@@ -1,4 +1,4 @@
-"""Stage 3: a verified bundle from a run: the VQ-VAE and (EMA) UNet weights, the latent scale factor the UNet
+"""Stage 3: a verified bundle from a run: the autoencoder and (EMA) UNet weights, the latent scale factor the UNet
 was trained with, the exact training configuration, the scans used (names and sources, never images),
 the held-out subjects and the data licences."""
 
@@ -96,7 +96,7 @@ def export_bundle(
         raise InputError(f"no trained UNet in {run_dir} ({path} missing): run train-diffusion first")
     state = load_checkpoint(path, restore_rng=False)
     config = config_from_dict(state["config"])
-    autoencoder = build_network("VQVAE", config.autoencoder.args)
+    autoencoder = build_network(config.autoencoder.network, config.autoencoder.args)
     autoencoder.load_state_dict(state["autoencoder"])
     unet = build_network("DiffusionModelUNet", config.diffusion.args)
     weights = state.get("ema") if use_ema and state.get("ema") is not None else state["model"]

@@ -59,11 +59,12 @@ def _check_trainable_intensity(metadata: BundleMetadata) -> None:
 
 
 def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
-    """Make a new run's VQ-VAE stage start from `bundle` (name or folder): its architecture and preprocessing."""
+    """Make a new run's autoencoder stage start from `bundle` (name or folder): its architecture and preprocessing."""
     folder = resolve_bundle(bundle)
     metadata = verify_bundle(folder)
     _check_trainable_intensity(metadata)
     canvas = metadata.canvas
+    config.autoencoder.network = str(metadata.autoencoder["class"])
     config.autoencoder.args = dict(metadata.autoencoder["args"])
     config.data.canvas = tuple(canvas.shape)
     config.data.spacing_mm = tuple(canvas.spacing_mm)
@@ -78,7 +79,7 @@ def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
 def adopt_bundle_unet(config: TrainConfig, bundle: str) -> None:
     """Make a run's UNet stage start from `bundle`: its architecture, noise schedule, conditioning and scale.
 
-    The run's VQ-VAE must have the bundle's architecture (the UNet works on its latents); it may have been
+    The run's autoencoder must have the bundle's architecture (the UNet works on its latents); it may have been
     fine-tuned, typically after `train-autoencoder --init-from` the same bundle."""
     folder = resolve_bundle(bundle)
     metadata = verify_bundle(folder)
@@ -87,10 +88,10 @@ def adopt_bundle_unet(config: TrainConfig, bundle: str) -> None:
             f"bundle {metadata.name!r} has a UNet trained on unquantised latents (an imported model); "
             "only bundles trained by fovcompletion can start a UNet stage"
         )
-    if _as_json(metadata.autoencoder["args"]) != _as_json(config.autoencoder.args):
+    if _as_json(metadata.autoencoder) != _as_json(config.autoencoder.spec()):
         raise InputError(
-            f"the run's VQ-VAE is not the architecture of bundle {metadata.name!r}, whose UNet works on that "
-            "VQ-VAE's latents: start the run with train-autoencoder --init-from the same bundle"
+            f"the run's autoencoder is not the architecture of bundle {metadata.name!r}, whose UNet works on that "
+            "autoencoder's latents: start the run with train-autoencoder --init-from the same bundle"
         )
     _check_trainable_intensity(metadata)
     run_grid = (tuple(config.data.spacing_mm), float(config.data.padding_value))

@@ -1,7 +1,7 @@
 """Latents encoded once before UNet training: every training slice (clean and augmented copies) through the
-trained VQ-VAE, padded so that windows can run past the scan's ends, with a per-cell inside-the-scan mask.
+trained autoencoder, padded so that windows can run past the scan's ends, with a per-cell inside-the-scan mask.
 
-Encoding once makes UNet training cheap (no VQ-VAE in the loop), which is what lets it train on a CPU.
+Encoding once makes UNet training cheap (no autoencoder in the loop), which is what lets it train on a CPU.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from ..heap import release_freed_heap
+from ..latent_codec import encode, latent_downsample_factor
 from ..latent_scale import latent_scale_factor
-from ..networks import latent_downsample_factor
 from .augment import augment_intensity, cut_window, window_transform
 from .config import TrainConfig
 from .data import Slab
@@ -69,9 +69,9 @@ def encode_maps(
     device: torch.device,
     seed: int,
 ) -> list[LatentMap]:
-    """Quantised latents (what inference feeds the UNet, before scaling) of every slice, plus `copies`
+    """Latents (what inference feeds the UNet, before scaling: quantised for a VQ-VAE) of every slice, plus `copies`
     augmented versions of each."""
-    factor = latent_downsample_factor(config.autoencoder.args)
+    factor = latent_downsample_factor(config.autoencoder.spec())
     rng = np.random.default_rng([seed, 4242])
     maps = []
     autoencoder.eval()
@@ -82,7 +82,7 @@ def encode_maps(
                 for copy in range(copies + 1):
                     image, inside = place_slice(plane, valid[index], config, factor, rng if copy else None)
                     pixels = torch.from_numpy(image[None, None]).to(device)
-                    latent = autoencoder.encode_stage_2_inputs(pixels)[0].float().cpu()
+                    latent = encode(autoencoder, pixels)[0].float().cpu()
                     maps.append(
                         LatentMap(latent, torch.from_numpy(cell_mask(inside, factor)), slab.record.region)
                     )
@@ -94,7 +94,7 @@ def scale_factor(
     autoencoder: torch.nn.Module, slabs: list[Slab], config: TrainConfig, device: torch.device
 ) -> float:
     """1/std of the unquantised latents of the clean training slices (cropped to whole latent cells)."""
-    factor = latent_downsample_factor(config.autoencoder.args)
+    factor = latent_downsample_factor(config.autoencoder.spec())
 
     def batches():
         for slab in slabs:

@@ -1,0 +1,66 @@
+"""Pixels <-> latents for both autoencoder families a bundle may hold, so that the engine, the training and the
+benchmark go through one definition.
+
+- `VQVAE` (the reference's and v0.5.0's): a latent is the encoder output, quantised or not as the bundle says;
+  decoding always snaps to the codebook.
+- `AutoencoderKL` (the v1 preset): a continuous latent, the encoder's mean (never a random draw, so a known
+  region encodes the same way at every run); decoding is the decoder alone. No codebook caps what a cell can
+  hold, and no code paints a level into an exact-zero background (docs/training.md has the measurements).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import BundleError
+
+if TYPE_CHECKING:
+    import torch
+
+AUTOENCODER_CLASSES = ("VQVAE", "AutoencoderKL")
+
+
+def _class_of(autoencoder: dict[str, Any]) -> str:
+    name = autoencoder.get("class")
+    if name not in AUTOENCODER_CLASSES:
+        raise BundleError(f"unsupported autoencoder class {name!r} (expected one of {AUTOENCODER_CLASSES})")
+    return str(name)
+
+
+def latent_channels(autoencoder: dict[str, Any]) -> int:
+    """Channels of a latent map, from a bundle's `autoencoder` entry ({"class": ..., "args": ...})."""
+    args = autoencoder["args"]
+    return int(args["embedding_dim"] if _class_of(autoencoder) == "VQVAE" else args["latent_channels"])
+
+
+def latent_downsample_factor(autoencoder: dict[str, Any]) -> int:
+    """Pixels per latent cell along each axis: the VQ-VAE's strides multiplied, or one /2 per extra level of an
+    AutoencoderKL."""
+    args = autoencoder["args"]
+    if _class_of(autoencoder) == "AutoencoderKL":
+        return 2 ** (len(args["channels"]) - 1)
+    factor = 1
+    for stride, *_ in args["downsample_parameters"]:
+        factor *= int(stride)
+    return factor
+
+
+def is_continuous(module: torch.nn.Module) -> bool:
+    from monai.networks.nets import AutoencoderKL
+
+    return isinstance(module, AutoencoderKL)
+
+
+def encode(module: torch.nn.Module, pixels: torch.Tensor, quantized: bool = True) -> torch.Tensor:
+    """Latents of (batch, 1, rows, cols) pixels: a KL encoder's mean, or a VQ encoder's output (quantised when
+    the bundle's UNet was trained on quantised latents)."""
+    if is_continuous(module):
+        return module.encode(pixels)[0]
+    return module.encode_stage_2_inputs(pixels) if quantized else module.encode(pixels)
+
+
+def decode(module: torch.nn.Module, latent: torch.Tensor) -> torch.Tensor:
+    """Pixels of latents (unscaled): the KL decoder, or the VQ-VAE's codebook snap and decoder."""
+    if is_continuous(module):
+        return module.decode(latent)
+    return module.decode_stage_2_outputs(latent)
