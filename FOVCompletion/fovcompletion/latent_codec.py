@@ -4,8 +4,8 @@ benchmark go through one definition.
 - `VQVAE` (the reference's and v0.5.0's): a latent is the encoder output, quantised or not as the bundle says;
   decoding always snaps to the codebook.
 - `AutoencoderKL` (the v1 preset): a continuous latent, the encoder's mean (never a random draw, so a known
-  region encodes the same way at every run); decoding is the decoder alone. No codebook caps what a cell can
-  hold, and no code paints a level into an exact-zero background (docs/training.md has the measurements).
+  region encodes the same way at every run); decoding is the decoder alone, so no codebook caps what a cell can
+  hold (docs/training.md has the measurements).
 """
 
 from __future__ import annotations

@@ -222,8 +222,8 @@ def default_unet_args() -> dict[str, Any]:
 
 def kl_autoencoder_args(latent_channels: int = 4) -> dict[str, Any]:
     """The v1 preset's autoencoder: a continuous latent of `latent_channels` per 2 x 2 pixels (MONAI
-    AutoencoderKL, two levels, no attention, 0.23 M parameters). It matched the /2 VQ-VAE's tissue SSIM in
-    half the iterations without painting the backgrounds (docs/training.md)."""
+    AutoencoderKL, two levels, no attention, 0.23 M parameters). It reached the /2 VQ-VAE's tissue SSIM in
+    about half the iterations, with higher whole-region SSIM (docs/training.md)."""
     return autoencoder_kl_args([32, 64], latent_channels, norm_num_groups=16)
 
 
