@@ -162,6 +162,7 @@ def test_export_loads_and_completes(trained_run, tmp_path):
     assert meta.training["held_out"] == ["sub-c02"]
     assert {s["subject"] for s in meta.training["scans"]} == {"sub-c01", "sub-l01", "sub-l02"}
     assert meta.training["config"]["data"]["canvas"] == [32, 32]
+    assert "64 mm superior-inferior windows" in meta.description  # the run's window, not a preset's
     assert meta.latent_scale_factor == pytest.approx(
         load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["scale_factor"]
     )

@@ -280,13 +280,13 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], label:
 
 def load_bundle(path: str | os.PathLike, device: torch.device | str = "cpu") -> Bundle:
     """Verify and load a bundle folder (or a bundle name known to the registry)."""
-    from .networks import build_network
+    from .networks import build_from_spec
     from .registry import resolve_bundle
 
     folder = resolve_bundle(str(path))
     metadata = verify_bundle(folder)
-    autoencoder = build_network(metadata.autoencoder["class"], metadata.autoencoder["args"])
-    unet = build_network(metadata.diffusion["class"], metadata.diffusion["args"])
+    autoencoder = build_from_spec(metadata.autoencoder)
+    unet = build_from_spec(metadata.diffusion)
     load_weights(
         autoencoder, load_state_dict_file(folder / metadata.weights["autoencoder"].file), "autoencoder"
     )

@@ -78,6 +78,11 @@ def build_network(class_name: str, args: dict[str, Any]) -> torch.nn.Module:
         raise BundleError(f"cannot build {class_name} from the bundle's arguments: {error}") from None
 
 
+def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
+    """Instantiate a network named the way bundles and run configs name it: {"class": ..., "args": ...}."""
+    return build_network(spec["class"], spec["args"])
+
+
 def unet_size_multiple(unet_args: dict[str, Any]) -> int:
     """Latent sizes must be divisible by this for the UNet's down/up path to line up."""
     return 2 ** (len(unet_args["channels"]) - 1)

@@ -10,7 +10,7 @@ import torch
 
 from ..errors import InputError
 from ..latent_codec import decode, encode
-from ..networks import build_network, count_parameters
+from ..networks import build_from_spec, count_parameters
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import AutoencoderConfig, TrainConfig
 from .data import WindowDataset, WindowSampler, fixed_windows
@@ -163,7 +163,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     )
     batches = loader(dataset, cfg.batch_size, context, config.seed)
 
-    model = build_network(cfg.network, cfg.args).to(device)
+    model = build_from_spec(cfg.spec()).to(device)
     if cfg.network == "AutoencoderKL" and cfg.decode_mean:
         decode_the_mean(model)
     discriminator = build_discriminator(cfg).to(device)

@@ -16,7 +16,7 @@ from ..bundle import SchedulerSpec
 from ..conditioning import conditioned_input, outpainting_masks
 from ..errors import InputError
 from ..latent_codec import decode, latent_downsample_factor
-from ..networks import build_network, count_parameters
+from ..networks import build_from_spec, build_network, count_parameters
 from ..sampling import LatentInpainter, SamplerOptions, alphas_cumprod
 from .autoencoder import STAGE as AUTOENCODER_STAGE
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
@@ -46,7 +46,7 @@ def load_trained_autoencoder(run_dir: Path, config: TrainConfig, device: torch.d
     path = run_dir / AUTOENCODER_STAGE / LAST
     if not path.is_file():
         raise InputError(f"no trained autoencoder in {run_dir} ({path} missing): run train-autoencoder first")
-    model = build_network(config.autoencoder.network, config.autoencoder.args)
+    model = build_from_spec(config.autoencoder.spec())
     model.load_state_dict(load_checkpoint(path, restore_rng=False)["model"])
     return model.to(device).eval()
 
@@ -316,7 +316,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     scaler = grad_scaler(device)
     ema = EMA(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
     # Everything that draws random numbers is built before the RNG state is restored.
-    autoencoder = build_network(config.autoencoder.network, config.autoencoder.args).to(device).eval()
+    autoencoder = build_from_spec(config.autoencoder.spec()).to(device).eval()
     autoencoder.load_state_dict(cached["autoencoder"])
     start_epoch, step, elapsed = 0, 0, 0.0
     if resume and last.exists():

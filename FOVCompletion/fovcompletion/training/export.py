@@ -12,16 +12,22 @@ from typing import Any
 
 from ..bundle import save_bundle, verify_bundle
 from ..errors import InputError
-from ..networks import build_network, count_parameters
+from ..networks import build_from_spec, build_network, count_parameters
 from .checkpoints import LAST, load_checkpoint
-from .config import config_from_dict
+from .config import TrainConfig, config_from_dict
 from .diffusion import STAGE as DIFFUSION_STAGE
 from .runner import DATA_FILE
 
-DEFAULT_DESCRIPTION = (
-    "Window latent diffusion model (2 mm, 256 x 256 mm canvas, progressive outpainting) for sagittal T2w "
-    "spine MRI, trained on regional cervical and lumbar scans. Research use only, not for diagnosis."
-)
+
+def default_description(config: TrainConfig) -> str:
+    """The bundle's one-line description, with the window the run actually trained (presets differ)."""
+    rows, _ = config.data.canvas
+    row_mm, _ = config.data.spacing_mm
+    return (
+        f"Window latent diffusion model ({row_mm:g} mm pixels, {rows * row_mm:g} mm superior-inferior windows, "
+        "progressive outpainting) for sagittal T2w spine MRI, trained on regional cervical and lumbar scans. "
+        "Research use only, not for diagnosis."
+    )
 
 
 def data_licences(scans: list[dict[str, str]]) -> list[str]:
@@ -96,7 +102,7 @@ def export_bundle(
         raise InputError(f"no trained UNet in {run_dir} ({path} missing): run train-diffusion first")
     state = load_checkpoint(path, restore_rng=False)
     config = config_from_dict(state["config"])
-    autoencoder = build_network(config.autoencoder.network, config.autoencoder.args)
+    autoencoder = build_from_spec(config.autoencoder.spec())
     autoencoder.load_state_dict(state["autoencoder"])
     unet = build_network("DiffusionModelUNet", config.diffusion.args)
     weights = state.get("ema") if use_ema and state.get("ema") is not None else state["model"]
@@ -122,7 +128,7 @@ def export_bundle(
         name=name or config.name,
         latent_scale_factor=float(state["scale_factor"]),
         version=version,
-        description=description or DEFAULT_DESCRIPTION,
+        description=description or default_description(config),
         licence=licence
         or (
             "Apache-2.0 (weights); research use only. Training data licences: "
