@@ -111,3 +111,43 @@ def test_reference_sampler_keeps_no_pixels_and_uses_its_own_placement(tiny_fixed
 def test_steps_out_of_range_are_refused(tiny_bundle, steps):
     with pytest.raises(InputError, match="steps must be between"):
         run(tiny_bundle, steps=steps)
+
+
+def _generated_slice_spread(result) -> float:
+    """Mean absolute difference between the slices' generated pixels (identical input slices)."""
+    generated = result.image[:, result.mask[0] == 0]
+    return float(np.abs(generated - generated[:1]).mean())
+
+
+def test_slices_sharing_their_noise_agree_and_independent_slices_do_not(tiny_bundle):
+    """Neighbouring sagittal slices look alike; with correlated noise, so do their completions."""
+    scan = np.repeat(synthetic_scan((1, 40, 30)), 6, axis=0)  # every slice the same
+    kwargs = {"model": tiny_bundle, "slices": 3, "steps": 4, "extend_inferior_mm": 30, "seed": 1}
+
+    def spread(r: float) -> float:
+        options = SamplerOptions(steps=4, slice_noise_correlation=r)
+        return _generated_slice_spread(complete(scan, AFFINE, **{**kwargs, "sampler": options}))
+
+    independent, half, shared = spread(0.0), spread(0.5), spread(1.0)
+    assert shared == pytest.approx(0.0, abs=1e-6)
+    assert 0 < half < independent
+
+
+def test_correlated_noise_is_still_unit_gaussian_per_slice():
+    import torch
+
+    from fovcompletion.bundle import SchedulerSpec
+    from fovcompletion.sampling import LatentInpainter
+
+    inpainter = LatentInpainter(torch.nn.Identity(), SchedulerSpec(), torch.Generator().manual_seed(0))
+    inpainter.slice_noise_correlation = 0.8
+    noise = inpainter._noise(torch.zeros(2, 4, 64, 64))
+    assert noise.std().item() == pytest.approx(1.0, abs=0.03)
+    correlation = torch.corrcoef(noise.reshape(2, -1))[0, 1].item()
+    assert correlation == pytest.approx(0.8, abs=0.03)
+
+
+@pytest.mark.parametrize("r", [-0.1, 1.5])
+def test_slice_noise_correlation_outside_0_1_is_refused(tiny_bundle, r):
+    with pytest.raises(InputError, match="slice noise correlation must be between 0 and 1"):
+        run(tiny_bundle, sampler=SamplerOptions(steps=4, slice_noise_correlation=r), steps=None)

@@ -86,9 +86,16 @@ class LatentInpainter:
         self.on_step = on_step or (lambda done, total: None)
         self.should_cancel = should_cancel or (lambda: False)
         self.autocast_dtype = autocast_dtype
+        self.slice_noise_correlation = 0.0  # set per run from its options
 
     def _noise(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(like.shape, generator=self.generator, dtype=torch.float32).to(like.device)
+        """Unit Gaussian noise shaped like the batch (the slices), correlated across it as the run asks."""
+        noise = torch.randn(like.shape, generator=self.generator, dtype=torch.float32)
+        r = self.slice_noise_correlation
+        if r > 0 and like.shape[0] > 1:
+            shared = torch.randn((1, *like.shape[1:]), generator=self.generator, dtype=torch.float32)
+            noise = r**0.5 * shared + (1 - r) ** 0.5 * noise
+        return noise.to(like.device)
 
     def _alpha(self, t: int) -> float:
         return 1.0 if t < 0 else float(self.alphas[t])
@@ -189,4 +196,5 @@ class LatentInpainter:
         return z
 
     def run(self, known: torch.Tensor, mask: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
+        self.slice_noise_correlation = options.slice_noise_correlation
         return (self.reference if options.method == "reference" else self.ddim)(known, mask, options)

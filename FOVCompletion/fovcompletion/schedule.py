@@ -16,7 +16,11 @@ METHODS = ("ddim", "reference")
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """How to sample. `resample` > 1 repeats every `jump_length` steps (RePaint); NFE grows accordingly."""
+    """How to sample. `resample` > 1 repeats every `jump_length` steps (RePaint); NFE grows accordingly.
+
+    `slice_noise_correlation` r couples the noise of the slices sampled together (adjacent sagittal slices):
+    each slice's noise is sqrt(r) x one shared draw + sqrt(1 - r) x its own, still unit Gaussian, so every slice
+    alone is an ordinary sample while neighbours start, and stay, alike."""
 
     method: str = "ddim"
     steps: int = 50
@@ -24,6 +28,7 @@ class SamplerOptions:
     resample: int = 1
     jump_length: int = 1
     mask_erosion: int = 0
+    slice_noise_correlation: float = 0.0
 
     def validate(self, num_train_timesteps: int) -> None:
         if self.method not in METHODS:
@@ -34,6 +39,10 @@ class SamplerOptions:
             raise InputError("resample and jump length must be at least 1, mask erosion at least 0")
         if self.eta < 0:
             raise InputError(f"eta must be non-negative (got {self.eta})")
+        if not 0.0 <= self.slice_noise_correlation <= 1.0:
+            raise InputError(
+                f"slice noise correlation must be between 0 and 1 (got {self.slice_noise_correlation})"
+            )
 
 
 def ddim_timesteps(num_train_timesteps: int, steps: int) -> list[int]:

@@ -38,6 +38,7 @@ class Method:
     family: str
     steps: int = 0
     resample: int = 1
+    slice_noise_correlation: float = SamplerOptions.slice_noise_correlation
 
     @property
     def learned(self) -> bool:
@@ -54,13 +55,24 @@ class Method:
     def sampler(self) -> SamplerOptions:
         if self.family == "reference":
             return SamplerOptions(method="reference", steps=self.steps)
-        return SamplerOptions(method="ddim", steps=self.steps, resample=self.resample)
+        return SamplerOptions(
+            method="ddim",
+            steps=self.steps,
+            resample=self.resample,
+            slice_noise_correlation=self.slice_noise_correlation,
+        )
 
 
 def build_methods(
-    families: set[str], steps: list[int], resamples: list[int], resample_steps: int, reference_steps: int
+    families: set[str],
+    steps: list[int],
+    resamples: list[int],
+    resample_steps: int,
+    reference_steps: int,
+    slice_noise_correlation: float = SamplerOptions.slice_noise_correlation,
 ) -> list[Method]:
-    """The comparison, in the order tables and plots show it: the ceilings first."""
+    """The comparison, in the order tables and plots show it: the ceilings first; our sampler's slices share
+    `slice_noise_correlation` of their noise."""
     unknown = families - set(FAMILIES)
     if unknown:
         raise InputError(
@@ -68,10 +80,16 @@ def build_methods(
         )
     methods: list[Method] = [Method(name, name) for name in CEILINGS if name in families]
     if "ours" in families:
-        methods += [Method(f"ours-steps{n}", "ours", n) for n in steps]
+        methods += [Method(f"ours-steps{n}", "ours", n, 1, slice_noise_correlation) for n in steps]
     if "resample" in families:
         methods += [
-            Method(f"ours-steps{resample_steps}-resample{r}", "resample", resample_steps, r)
+            Method(
+                f"ours-steps{resample_steps}-resample{r}",
+                "resample",
+                resample_steps,
+                r,
+                slice_noise_correlation,
+            )
             for r in resamples
             if r > 1
         ]

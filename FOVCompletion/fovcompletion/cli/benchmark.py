@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..device import DEVICE_CHOICES
 from ..errors import InputError
+from ..schedule import SamplerOptions
 
 QUICK = {
     "steps": [10, 25],
@@ -120,6 +121,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="steps of the resampling runs (default: 25; quick: 10)",
+    )
+    parser.add_argument(
+        "--slice-noise-correlation",
+        type=float,
+        default=SamplerOptions.slice_noise_correlation,
+        metavar="R",
+        help="how much of the noise our sampler's slices share (default: the engine's, "
+        f"{SamplerOptions.slice_noise_correlation:g})",
     )
     parser.add_argument(
         "--reference-steps",
@@ -233,6 +242,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         args.resample or preset["resample"],
         args.resample_steps or preset["resample_steps"],
         reference_steps,
+        args.slice_noise_correlation,
     )
     cases, retrieval, extra = [], {}, {}
     spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..device import DEVICE_CHOICES
+from ..schedule import SamplerOptions
 
 
 def slice_range(text: str) -> tuple[int, int]:
@@ -73,11 +74,17 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
     sampler.add_argument("--jump-length", type=int, default=1, help="RePaint jump length in steps")
     sampler.add_argument("--mask-erosion", type=int, default=0, help="erode the latent known mask by N cells")
     sampler.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic steps)")
+    sampler.add_argument(
+        "--slice-noise-correlation",
+        type=float,
+        default=SamplerOptions.slice_noise_correlation,
+        metavar="R",
+        help="0..1: how much of the noise the slices share, so that neighbouring slices agree "
+        f"(default: {SamplerOptions.slice_noise_correlation:g}; 0 = independent slices)",
+    )
 
 
-def sampler_options(args: argparse.Namespace):
-    from ..sampling import SamplerOptions
-
+def sampler_options(args: argparse.Namespace) -> SamplerOptions:
     return SamplerOptions(
         method=args.sampler,
         steps=args.steps,
@@ -85,6 +92,7 @@ def sampler_options(args: argparse.Namespace):
         resample=args.resample,
         jump_length=args.jump_length,
         mask_erosion=args.mask_erosion,
+        slice_noise_correlation=args.slice_noise_correlation,
     )
 
 
