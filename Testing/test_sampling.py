@@ -151,3 +151,16 @@ def test_correlated_noise_is_still_unit_gaussian_per_slice():
 def test_slice_noise_correlation_outside_0_1_is_refused(tiny_bundle, r):
     with pytest.raises(InputError, match="slice noise correlation must be between 0 and 1"):
         run(tiny_bundle, sampler=SamplerOptions(steps=4, slice_noise_correlation=r), steps=None)
+
+
+def test_the_reference_sampler_keeps_independent_slice_noise(tiny_fixed_bundle):
+    """The reference algorithm is reproduced as it ran: the slice noise correlation does not touch it."""
+    scan = synthetic_scan((6, 40, 30))
+
+    def reference(r: float) -> np.ndarray:
+        options = SamplerOptions(method="reference", steps=3, slice_noise_correlation=r)
+        return complete(
+            scan, AFFINE, model=tiny_fixed_bundle, slices=2, sampler=options, extend_inferior_mm=20
+        ).image
+
+    assert np.array_equal(reference(0.0), reference(0.9))

@@ -196,5 +196,7 @@ class LatentInpainter:
         return z
 
     def run(self, known: torch.Tensor, mask: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
-        self.slice_noise_correlation = options.slice_noise_correlation
+        # The reference algorithm is kept as the original ran it: every slice draws its own noise.
+        reference = options.method == "reference"
+        self.slice_noise_correlation = 0.0 if reference else options.slice_noise_correlation
         return (self.reference if options.method == "reference" else self.ddim)(known, mask, options)

@@ -80,7 +80,7 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
         default=SamplerOptions.slice_noise_correlation,
         metavar="R",
         help="0..1: how much of the noise the slices share, so that neighbouring slices agree "
-        f"(default: {SamplerOptions.slice_noise_correlation:g}; 0 = independent slices)",
+        f"(default: {SamplerOptions.slice_noise_correlation:g}; 0 = independent slices; ddim only)",
     )
 
 

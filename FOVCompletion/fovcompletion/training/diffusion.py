@@ -262,7 +262,8 @@ def write_samples(
     mask = torch.zeros(known.shape[0], 1, *known.shape[2:], device=device)
     mask[:, :, : known.shape[2] // 2] = 1
     with torch.no_grad():
-        sampled = inpainter.run(known, mask, SamplerOptions(steps=steps))
+        # The batch holds windows of different scans, not neighbouring slices: their noise stays independent.
+        sampled = inpainter.run(known, mask, SamplerOptions(steps=steps, slice_noise_correlation=0.0))
         truth = decode(autoencoder, known / scale).float().cpu()
         generated = decode(autoencoder, sampled / scale).float().cpu()
     half = truth.shape[2] // 2
