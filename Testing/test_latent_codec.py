@@ -119,8 +119,34 @@ def test_a_kl_run_trains_both_stages_and_exports_a_bundle_that_completes(tmp_pat
     assert result.image.shape == (1, 72, 30) and np.array_equal(result.image[:, 32:], scan[2:3])
 
 
-def test_v1_preset_uses_a_continuous_latent():
-    v1 = preset_config("v1")
+def test_kl2_preset_uses_a_continuous_latent():
+    v1 = preset_config("kl2")
     spec = v1.autoencoder.spec()
     assert spec["class"] == "AutoencoderKL" and latent_downsample_factor(spec) == 2
     assert v1.diffusion.args["out_channels"] == latent_channels(spec)
+
+
+def test_a_vqvae_without_its_codebook_passes_its_latents_through_unchanged():
+    """`codebook: false`: the encoder's output is the latent and the decoder gets it as it is, in training and
+    at inference alike; with the codebook, decoding snaps a latent to its codes."""
+    from fovcompletion.networks import build_from_spec
+
+    torch.manual_seed(0)
+    free = build_from_spec({**VQ, "codebook": False}).eval()
+    snapping = build_network("VQVAE", VQ["args"]).eval()
+    snapping.load_state_dict(free.state_dict())
+    pixels = torch.rand(2, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        latent = encode(free, pixels)  # quantised=True asked, none done
+        assert torch.equal(latent, free.encoder(pixels))
+        assert torch.equal(decode(free, latent), free.decoder(latent))
+        assert not torch.allclose(decode(snapping, latent), free.decoder(latent))
+        recon, penalty = reconstruction_and_penalty(free(pixels), AutoencoderConfig(codebook=False))
+    assert torch.equal(recon, free.decoder(latent)) and float(penalty) == 0.0
+    config = preset_config("v1")
+    assert config.autoencoder.spec()["codebook"] is False
+    assert config.preprocessing_metadata().latent_quantized is False
+    assert "codebook" not in preset_config("default").autoencoder.spec()  # v0.5.0's spec, unchanged
+    for bad in ({**KL, "codebook": False}, {**VQ, "codebook": "no"}):
+        with pytest.raises(BundleError, match="codebook"):
+            build_from_spec(bad)

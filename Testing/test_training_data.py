@@ -166,13 +166,13 @@ def test_latent_encoding_returns_freed_heap_after_every_slice(bids, monkeypatch)
     assert len(maps) == 2 * 5 * 3 and len(calls) == 2 * 5
 
 
-def test_v1_preset_runs_in_the_engine_within_the_shipped_limits(tmp_path):
-    """The v1 recipe's networks, canvas and headroom normalisation make a bundle the engine completes with
+def test_kl2_preset_runs_in_the_engine_within_the_shipped_limits(tmp_path):
+    """The kl2 recipe's networks, canvas and headroom normalisation make a bundle the engine completes with
     (random weights here: geometry, the /2 latent grid, windows and the exact known voxels are what count)."""
     from fovcompletion.bundle_factory import create_random_bundle
     from fovcompletion.pipeline import complete
 
-    v1 = preset_config("v1")
+    v1 = preset_config("kl2")
     assert config_from_dict(v1.to_dict()) == v1
     metadata = v1.preprocessing_metadata()
     assert metadata.latent_factor == 2 and metadata.size_multiple == 8

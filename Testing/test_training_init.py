@@ -166,6 +166,60 @@ def test_a_bundles_gain_flattening_is_taken_with_its_weights(trained_bundle, tmp
         assert config.preprocessing_metadata().intensity.flatten_sigma_mm == 25.0
     metadata["intensity"]["upper_percentile"] = 99.0
     (flattened / "bundle.json").write_text(json.dumps(metadata))
+    config = tiny_config(root)
+    adopt_bundle_autoencoder(config, str(flattened))  # the scale its networks know
+    assert config.intensity_spec().upper_percentile == 99.0
+    with pytest.raises(InputError, match="normalises intensities differently from the run"):
+        adopt_bundle_unet(tiny_config(root), str(flattened))
+    metadata["intensity"]["out_max"] = 2.0
+    (flattened / "bundle.json").write_text(json.dumps(metadata))
     for adopt in (adopt_bundle_autoencoder, adopt_bundle_unet):
         with pytest.raises(InputError, match="normalises intensities differently"):
             adopt(tiny_config(root), str(flattened))
+
+
+def test_a_codebook_free_run_with_headroom_fine_tunes_a_quantised_bundle(trained_bundle, tmp_path):
+    """The v1 recipe: both stages start from a bundle trained with the codebook and the cap, and learn continuous
+    latents and the headroom above the cap; the bundle they make records both and can start the next run."""
+    root, bundle = trained_bundle
+    config = tiny_config(root)
+    config.autoencoder.codebook = False
+    config.data.intensity_clip = False
+    config.autoencoder.epochs = config.diffusion.epochs = 1
+    adopt_bundle_autoencoder(config, str(bundle))
+    run = tmp_path / "continuous"
+    train_autoencoder(config, run)
+    adopt_bundle_unet(config, str(bundle))
+    train_diffusion(config, run)
+    tuned = load_bundle(export_bundle(run, tmp_path / "tuned"))
+    metadata = tuned.metadata
+    assert metadata.autoencoder["codebook"] is False and metadata.latent_quantized is False
+    assert metadata.intensity.clip is False and metadata.intensity.upper_percentile == 95.0
+    assert metadata.latent_scale_factor == load_bundle(bundle).metadata.latent_scale_factor
+    pixels = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(tuned.autoencoder.encode_stage_2_inputs(pixels), tuned.autoencoder.encoder(pixels))
+    assert json.loads((tuned.path / "bundle.json").read_text())["format_version"] == 2  # older readers refuse
+    assert json.loads((bundle / "bundle.json").read_text())["format_version"] == 1
+
+    # A run started from it keeps it codebook-free and unclipped, whatever its preset said: the codebook no
+    # longer matches the encoder, and the decoder draws above the cap.
+    follow_up = tiny_config(root)
+    adopt_bundle_autoencoder(follow_up, str(tuned.path))
+    assert follow_up.autoencoder.codebook is False and follow_up.data.intensity_clip is False
+    adopt_bundle_unet(follow_up, str(tuned.path))  # ours, not an imported reference bundle
+    assert follow_up.diffusion.init_from["bundle"] == metadata.name
+    with pytest.raises(InputError, match="without a codebook and the run with one"):
+        adopt_bundle_unet(tiny_config(root), str(tuned.path))
+    unclipped_only = tiny_config(root)
+    unclipped_only.autoencoder.codebook = False
+    with pytest.raises(InputError, match="clip False; the run's"):
+        adopt_bundle_unet(unclipped_only, str(tuned.path))
+
+    malformed = tmp_path / "malformed"
+    shutil.copytree(tuned.path, malformed)
+    data = json.loads((malformed / "bundle.json").read_text())
+    data["autoencoder"]["codebook"] = "no"
+    (malformed / "bundle.json").write_text(json.dumps(data))
+    with pytest.raises(FOVCompletionError, match="'codebook' must be true or false"):
+        load_bundle(malformed)

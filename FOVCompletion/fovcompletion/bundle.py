@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .conditioning import CONDITIONING_MODES, unet_input_channels
 from .errors import BundleError
-from .latent_codec import latent_channels, latent_downsample_factor
+from .latent_codec import latent_channels, latent_downsample_factor, uses_codebook
 from .networks import unet_size_multiple
 
 if TYPE_CHECKING:  # torch is imported only when weights are loaded, so listing bundles stays light
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # torch is imported only when weights are loaded, so listing 
 
 METADATA_FILE = "bundle.json"
 FORMAT = "fovcompletion-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: an autoencoder entry may say "codebook": false, which version 1 readers would ignore
 ORIENTATION = "LIA"  # axis 0 left-right, axis 1 superior->inferior, axis 2 posterior->anterior
 
 
@@ -114,8 +114,10 @@ class BundleMetadata:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data = {"format": FORMAT, "format_version": FORMAT_VERSION, **data}
-        return data
+        # the oldest format that reads it right, so that older readers keep loading what they can
+        codebook_free = self.autoencoder["class"] == "VQVAE" and not uses_codebook(self.autoencoder)
+        version = 2 if codebook_free else 1
+        return {"format": FORMAT, "format_version": version, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BundleMetadata:
@@ -178,6 +180,7 @@ class BundleMetadata:
                 f"bundle {self.name!r}: conditioning {self.conditioning!r} is not one of "
                 f"{', '.join(CONDITIONING_MODES)} (made by a newer fovcompletion?)"
             )
+        uses_codebook(self.autoencoder)  # refuses a malformed "codebook"
         latent = latent_channels(self.autoencoder)
         expected = unet_input_channels(latent, self.conditioning)
         unet_in, unet_out = (int(self.diffusion["args"][k]) for k in ("in_channels", "out_channels"))

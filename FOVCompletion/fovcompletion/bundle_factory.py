@@ -31,7 +31,7 @@ def tiny_autoencoder_args(latent_channels: int = 4) -> dict[str, Any]:
 
 
 def tiny_kl_autoencoder_args(latent_channels: int = 4) -> dict[str, Any]:
-    """An AutoencoderKL small enough for unit tests (latent /2), of the v1 preset's family."""
+    """An AutoencoderKL small enough for unit tests (latent /2), of the kl2 preset's family."""
     return autoencoder_kl_args([8, 16], latent_channels, norm_num_groups=8)
 
 

@@ -2,8 +2,9 @@
 benchmark go through one definition.
 
 - `VQVAE` (the reference's and v0.5.0's): a latent is the encoder output, quantised or not as the bundle says;
-  decoding always snaps to the codebook.
-- `AutoencoderKL` (the v1 preset): a continuous latent, the encoder's mean (never a random draw, so a known
+  decoding snaps to the codebook. A VQ-VAE built with `"codebook": false` (v1.0; `networks.without_codebook`)
+  has no quantiser at all: the encoder's output is the latent and is decoded as it is.
+- `AutoencoderKL` (the kl2 preset): a continuous latent, the encoder's mean (never a random draw, so a known
   region encodes the same way at every run); decoding is the decoder alone, so no codebook caps what a cell can
   hold (docs/training.md has the measurements).
 """
@@ -25,6 +26,16 @@ def _class_of(autoencoder: dict[str, Any]) -> str:
     if name not in AUTOENCODER_CLASSES:
         raise BundleError(f"unsupported autoencoder class {name!r} (expected one of {AUTOENCODER_CLASSES})")
     return str(name)
+
+
+def uses_codebook(autoencoder: dict[str, Any]) -> bool:
+    """Whether a bundle's autoencoder entry snaps latents to a codebook: a VQ-VAE unless it says
+    `"codebook": false`; an AutoencoderKL never has one (and may not say false: there is nothing to switch off)."""
+    name = _class_of(autoencoder)
+    codebook = autoencoder.get("codebook", True)
+    if not isinstance(codebook, bool) or (not codebook and name != "VQVAE"):
+        raise BundleError(f"'codebook' must be true or false, and false only for a VQVAE (got {codebook!r})")
+    return codebook and name == "VQVAE"
 
 
 def latent_channels(autoencoder: dict[str, Any]) -> int:

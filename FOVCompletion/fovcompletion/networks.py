@@ -43,7 +43,7 @@ def reference_unet_args() -> dict[str, Any]:
 
 def autoencoder_kl_args(channels: list[int], latent_channels: int, norm_num_groups: int) -> dict[str, Any]:
     """An AutoencoderKL with one res block per level and no attention (each level past the first halves the
-    latent grid): the family of the v1 preset's autoencoder and of the tests' tiny one."""
+    latent grid): the family of the kl2 preset's autoencoder and of the tests' tiny one."""
     return {
         "spatial_dims": 2,
         "in_channels": 1,
@@ -79,8 +79,26 @@ def build_network(class_name: str, args: dict[str, Any]) -> torch.nn.Module:
 
 
 def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
-    """Instantiate a network named the way bundles and run configs name it: {"class": ..., "args": ...}."""
-    return build_network(spec["class"], spec["args"])
+    """Instantiate a network named the way bundles and run configs name it: {"class": ..., "args": ...}, and for
+    a VQ-VAE optionally "codebook": false (`without_codebook`)."""
+    from .latent_codec import uses_codebook
+
+    module = build_network(spec["class"], spec["args"])
+    if spec.get("codebook", True) is not True and not uses_codebook(spec):  # refuses a malformed value
+        without_codebook(module)
+    return module
+
+
+def without_codebook(vqvae: torch.nn.Module) -> None:
+    """Use a VQ-VAE with continuous latents: its quantiser becomes the identity (no loss), so training, encoding
+    and decoding all pass the encoder's output to the decoder as it is. A codebook of 256 codes of 4 costs the
+    v0.5.0 VQ-VAE a fifth of its round-trip error, and snapping a sampled latent to it throws detail away;
+    keeping the architecture lets a codebook-free model start from a quantised one's weights."""
+
+    def identity(encodings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return encodings, encodings.new_zeros(())
+
+    vqvae.quantize = identity
 
 
 def unet_size_multiple(unet_args: dict[str, Any]) -> int:

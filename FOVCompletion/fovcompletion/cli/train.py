@@ -112,9 +112,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preset",
         default="default",
         choices=PRESETS,
-        help="default: the shipped 2 mm window model's recipe; v1: its successor (intensities with headroom, a "
-        "/2 VQ-VAE, 128 mm windows); gpu: the default with a wider UNet and a GPU's schedule "
-        "(docs/training.md); reference: the reference recipe (whole-spine data, GPU)",
+        help="default: the v0.5.0 2 mm window model's recipe; v1: its successor, fine-tuned from it with "
+        "--init-from (intensities with headroom, the VQ-VAE without its codebook); kl2: a measured /2 "
+        "AutoencoderKL alternative; gpu: the default with a wider UNet and a GPU's schedule (docs/training.md); "
+        "reference: the reference recipe (whole-spine data, GPU)",
     )
     new.add_argument("--config", type=Path, default=None, help="a full training configuration (JSON)")
     new.add_argument(

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..latent_codec import latent_channels
 from ..networks import autoencoder_kl_args, reference_autoencoder_args, reference_unet_args
 
-PRESETS = ("default", "v1", "gpu", "reference")
+PRESETS = ("default", "v1", "kl2", "gpu", "reference")
 
 
 @dataclass
@@ -71,6 +71,8 @@ class AutoencoderConfig:
 
     args: dict[str, Any] = field(default_factory=dict)
     network: str = "VQVAE"  # or "AutoencoderKL" (latent_codec); configurations written before it mean VQVAE
+    # False: a VQ-VAE trained and used without its quantiser (networks.without_codebook), continuous latents.
+    codebook: bool = True
     kl_weight: float = 1e-6  # weight of the KL term of an AutoencoderKL (the MONAI tutorials' value)
     # An AutoencoderKL's training decodes its mean, as the engine does, instead of a random draw (noise of
     # sigma about 0.37 on a latent spread of 1.26 at weight 1e-6): held-out whole-region SSIM 0.77-0.80
@@ -103,8 +105,11 @@ class AutoencoderConfig:
     init_from: dict[str, Any] | None = None  # the bundle whose VQ-VAE this stage started from (initialise)
 
     def spec(self) -> dict[str, Any]:
-        """The network as a bundle names it: {"class": ..., "args": ...}."""
-        return {"class": self.network, "args": self.args}
+        """The network as a bundle names it: {"class": ..., "args": ...}, plus "codebook": false without one."""
+        spec: dict[str, Any] = {"class": self.network, "args": self.args}
+        if not self.codebook:
+            spec["codebook"] = False
+        return spec
 
 
 @dataclass
@@ -167,6 +172,7 @@ class TrainConfig:
             intensity=self.intensity_spec(),
             default_slices=self.data.slices,
             conditioning=self.diffusion.conditioning,
+            latent_quantized=self.autoencoder.codebook,
         )
 
     def intensity_spec(self) -> IntensitySpec:
@@ -221,7 +227,7 @@ def default_unet_args() -> dict[str, Any]:
 
 
 def kl_autoencoder_args(latent_channels: int = 4) -> dict[str, Any]:
-    """The v1 preset's autoencoder: a continuous latent of `latent_channels` per 2 x 2 pixels (MONAI
+    """The kl2 preset's autoencoder: a continuous latent of `latent_channels` per 2 x 2 pixels (MONAI
     AutoencoderKL, two levels, no attention, 0.23 M parameters). It reached the /2 VQ-VAE's tissue SSIM in
     about half the iterations, with higher whole-region SSIM (docs/training.md)."""
     return autoencoder_kl_args([32, 64], latent_channels, norm_num_groups=16)
@@ -251,8 +257,9 @@ def set_conditioning(config: TrainConfig, mode: str) -> None:
 
 
 def preset_config(name: str) -> TrainConfig:
-    """`default`: 2 mm window model for regional scans; `gpu`: the same model with a wider UNet and a GPU's
-    schedule; `reference`: the reference recipe (whole spine, GPU)."""
+    """`default`: the 2 mm window model for regional scans (v0.5.0's recipe); `v1`: v1.0's, fine-tuned from a
+    bundle of it; `kl2`: a /2 AutoencoderKL alternative (measured, not shipped); `gpu`: the default with a wider
+    UNet and a GPU's schedule; `reference`: the reference recipe (whole spine, GPU)."""
     if name == "default":
         config = TrainConfig()
         config.autoencoder.args = default_autoencoder_args()
@@ -261,11 +268,27 @@ def preset_config(name: str) -> TrainConfig:
         config.diffusion.snr_gamma = 5.0
         return config
     if name == "v1":
-        # The default model v1.0's recipe: intensities that keep bright tissue (the 99.5th percentile maps
-        # to 1, nothing is clipped), a continuous /2 latent (AutoencoderKL) trained on small crops, and a
-        # 128 mm window so that the UNet's latent stays near the /4 model's 256 mm one.
+        # The default model v1.0's recipe: v0.5.0's networks and 256 mm window, fine-tuned from its bundle
+        # (--init-from) to intensities that keep bright tissue (0..95th percentile to [-1, 1] as before, nothing
+        # clipped above it) and to continuous latents (the VQ-VAE without its codebook): the UNet keeps what
+        # 44 000 iterations taught it, which two cores cannot retrain in a session (docs/training.md).
         config = preset_config("default")
         config.preset = "v1"
+        config.data.intensity_clip = False
+        config.data.phantoms = 24
+        config.autoencoder.codebook = False
+        config.autoencoder.crop = (64, 64)
+        config.autoencoder.crop_on_grid = True
+        config.autoencoder.adversarial_weight = 0.0
+        for stage in (config.autoencoder, config.diffusion):
+            stage.lr, stage.lr_schedule, stage.lr_min = 1e-4, "cosine", 1e-5
+        return config
+    if name == "kl2":
+        # Measured, not shipped: intensities with headroom (the 99.5th percentile maps to 1, nothing is
+        # clipped), a continuous /2 latent (AutoencoderKL) trained on small crops, and a 128 mm window so that
+        # the UNet's latent stays near the /4 model's 256 mm one (docs/training.md).
+        config = preset_config("default")
+        config.preset = "kl2"
         config.data.canvas = (64, 128)
         config.data.intensity_percentiles = (0.0, 99.5)
         config.data.intensity_clip = False

@@ -10,7 +10,7 @@ bundle exported from it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ..bundle import (
     verify_bundle,
 )
 from ..errors import InputError
+from ..latent_codec import uses_codebook
 from ..registry import resolve_bundle
 from .config import TrainConfig
 
@@ -49,13 +50,23 @@ def _provenance(folder: Path, metadata: BundleMetadata, role: str) -> dict[str, 
 
 
 def _check_trainable_intensity(metadata: BundleMetadata) -> None:
-    """Training normalises with the default percentiles (only gain flattening is a setting): a bundle whose
-    networks saw other intensities would be fine-tuned on inputs unlike its own."""
-    if replace(metadata.intensity, flatten_sigma_mm=0.0) != IntensitySpec():
+    """Training maps two percentiles of each scan to [-1, 1]: a bundle whose networks saw another output range
+    would be fine-tuned on inputs unlike its own."""
+    spec = metadata.intensity
+    if (spec.out_min, spec.out_max) != (IntensitySpec.out_min, IntensitySpec.out_max):
         raise InputError(
             f"bundle {metadata.name!r} normalises intensities differently from the training code "
             f"({metadata.intensity}); it cannot be fine-tuned here"
         )
+
+
+def _bundle_percentiles(metadata: BundleMetadata) -> tuple[float, float]:
+    return (metadata.intensity.lower_percentile, metadata.intensity.upper_percentile)
+
+
+def _architecture(spec: dict[str, Any]) -> Any:
+    """A network spec's class and arguments (a VQ-VAE's weights fit with or without its codebook in use)."""
+    return _as_json({"class": spec["class"], "args": spec["args"]})
 
 
 def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
@@ -73,6 +84,14 @@ def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
     config.data.context_fraction = canvas.context_fraction
     config.data.slices = metadata.default_slices
     config.data.flatten_sigma_mm = metadata.intensity.flatten_sigma_mm
+    # The percentiles set the scale its networks know; the clip stays the run's, so a model trained with the
+    # reference's cap can learn the headroom above it.
+    config.data.intensity_percentiles = _bundle_percentiles(metadata)
+    # A run may drop the clip or the codebook its bundle used, never bring one back: the bundle's networks
+    # were trained past it (its codebook no longer matches its encoder; its decoder draws above the cap).
+    config.data.intensity_clip = config.data.intensity_clip and metadata.intensity.clip
+    if config.autoencoder.network == "VQVAE":
+        config.autoencoder.codebook = config.autoencoder.codebook and uses_codebook(metadata.autoencoder)
     config.autoencoder.init_from = _provenance(folder, metadata, "autoencoder")
 
 
@@ -80,20 +99,34 @@ def adopt_bundle_unet(config: TrainConfig, bundle: str) -> None:
     """Make a run's UNet stage start from `bundle`: its architecture, noise schedule, conditioning and scale.
 
     The run's autoencoder must have the bundle's architecture (the UNet works on its latents); it may have been
-    fine-tuned, typically after `train-autoencoder --init-from` the same bundle."""
+    fine-tuned, typically after `train-autoencoder --init-from` the same bundle, to other intensities or without
+    its codebook: the UNet then learns the difference from where the bundle left it."""
     folder = resolve_bundle(bundle)
     metadata = verify_bundle(folder)
-    if not metadata.latent_quantized:
+    if not metadata.latent_quantized and uses_codebook(metadata.autoencoder):
         raise InputError(
             f"bundle {metadata.name!r} has a UNet trained on unquantised latents (an imported model); "
             "only bundles trained by fovcompletion can start a UNet stage"
         )
-    if _as_json(metadata.autoencoder) != _as_json(config.autoencoder.spec()):
+    if _architecture(metadata.autoencoder) != _architecture(config.autoencoder.spec()):
         raise InputError(
             f"the run's autoencoder is not the architecture of bundle {metadata.name!r}, whose UNet works on that "
             "autoencoder's latents: start the run with train-autoencoder --init-from the same bundle"
         )
+    if uses_codebook(config.autoencoder.spec()) and not uses_codebook(metadata.autoencoder):
+        raise InputError(
+            f"bundle {metadata.name!r} uses its VQ-VAE without a codebook and the run with one: start the run "
+            "with train-autoencoder --init-from the same bundle"
+        )
     _check_trainable_intensity(metadata)
+    run_percentiles = tuple(map(float, config.data.intensity_percentiles))
+    clip_returns = config.data.intensity_clip and not metadata.intensity.clip
+    if run_percentiles != _bundle_percentiles(metadata) or clip_returns:
+        raise InputError(
+            f"bundle {metadata.name!r} normalises intensities differently from the run (percentiles "
+            f"{_bundle_percentiles(metadata)}, clip {metadata.intensity.clip}; the run's {run_percentiles}, clip "
+            f"{config.data.intensity_clip})"
+        )
     run_grid = (tuple(config.data.spacing_mm), float(config.data.padding_value))
     bundle_grid = (tuple(metadata.canvas.spacing_mm), float(metadata.canvas.padding_value))
     if run_grid != bundle_grid:
