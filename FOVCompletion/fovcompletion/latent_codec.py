@@ -2,8 +2,8 @@
 benchmark go through one definition.
 
 - `VQVAE` (the reference's and v0.5.0's): a latent is the encoder output, quantised or not as the bundle says;
-  decoding snaps to the codebook. A VQ-VAE built with `"codebook": false` (v1.0; `networks.without_codebook`)
-  has no quantiser at all: the encoder's output is the latent and is decoded as it is.
+  decoding snaps to the codebook. A VQ-VAE built with `"codebook": false` (v0.6.0, the v1 preset;
+  `networks.without_codebook`) has no quantiser at all: the encoder's output is the latent, decoded as it is.
 - `AutoencoderKL` (the kl2 preset): a continuous latent, the encoder's mean (never a random draw, so a known
   region encodes the same way at every run); decoding is the decoder alone, so no codebook caps what a cell can
   hold (docs/training.md has the measurements).
