@@ -120,10 +120,10 @@ def test_a_kl_run_trains_both_stages_and_exports_a_bundle_that_completes(tmp_pat
 
 
 def test_kl2_preset_uses_a_continuous_latent():
-    v1 = preset_config("kl2")
-    spec = v1.autoencoder.spec()
+    kl2 = preset_config("kl2")
+    spec = kl2.autoencoder.spec()
     assert spec["class"] == "AutoencoderKL" and latent_downsample_factor(spec) == 2
-    assert v1.diffusion.args["out_channels"] == latent_channels(spec)
+    assert kl2.diffusion.args["out_channels"] == latent_channels(spec)
 
 
 def test_a_vqvae_without_its_codebook_passes_its_latents_through_unchanged():

@@ -172,18 +172,18 @@ def test_kl2_preset_runs_in_the_engine_within_the_shipped_limits(tmp_path):
     from fovcompletion.bundle_factory import create_random_bundle
     from fovcompletion.pipeline import complete
 
-    v1 = preset_config("kl2")
-    assert config_from_dict(v1.to_dict()) == v1
-    metadata = v1.preprocessing_metadata()
+    kl2 = preset_config("kl2")
+    assert config_from_dict(kl2.to_dict()) == kl2
+    metadata = kl2.preprocessing_metadata()
     assert metadata.latent_factor == 2 and metadata.size_multiple == 8
     folder = create_random_bundle(
-        tmp_path / "v1",
-        autoencoder_args=v1.autoencoder.args,
-        autoencoder_class=v1.autoencoder.network,
-        unet_args=v1.diffusion.args,
+        tmp_path / "kl2",
+        autoencoder_args=kl2.autoencoder.args,
+        autoencoder_class=kl2.autoencoder.network,
+        unet_args=kl2.diffusion.args,
         canvas=metadata.canvas,
         intensity=metadata.intensity,
-        conditioning=v1.diffusion.conditioning,
+        conditioning=kl2.diffusion.conditioning,
     )
     weights = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
     assert weights < 50_000_000

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .conditioning import CONDITIONING_MODES, unet_input_channels
 from .errors import BundleError
-from .latent_codec import latent_channels, latent_downsample_factor, uses_codebook
+from .latent_codec import codebook_free, latent_channels, latent_downsample_factor, uses_codebook
 from .networks import unet_size_multiple
 
 if TYPE_CHECKING:  # torch is imported only when weights are loaded, so listing bundles stays light
@@ -115,8 +115,7 @@ class BundleMetadata:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         # the oldest format that reads it right, so that older readers keep loading what they can
-        codebook_free = self.autoencoder["class"] == "VQVAE" and not uses_codebook(self.autoencoder)
-        version = 2 if codebook_free else 1
+        version = 2 if codebook_free(self.autoencoder) else 1
         return {"format": FORMAT, "format_version": version, **data}
 
     @classmethod

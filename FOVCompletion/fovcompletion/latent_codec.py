@@ -38,6 +38,15 @@ def uses_codebook(autoencoder: dict[str, Any]) -> bool:
     return codebook and name == "VQVAE"
 
 
+def codebook_free(spec: dict[str, Any]) -> bool:
+    """Whether a network spec is a VQ-VAE used without its codebook; a malformed "codebook" is refused. Specs that
+    do not name one (UNets, autoencoders with their default) are not."""
+    if spec.get("codebook", True) is True:
+        return False
+    uses_codebook(spec)  # refuses anything but false on a VQVAE
+    return True
+
+
 def latent_channels(autoencoder: dict[str, Any]) -> int:
     """Channels of a latent map, from a bundle's `autoencoder` entry ({"class": ..., "args": ...})."""
     args = autoencoder["args"]

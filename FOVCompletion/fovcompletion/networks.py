@@ -81,10 +81,10 @@ def build_network(class_name: str, args: dict[str, Any]) -> torch.nn.Module:
 def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
     """Instantiate a network named the way bundles and run configs name it: {"class": ..., "args": ...}, and for
     a VQ-VAE optionally "codebook": false (`without_codebook`)."""
-    from .latent_codec import uses_codebook
+    from .latent_codec import codebook_free
 
     module = build_network(spec["class"], spec["args"])
-    if spec.get("codebook", True) is not True and not uses_codebook(spec):  # refuses a malformed value
+    if codebook_free(spec):
         without_codebook(module)
     return module
 
