@@ -1,15 +1,19 @@
-"""Canvas layout and progressive outpainting: any extent with any canvas, windows overlap, no gaps."""
+"""Canvas layout and progressive outpainting: any extent with any canvas, windows overlap, no gaps, no steps."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
 
 from conftest import oblique_affine, synthetic_scan
+from fovcompletion import pipeline
 from fovcompletion.bundle import read_metadata
 from fovcompletion.errors import InputError
 from fovcompletion.layout import MAX_TOTAL_EXTENSION_MM, plan_layout, plan_windows
 from fovcompletion.pipeline import complete
+from fovcompletion.seam import crossfade_weights
 
 
 @pytest.mark.parametrize(
@@ -77,3 +81,48 @@ def test_windowed_outpainting_stitches_without_gaps(tiny_bundle):
     assert (plane > padding_value).all()
     row_std = plane.std(axis=1)
     assert (row_std > 0).all()
+
+
+def test_crossfade_weights_fade_only_rows_an_earlier_window_made():
+    # rows 0-3 the scan's, 4-9 an earlier window's, then rows this window makes
+    filled = np.array([True] * 10 + [False] * 6)
+    generated = np.array([False] * 4 + [True] * 12)
+    weights = crossfade_weights(filled, generated, overlap=3)
+    np.testing.assert_allclose(weights, [1] * 7 + [0.75, 0.5, 0.25] + [0] * 6)
+    np.testing.assert_array_equal(crossfade_weights(filled, generated, overlap=0), filled)
+    # next to the scan nothing is made again, however wide the overlap
+    scan_only = np.array([True] * 4 + [False] * 12)
+    np.testing.assert_array_equal(crossfade_weights(scan_only, np.zeros(16, bool), overlap=3), scan_only)
+
+
+def test_later_windows_cross_fade_into_earlier_ones(tiny_bundle, monkeypatch):
+    """Each window reproduces what it is given and paints its own level elsewhere, as a sampler does when it
+    continues the latent but not the level that an earlier window painted: without an overlap every window
+    boundary is a step, with one the level ramps from window to window."""
+    levels = itertools.count()
+
+    def paint_level(self, image, known):
+        return np.where(known, image, -0.8 + 0.3 * next(levels)).astype(np.float32)
+
+    mosaics = []
+    sample = pipeline._Completer.sample
+    monkeypatch.setattr(pipeline._Completer, "window", paint_level)
+    monkeypatch.setattr(
+        pipeline._Completer, "sample", lambda *args: mosaics.append(sample(*args)) or mosaics[-1]
+    )
+    scan, affine = synthetic_scan((3, 30, 24)), oblique_affine((2.0, 2.0, 2.0), 0.0)
+    for overlap_mm in (0.0, 16.0):
+        complete(
+            scan,
+            affine,
+            model=tiny_bundle,
+            slices=1,
+            steps=1,
+            extend_inferior_mm=120,
+            window_overlap_mm=overlap_mm,
+        )
+    assert len(mosaics) == 2 and next(levels) > 6  # the 64 mm canvas needed several windows each time
+    rows_past_seam = slice(-50, None)  # 100 mm below the scan, well past the 16 mm feather: only windows
+    hard, soft = (np.abs(np.diff(m[0, rows_past_seam].mean(axis=1))) for m in mosaics)
+    assert hard.max() == pytest.approx(0.3, abs=1e-5)
+    assert soft.max() < 0.3 / 4  # 8 rows of overlap: the step spread over them

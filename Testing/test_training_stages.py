@@ -100,6 +100,25 @@ def test_resume_with_more_data_encodes_again_and_keeps_the_scale(trained_run, tm
     assert load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["step"] == 6
 
 
+def test_a_further_trained_autoencoder_encodes_again_and_keeps_the_scale(trained_run, tmp_path):
+    """Latents of an older autoencoder would train the UNet for a decoder it will never be shipped with."""
+    root, straight = trained_run
+    run = tmp_path / "retrained"
+    shutil.copytree(straight, run)
+    before = load_checkpoint(run / "diffusion" / "latents.pt", restore_rng=False)
+    config = tiny_config(root)
+    config.autoencoder.epochs = 3
+    train_autoencoder(config, run, resume=True)
+    config.diffusion.epochs = 3
+    train_diffusion(config, run, resume=True)
+    after = load_checkpoint(run / "diffusion" / "latents.pt", restore_rng=False)
+    assert after["key"] == before["key"]
+    assert not _tensors_equal(after["autoencoder"], before["autoencoder"])
+    pairs = list(zip(after["train"]["latents"], before["train"]["latents"]))
+    assert len(pairs) == len(before["train"]["latents"]) and not any(torch.equal(a, b) for a, b in pairs)
+    assert after["scale"] == before["scale"]
+
+
 def test_flattening_on_resume_encodes_again_and_is_exported(trained_run, tmp_path):
     """Switching the gain flattening on changes what the UNet sees: fresh latents, and the bundle says so."""
     run, before, after = _resume_one_more_epoch(trained_run, tmp_path, flatten_sigma_mm=30.0)

@@ -56,6 +56,7 @@ class CanvasLayout:
     col_offset: int  # mosaic column of the scan's column 0 (negative when the canvas crops the scan)
     window_height: int
     window_starts: tuple[int, ...]  # first row of each window, in scan rows, in processing order
+    context: int = 0  # rows each later window takes from those already filled (0: one window)
 
     @property
     def windows(self) -> int:
@@ -117,5 +118,5 @@ def plan_layout(
     context = min(max(multiple, context), window_height - multiple)  # each window must advance
     starts = plan_windows(top, top + height, (0, n_rows), window_height, context)
     return CanvasLayout(
-        n_rows, n_cols, above, below, top, height, width, col_offset, window_height, tuple(starts)
+        n_rows, n_cols, above, below, top, height, width, col_offset, window_height, tuple(starts), context
     )

@@ -40,9 +40,10 @@ from .sampling import (
     latent_mask,
     nearest_latent_mask,
 )
-from .seam import blend_seam
+from .seam import blend_seam, crossfade_weights
 
 DEFAULT_FEATHER_MM = 16.0
+DEFAULT_WINDOW_OVERLAP_MM = 32.0
 # Live preview: receives the current estimate of the completed volume (output geometry, scanner units) every few
 # steps and returns what the progress events report for it (the file it was written to), or None.
 PreviewCallback = Callable[[Volume], Optional[str]]  # evaluated at import: no `X | Y` (Python 3.9)
@@ -124,7 +125,8 @@ class _Completer:
         self.tracker = tracker
         self.generator = torch.Generator().manual_seed(int(seed))
         self.on_preview = on_preview
-        self._canvas: tuple | None = None  # (mosaic, known, rows of the window being sampled, feather)
+        # (mosaic, rows of the window being sampled, its known pixels, keep, feather) while a window is sampled
+        self._canvas: tuple | None = None
         self._details: dict[str, str] = {}  # reported with the next progress event
         metadata = bundle.metadata
         self.inpainter = LatentInpainter(
@@ -152,20 +154,23 @@ class _Completer:
         return decoded[:, 0].float().cpu().numpy()
 
     def _place(
-        self, image: np.ndarray, known: np.ndarray, rows: slice, decoded: np.ndarray, feather_px: float
-    ) -> None:
-        """Put a decoded window on the mosaic: known pixels kept and the seam feathered, except for the reference,
-        which keeps the decoded canvas as is, known part included."""
+        self, window: np.ndarray, known: np.ndarray, keep: np.ndarray, decoded: np.ndarray, feather_px: float
+    ) -> np.ndarray:
+        """A decoded window on what the window's rows held: known pixels of rows kept whole (`keep` 1) stay and
+        the seam into the new ones is feathered, rows made again (0 < keep < 1) are cross-faded; the reference
+        keeps the decoded canvas as is, known part included."""
         if self.options.method == "reference":
-            image[:, rows] = decoded
-        else:
-            image[:, rows] = blend_seam(decoded, image[:, rows], known[:, rows], feather_px)
+            return decoded
+        placed = blend_seam(decoded, window, known & (keep >= 1.0)[None, :, None], feather_px)
+        # The earlier content's share of a row made again (0 in rows kept, whose known pixels `placed` holds).
+        fade = np.where(keep < 1.0, keep, 0.0)[None, :, None]
+        return (fade * window + (1.0 - fade) * placed).astype(np.float32)
 
     def _preview(self, estimate: torch.Tensor) -> None:
         """The clean estimate of the window being sampled, decoded and placed on a copy of the mosaic."""
-        image, known, rows, feather_px = self._canvas
+        image, rows, known, keep, feather_px = self._canvas
         mosaic = image.copy()
-        self._place(mosaic, known, rows, self._decode(estimate), feather_px)
+        mosaic[:, rows] = self._place(image[:, rows], known, keep, self._decode(estimate), feather_px)
         reported = self.on_preview(mosaic)
         if reported:
             self._details = {"preview": reported}
@@ -189,16 +194,23 @@ class _Completer:
             sampled = self.inpainter.run(latent, cells, self.options)
         return self._decode(sampled)
 
-    def sample(self, slab: PreparedSlab, layout: CanvasLayout, feather_px: float) -> np.ndarray:
-        """One completed mosaic (model grid, normalised), windows in order, each conditioned on all before."""
+    def sample(
+        self, slab: PreparedSlab, layout: CanvasLayout, feather_px: float, overlap_px: int
+    ) -> np.ndarray:
+        """One completed mosaic (model grid, normalised), windows in order, each conditioned on all before and
+        cross-faded over `overlap_px` rows into what the windows before it made."""
         metadata = self.bundle.metadata
         image, known = _mosaic(slab, layout, metadata.canvas.padding_value)
+        scan_rows = known.any(axis=(0, 2))
+        filled = scan_rows.copy()
         for start in layout.window_starts:
             rows = slice(start - layout.top, start - layout.top + layout.window_height)
-            self._canvas = (image, known, rows, feather_px)
-            decoded = self.window(image[:, rows], known[:, rows])
-            self._place(image, known, rows, decoded, feather_px)
+            keep = crossfade_weights(filled[rows], ~scan_rows[rows], overlap_px)
+            self._canvas = (image, rows, known[:, rows], keep, feather_px)
+            decoded = self.window(image[:, rows], known[:, rows] & (keep >= 1.0)[None, :, None])
+            image[:, rows] = self._place(image[:, rows], known[:, rows], keep, decoded, feather_px)
             known[:, rows] = True
+            filled[rows] = True
         self._canvas = None
         return image
 
@@ -233,6 +245,7 @@ def complete(
     device: str = "auto",
     sampler: SamplerOptions | None = None,
     feather_mm: float = DEFAULT_FEATHER_MM,
+    window_overlap_mm: float = DEFAULT_WINDOW_OVERLAP_MM,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     preview: PreviewCallback | None = None,
@@ -242,9 +255,11 @@ def complete(
 
     `slices`: count of central sagittal slices (default: the model's); `slice_range`: (start, stop) along the
     input's left-right axis instead. `steps`: denoising steps. `cancel`: polled every step; raises
-    `CancelledError`. `preview`: called every `preview_every` steps with the current estimate of the result (the
-    decoded clean prediction over the known part, in the output's geometry); what it returns is reported in the
-    next progress event as `preview`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
+    `CancelledError`. `feather_mm`: how far the seam into the scan is feathered; `window_overlap_mm`: how many
+    millimetres of an earlier window's rows each later window makes again and cross-fades (0: none).
+    `preview`: called every `preview_every` steps with the current estimate of the result (the decoded clean
+    prediction over the known part, in the output's geometry); what it returns is reported in the next
+    progress event as `preview`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
     """
     started = time.perf_counter()
     volume = validate_volume(*((image.array, image.affine) if isinstance(image, Volume) else (image, affine)))
@@ -285,6 +300,8 @@ def complete(
         estimated_s=round(estimate.seconds, 1),
     )
     feather_px = feather_mm / metadata.canvas.spacing_mm[0]
+    # At most half of a window's context is made again: the rest conditions it.
+    overlap_px = min(int(round(window_overlap_mm / metadata.canvas.spacing_mm[0])), layout.context // 2)
     above, native_rows, mosaic_rows, mosaic_cols = _native_grid(
         slab, layout, (extend_superior_mm, extend_inferior_mm)
     )
@@ -330,7 +347,7 @@ def complete(
     outputs = []
     try:
         for _ in range(samples):
-            outputs.append(to_output(completer.sample(slab, layout, feather_px)))
+            outputs.append(to_output(completer.sample(slab, layout, feather_px, overlap_px)))
     except Exception as error:
         if is_out_of_memory(error):
             raise OutOfMemoryError(

@@ -1,8 +1,13 @@
-"""Feathered seam: generated pixels near the known region are shifted towards it, known pixels never change.
+"""Where generated pixels meet others: the feathered seam at the scan, the cross-fade between windows.
 
 Where the generated image meets the known one, the residual (known - generated) measured on the known side
 is carried into the generated side and faded out over `feather` pixels, so the seam is continuous while
 the known region keeps its exact values.
+
+Where a window meets rows that an earlier window generated, nothing has to be kept exactly: the window makes
+the last rows of the earlier window's part again and the two are cross-faded over them (`crossfade_weights`).
+A window continues the latent it is given, not the level of what an earlier window painted, so without the
+cross-fade its first generated row sits under the earlier one as a horizontal line.
 """
 
 from __future__ import annotations
@@ -38,3 +43,20 @@ def blend_seam(
         correction = residual[rows, cols] * weight
         output[index] = np.where(plane_known, known_values[index], generated[index] + correction)
     return output
+
+
+def crossfade_weights(filled: np.ndarray, generated: np.ndarray, overlap: int) -> np.ndarray:
+    """Per row of a window, the weight of what the row already holds against what this window makes of it.
+
+    `filled`: rows that hold content before this window (the scan's or an earlier window's); `generated`:
+    rows that an earlier window made, the only ones that may be made again. 1 = kept as is and given to the
+    sampler as known; 0 = this window's; in between (generated rows within `overlap` rows of one this window
+    makes) = made again and mixed, the earlier content's weight falling linearly towards the new rows.
+    """
+    weights = filled.astype(np.float32)
+    if overlap <= 0 or filled.all() or not filled.any():
+        return weights
+    distance = ndimage.distance_transform_edt(filled)  # rows to the nearest row this window makes
+    band = generated & filled & (distance <= overlap)
+    weights[band] = distance[band] / (overlap + 1)
+    return weights

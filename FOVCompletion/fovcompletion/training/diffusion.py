@@ -127,6 +127,14 @@ class EMA:
                 averaged.copy_(current)
 
 
+def same_tensors(state: dict, model: torch.nn.Module) -> bool:
+    """Whether a saved state dict holds exactly `model`'s weights."""
+    current = model.state_dict()
+    return state.keys() == current.keys() and all(
+        torch.equal(state[k].cpu(), current[k].cpu()) for k in state
+    )
+
+
 def latent_cache_key(config: TrainConfig) -> dict:
     """What the cached latents were encoded from: a change (more phantoms, say) re-encodes them."""
     key = {
@@ -150,14 +158,23 @@ def latent_cache_key(config: TrainConfig) -> dict:
 def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, main: bool, context) -> dict:
     """Encode training and held-out slices once (rank 0), cache them in the run folder, load everywhere.
 
-    A resumed UNet keeps the latent scale it was trained with even when the data changed under it, and a UNet
-    started from a bundle keeps the bundle's."""
+    A resumed UNet keeps the latent scale it was trained with even when the data or the autoencoder changed
+    under it, and a UNet started from a bundle keeps the bundle's."""
     cache = run_dir / STAGE / LATENT_CACHE
     key = latent_cache_key(config)
     if main and cache.is_file():
-        stale = load_checkpoint(cache, restore_rng=False).get("key") != key
+        cached = load_checkpoint(cache, restore_rng=False)
+        if cached.get("key") != key:
+            stale = "the training data changed"
+        elif not same_tensors(
+            cached.get("autoencoder", {}), load_trained_autoencoder(run_dir, config, torch.device("cpu"))
+        ):
+            stale = "the autoencoder changed"
+        else:
+            stale = ""
+        del cached
         if stale:
-            log_line(f"training data changed since {cache} was written: encoding again")
+            log_line(f"{stale} since {cache} was written: encoding again")
             cache.unlink()
     if main and not cache.is_file():
         write_latent_cache(run_dir, config, device, cache, key)
