@@ -251,6 +251,32 @@ def test_benchmark_on_one_coarse_phantom(tmp_path, bench_bundle):
     assert "disc F1" in (out / "results.md").read_text()
 
 
+def test_each_guidance_asked_for_is_a_row_of_its_own(tmp_path):
+    canvas = CanvasSpec(shape=(128, 32), spacing_mm=(8.0, 8.0))
+    bundle = create_random_bundle(
+        tmp_path / "bundle", canvas=canvas, name="tiny-guided", conditioning="masked_latent", guidance=2.0
+    )
+    out = tmp_path / "out"
+    arguments = [
+        "--model",
+        str(bundle),
+        "--phantoms",
+        "1",
+        "--phantom-spacing",
+        "4",
+        "--methods",
+        "ours",
+        *FAST,
+    ]
+    assert main(["benchmark", "--out", str(out), *arguments, "--guidance", "1,3"]) == 0
+    results = check_results(out, {"ours-steps2-guidance1", "ours-steps2-guidance3"})
+    assert (
+        results["methods"]["ours-steps2-guidance3"]["nfe"] == 2
+    )  # steps, each one batch with and without context
+    assert main(["benchmark", "--out", str(tmp_path / "default"), *arguments]) == 0  # the bundle's, unnamed
+    check_results(tmp_path / "default", {"ours-steps2"})
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert main(["benchmark", "--out", str(tmp_path / "o"), "--phantoms", "0"]) == 1
     assert "nothing to benchmark" in capsys.readouterr().err

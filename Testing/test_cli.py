@@ -230,6 +230,16 @@ BAD_INPUTS = {
         ["--slice-range", "2:12"],
         "outside the scan's 9 sagittal slices",
     ),
+    "guidance for an unconditional model": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--guidance", "2"],
+        "guidance 2 needs the ddim sampler and a UNet that sees the known region",
+    ),
+    "negative guidance": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--guidance", "-1"],
+        "guidance must be a number >= 0",
+    ),
 }
 
 

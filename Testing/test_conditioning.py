@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import synthetic_scan
-from fovcompletion.bundle import SchedulerSpec, load_bundle, read_metadata
+from fovcompletion.bundle import Bundle, SchedulerSpec, load_bundle, read_metadata
 from fovcompletion.bundle_factory import create_random_bundle
 from fovcompletion.conditioning import conditioned_input, outpainting_masks, unet_input_channels
-from fovcompletion.errors import BundleError
+from fovcompletion.errors import BundleError, InputError
 from fovcompletion.pipeline import complete
 from fovcompletion.sampling import LatentInpainter, SamplerOptions
 
@@ -25,6 +25,15 @@ AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 def conditioned_bundle(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bundles") / "conditioned"
     return create_random_bundle(folder, name="tiny-conditioned", conditioning="masked_latent")
+
+
+def with_output_weights(bundle: Bundle) -> Bundle:
+    """MONAI zero-initialises the UNet's output convolution, so that a random UNet predicts nothing: give it
+    weights."""
+    with torch.no_grad():
+        for parameter in bundle.unet.out.parameters():
+            parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(2))
+    return bundle
 
 
 def test_masks_are_bands_of_whole_rows_at_one_end_and_only_inside_the_scan():
@@ -62,10 +71,9 @@ def test_conditioned_input_zeroes_the_unknown_latent():
 @pytest.mark.parametrize(("conditioning", "sees_context"), [("none", False), ("masked_latent", True)])
 def test_only_a_conditioned_unet_uses_the_context_from_the_first_step(tmp_path, conditioning, sees_context):
     """One DDIM step from the same noise: an unconditional UNet cannot know the context yet."""
-    bundle = load_bundle(create_random_bundle(tmp_path / "b", conditioning=conditioning, seed=1))
-    with torch.no_grad():  # MONAI zero-initialises the output convolution: give it weights
-        for parameter in bundle.unet.out.parameters():
-            parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(2))
+    bundle = with_output_weights(
+        load_bundle(create_random_bundle(tmp_path / "b", conditioning=conditioning, seed=1))
+    )
     mask = torch.zeros(1, 1, 8, 8)
     mask[:, :, :4] = 1
     generated = []
@@ -97,6 +105,81 @@ def test_conditioning_that_contradicts_the_unet_is_refused(conditioned_bundle, t
     shutil.copytree(conditioned_bundle, folder)
     metadata = json.loads((folder / "bundle.json").read_text())
     metadata["conditioning"] = conditioning
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match=match):
+        read_metadata(folder)
+
+
+def _one_step_x0(unet, conditioning: str, known_value: float, guidance: float) -> torch.Tensor:
+    """The generated half of one DDIM step from the same noise (the clean estimate), with this guidance."""
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[:, :, :4] = 1
+    inpainter = LatentInpainter(
+        unet, SchedulerSpec(), torch.Generator().manual_seed(0), conditioning=conditioning
+    )
+    known = torch.full((1, 4, 8, 8), known_value)
+    return inpainter.run(known, mask, SamplerOptions(steps=1, guidance=guidance))[:, :, 4:]
+
+
+def test_guidance_extrapolates_from_the_prediction_without_context(tmp_path):
+    """w = 0 is the UNet without the known region (blind to it), w = 1 the plain conditioned step, and any other
+    w lies on the line through the two: eps = eps_without + w (eps_with - eps_without)."""
+    bundle = with_output_weights(
+        load_bundle(create_random_bundle(tmp_path / "b", conditioning="masked_latent", seed=1))
+    )
+    without, plain, guided = (_one_step_x0(bundle.unet, "masked_latent", 1.0, w) for w in (0.0, 1.0, 3.0))
+    assert not torch.allclose(without, plain)
+    torch.testing.assert_close(guided, without + 3.0 * (plain - without), rtol=1e-4, atol=1e-5)
+    blind = _one_step_x0(bundle.unet, "masked_latent", -1.0, 0.0)
+    torch.testing.assert_close(blind, without)  # w = 0 never looks at the known latent
+    with pytest.raises(InputError, match="unconditional"):
+        _one_step_x0(load_bundle(create_random_bundle(tmp_path / "u")).unet, "none", 1.0, 2.0)
+
+
+def test_the_bundles_guidance_is_the_default_and_the_callers_wins(tmp_path, tiny_bundle):
+    # a random UNet barely reacts to its context channels: a strong guidance makes the difference measurable
+    folder = create_random_bundle(tmp_path / "g", conditioning="masked_latent", guidance=20.0, seed=3)
+    assert read_metadata(folder).guidance == 20.0
+    bundle = with_output_weights(load_bundle(folder))
+    scan = synthetic_scan((6, 40, 30))
+
+    def run(**options):
+        return complete(scan, AFFINE, model=bundle, slices=2, steps=2, extend_inferior_mm=30, **options).image
+
+    default = run()
+    np.testing.assert_array_equal(default, run(sampler=SamplerOptions(steps=2, guidance=20.0)))
+    assert np.abs(default - run(sampler=SamplerOptions(steps=2, guidance=1.0))).max() > 1e-2
+    # the reference algorithm has no guidance: the bundle's is not applied, an explicit one is refused
+    complete(
+        scan, AFFINE, model=folder, slices=2, extend_inferior_mm=30, sampler=SamplerOptions("reference", 2)
+    )
+    with pytest.raises(InputError, match="guidance 2 needs the ddim sampler"):
+        complete(
+            scan,
+            AFFINE,
+            model=tiny_bundle,
+            extend_inferior_mm=30,
+            sampler=SamplerOptions(steps=2, guidance=2.0),
+        )
+    with pytest.raises(InputError, match="guidance must be a number >= 0"):
+        complete(
+            scan, AFFINE, model=folder, extend_inferior_mm=30, sampler=SamplerOptions(steps=2, guidance=-1.0)
+        )
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ({"guidance": -0.5}, "guidance must be a number >= 0"),
+        ({"conditioning": "none"}, "needs a conditioned"),
+    ],
+)
+def test_guidance_a_bundle_cannot_use_is_refused(tmp_path, edit, match):
+    folder = create_random_bundle(tmp_path / "g", conditioning="masked_latent", guidance=2.0)
+    metadata = json.loads((folder / "bundle.json").read_text())
+    metadata.update(edit)
+    if edit.get("conditioning") == "none":  # a UNet that matches, so that only the guidance is wrong
+        metadata["diffusion"]["args"]["in_channels"] = 4
     (folder / "bundle.json").write_text(json.dumps(metadata))
     with pytest.raises(BundleError, match=match):
         read_metadata(folder)

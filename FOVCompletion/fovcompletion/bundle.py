@@ -91,6 +91,7 @@ class BundleMetadata:
         True  # the UNet saw VQ-quantised latents (ours) or raw encoder output (reference)
     )
     conditioning: str = "none"  # what the UNet sees of the known region (see `conditioning`)
+    guidance: float = 1.0  # classifier-free guidance the sampler uses unless told otherwise (1: none)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     canvas: CanvasSpec = field(default_factory=CanvasSpec)
     intensity: IntensitySpec = field(default_factory=IntensitySpec)
@@ -141,6 +142,7 @@ class BundleMetadata:
                 latent_scale_factor=float(data["latent_scale_factor"]),
                 latent_quantized=bool(data.get("latent_quantized", True)),
                 conditioning=str(data.get("conditioning", "none")),
+                guidance=float(data.get("guidance", 1.0)),
                 weights={role: WeightFile(**spec) for role, spec in data["weights"].items()},
                 scheduler=SchedulerSpec(**data.get("scheduler", {})),
                 canvas=CanvasSpec(**canvas),
@@ -178,6 +180,12 @@ class BundleMetadata:
             raise BundleError(
                 f"bundle {self.name!r}: conditioning {self.conditioning!r} is not one of "
                 f"{', '.join(CONDITIONING_MODES)} (made by a newer fovcompletion?)"
+            )
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise BundleError(f"bundle {self.name!r}: guidance must be a number >= 0")
+        if self.guidance != 1.0 and self.conditioning == "none":
+            raise BundleError(
+                f"bundle {self.name!r}: guidance needs a conditioned UNet (conditioning is 'none')"
             )
         uses_codebook(self.autoencoder)  # refuses a malformed "codebook"
         latent = latent_channels(self.autoencoder)

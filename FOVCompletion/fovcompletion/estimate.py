@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .bundle import BundleMetadata, read_metadata
 from .layout import CanvasLayout, plan_layout
 from .progress import format_seconds
-from .schedule import SamplerOptions, count_model_evaluations
+from .schedule import SamplerOptions, count_model_evaluations, unet_batch_size
 
 FALLBACK_SECONDS_PER_STEP_PER_SLICE = {"cpu": 0.1, "cuda": 0.005, "mps": 0.03}
 
@@ -62,4 +62,5 @@ def estimate_seconds(
         return 0.0
     layout = plan_layout(metadata, rows, metadata.canvas.shape[1], extend_superior_mm, extend_inferior_mm)
     nfe = count_model_evaluations(SamplerOptions(steps=steps), metadata.scheduler.num_train_timesteps)
-    return estimate_run(metadata, layout, slices, nfe * layout.windows, device).seconds
+    batch = unet_batch_size(slices, metadata.guidance)  # the sampler's default, as the run will use it
+    return estimate_run(metadata, layout, batch, nfe * layout.windows, device).seconds

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .bundle import METADATA_FILE, Bundle, load_bundle, read_metadata
+from .bundle import METADATA_FILE, Bundle, BundleMetadata, load_bundle, read_metadata
 from .device import autocast_dtype, is_out_of_memory, resolve_device
 from .errors import InputError, OutOfMemoryError
 from .estimate import estimate_run
@@ -40,6 +40,7 @@ from .sampling import (
     latent_mask,
     nearest_latent_mask,
 )
+from .schedule import unet_batch_size
 from .seam import blend_seam, crossfade_weights
 
 DEFAULT_FEATHER_MM = 16.0
@@ -215,6 +216,20 @@ class _Completer:
         return image
 
 
+def resolve_guidance(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
+    """The caller's guidance, else the bundle's; the reference algorithm and unconditional UNets have none, which
+    only an explicit request makes an error."""
+    guidance = metadata.guidance if options.guidance is None else options.guidance
+    if guidance != 1.0 and (options.method == "reference" or metadata.conditioning == "none"):
+        if options.guidance is not None:
+            raise InputError(
+                f"guidance {guidance:g} needs the ddim sampler and a UNet that sees the known region "
+                f"({metadata.name} with the {options.method} sampler has neither or one)"
+            )
+        guidance = 1.0
+    return replace(options, guidance=guidance)
+
+
 def _native_grid(slab: PreparedSlab, layout: CanvasLayout, extend_mm: tuple[float, float]) -> tuple:
     """Rows/cols of the output on the scan's own in-plane grid, and where they fall on the mosaic."""
     spacing = slab.native_spacing
@@ -275,6 +290,7 @@ def complete(
     bundle = get_bundle(model, torch_device)
     metadata = bundle.metadata
     options.validate(metadata.scheduler.num_train_timesteps)
+    options = resolve_guidance(options, metadata)
     slab = prepare_slab(volume, metadata, slices, slice_range)
     reference = options.method == "reference"
     layout = plan_layout(
@@ -285,10 +301,11 @@ def complete(
         extend_inferior_mm,
         reference_placement=reference,
     )
-    check_memory(metadata, torch_device, slab.model.shape[0], layout.window_height, layout.width)
+    unet_batch = unet_batch_size(slab.model.shape[0], options.guidance)
+    check_memory(metadata, torch_device, unet_batch, layout.window_height, layout.width)
     nfe_per_window = count_model_evaluations(options, metadata.scheduler.num_train_timesteps)
     tracker = ProgressTracker(samples * layout.windows * nfe_per_window, progress)
-    estimate = estimate_run(metadata, layout, slab.model.shape[0], tracker.total, torch_device.type)
+    estimate = estimate_run(metadata, layout, unet_batch, tracker.total, torch_device.type)
     tracker.emit(
         "start",
         f"{metadata.name}: {layout.windows} window(s), {slab.model.shape[0]} slice(s), {samples} "

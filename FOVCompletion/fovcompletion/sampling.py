@@ -87,6 +87,7 @@ class LatentInpainter:
         self.should_cancel = should_cancel or (lambda: False)
         self.autocast_dtype = autocast_dtype
         self.slice_noise_correlation = 0.0  # set per run from its options
+        self.guidance = 1.0  # likewise
 
     def _noise(self, like: torch.Tensor) -> torch.Tensor:
         """Unit Gaussian noise shaped like the batch (the slices), correlated across it as the run asks."""
@@ -113,7 +114,13 @@ class LatentInpainter:
         )
         model_input = z if self.conditioning == "none" else conditioned_input(z, known, mask)
         with torch.no_grad(), autocast:
-            output = self.unet(model_input, timesteps).float()
+            if self.guidance == 1.0:
+                output = self.unet(model_input, timesteps).float()
+            else:  # one batch: with the context and without it
+                without_context = conditioned_input(z, known, torch.zeros_like(mask))
+                both = self.unet(torch.cat([model_input, without_context]), torch.cat([timesteps, timesteps]))
+                guided, unguided = both.float().chunk(2)
+                output = unguided + self.guidance * (guided - unguided)
         a_t = self._alpha(t)
         kind = self.schedule.prediction_type
         if kind == "epsilon":
@@ -199,4 +206,7 @@ class LatentInpainter:
         # The reference algorithm is kept as the original ran it: every slice draws its own noise.
         reference = options.method == "reference"
         self.slice_noise_correlation = 0.0 if reference else options.slice_noise_correlation
+        self.guidance = 1.0 if reference or options.guidance is None else options.guidance
+        if self.guidance != 1.0 and self.conditioning == "none":
+            raise InputError("guidance needs a UNet that sees the known region; this one is unconditional")
         return (self.reference if options.method == "reference" else self.ddim)(known, mask, options)

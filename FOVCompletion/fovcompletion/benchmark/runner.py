@@ -39,6 +39,7 @@ class Method:
     steps: int = 0
     resample: int = 1
     slice_noise_correlation: float = SamplerOptions.slice_noise_correlation
+    guidance: float | None = None  # None: the bundle's
 
     @property
     def learned(self) -> bool:
@@ -60,6 +61,7 @@ class Method:
             steps=self.steps,
             resample=self.resample,
             slice_noise_correlation=self.slice_noise_correlation,
+            guidance=self.guidance,
         )
 
 
@@ -70,29 +72,35 @@ def build_methods(
     resample_steps: int,
     reference_steps: int,
     slice_noise_correlation: float = SamplerOptions.slice_noise_correlation,
+    guidances: tuple[float | None, ...] = (None,),
 ) -> list[Method]:
     """The comparison, in the order tables and plots show it: the ceilings first; our sampler's slices share
-    `slice_noise_correlation` of their noise."""
+    `slice_noise_correlation` of their noise; each of `guidances` gives its own rows (None: the bundle's)."""
     unknown = families - set(FAMILIES)
     if unknown:
         raise InputError(
             f"unknown method(s) {', '.join(sorted(unknown))} (choose from {', '.join(FAMILIES)})"
         )
     methods: list[Method] = [Method(name, name) for name in CEILINGS if name in families]
-    if "ours" in families:
-        methods += [Method(f"ours-steps{n}", "ours", n, 1, slice_noise_correlation) for n in steps]
-    if "resample" in families:
-        methods += [
-            Method(
-                f"ours-steps{resample_steps}-resample{r}",
-                "resample",
-                resample_steps,
-                r,
-                slice_noise_correlation,
-            )
-            for r in resamples
-            if r > 1
-        ]
+    for guidance in guidances:
+        tag = "" if guidance is None else f"-guidance{guidance:g}"
+        if "ours" in families:
+            methods += [
+                Method(f"ours-steps{n}{tag}", "ours", n, 1, slice_noise_correlation, guidance) for n in steps
+            ]
+        if "resample" in families:
+            methods += [
+                Method(
+                    f"ours-steps{resample_steps}-resample{r}{tag}",
+                    "resample",
+                    resample_steps,
+                    r,
+                    slice_noise_correlation,
+                    guidance,
+                )
+                for r in resamples
+                if r > 1
+            ]
     if "reference" in families:
         methods.append(Method("reference", "reference", reference_steps))
     methods += [Method(name, name) for name in ("constant", "mirror", "retrieval") if name in families]

@@ -43,6 +43,16 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def guidance_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers (got {text!r})") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected numbers >= 0 (got {text!r})")
+    return values
+
+
 def name_list(text: str) -> set[str]:
     return {part.strip() for part in text.split(",") if part.strip()}
 
@@ -129,6 +139,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="R",
         help="how much of the noise our sampler's slices share (default: the engine's, "
         f"{SamplerOptions.slice_noise_correlation:g})",
+    )
+    parser.add_argument(
+        "--guidance",
+        type=guidance_list,
+        default=(None,),
+        metavar="W,W",
+        help="classifier-free guidance of our sampler's runs, each value a row of its own named ...-guidanceW "
+        "(default: the bundle's, rows unnamed; 1 = none)",
     )
     parser.add_argument(
         "--reference-steps",
@@ -243,6 +261,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         args.resample_steps or preset["resample_steps"],
         reference_steps,
         args.slice_noise_correlation,
+        args.guidance,
     )
     cases, retrieval, extra = [], {}, {}
     spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)

@@ -75,6 +75,14 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
     sampler.add_argument("--mask-erosion", type=int, default=0, help="erode the latent known mask by N cells")
     sampler.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic steps)")
     sampler.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        metavar="W",
+        help="classifier-free guidance: how much more than the UNet alone the completion follows the known "
+        "region (default: the model's setting; 1 = none; other values take twice the time per step)",
+    )
+    sampler.add_argument(
         "--slice-noise-correlation",
         type=float,
         default=SamplerOptions.slice_noise_correlation,
@@ -93,6 +101,7 @@ def sampler_options(args: argparse.Namespace) -> SamplerOptions:
         jump_length=args.jump_length,
         mask_erosion=args.mask_erosion,
         slice_noise_correlation=args.slice_noise_correlation,
+        guidance=args.guidance,
     )
 
 

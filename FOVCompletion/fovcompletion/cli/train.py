@@ -216,6 +216,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="JSON with 'quality' and/or 'speed' dicts to record in bundle.json",
     )
     export.add_argument("--no-ema", action="store_true", help="export the raw UNet weights, not their EMA")
+    export.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="the sampler's default classifier-free guidance for this model, as measured with "
+        "`fovcompletion benchmark --guidance` (default 1: none)",
+    )
     export.add_argument("--device", default="auto", help="device for the latent scale factor computation")
     export.set_defaults(handler=run_export)
 
@@ -361,6 +369,7 @@ def run_export(args: argparse.Namespace) -> int:
         metadata_json=args.metadata_json,
         use_ema=not args.no_ema,
         device=args.device,
+        guidance=args.guidance,
     )
     print(f"wrote bundle {folder}")
     return 0

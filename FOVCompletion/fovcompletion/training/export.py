@@ -93,8 +93,10 @@ def export_bundle(
     metadata_json: str | os.PathLike | None = None,
     use_ema: bool = True,
     device: str = "cpu",
+    guidance: float = 1.0,
 ) -> Path:
-    """Write the bundle folder `output` (atomically) and verify it; returns its path."""
+    """Write the bundle folder `output` (atomically) and verify it; returns its path. `guidance`: the sampler's
+    default classifier-free guidance for this model (measure it with `fovcompletion benchmark --guidance`)."""
     del device  # the scale factor is the one the UNet was trained with, stored in the checkpoint
     run_dir = Path(run_dir)
     path = run_dir / DIFFUSION_STAGE / LAST
@@ -134,6 +136,7 @@ def export_bundle(
             "Apache-2.0 (weights); research use only. Training data licences: "
             + ("; ".join(licences) if licences else "unspecified")
         ),
+        guidance=float(guidance),
         training=training,
         quality=measured.get("quality", {}),
         speed=measured.get("speed", {}),
