@@ -153,7 +153,12 @@ def test_the_bundles_guidance_is_the_default_and_the_callers_wins(tmp_path, tiny
     complete(
         scan, AFFINE, model=folder, slices=2, extend_inferior_mm=30, sampler=SamplerOptions("reference", 2)
     )
-    with pytest.raises(InputError, match="guidance 2 needs the ddim sampler"):
+    with pytest.raises(InputError, match="the reference sampler runs the original algorithm"):
+        reference = SamplerOptions("reference", 2, guidance=2.0)
+        complete(scan, AFFINE, model=folder, slices=2, extend_inferior_mm=30, sampler=reference)
+    with pytest.raises(
+        InputError, match="guidance 2 cannot be used: the UNet of tiny-test does not see the known"
+    ):
         complete(
             scan,
             AFFINE,

@@ -220,14 +220,17 @@ def resolve_guidance(options: SamplerOptions, metadata: BundleMetadata) -> Sampl
     """The caller's guidance, else the bundle's; the reference algorithm and unconditional UNets have none, which
     only an explicit request makes an error."""
     guidance = metadata.guidance if options.guidance is None else options.guidance
-    if guidance != 1.0 and (options.method == "reference" or metadata.conditioning == "none"):
-        if options.guidance is not None:
-            raise InputError(
-                f"guidance {guidance:g} needs the ddim sampler and a UNet that sees the known region "
-                f"({metadata.name} with the {options.method} sampler has neither or one)"
-            )
-        guidance = 1.0
-    return replace(options, guidance=guidance)
+    if guidance == 1.0:
+        return replace(options, guidance=guidance)
+    if options.method == "reference":
+        refusal = "the reference sampler runs the original algorithm, which has none: use the ddim sampler"
+    elif metadata.conditioning == "none":
+        refusal = f"the UNet of {metadata.name} does not see the known region"
+    else:
+        return replace(options, guidance=guidance)
+    if options.guidance is not None:
+        raise InputError(f"guidance {guidance:g} cannot be used: {refusal}")
+    return replace(options, guidance=1.0)
 
 
 def _native_grid(slab: PreparedSlab, layout: CanvasLayout, extend_mm: tuple[float, float]) -> tuple:
