@@ -8,8 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
-from fovcompletion.bundle import CanvasSpec
+from fovcompletion.bundle import Bundle, CanvasSpec, load_bundle, save_bundle
 from fovcompletion.bundle_factory import create_random_bundle
 
 
@@ -26,6 +27,23 @@ def tiny_fixed_bundle(tmp_path_factory) -> Path:
     return create_random_bundle(
         tmp_path_factory.mktemp("bundles") / "tiny-fixed", canvas=canvas, name="tiny-fixed"
     )
+
+
+def with_output_weights(bundle: Bundle) -> Bundle:
+    """MONAI zero-initialises the UNet's output convolution, so that a random UNet predicts nothing: give it
+    weights."""
+    with torch.no_grad():
+        for parameter in bundle.unet.out.parameters():
+            parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(2))
+    return bundle
+
+
+def predicting_bundle(folder: Path, **options) -> Path:
+    """A random bundle (`create_random_bundle` options) whose UNet predicts something, saved to `folder`."""
+    bundle = with_output_weights(
+        load_bundle(create_random_bundle(folder.with_name(folder.name + "-zero"), **options))
+    )
+    return save_bundle(folder, bundle.metadata, bundle.autoencoder, bundle.unet)
 
 
 def synthetic_scan(shape=(9, 40, 30), seed: int = 0) -> np.ndarray:

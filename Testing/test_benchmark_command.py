@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import synthetic_scan, write_nifti
+from conftest import predicting_bundle, synthetic_scan, write_nifti
 from fovcompletion.bundle import CanvasSpec
 from fovcompletion.bundle_factory import create_random_bundle
 from fovcompletion.cli import main
@@ -253,7 +253,7 @@ def test_benchmark_on_one_coarse_phantom(tmp_path, bench_bundle):
 
 def test_each_guidance_asked_for_is_a_row_of_its_own(tmp_path):
     canvas = CanvasSpec(shape=(128, 32), spacing_mm=(8.0, 8.0))
-    bundle = create_random_bundle(
+    bundle = predicting_bundle(
         tmp_path / "bundle", canvas=canvas, name="tiny-guided", conditioning="masked_latent", guidance=2.0
     )
     out = tmp_path / "out"
@@ -270,9 +270,11 @@ def test_each_guidance_asked_for_is_a_row_of_its_own(tmp_path):
     ]
     assert main(["benchmark", "--out", str(out), *arguments, "--guidance", "1,3"]) == 0
     results = check_results(out, {"ours-steps2-guidance1", "ours-steps2-guidance3"})
+    rows = results["methods"]
+    assert rows["ours-steps2-guidance3"]["nfe"] == 2  # steps, each one batch with and without the context
     assert (
-        results["methods"]["ours-steps2-guidance3"]["nfe"] == 2
-    )  # steps, each one batch with and without context
+        rows["ours-steps2-guidance3"]["mae"] != rows["ours-steps2-guidance1"]["mae"]
+    )  # the guidance was used
     assert main(["benchmark", "--out", str(tmp_path / "default"), *arguments]) == 0  # the bundle's, unnamed
     check_results(tmp_path / "default", {"ours-steps2"})
 

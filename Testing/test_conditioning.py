@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synthetic_scan
-from fovcompletion.bundle import Bundle, SchedulerSpec, load_bundle, read_metadata
+from conftest import synthetic_scan, with_output_weights
+from fovcompletion.bundle import SchedulerSpec, load_bundle, read_metadata
 from fovcompletion.bundle_factory import create_random_bundle
 from fovcompletion.conditioning import conditioned_input, outpainting_masks, unet_input_channels
 from fovcompletion.errors import BundleError, InputError
@@ -25,15 +25,6 @@ AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 def conditioned_bundle(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bundles") / "conditioned"
     return create_random_bundle(folder, name="tiny-conditioned", conditioning="masked_latent")
-
-
-def with_output_weights(bundle: Bundle) -> Bundle:
-    """MONAI zero-initialises the UNet's output convolution, so that a random UNet predicts nothing: give it
-    weights."""
-    with torch.no_grad():
-        for parameter in bundle.unet.out.parameters():
-            parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(2))
-    return bundle
 
 
 def test_masks_are_bands_of_whole_rows_at_one_end_and_only_inside_the_scan():

@@ -90,9 +90,9 @@ def test_crossfade_weights_fade_only_rows_an_earlier_window_made():
     weights = crossfade_weights(filled, generated, overlap=3)
     np.testing.assert_allclose(weights, [1] * 7 + [0.75, 0.5, 0.25] + [0] * 6)
     np.testing.assert_array_equal(crossfade_weights(filled, generated, overlap=0), filled)
-    # next to the scan nothing is made again, however wide the overlap
-    scan_only = np.array([True] * 4 + [False] * 12)
-    np.testing.assert_array_equal(crossfade_weights(scan_only, np.zeros(16, bool), overlap=3), scan_only)
+    # rows of the scan are never made again, however wide the overlap: only the earlier window's two rows fade
+    wide = crossfade_weights(np.array([True] * 6 + [False] * 10), generated, overlap=8)
+    np.testing.assert_allclose(wide[:6], [1, 1, 1, 1, 2 / 9, 1 / 9])
 
 
 def test_later_windows_cross_fade_into_earlier_ones(tiny_bundle, monkeypatch):
@@ -126,3 +126,11 @@ def test_later_windows_cross_fade_into_earlier_ones(tiny_bundle, monkeypatch):
     hard, soft = (np.abs(np.diff(m[0, rows_past_seam].mean(axis=1))) for m in mosaics)
     assert hard.max() == pytest.approx(0.3, abs=1e-5)
     assert soft.max() < 0.3 / 4  # 8 rows of overlap: the step spread over them
+
+
+@pytest.mark.parametrize(("option", "value"), [("window_overlap_mm", float("nan")), ("feather_mm", -1.0)])
+def test_a_seam_or_overlap_that_is_not_a_length_is_refused(tiny_bundle, option, value):
+    with pytest.raises(InputError, match="must be a number of millimetres >= 0"):
+        complete(
+            synthetic_scan(), oblique_affine(), model=tiny_bundle, extend_inferior_mm=40, **{option: value}
+        )

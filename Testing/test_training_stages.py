@@ -12,8 +12,9 @@ import pytest
 import torch
 from training_helpers import LIA_AFFINE, spine_like, tiny_config, training_parser, write_bids
 
-from fovcompletion.bundle import load_bundle
+from fovcompletion.bundle import load_bundle, read_metadata
 from fovcompletion.errors import InputError
+from fovcompletion.estimate import estimate_seconds
 from fovcompletion.training.autoencoder import train_autoencoder
 from fovcompletion.training.checkpoints import LAST, load_checkpoint, save_checkpoint
 from fovcompletion.training.diffusion import EMA, masked_mse, train_diffusion
@@ -129,6 +130,19 @@ def test_flattening_on_resume_encodes_again_and_is_exported(trained_run, tmp_pat
     assert not all(torch.equal(a, b) for a, b in pairs)
     folder = export_bundle(run, tmp_path / "bundle")
     assert load_bundle(folder).metadata.intensity.flatten_sigma_mm == 30.0
+
+
+def test_export_records_the_guidance_and_the_estimate_counts_it(trained_run, tmp_path):
+    """The tiny run's UNet is conditioned (as the default preset's), so it can be guided; guidance doubles the
+    UNet's batch, and with it the estimated time."""
+    _, run = trained_run
+    plain, guided = (
+        export_bundle(run, tmp_path / "plain"),
+        export_bundle(run, tmp_path / "guided", guidance=2.0),
+    )
+    assert (read_metadata(plain).guidance, read_metadata(guided).guidance) == (1.0, 2.0)
+    run_size = (5, 50, 0.0, 128.0, 200.0)  # slices, steps, superior and inferior mm, the scan's height in mm
+    assert estimate_seconds(guided, *run_size) == pytest.approx(2 * estimate_seconds(plain, *run_size))
 
 
 def test_checkpoint_round_trip_restores_rng(tmp_path):

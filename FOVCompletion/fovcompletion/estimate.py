@@ -31,10 +31,11 @@ class RunEstimate:
 
 
 def estimate_run(
-    metadata: BundleMetadata, layout: CanvasLayout, slices: int, unet_steps: int, device: str = "cpu"
+    metadata: BundleMetadata, layout: CanvasLayout, batch: int, unet_steps: int, device: str = "cpu"
 ) -> RunEstimate:
     """The bundle's measured seconds per UNet step and slice on this kind of device, scaled by the window's
-    area and the slice count (slices share one batch), times the steps of every window and sample."""
+    area and the images per UNet call (`batch`: the slices, twice under guidance), times the steps of every
+    window and sample."""
     kind = "cuda" if device.startswith("cuda") else ("cpu" if device == "auto" else device)
     speed = metadata.speed.get(kind, {})
     measured = "seconds_per_unet_step_per_slice" in speed
@@ -43,7 +44,7 @@ def estimate_run(
     )
     measured_canvas = speed.get("canvas", list(metadata.canvas.shape))
     area_ratio = (layout.window_height * layout.width) / float(measured_canvas[0] * measured_canvas[1])
-    return RunEstimate(int(unet_steps), per_slice * area_ratio * max(1, slices), measured)
+    return RunEstimate(int(unet_steps), per_slice * area_ratio * max(1, batch), measured)
 
 
 def estimate_seconds(

@@ -56,7 +56,7 @@ class CanvasLayout:
     col_offset: int  # mosaic column of the scan's column 0 (negative when the canvas crops the scan)
     window_height: int
     window_starts: tuple[int, ...]  # first row of each window, in scan rows, in processing order
-    context: int = 0  # rows each later window takes from those already filled (0: one window)
+    context: int = 0  # rows each later window takes from those already filled (0: the reference's one canvas)
 
     @property
     def windows(self) -> int:

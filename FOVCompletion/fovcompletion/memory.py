@@ -65,18 +65,27 @@ def available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def advice(device: torch.device) -> str:
+def advice(device: torch.device, guided: bool = False) -> str:
     """What to reduce when memory runs out (shared by the pre-flight check and the run-time handler)."""
-    return "use fewer slices (--slices)" + (" or --device cpu" if device.type != "cpu" else "")
+    options = ["use fewer slices (--slices)"]
+    if guided:
+        options.append("--guidance 1 (half the UNet's batch)")
+    if device.type != "cpu":
+        options.append("--device cpu")
+    return " or ".join(options)
 
 
-def check_memory(metadata: BundleMetadata, device: torch.device, batch: int, height: int, width: int) -> None:
-    """Raise OutOfMemoryError with advice when the estimate exceeds what the device has free."""
+def check_memory(
+    metadata: BundleMetadata, device: torch.device, batch: int, height: int, width: int, guided: bool = False
+) -> None:
+    """Raise OutOfMemoryError with advice when the estimate exceeds what the device has free (`batch`: images per
+    UNet call, twice the slices when `guided`)."""
     needed = estimate_peak_bytes(metadata, batch, height, width)
     free = available_bytes(device)
     if free is not None and needed > free:
         gib = 1024**3
         raise OutOfMemoryError(
-            f"{batch} slice(s) on a {height}x{width} canvas need about {needed / gib:.1f} GiB but only "
-            f"{free / gib:.1f} GiB is free on {device.type}: {advice(device)}"
+            f"{batch} slice image(s) per UNet step{' (each slice twice: guidance)' if guided else ''} on a "
+            f"{height}x{width} canvas need about {needed / gib:.1f} GiB but only {free / gib:.1f} GiB is free on "
+            f"{device.type}: {advice(device, guided)}"
         )

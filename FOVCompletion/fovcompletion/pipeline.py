@@ -8,6 +8,7 @@ pasted back exactly -> input axis order.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -274,7 +275,8 @@ def complete(
     `slices`: count of central sagittal slices (default: the model's); `slice_range`: (start, stop) along the
     input's left-right axis instead. `steps`: denoising steps. `cancel`: polled every step; raises
     `CancelledError`. `feather_mm`: how far the seam into the scan is feathered; `window_overlap_mm`: how many
-    millimetres of an earlier window's rows each later window makes again and cross-fades (0: none).
+    millimetres of an earlier window's rows each later window makes again and cross-fades (0: none; at most half
+    of a window's context).
     `preview`: called every `preview_every` steps with the current estimate of the result (the decoded clean
     prediction over the known part, in the output's geometry); what it returns is reported in the next
     progress event as `preview`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
@@ -286,6 +288,9 @@ def complete(
     check_extension(extend_superior_mm, extend_inferior_mm)  # before the model loads: a typo fails at once
     if preview_every < 0:
         raise InputError(f"the preview interval must be 0 (off) or a number of steps (got {preview_every})")
+    for name, millimetres in (("feather", feather_mm), ("window overlap", window_overlap_mm)):
+        if not (math.isfinite(millimetres) and millimetres >= 0):
+            raise InputError(f"the {name} must be a number of millimetres >= 0 (got {millimetres})")
     options = sampler or SamplerOptions()
     if steps is not None:
         options = replace(options, steps=int(steps))
@@ -305,7 +310,8 @@ def complete(
         reference_placement=reference,
     )
     unet_batch = unet_batch_size(slab.model.shape[0], options.guidance)
-    check_memory(metadata, torch_device, unet_batch, layout.window_height, layout.width)
+    guided = unet_batch > slab.model.shape[0]
+    check_memory(metadata, torch_device, unet_batch, layout.window_height, layout.width, guided)
     nfe_per_window = count_model_evaluations(options, metadata.scheduler.num_train_timesteps)
     tracker = ProgressTracker(samples * layout.windows * nfe_per_window, progress)
     estimate = estimate_run(metadata, layout, unet_batch, tracker.total, torch_device.type)
@@ -372,7 +378,7 @@ def complete(
         if is_out_of_memory(error):
             raise OutOfMemoryError(
                 f"out of memory on {torch_device.type} completing {slab.model.shape[0]} slice(s): "
-                f"{memory_advice(torch_device)}"
+                f"{memory_advice(torch_device, guided)}"
             ) from None
         raise
     stack = np.stack(outputs)

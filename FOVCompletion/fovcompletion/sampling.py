@@ -119,8 +119,8 @@ class LatentInpainter:
             else:  # one batch: with the context and without it
                 without_context = conditioned_input(z, known, torch.zeros_like(mask))
                 both = self.unet(torch.cat([model_input, without_context]), torch.cat([timesteps, timesteps]))
-                guided, unguided = both.float().chunk(2)
-                output = unguided + self.guidance * (guided - unguided)
+                with_context, without = both.float().chunk(2)
+                output = without + self.guidance * (with_context - without)
         a_t = self._alpha(t)
         kind = self.schedule.prediction_type
         if kind == "epsilon":

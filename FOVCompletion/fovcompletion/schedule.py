@@ -87,5 +87,6 @@ def count_model_evaluations(options: SamplerOptions, num_train_timesteps: int) -
 
 
 def unet_batch_size(slices: int, guidance: float | None) -> int:
-    """Inputs per UNet call: guidance runs every slice twice, with the known region and without it."""
+    """Inputs per UNet call: guidance runs every slice twice, with the known region and without it. Pass the
+    resolved guidance (`pipeline.resolve_guidance`): None counts as none here, not as the bundle's."""
     return slices * (1 if guidance in (None, 1.0) else 2)

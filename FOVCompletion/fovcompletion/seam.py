@@ -49,7 +49,8 @@ def crossfade_weights(filled: np.ndarray, generated: np.ndarray, overlap: int) -
     """Per row of a window, the weight of what the row already holds against what this window makes of it.
 
     `filled`: rows that hold content before this window (the scan's or an earlier window's); `generated`:
-    rows that an earlier window made, the only ones that may be made again. 1 = kept as is and given to the
+    rows not from the scan, the only ones that may be made again (those of them that are filled, an earlier
+    window made). 1 = kept as is and given to the
     sampler as known; 0 = this window's; in between (generated rows within `overlap` rows of one this window
     makes) = made again and mixed, the earlier content's weight falling linearly towards the new rows.
     """

@@ -73,9 +73,9 @@ def summarise(outcomes: list[Outcome]) -> dict:
     ci["seconds_per_volume"] = list(mean_ci(o.seconds for o in done)[1:])
     nfe = sum(o.nfe for o in done)
     unet = sum(o.unet_seconds for o in done)
-    slices = sum(o.nfe * o.slices for o in done)
+    inputs = sum(o.nfe * o.unet_batch for o in done)  # per image the UNet sees, as bundles record speed
     row["seconds_per_unet_step"] = unet / nfe if nfe else None
-    row["seconds_per_unet_step_per_slice"] = unet / slices if slices else None
+    row["seconds_per_unet_step_per_slice"] = unet / inputs if inputs else None
     row["peak_rss_mb"] = max((o.peak_rss_mb for o in done), default=math.nan)
     levels = [o.levels for o in done if o.levels]
     if levels:

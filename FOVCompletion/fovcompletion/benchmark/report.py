@@ -304,23 +304,26 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
         (middle, "sharpness", "sharpness (1 = the truth's detail)"),
         (right, "seconds_per_volume", "seconds per volume"),
     ):
-        ours = [m for m in methods if m.family == "ours" and rows.get(m.name, {}).get(key) is not None]
-        if ours:
+        measured = [m for m in methods if m.family == "ours" and rows.get(m.name, {}).get(key) is not None]
+        guidances = list(dict.fromkeys(m.guidance for m in measured))
+        # one line per guidance: step counts are comparable only within one
+        for index, guidance in enumerate(guidances):
+            ours = [m for m in measured if m.guidance == guidance]
             axis.plot(
                 [rows[m.name]["nfe"] for m in ours],
                 [rows[m.name][key] for m in ours],
                 "o-",
-                color="tab:blue",
-                label="ours (DDIM)",
+                color="tab:blue" if index == 0 else f"C{index + 4}",
+                label="ours (DDIM)" if guidance is None else f"ours (DDIM, guidance {guidance:g})",
             )
-            for m in ours:
-                axis.annotate(
-                    f"{m.steps}",
-                    (rows[m.name]["nfe"], rows[m.name][key]),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize=7,
-                )
+        for m in measured:
+            axis.annotate(
+                f"{m.steps}",
+                (rows[m.name]["nfe"], rows[m.name][key]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
         for m in methods:
             row = rows.get(m.name)
             if row is None or row.get(key) is None:

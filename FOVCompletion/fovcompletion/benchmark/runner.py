@@ -15,9 +15,10 @@ import numpy as np
 
 from ..device import resolve_device
 from ..errors import FOVCompletionError, InputError
-from ..pipeline import CompletionResult, complete, get_bundle
+from ..pipeline import CompletionResult, complete, get_bundle, resolve_guidance
 from ..preprocess import select_slices
 from ..sampling import SamplerOptions
+from ..schedule import unet_batch_size
 from .baselines import RetrievalBaseline, constant_fill, mirror_fill
 from .cases import Case
 from .ceiling import CEILINGS, ceiling_fill
@@ -118,7 +119,7 @@ class Outcome:
     nfe: int = 0
     seconds: float = 0.0
     unet_seconds: float = 0.0
-    slices: int = 0
+    unet_batch: int = 0  # images per UNet call: the slices, twice under guidance
     peak_rss_mb: float = 0.0
     levels: dict[str, float] | None = None
     skipped: str | None = None
@@ -232,7 +233,7 @@ def run_benchmark(
             else None
         )
         for method in methods:
-            outcome = Outcome(case.name, case.source, method.name, slices=truth.shape[0])
+            outcome = Outcome(case.name, case.source, method.name, unet_batch=truth.shape[0])
             if (
                 method.family == "reference"
                 and settings.reference_cases is not None
@@ -253,6 +254,8 @@ def run_benchmark(
                         result.seconds,
                         timer.seconds,
                     )
+                    guidance = resolve_guidance(method.sampler(), bundle.metadata).guidance
+                    outcome.unet_batch = unet_batch_size(truth.shape[0], guidance)
                 else:
                     started = time.perf_counter()
                     if method.ceiling:

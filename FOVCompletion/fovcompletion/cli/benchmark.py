@@ -4,6 +4,7 @@ method and the representation's ceilings, measure."""
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -45,10 +46,10 @@ def int_list(text: str) -> list[int]:
 
 def guidance_list(text: str) -> tuple[float, ...]:
     try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
+        values = tuple(dict.fromkeys(float(part) for part in text.split(",") if part.strip()))  # once each
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers (got {text!r})") from None
-    if not values or min(values) < 0:
+    if not values or not all(math.isfinite(value) and value >= 0 for value in values):
         raise argparse.ArgumentTypeError(f"expected numbers >= 0 (got {text!r})")
     return values
 
