@@ -162,8 +162,8 @@ def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, ma
     under it, and a UNet started from a bundle keeps the bundle's."""
     cache = run_dir / STAGE / LATENT_CACHE
     key = latent_cache_key(config)
-    if main and cache.is_file():
-        cached = load_checkpoint(cache, restore_rng=False)
+    cached = load_checkpoint(cache, restore_rng=False) if main and cache.is_file() else None
+    if cached is not None:
         if cached.get("key") != key:
             stale = "the training data changed"
         elif not same_tensors(
@@ -172,14 +172,14 @@ def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, ma
             stale = "the autoencoder changed"
         else:
             stale = ""
-        del cached
         if stale:
             log_line(f"{stale} since {cache} was written: encoding again")
+            cached = None  # freed before encoding: the cache can take gigabytes
             cache.unlink()
     if main and not cache.is_file():
         write_latent_cache(run_dir, config, device, cache, key)
     barrier(context)
-    return load_checkpoint(cache, restore_rng=False)
+    return cached if cached is not None else load_checkpoint(cache, restore_rng=False)  # read once
 
 
 def write_latent_cache(
