@@ -12,6 +12,7 @@ from training_helpers import tiny_config, training_parser, write_bids
 
 from fovcompletion.bundle import load_bundle, load_state_dict_file
 from fovcompletion.errors import FOVCompletionError, InputError
+from fovcompletion.memory import estimate_peak_bytes
 from fovcompletion.training.autoencoder import train_autoencoder
 from fovcompletion.training.checkpoints import LAST, load_checkpoint
 from fovcompletion.training.diffusion import train_diffusion
@@ -223,3 +224,93 @@ def test_a_codebook_free_run_with_headroom_fine_tunes_a_quantised_bundle(trained
     (malformed / "bundle.json").write_text(json.dumps(data))
     with pytest.raises(FOVCompletionError, match="'codebook' must be true or false"):
         load_bundle(malformed)
+
+
+def test_a_wider_decoder_trains_alone_on_a_bundles_encoder(trained_bundle, tmp_path):
+    """train-autoencoder --init-from B --decoder-channels --freeze-encoder: the encoder (so the latents and the
+    bundle's UNet) stays the bundle's bit for bit, a wider decoder learns to draw them, and the bundle exported
+    with the bundle's UNet records the decoder's widths where a reader can rebuild it."""
+    root, bundle = trained_bundle
+    original = load_bundle(bundle)
+    widths = [2 * c for c in original.metadata.autoencoder["args"]["channels"]]
+    run = tmp_path / "decoder"
+    common = ["--run", str(run), "--threads", "1", "--device", "cpu", "--batch-size", "2"]
+    args = training_parser().parse_args(
+        [
+            "train-autoencoder",
+            *common,
+            "--data",
+            str(root),
+            "--held-out",
+            "sub-c02",
+            "--init-from",
+            str(bundle),
+        ]
+        + ["--decoder-channels", ",".join(map(str, widths)), "--freeze-encoder"]
+        + ["--epochs", "1", "--iterations-per-epoch", "2", "--lr", "1e-3"]
+    )
+    assert args.handler(args) == 0
+    tuned = load_checkpoint(run / "autoencoder" / LAST, restore_rng=False)["model"]
+    before = original.autoencoder.state_dict()
+    assert _equal(
+        {k: v for k, v in tuned.items() if not k.startswith("decoder.")},
+        {k: v for k, v in before.items() if not k.startswith("decoder.")},
+    )
+    decoder_keys = [k for k in tuned if k.startswith("decoder.")]
+    assert any(tuned[k].shape != before[k].shape for k in decoder_keys)  # wider, so not the bundle's
+
+    args = training_parser().parse_args(
+        [
+            "train-diffusion",
+            *common,
+            "--init-from",
+            str(bundle),
+            "--epochs",
+            "0",
+            "--latent-augmentations",
+            "0",
+        ]
+    )
+    assert args.handler(args) == 0
+    exported = load_bundle(export_bundle(run, tmp_path / "wide"))
+    assert exported.metadata.autoencoder["decoder"]["channels"] == widths
+    assert json.loads((exported.path / "bundle.json").read_text())["format_version"] == 3
+    assert exported.metadata.weights["diffusion"].sha256 == original.metadata.weights["diffusion"].sha256
+    assert exported.metadata.latent_scale_factor == original.metadata.latent_scale_factor
+    pixels = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        latents = exported.autoencoder.encode_stage_2_inputs(pixels)
+        assert torch.equal(latents, original.autoencoder.encode_stage_2_inputs(pixels))
+        assert exported.autoencoder.decode_stage_2_outputs(latents).shape == pixels.shape
+    assert exported.autoencoder.decoder.blocks[0].out_channels == widths[-1]
+    # the memory check counts the wider decoder's feature maps
+    assert estimate_peak_bytes(exported.metadata, 1, 64, 64) > estimate_peak_bytes(
+        original.metadata, 1, 64, 64
+    )
+
+    follow_up = tiny_config(root)
+    adopt_bundle_autoencoder(follow_up, str(exported.path))  # the next run keeps the decoder it loads into
+    assert follow_up.autoencoder.decoder["channels"] == widths
+
+
+def test_decoders_that_would_change_the_latent_are_refused(trained_bundle, tmp_path):
+    root, bundle = trained_bundle
+    malformed = tmp_path / "malformed"
+    shutil.copytree(bundle, malformed)
+    data = json.loads((malformed / "bundle.json").read_text())
+    data["autoencoder"]["decoder"] = {"embedding_dim": 8}
+    (malformed / "bundle.json").write_text(json.dumps(data))
+    with pytest.raises(FOVCompletionError, match="decoder may set only .*; it sets embedding_dim"):
+        load_bundle(malformed)
+
+    run = tmp_path / "frozen-fresh"
+    args = training_parser().parse_args(
+        ["train-autoencoder", "--run", str(run), "--data", str(root), "--freeze-encoder", "--threads", "1"]
+    )
+    with pytest.raises(InputError, match="--freeze-encoder trains a decoder for a bundle's encoder"):
+        args.handler(args)
+    args = training_parser().parse_args(
+        ["train-autoencoder", "--run", str(run), "--data", str(root), "--decoder-channels", "8,16,32"]
+    )
+    with pytest.raises(InputError, match="needs 2 widths"):
+        args.handler(args)

@@ -19,14 +19,16 @@ from typing import TYPE_CHECKING, Any
 from .conditioning import CONDITIONING_MODES, unet_input_channels
 from .errors import BundleError
 from .latent_codec import codebook_free, latent_channels, latent_downsample_factor, uses_codebook
-from .networks import unet_size_multiple
+from .networks import decoder_args, unet_size_multiple
 
 if TYPE_CHECKING:  # torch is imported only when weights are loaded, so listing bundles stays light
     import torch
 
 METADATA_FILE = "bundle.json"
 FORMAT = "fovcompletion-bundle"
-FORMAT_VERSION = 2  # 2: an autoencoder entry may say "codebook": false, which version 1 readers would ignore
+# 2: an autoencoder entry may say "codebook": false, which version 1 readers would ignore; 3: it may give its
+# decoder widths of their own ("decoder"), which version 2 readers could not load weights for.
+FORMAT_VERSION = 3
 ORIENTATION = "LIA"  # axis 0 left-right, axis 1 superior->inferior, axis 2 posterior->anterior
 
 
@@ -116,7 +118,7 @@ class BundleMetadata:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         # the oldest format that reads it right, so that older readers keep loading what they can
-        version = 2 if codebook_free(self.autoencoder) else 1
+        version = 3 if self.autoencoder.get("decoder") else 2 if codebook_free(self.autoencoder) else 1
         return {"format": FORMAT, "format_version": version, **data}
 
     @classmethod
@@ -188,6 +190,8 @@ class BundleMetadata:
                 f"bundle {self.name!r}: guidance needs a conditioned UNet (conditioning is 'none')"
             )
         uses_codebook(self.autoencoder)  # refuses a malformed "codebook"
+        if "decoder" in self.autoencoder:
+            decoder_args(self.autoencoder)  # refuses a malformed "decoder"
         latent = latent_channels(self.autoencoder)
         expected = unet_input_channels(latent, self.conditioning)
         unet_in, unet_out = (int(self.diffusion["args"][k]) for k in ("in_channels", "out_channels"))

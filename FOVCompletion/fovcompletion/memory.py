@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .bundle import BundleMetadata
 from .errors import OutOfMemoryError
+from .networks import decoder_args
 
 if TYPE_CHECKING:
     import torch
@@ -35,10 +36,11 @@ def estimate_peak_bytes(metadata: BundleMetadata, batch: int, height: int, width
             head_channels = heads[level] if isinstance(heads, list) else heads
             n_heads = max(1, channels // max(1, head_channels))
             total += 2 * n_heads * cells * cells
-    # the VQ-VAE runs one slice at a time (see pipeline), so its full-resolution maps do not scale with batch
+    # the VQ-VAE runs one slice at a time (see pipeline), so its full-resolution maps do not scale with batch;
+    # its decoder, which may be wider than its encoder, holds the most
     autoencoder = sum(
         DECODER_COPIES * channels * height * width // 4**level
-        for level, channels in enumerate(metadata.autoencoder["args"]["channels"])
+        for level, channels in enumerate(decoder_args(metadata.autoencoder)["channels"])
     )
     return int((total * batch + autoencoder) * BYTES_PER_VALUE)
 

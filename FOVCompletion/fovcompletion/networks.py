@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     import torch
 
 SUPPORTED_CLASSES = ("VQVAE", "AutoencoderKL", "DiffusionModelUNet")
+# An autoencoder's arguments that its decoder may set on its own ("decoder" in its spec): widths and depth. The
+# rest (latent channels, strides, codebook) define the latent, which encoder and decoder must share.
+DECODER_ARGS = ("channels", "num_res_channels", "num_res_layers", "num_res_blocks", "attention_levels")
 
 
 def reference_autoencoder_args() -> dict[str, Any]:
@@ -79,14 +82,33 @@ def build_network(class_name: str, args: dict[str, Any]) -> torch.nn.Module:
 
 
 def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
-    """Instantiate a network named the way bundles and run configs name it: {"class": ..., "args": ...}, and for
-    a VQ-VAE optionally "codebook": false (`without_codebook`)."""
+    """Instantiate a network named the way bundles and run configs name it: {"class": ..., "args": ...}, for a
+    VQ-VAE optionally "codebook": false (`without_codebook`), and for an autoencoder optionally "decoder": the
+    widths of a decoder of its own (`decoder_args`)."""
     from .latent_codec import codebook_free
 
     module = build_network(spec["class"], spec["args"])
     if codebook_free(spec):
         without_codebook(module)
+    if spec.get("decoder"):
+        module.decoder = build_network(spec["class"], decoder_args(spec)).decoder
     return module
+
+
+def decoder_args(spec: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of an autoencoder whose decoder is the spec's: its own arguments with the decoder's widths.
+    Anything that would change the latent is refused, since the encoder's latents must fit it."""
+    overrides = spec.get("decoder") or {}
+    if not isinstance(overrides, dict):
+        raise BundleError(f"an autoencoder's 'decoder' must be an object of arguments, got {overrides!r}")
+    if spec.get("class") not in ("VQVAE", "AutoencoderKL"):
+        raise BundleError(f"only an autoencoder may have a decoder of its own, not {spec.get('class')!r}")
+    foreign = sorted(set(overrides) - set(DECODER_ARGS))
+    if foreign:
+        raise BundleError(
+            f"an autoencoder's decoder may set only {', '.join(DECODER_ARGS)}; it sets {', '.join(foreign)}"
+        )
+    return {**spec["args"], **overrides}
 
 
 def without_codebook(vqvae: torch.nn.Module) -> None:

@@ -139,6 +139,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="start from this bundle's VQ-VAE (name or folder), with its architecture and preprocessing: "
         "fine-tuning; --epochs 0 takes it as is",
     )
+    new.add_argument(
+        "--decoder-channels",
+        type=channel_list,
+        default=None,
+        metavar="C,C",
+        help="widths of the decoder's levels, where they differ from the encoder's (e.g. 64,128 for the v1 "
+        "VQ-VAE's 32,64): a decoder of its own",
+    )
+    new.add_argument(
+        "--decoder-res-layers", type=int, default=None, help="residual layers per decoder level (VQ-VAE)"
+    )
+    new.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="train the decoder alone on --init-from's encoder: the latents stay the bundle's, so its UNet "
+        "needs no retraining (train-diffusion --init-from the same bundle --epochs 0)",
+    )
     loss = ae.add_argument_group("losses")
     loss.add_argument("--perceptual-weight", type=float, default=None, help="0 disables (default)")
     loss.add_argument("--perceptual-network", default=None, help="MONAI PerceptualLoss network_type")
@@ -265,6 +282,38 @@ def _run_overrides(config, args: argparse.Namespace) -> None:
             setattr(config, option, value)
 
 
+def channel_list(text: str) -> list[int]:
+    try:
+        channels = [int(value) for value in text.split(",")]
+    except ValueError:
+        channels = []
+    if not channels or min(channels) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive widths such as 64,128, got {text!r}"
+        )
+    return channels
+
+
+def apply_decoder_options(cfg, args: argparse.Namespace) -> None:
+    """A decoder of its own widths, and whether it trains alone (after --init-from, which brings the bundle's)."""
+    decoder = dict(cfg.decoder or {})
+    if args.decoder_channels is not None:
+        if len(args.decoder_channels) != len(cfg.args["channels"]):
+            raise InputError(
+                f"--decoder-channels needs {len(cfg.args['channels'])} widths, one per level of the encoder "
+                f"({','.join(map(str, cfg.args['channels']))})"
+            )
+        decoder["channels"] = args.decoder_channels
+        if cfg.network == "VQVAE":
+            decoder["num_res_channels"] = args.decoder_channels
+    if args.decoder_res_layers is not None:
+        if cfg.network != "VQVAE" or args.decoder_res_layers < 1:
+            raise InputError("--decoder-res-layers takes a count >= 1 and applies to a VQ-VAE")
+        decoder["num_res_layers"] = args.decoder_res_layers
+    cfg.decoder = decoder or None
+    cfg.freeze_encoder = cfg.freeze_encoder or args.freeze_encoder
+
+
 def run_autoencoder(args: argparse.Namespace) -> int:
     from ..training.autoencoder import train_autoencoder
     from ..training.initialise import adopt_bundle_autoencoder
@@ -293,6 +342,7 @@ def run_autoencoder(args: argparse.Namespace) -> int:
         apply_whole_spine_options(config, args)
         if args.init_from:
             adopt_bundle_autoencoder(config, args.init_from)
+        apply_decoder_options(config.autoencoder, args)
     cfg = config.autoencoder
     for option, attribute in (
         ("perceptual_weight", "perceptual_weight"),

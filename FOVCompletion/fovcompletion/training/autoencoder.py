@@ -15,7 +15,7 @@ from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import AutoencoderConfig, TrainConfig
 from .data import WindowDataset, WindowSampler, fixed_windows
 from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
-from .initialise import initial_weights
+from .initialise import initial_weights, load_starting_autoencoder
 from .logs import CsvLog, Progress, format_row, log_line, save_grid
 from .lr_schedule import check_lr_schedule, learning_rate
 from .runner import (
@@ -100,6 +100,23 @@ def reconstruction_and_penalty(
     return recon, quantisation.mean()
 
 
+def decoder_only(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Freeze everything but the decoder (the encoder, a codebook, a KL autoencoder's latent convolutions) and
+    return the decoder's parameters: the latents stay exactly what they were, so a UNet trained on them stays
+    valid."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith("decoder."))
+    return list(model.decoder.parameters())
+
+
+def hold_frozen(model: torch.nn.Module) -> None:
+    """Keep the frozen parts in inference mode while the decoder trains: a VQ-VAE's codebook would otherwise go on
+    moving with its exponential averages, and the latents with it."""
+    for name, child in model.named_children():
+        if name != "decoder":
+            child.eval()
+
+
 def round_trip(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Encode and decode as inference does (a KL encoder's mean, not a random draw)."""
     return decode(model, encode(model, images))
@@ -163,15 +180,19 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     )
     batches = loader(dataset, cfg.batch_size, context, config.seed)
 
+    resuming = resume and last.exists()
+    if cfg.freeze_encoder and not resuming and not cfg.init_from:
+        raise InputError("--freeze-encoder trains a decoder for a bundle's encoder: give --init-from BUNDLE")
     model = build_from_spec(cfg.spec()).to(device)
     if cfg.network == "AutoencoderKL" and cfg.decode_mean:
         decode_the_mean(model)
     discriminator = build_discriminator(cfg).to(device)
-    opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    trained = decoder_only(model) if cfg.freeze_encoder else list(model.parameters())
+    opt_g = torch.optim.Adam(trained, lr=cfg.lr)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_discriminator)
     scaler_g, scaler_d = grad_scaler(device), grad_scaler(device)
     start_epoch, step, elapsed = 0, 0, 0.0
-    if resume and last.exists():
+    if resuming:
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
         discriminator.load_state_dict(state["discriminator"])
@@ -182,12 +203,15 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         start_epoch, step, elapsed = state["epoch"] + 1, state["step"], state["elapsed_s"]
         log_line(f"resumed {last} at epoch {start_epoch} (step {step})", main)
     elif cfg.init_from:
-        model.load_state_dict(initial_weights(cfg.init_from, "autoencoder"))
+        decoder_loaded = load_starting_autoencoder(model, initial_weights(cfg.init_from, "autoencoder"))
         origin = cfg.init_from
         log_line(
-            f"{cfg.network} starts from bundle {origin['bundle']} {origin['version']} ({origin['path']})",
+            f"{cfg.network} starts from bundle {origin['bundle']} {origin['version']} ({origin['path']})"
+            + ("" if decoder_loaded else "; its decoder, of other widths, starts fresh"),
             main,
         )
+    if cfg.freeze_encoder:
+        log_line("training the decoder alone: the encoder and its latents stay the bundle's", main)
     log_line(
         f"{cfg.network}: {count_parameters(model) / 1e6:.2f} M parameters, discriminator "
         f"{count_parameters(discriminator) / 1e6:.2f} M; {context.world_size} process(es) on {device}",
@@ -223,6 +247,8 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         dataset.set_epoch(epoch)
         batches.sampler.set_epoch(epoch)
         model.train()
+        if cfg.freeze_encoder:
+            hold_frozen(model)
         discriminator.train()
         adversarial = cfg.adversarial_weight > 0 and epoch >= cfg.adversarial_warmup_epochs
         sums = {"l1": 0.0, "latent": 0.0, "generator": 0.0, "discriminator": 0.0, "perceptual": 0.0}

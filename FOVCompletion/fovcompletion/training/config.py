@@ -73,6 +73,13 @@ class AutoencoderConfig:
     network: str = "VQVAE"  # or "AutoencoderKL" (latent_codec); configurations written before it mean VQVAE
     # False: a VQ-VAE trained and used without its quantiser (networks.without_codebook), continuous latents.
     codebook: bool = True
+    # The decoder's own widths where they differ from the encoder's (`networks.DECODER_ARGS`), e.g.
+    # {"channels": [64, 128], "num_res_channels": [64, 128]}: detail is lost in the decoder more than in the
+    # latent, and a wider decoder costs the engine little (it decodes once per window). None = symmetric.
+    decoder: dict[str, Any] | None = None
+    # Train the decoder alone, the encoder (and codebook) frozen as --init-from left them: the latents do not
+    # change, so a UNet trained on them stays valid and needs no retraining.
+    freeze_encoder: bool = False
     kl_weight: float = 1e-6  # weight of the KL term of an AutoencoderKL (the MONAI tutorials' value)
     # An AutoencoderKL's training decodes its mean, as the engine does, instead of a random draw (noise of
     # sigma about 0.37 on a latent spread of 1.26 at weight 1e-6): held-out whole-region SSIM 0.77-0.80
@@ -105,10 +112,13 @@ class AutoencoderConfig:
     init_from: dict[str, Any] | None = None  # the bundle whose VQ-VAE this stage started from (initialise)
 
     def spec(self) -> dict[str, Any]:
-        """The network as a bundle names it: {"class": ..., "args": ...}, plus "codebook": false without one."""
+        """The network as a bundle names it: {"class": ..., "args": ...}, plus "codebook": false without one and
+        "decoder": {...} with a decoder of its own widths."""
         spec: dict[str, Any] = {"class": self.network, "args": self.args}
         if not self.codebook:
             spec["codebook"] = False
+        if self.decoder:
+            spec["decoder"] = dict(self.decoder)
         return spec
 
 

@@ -92,6 +92,11 @@ def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
     config.data.intensity_clip = config.data.intensity_clip and metadata.intensity.clip
     if config.autoencoder.network == "VQVAE":
         config.autoencoder.codebook = config.autoencoder.codebook and uses_codebook(metadata.autoencoder)
+    # Its decoder's widths too, unless the run gives its decoder others (train-autoencoder --decoder-channels).
+    bundle_decoder = metadata.autoencoder.get("decoder")
+    config.autoencoder.decoder = config.autoencoder.decoder or (
+        dict(bundle_decoder) if bundle_decoder else None
+    )
     config.autoencoder.init_from = _provenance(folder, metadata, "autoencoder")
 
 
@@ -153,3 +158,25 @@ def initial_weights(init_from: dict[str, Any], role: str) -> dict[str, torch.Ten
             f"recorded {init_from['sha256'][:12]}...)"
         )
     return load_state_dict_file(path)
+
+
+def load_starting_autoencoder(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """Load a bundle's autoencoder weights into a run's model; a decoder of other widths than the bundle's keeps
+    its fresh weights while everything else (the encoder, which defines the latents) must fit exactly.
+    Returns whether the decoder was loaded too."""
+    own = model.state_dict()
+
+    def decoder_shapes(weights: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        return {key: tuple(value.shape) for key, value in weights.items() if key.startswith("decoder.")}
+
+    decoder_fits = decoder_shapes(state) == decoder_shapes(own)
+    if not decoder_fits:
+        fresh = {key: value for key, value in own.items() if key.startswith("decoder.")}
+        state = {**{k: v for k, v in state.items() if not k.startswith("decoder.")}, **fresh}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise InputError(
+            f"the bundle's autoencoder does not fit the run's: {str(error).splitlines()[0]}"
+        ) from None
+    return decoder_fits
