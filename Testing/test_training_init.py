@@ -71,6 +71,23 @@ def test_zero_epoch_stages_from_a_bundle_export_its_own_weights(trained_bundle, 
     assert original.metadata.training["unet_steps"] == 2
 
 
+def _unet_stage_from(bundle, common: list[str]) -> int:
+    """`train-diffusion --init-from bundle --epochs 0`: the bundle's UNet taken onto the run as it is."""
+    args = training_parser().parse_args(
+        [
+            "train-diffusion",
+            *common,
+            "--init-from",
+            str(bundle),
+            "--epochs",
+            "0",
+            "--latent-augmentations",
+            "0",
+        ]
+    )
+    return args.handler(args)
+
+
 def test_cli_fine_tunes_from_a_bundle(trained_bundle, tmp_path):
     """train-autoencoder --init-from trains on from the bundle's VQ-VAE; the UNet stage starts from its UNet."""
     root, bundle = trained_bundle
@@ -97,19 +114,7 @@ def test_cli_fine_tunes_from_a_bundle(trained_bundle, tmp_path):
     original = load_state_dict_file(bundle / "autoencoder.safetensors")
     assert tuned.keys() == original.keys() and not _equal(tuned, original)
 
-    args = training_parser().parse_args(
-        [
-            "train-diffusion",
-            *common,
-            "--init-from",
-            str(bundle),
-            "--epochs",
-            "0",
-            "--latent-augmentations",
-            "0",
-        ]
-    )
-    assert args.handler(args) == 0
+    assert _unet_stage_from(bundle, common) == 0
     unet = load_checkpoint(run / "diffusion" / LAST, restore_rng=False)
     assert _equal(unet["model"], load_state_dict_file(bundle / "diffusion.safetensors"))
     assert unet["scale_factor"] == load_bundle(bundle).metadata.latent_scale_factor
@@ -259,19 +264,7 @@ def test_a_wider_decoder_trains_alone_on_a_bundles_encoder(trained_bundle, tmp_p
     decoder_keys = [k for k in tuned if k.startswith("decoder.")]
     assert any(tuned[k].shape != before[k].shape for k in decoder_keys)  # wider, so not the bundle's
 
-    args = training_parser().parse_args(
-        [
-            "train-diffusion",
-            *common,
-            "--init-from",
-            str(bundle),
-            "--epochs",
-            "0",
-            "--latent-augmentations",
-            "0",
-        ]
-    )
-    assert args.handler(args) == 0
+    assert _unet_stage_from(bundle, common) == 0
     exported = load_bundle(export_bundle(run, tmp_path / "wide"))
     assert exported.metadata.autoencoder["decoder"]["channels"] == widths
     assert json.loads((exported.path / "bundle.json").read_text())["format_version"] == 3
