@@ -286,6 +286,35 @@ def test_a_wider_decoder_trains_alone_on_a_bundles_encoder(trained_bundle, tmp_p
     assert follow_up.autoencoder.decoder["channels"] == widths
 
 
+def test_a_bundles_decoder_fine_tunes_adversarially_on_its_frozen_encoder(trained_bundle, tmp_path):
+    """--freeze-encoder with the patch discriminator from the first step: the decoder starts from the bundle's
+    own (same widths) and moves, the discriminator trains beside it, and the encoder stays bit-identical, so
+    the bundle's UNet stays valid for the sharper decoder."""
+    root, bundle = trained_bundle
+    original = load_bundle(bundle).autoencoder.state_dict()
+    run = tmp_path / "adversarial"
+    args = training_parser().parse_args(
+        ["train-autoencoder", "--run", str(run), "--threads", "1", "--device", "cpu", "--batch-size", "2"]
+        + ["--data", str(root), "--held-out", "sub-c02", "--init-from", str(bundle), "--freeze-encoder"]
+        + ["--adversarial-weight", "0.1", "--adversarial-warmup", "0"]
+        + ["--epochs", "1", "--iterations-per-epoch", "2", "--lr", "1e-3"]
+    )
+    assert args.handler(args) == 0
+    state = load_checkpoint(run / "autoencoder" / LAST, restore_rng=False)
+    tuned = state["model"]
+    assert _equal(
+        {k: v for k, v in tuned.items() if not k.startswith("decoder.")},
+        {k: v for k, v in original.items() if not k.startswith("decoder.")},
+    )
+    decoder_keys = [k for k in tuned if k.startswith("decoder.")]
+    assert all(tuned[k].shape == original[k].shape for k in decoder_keys)  # the bundle's decoder, loaded
+    assert any(not torch.equal(tuned[k], original[k]) for k in decoder_keys)  # and trained
+    assert state["discriminator"]
+    log = (run / "autoencoder" / "log.csv").read_text().splitlines()
+    row = dict(zip(log[0].split(","), log[-1].split(",")))
+    assert row["adversarial"] == "1" and float(row["generator"]) > 0 and float(row["discriminator"]) > 0
+
+
 def test_decoders_that_would_change_the_latent_are_refused(trained_bundle, tmp_path):
     root, bundle = trained_bundle
     malformed = tmp_path / "malformed"

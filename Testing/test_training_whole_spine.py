@@ -8,7 +8,7 @@ import torch
 from training_helpers import LIA_AFFINE, spine_like, tiny_config
 
 from fovcompletion.networks import build_network
-from fovcompletion.training.autoencoder import masked_l1
+from fovcompletion.training.autoencoder import build_discriminator, judged_where_known, masked_l1
 from fovcompletion.training.composites import PlacedPart, join_parts, shift_rows
 from fovcompletion.training.data import ScanRecord, Slab, WindowSampler, find_scans, split_scans
 from fovcompletion.training.latents import encode_maps
@@ -108,6 +108,29 @@ def test_composites_join_cervical_template_and_lumbar_at_the_level_rows(tmp_path
         narrow = int(np.flatnonzero(width[: width.size // 2] < width[0])[0])
         assert min(abs(narrow - (row + half)) for row in join_rows) <= 1
         assert np.all(slab.image[~slab.valid] == config.data.padding_value)
+
+
+def test_the_discriminator_never_reaches_the_unknown_regions(tmp_path):
+    """The adversarial loss sees the reconstruction only where there is data: the decoder gets no gradient for
+    padding or a composite's unknown parts (without this, it painted a checkerboard into them), and a fake that
+    differs from the truth only there is judged exactly like the truth."""
+    config = tiny_config(tmp_path, held_out=())
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    inside = torch.ones_like(images, dtype=torch.bool)
+    inside[:, :, :12] = False  # padding past the scan's end
+    recon = (images + 0.2 * torch.randn_like(images)).requires_grad_(True)
+    discriminator = build_discriminator(config.autoencoder)
+    logits = discriminator(judged_where_known(recon, images, inside))[-1]
+    logits.pow(2).mean().backward()
+    assert recon.grad[~inside].abs().max() == 0
+    assert recon.grad[inside].abs().max() > 0
+
+    only_outside_differs = torch.where(inside, images, torch.full_like(images, 5.0))
+    with torch.no_grad():
+        assert torch.equal(
+            discriminator(judged_where_known(only_outside_differs, images, inside))[-1],
+            discriminator(images)[-1],
+        )
 
 
 def test_unknown_regions_are_never_a_training_target(tmp_path):

@@ -80,6 +80,13 @@ def masked_l1(recon: torch.Tensor, images: torch.Tensor, inside: torch.Tensor) -
     return ((recon - images).abs() * weight).sum() / weight.sum().clamp(min=1.0)
 
 
+def judged_where_known(recon: torch.Tensor, images: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """The reconstruction where there is data and the image itself elsewhere, for the losses that look at whole
+    windows (perceptual, adversarial): the unknown parts get no gradient from them, as from the L1. Left to the
+    discriminator alone, the decoder learns to paint a checkerboard into the padding."""
+    return torch.where(inside.bool(), recon, images)
+
+
 def decode_the_mean(model: torch.nn.Module) -> None:
     """Make an AutoencoderKL's training forward decode its mean, as the engine does, instead of a random
     draw (the forward itself stays, so DDP still sees one forward per backward)."""
@@ -262,12 +269,13 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
                 recon = recon.float()
                 l1 = masked_l1(recon, images, inside)
                 loss = l1 + penalty
+                judged = judged_where_known(recon, images, inside)
                 if perceptual is not None:
-                    p_loss = perceptual(recon, images)
+                    p_loss = perceptual(judged, images)
                     loss = loss + cfg.perceptual_weight * p_loss
                     sums["perceptual"] += p_loss.item()
                 if adversarial:
-                    fake_logits = ddp_disc(recon.contiguous())[-1]
+                    fake_logits = ddp_disc(judged.contiguous())[-1]
                     g_loss = adversarial_loss(fake_logits, target_is_real=True, for_discriminator=False)
                     loss = loss + cfg.adversarial_weight * g_loss
                     sums["generator"] += g_loss.item()
@@ -278,7 +286,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
             if adversarial:
                 with autocast(device):
                     # Real and fake in one forward: DDP expects one forward per backward.
-                    logits = ddp_disc(torch.cat([recon.detach(), images]).contiguous())[-1]
+                    logits = ddp_disc(torch.cat([judged.detach(), images]).contiguous())[-1]
                     fake, real = logits[: len(images)], logits[len(images) :]
                     d_loss = 0.5 * (
                         adversarial_loss(fake, target_is_real=False, for_discriminator=True)
