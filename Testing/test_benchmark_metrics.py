@@ -12,8 +12,8 @@ from fovcompletion.benchmark.baselines import (
     masked_ncc,
     mirror_fill,
 )
-from fovcompletion.benchmark.cases import hide_rows
-from fovcompletion.benchmark.levels import hidden_blocks, position_f1
+from fovcompletion.benchmark.cases import hide_rows, phantom_cases
+from fovcompletion.benchmark.levels import hidden_blocks, level_counts, position_f1
 from fovcompletion.benchmark.metrics import (
     PSNR_CAP_DB,
     bands,
@@ -160,3 +160,22 @@ def test_disc_positions_are_matched_once_within_tolerance():
     )  # one hit, one miss each
     assert position_f1([], [10.0], tolerance=2.0) == 0.0
     assert position_f1([], [], tolerance=2.0) == 1.0
+
+
+@pytest.mark.parametrize("shift_mm", [12, 20])
+def test_levels_drawn_off_the_truths_path_are_counted_along_the_completions_own_canal(shift_mm):
+    """A completion that draws every level, its spine running a little anterior of the phantom's: the detector on
+    the truth's centreline misses them, the count along the completion's own canal finds them all."""
+    case = phantom_cases(1, 2.0)[0]
+    mid = case.truth.shape[0] // 2
+    shift = shift_mm // 2  # columns of 2 mm
+    moved = np.roll(case.truth[mid], shift, axis=1)
+    moved[:, :shift] = 0.0
+
+    exact = level_counts(case, case.truth[mid], mid)
+    assert exact["vertebra_count_error"] == exact["vertebra_count_error_along_own_canal"] == 0
+
+    counts = level_counts(case, moved, mid)
+    assert counts["vertebrae_true"] >= 10
+    assert counts["vertebra_count_error"] >= counts["vertebrae_true"] / 2  # the placement is scored too
+    assert counts["vertebra_count_error_along_own_canal"] <= 1

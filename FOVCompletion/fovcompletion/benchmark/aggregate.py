@@ -43,6 +43,9 @@ LEVEL_KEYS = (
     "discs_detected_in_truth",
     "disc_position_f1",
     "disc_position_f1_detected_in_truth",
+    "vertebra_count_error_along_own_canal",
+    "vertebrae_found_along_own_canal",
+    "discs_found_along_own_canal",
 )
 
 

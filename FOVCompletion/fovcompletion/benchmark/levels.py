@@ -19,11 +19,18 @@ def hidden_blocks(known_rows: np.ndarray) -> list[slice]:
 
 def level_counts(case: Case, pred_mid: np.ndarray, slice_index: int) -> dict[str, float]:
     """Vertebrae and discs in the hidden rows of the mid-sagittal slice: found in the completion by the
-    profile detector, and true from the label map (each hidden block counted on its own, then summed)."""
+    profile detector, and true from the label map (each hidden block counted on its own, then summed).
+
+    The detector samples the completion along the truth's canal centreline, so it also scores where the
+    completed spine runs: a completion whose spine takes another path (10-20 mm off on the phantoms) loses levels
+    it does draw. The count along the completion's own canal (tracked as for canal continuity) is kept beside it,
+    as `vertebra_count_error_along_own_canal`: what a reader counting the completed image would find."""
     from ..anatomy import count_levels, count_levels_in_labels
+    from .appearance import canal_columns
 
     spacing = (float(case.spacing[1]), float(case.spacing[2]))
-    keys = ("found", "true", "detected_in_truth")
+    own_canal = canal_columns(np.asarray(pred_mid, dtype=np.float64), spacing)
+    keys = ("found", "true", "detected_in_truth", "found_along_own_canal")
     counts = {f"{kind}_{key}": 0.0 for kind in ("vertebrae", "discs") for key in keys}
     disc_rows: dict[str, list[float]] = {key: [] for key in keys}
     for rows in hidden_blocks(case.known_rows):
@@ -32,6 +39,7 @@ def level_counts(case: Case, pred_mid: np.ndarray, slice_index: int) -> dict[str
             "true": count_levels_in_labels(case.labels[slice_index], rows),
             # the detector on the true image: its own error, to tell apart from the completion's
             "detected_in_truth": count_levels(case.truth[slice_index], spacing, case.centerline_cols, rows),
+            "found_along_own_canal": count_levels(pred_mid, spacing, own_canal, rows),
         }
         for key, answer in answers.items():
             disc_rows[key] += [float(r) for r in answer["disc_rows"]]
@@ -39,6 +47,9 @@ def level_counts(case: Case, pred_mid: np.ndarray, slice_index: int) -> dict[str
                 counts[f"{kind}_{key}"] += float(answer[kind])
     counts["vertebrae_abs_err"] = abs(counts["vertebrae_found"] - counts["vertebrae_true"])
     counts["discs_abs_err"] = abs(counts["discs_found"] - counts["discs_true"])
+    counts["vertebra_count_error_along_own_canal"] = abs(
+        counts["vertebrae_found_along_own_canal"] - counts["vertebrae_true"]
+    )
     # Counts alone forgive discs in the wrong place (noise has peaks too): also match positions.
     tolerance_rows = DISC_TOLERANCE_MM / spacing[0]
     counts["disc_position_f1"] = position_f1(disc_rows["found"], disc_rows["true"], tolerance_rows)

@@ -99,6 +99,7 @@ def _level_cells(row: dict) -> list[str]:
     found = row.get("levels") or {}
     return [
         _fmt(found.get("vertebra_count_error"), 1),
+        _fmt(found.get("vertebra_count_error_along_own_canal"), 1),
         _fmt(found.get("discs_abs_err"), 1),
         _fmt(found.get("disc_f1"), 2),
         _fmt(found.get("disc_position_f1_detected_in_truth"), 2),
@@ -128,7 +129,13 @@ def methods_table(methods: dict[str, dict], levels: bool = False) -> list[str]:
         "seam",
     ]
     if levels:
-        header += ["vertebra count err", "discs err", "disc F1", "disc F1 of the truth"]
+        header += [
+            "vertebra count err",
+            "along its own canal",
+            "discs err",
+            "disc F1",
+            "disc F1 of the truth",
+        ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in methods.items():
         cells = [
@@ -190,8 +197,11 @@ scored.
 *slice consistency*: mean SSIM between adjacent completed slices over the truth's, on tissue pixels (below 1:
 the slices disagree more than real neighbours). *range violations*: fraction of output voxels outside the input's
 own intensity range. Levels (phantoms, template): vertebral bodies and discs found by the profile detector in the
-hidden rows of the mid-sagittal slice against the label map (*vertebra count err*: absolute difference; *disc F1*:
-positions matched within 5 mm); *disc F1 of the truth* is the detector's own score on the true image.
+hidden rows of the mid-sagittal slice against the label map (*vertebra count err*: absolute difference, the detector
+following the truth's canal centreline, so a spine completed along another path loses levels; *along its own
+canal*: the same count with the detector following the canal tracked in the completion, what a reader counting the
+completed image finds; *disc F1*: positions matched within 5 mm); *disc F1 of the truth* is the detector's own
+score on the true image.
 
 Ceilings: `grid` is the truth itself through the model's preprocessing (its orientation, canvas spacing and
 intensity normalisation, fitted on the visible rows as the engine fits it) and back to the scan's grid, with no
