@@ -279,6 +279,34 @@ def test_each_guidance_asked_for_is_a_row_of_its_own(tmp_path):
     check_results(tmp_path / "default", {"ours-steps2"})
 
 
+def test_each_eta_asked_for_is_a_row_of_its_own_beside_each_guidance(tmp_path):
+    bundle = predicting_bundle(
+        tmp_path / "bundle",
+        canvas=CanvasSpec(shape=(128, 32), spacing_mm=(8.0, 8.0)),
+        conditioning="masked_latent",
+    )
+    out = tmp_path / "out"
+    arguments = [
+        "--model",
+        str(bundle),
+        "--phantoms",
+        "1",
+        "--phantom-spacing",
+        "4",
+        "--methods",
+        "ours",
+        *FAST,
+    ]
+    assert main(["benchmark", "--out", str(out), *arguments, "--guidance", "1,2", "--eta", "0,1"]) == 0
+    names = {f"ours-steps2-guidance{g}-eta{e}" for g in (1, 2) for e in (0, 1)}
+    rows = check_results(out, names)["methods"]
+    for guidance in (1, 2):
+        deterministic, noisy = (rows[f"ours-steps2-guidance{guidance}-eta{e}"] for e in (0, 1))
+        assert deterministic["nfe"] == noisy["nfe"] == 2
+        assert deterministic["mae"] != noisy["mae"]  # eta 1 draws fresh noise at each step; eta 0 draws none
+    assert "`ours-steps2-guidance2-eta1`" in (out / "results.md").read_text()
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert main(["benchmark", "--out", str(tmp_path / "o"), "--phantoms", "0"]) == 1
     assert "nothing to benchmark" in capsys.readouterr().err

@@ -315,16 +315,19 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
         (right, "seconds_per_volume", "seconds per volume"),
     ):
         measured = [m for m in methods if m.family == "ours" and rows.get(m.name, {}).get(key) is not None]
-        guidances = list(dict.fromkeys(m.guidance for m in measured))
-        # one line per guidance: step counts are comparable only within one
-        for index, guidance in enumerate(guidances):
-            ours = [m for m in measured if m.guidance == guidance]
+        settings = list(dict.fromkeys((m.guidance, m.eta) for m in measured))
+        # one line per sampler setting: step counts are comparable only within one
+        for index, (guidance, eta) in enumerate(settings):
+            ours = [m for m in measured if (m.guidance, m.eta) == (guidance, eta)]
+            details = ([] if guidance is None else [f"guidance {guidance:g}"]) + (
+                [f"eta {eta:g}"] if eta else []
+            )
             axis.plot(
                 [rows[m.name]["nfe"] for m in ours],
                 [rows[m.name][key] for m in ours],
                 "o-",
                 color="tab:blue" if index == 0 else f"C{index + 4}",
-                label="ours (DDIM)" if guidance is None else f"ours (DDIM, guidance {guidance:g})",
+                label=f"ours (DDIM{''.join(', ' + d for d in details)})",
             )
         for m in measured:
             axis.annotate(

@@ -7,6 +7,7 @@ keeps of the truth itself, the most any completion by it can reach.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class Method:
     resample: int = 1
     slice_noise_correlation: float = SamplerOptions.slice_noise_correlation
     guidance: float | None = None  # None: the bundle's
+    eta: float = SamplerOptions.eta
 
     @property
     def learned(self) -> bool:
@@ -63,6 +65,7 @@ class Method:
             resample=self.resample,
             slice_noise_correlation=self.slice_noise_correlation,
             guidance=self.guidance,
+            eta=self.eta,
         )
 
 
@@ -74,30 +77,30 @@ def build_methods(
     reference_steps: int,
     slice_noise_correlation: float = SamplerOptions.slice_noise_correlation,
     guidances: tuple[float | None, ...] = (None,),
+    etas: tuple[float | None, ...] = (None,),
 ) -> list[Method]:
     """The comparison, in the order tables and plots show it: the ceilings first; our sampler's slices share
-    `slice_noise_correlation` of their noise; each of `guidances` gives its own rows (None: the bundle's)."""
+    `slice_noise_correlation` of their noise; each pair of `guidances` and DDIM `etas` gives its own rows (None:
+    the bundle's guidance, the engine's eta, and no suffix in the row's name)."""
     unknown = families - set(FAMILIES)
     if unknown:
         raise InputError(
             f"unknown method(s) {', '.join(sorted(unknown))} (choose from {', '.join(FAMILIES)})"
         )
     methods: list[Method] = [Method(name, name) for name in CEILINGS if name in families]
-    for guidance in guidances:
-        tag = "" if guidance is None else f"-guidance{guidance:g}"
+    for guidance, eta in itertools.product(guidances, etas):
+        tag = ("" if guidance is None else f"-guidance{guidance:g}") + ("" if eta is None else f"-eta{eta:g}")
+        sampling = {
+            "slice_noise_correlation": slice_noise_correlation,
+            "guidance": guidance,
+            "eta": SamplerOptions.eta if eta is None else eta,
+        }
         if "ours" in families:
-            methods += [
-                Method(f"ours-steps{n}{tag}", "ours", n, 1, slice_noise_correlation, guidance) for n in steps
-            ]
+            methods += [Method(f"ours-steps{n}{tag}", "ours", n, 1, **sampling) for n in steps]
         if "resample" in families:
             methods += [
                 Method(
-                    f"ours-steps{resample_steps}-resample{r}{tag}",
-                    "resample",
-                    resample_steps,
-                    r,
-                    slice_noise_correlation,
-                    guidance,
+                    f"ours-steps{resample_steps}-resample{r}{tag}", "resample", resample_steps, r, **sampling
                 )
                 for r in resamples
                 if r > 1

@@ -44,7 +44,7 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def guidance_list(text: str) -> tuple[float, ...]:
+def non_negative_list(text: str) -> tuple[float, ...]:
     try:
         values = tuple(dict.fromkeys(float(part) for part in text.split(",") if part.strip()))  # once each
     except ValueError:
@@ -143,11 +143,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--guidance",
-        type=guidance_list,
+        type=non_negative_list,
         default=(None,),
         metavar="W,W",
         help="classifier-free guidance of our sampler's runs, each value a row of its own named ...-guidanceW "
         "(default: the bundle's, rows unnamed; 1 = none)",
+    )
+    parser.add_argument(
+        "--eta",
+        type=non_negative_list,
+        default=(None,),
+        metavar="E,E",
+        help="DDIM eta of our sampler's runs (0 deterministic, 1 as much fresh noise per step as DDPM), each value "
+        f"a row of its own named ...-etaE (default: the engine's, {SamplerOptions.eta:g}, rows unnamed)",
     )
     parser.add_argument(
         "--reference-steps",
@@ -263,6 +271,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         reference_steps,
         args.slice_noise_correlation,
         args.guidance,
+        args.eta,
     )
     cases, retrieval, extra = [], {}, {}
     spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)
