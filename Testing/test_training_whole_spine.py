@@ -15,8 +15,11 @@ from fovcompletion.training.latents import encode_maps
 from fovcompletion.training.whole_spine import (
     CERVICAL_JOIN_LEVELS,
     FEATHER_MM,
+    MATCH_BAND_MM,
+    canal_brightness,
     cervical_part,
     template_part,
+    upper_joins,
     whole_spine_slabs,
 )
 
@@ -47,8 +50,10 @@ def test_shift_rows_moves_rows_and_marks_what_comes_in_as_unknown():
     assert not valid[0, 1, :2].any() and not valid[0, 2, -3:].any() and valid[0, 0].all()
 
 
-def write_labelled_bids(root, template_root):
-    """A cervical scan with a cord mask, a lumbar scan with disc labels, and a template with both (1 mm)."""
+def write_labelled_bids(root, template_root, cervical_fade_from_mm: int | None = None):
+    """A cervical scan with a cord mask, a lumbar scan with disc labels, and a template with both (1 mm); with
+    `cervical_fade_from_mm`, the cervical scan darkens from there to a tenth at its inferior edge, as a
+    receive coil's sensitivity does."""
 
     def save(path, array):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +65,13 @@ def write_labelled_bids(root, template_root):
         return mask
 
     shape = (7, 200, 48)
-    save(root / "sub-c01/anat/sub-c01_T2w.nii.gz", spine_like(shape, 0))
+    cervical = spine_like(shape, 0)
+    if cervical_fade_from_mm is not None:
+        rows = np.arange(shape[1], dtype=np.float32)
+        cervical -= 2.0 * rows[None, :, None]  # no brightening with depth to hide the fade
+        fade = 1 - 0.9 * np.clip((rows - cervical_fade_from_mm) / (shape[1] - cervical_fade_from_mm), 0, 1)
+        cervical *= fade[None, :, None]
+    save(root / "sub-c01/anat/sub-c01_T2w.nii.gz", cervical)
     save(root / "derivatives/labels/sub-c01/anat/sub-c01_T2w_label-SC_seg.nii.gz", cord(shape, 30))
     save(root / "sub-l01/anat/sub-l01_T2w.nii.gz", spine_like(shape, 1))
     discs = np.zeros(shape, np.float32)
@@ -108,6 +119,33 @@ def test_composites_join_cervical_template_and_lumbar_at_the_level_rows(tmp_path
         narrow = int(np.flatnonzero(width[: width.size // 2] < width[0])[0])
         assert min(abs(narrow - (row + half)) for row in join_rows) <= 1
         assert np.all(slab.image[~slab.valid] == config.data.padding_value)
+
+
+def test_composites_join_above_the_cervical_scans_coil_fade(tmp_path):
+    """Matched at a faded join, the template and the lumbar scan below it would take on the fade: composites
+    whose thoracic and lumbar spine are a few times too dark. Joins are made only above the fade."""
+    root, template_root = tmp_path / "bids", tmp_path / "templates"
+    write_labelled_bids(root, template_root, cervical_fade_from_mm=110)
+    config = tiny_config(root, held_out=())
+    config.data.templates = [str(template_root)]
+    config.data.composites, config.data.template_copies = 4, 0
+    scans, _ = split_scans(find_scans([str(root)], []), [])
+    templates = find_scans([str(template_root)], [])
+    template = template_part(templates[0], config)
+    cervical = cervical_part(scans[0], config, template)
+    spacing = config.data.spacing_mm[0]
+    # 2 mm rows: C2/C3 at row 20, a level every 10 rows, so C5/C6 at row 50 and C6/C7 at row 60, just above
+    # the fade (row 55 on); C7/T1 and below lie in it, though inside the scan
+    assert set(CERVICAL_JOIN_LEVELS) >= {5, 6, 7, 8}
+    assert upper_joins(cervical, template, FEATHER_MM / spacing, MATCH_BAND_MM / spacing) == [5, 6]
+    brightness = canal_brightness(cervical)
+    assert brightness[95] < 0.5 * np.median(brightness[:50])  # the profile sees the fade
+
+    join_rows = [int(round(cervical.discs[level][0])) for level in (5, 6)]
+    for slab in whole_spine_slabs(config, scans, templates):
+        width = slab.valid[0].sum(axis=1)
+        narrow = int(np.flatnonzero(width[: width.size // 2] < width[0])[0])
+        assert min(abs(narrow - (row + FEATHER_MM / 2 / spacing)) for row in join_rows) <= 1
 
 
 def test_the_discriminator_never_reaches_the_unknown_regions(tmp_path):

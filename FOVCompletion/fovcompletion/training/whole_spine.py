@@ -38,7 +38,11 @@ from .config import TrainConfig
 from .data import ScanRecord, Slab
 
 C2_C3, T12_L1, L1_L2 = 2, 19, 20
-CERVICAL_JOIN_LEVELS = (8, 9, 10)  # C7/T1, T1/T2, T2/T3: low enough for thoracic context, above the coil fade
+CERVICAL_JOIN_LEVELS = (5, 6, 7, 8, 9)  # C5/C6 ... T2/T3 (2 = C2/C3); a composite joins at one above the fade
+# A cervical scan's receive coil fades towards its inferior edge: in the three labelled cervical scans the canal
+# at T1/T2 is 0.5-0.7 and at T3/T4 0.2-0.3 as bright as over the scan's median row. A join there matched the
+# template, and the lumbar scan after it, to that fade: composites whose lower parts were about twice too dark.
+COIL_FADE_LIMIT = 0.8  # a join's canal at least this bright, relative to the scan's rows above it
 CERVICAL_TOP_ABOVE_C2_C3_MM = 40.0  # regional cervical scans start at about the top of C1
 CANAL_BEHIND_LUMBAR_DISC_MM = 8.0  # centre of the lumbar canal behind a body's or disc's posterior wall
 FEATHER_MM = 8.0
@@ -222,13 +226,44 @@ def on_grid(part: PlacedPart, top: int, left: int, shape: tuple[int, int, int], 
     return image, valid
 
 
-def upper_joins(cervical: SpinePart, template: SpinePart, feather: float) -> list[int]:
-    """The discs a cervical scan can hand over to the template at: inside the scan by a feather's width."""
+def canal_brightness(part: SpinePart) -> np.ndarray:
+    """Per row, the brightest tissue of the central slices (in T2w, the canal's CSF) above the scan's black,
+    over its median over the rows: the receive coil's sensitivity along the spine, below 1 where it fades
+    (NaN: a row without data)."""
+    centre = part.image.shape[0] // 2
+    central = slice(max(centre - 2, 0), centre + 3)
+    image, valid = part.image[central], part.valid[central]
+    black = float(image[valid].min()) if valid.any() else 0.0
+    brightest = np.array(
+        [
+            np.percentile(image[:, row][valid[:, row]], 99.5) - black if valid[:, row].any() else np.nan
+            for row in range(image.shape[1])
+        ]
+    )
+    return brightest / np.nanmedian(brightest)
+
+
+def upper_joins(cervical: SpinePart, template: SpinePart, feather: float, match_band: float) -> list[int]:
+    """The discs a cervical scan can hand over to the template at: inside the scan by a feather's width, and
+    above its coil fade: over the rows its intensities are matched on (`match_band` either side), the canal is
+    nearly as bright as over the rows of the scan above them."""
     rows = cervical.image.shape[1]
+    brightness = canal_brightness(cervical)
+
+    def above_fade(row: float) -> bool:
+        first, last = max(int(row - match_band), 0), int(row + match_band) + 1
+        near, above = brightness[first:last], brightness[:first]
+        if not (np.isfinite(near).any() and np.isfinite(above).any()):
+            return False
+        return float(np.nanmedian(near)) >= COIL_FADE_LIMIT * float(np.nanmedian(above))
+
     return [
         level
         for level in CERVICAL_JOIN_LEVELS
-        if level in cervical.discs and level in template.discs and cervical.discs[level][0] + feather <= rows
+        if level in cervical.discs
+        and level in template.discs
+        and cervical.discs[level][0] + feather <= rows
+        and above_fade(cervical.discs[level][0])
     ]
 
 
@@ -253,7 +288,7 @@ def build_composite(
     scan below; the template's intensities and noise matched to the cervical scan, the lumbar scan's to the
     matched template."""
     feather = FEATHER_MM / spacing_mm
-    upper_levels = upper_joins(cervical, template, feather)
+    upper_levels = upper_joins(cervical, template, feather, MATCH_BAND_MM / spacing_mm)
     lower_levels = lower_joins(lumbar, template, feather)
     if not upper_levels or not lower_levels:
         raise ValueError(
@@ -348,7 +383,7 @@ def whole_spine_slabs(
         cervical = [cervical_part(r, config, template) for r in scans if r.region == "cervical"]
         lumbar = [lumbar_part(r, config) for r in scans if r.region == "lumbar"]
         feather = FEATHER_MM / spacing
-        cervical = [p for p in cervical if p and upper_joins(p, template, feather)]
+        cervical = [p for p in cervical if p and upper_joins(p, template, feather, MATCH_BAND_MM / spacing)]
         lumbar = [p for p in lumbar if p and lower_joins(p, template, feather)]
         if config.data.composites and (not cervical or not lumbar):
             print("training: no labelled cervical and lumbar scans to make composites from", flush=True)
