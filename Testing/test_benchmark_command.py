@@ -251,23 +251,21 @@ def test_benchmark_on_one_coarse_phantom(tmp_path, bench_bundle):
     assert "disc F1" in (out / "results.md").read_text()
 
 
-def test_each_guidance_asked_for_is_a_row_of_its_own(tmp_path):
-    canvas = CanvasSpec(shape=(128, 32), spacing_mm=(8.0, 8.0))
+def guided_phantom_arguments(folder: Path) -> list[str]:
+    """Benchmark arguments for a tiny conditioned bundle with guidance 2, our sampler alone, on one phantom."""
     bundle = predicting_bundle(
-        tmp_path / "bundle", canvas=canvas, name="tiny-guided", conditioning="masked_latent", guidance=2.0
+        folder / "bundle",
+        canvas=CanvasSpec(shape=(128, 32), spacing_mm=(8.0, 8.0)),
+        name="tiny-guided",
+        conditioning="masked_latent",
+        guidance=2.0,
     )
+    return ["--model", str(bundle), "--phantoms", "1", "--phantom-spacing", "4", "--methods", "ours", *FAST]
+
+
+def test_each_guidance_asked_for_is_a_row_of_its_own(tmp_path):
     out = tmp_path / "out"
-    arguments = [
-        "--model",
-        str(bundle),
-        "--phantoms",
-        "1",
-        "--phantom-spacing",
-        "4",
-        "--methods",
-        "ours",
-        *FAST,
-    ]
+    arguments = guided_phantom_arguments(tmp_path)
     assert main(["benchmark", "--out", str(out), *arguments, "--guidance", "1,3"]) == 0
     results = check_results(out, {"ours-steps2-guidance1", "ours-steps2-guidance3"})
     rows = results["methods"]
@@ -280,23 +278,8 @@ def test_each_guidance_asked_for_is_a_row_of_its_own(tmp_path):
 
 
 def test_each_eta_asked_for_is_a_row_of_its_own_beside_each_guidance(tmp_path):
-    bundle = predicting_bundle(
-        tmp_path / "bundle",
-        canvas=CanvasSpec(shape=(128, 32), spacing_mm=(8.0, 8.0)),
-        conditioning="masked_latent",
-    )
     out = tmp_path / "out"
-    arguments = [
-        "--model",
-        str(bundle),
-        "--phantoms",
-        "1",
-        "--phantom-spacing",
-        "4",
-        "--methods",
-        "ours",
-        *FAST,
-    ]
+    arguments = guided_phantom_arguments(tmp_path)
     assert main(["benchmark", "--out", str(out), *arguments, "--guidance", "1,2", "--eta", "0,1"]) == 0
     names = {f"ours-steps2-guidance{g}-eta{e}" for g in (1, 2) for e in (0, 1)}
     rows = check_results(out, names)["methods"]
