@@ -290,6 +290,36 @@ def test_each_eta_asked_for_is_a_row_of_its_own_beside_each_guidance(tmp_path):
     assert "`ours-steps2-guidance2-eta1`" in (out / "results.md").read_text()
 
 
+def test_repeats_draw_our_sampler_with_new_seeds_and_report_its_noise(tmp_path, capsys):
+    arguments = [*guided_phantom_arguments(tmp_path), "--methods", "ours,constant"]
+    once, thrice = tmp_path / "once", tmp_path / "thrice"
+    assert main(["benchmark", "--out", str(once), *arguments]) == 0
+    assert main(["benchmark", "--out", str(thrice), *arguments, "--repeats", "3"]) == 0
+    results = check_results(thrice, {"ours-steps2", "constant"})
+    draws = [c for c in results["per_case"] if c["method"] == "ours-steps2"]
+    assert [c["draw"] for c in draws] == [0, 1, 2]
+    assert [c["draw"] for c in results["per_case"] if c["method"] == "constant"] == [0]  # not sampled: once
+    ssim = [c["ssim"] for c in draws]
+    assert len(set(ssim)) == 3  # each draw its own seed
+    row = results["methods"]["ours-steps2"]
+    assert row["cases"] == 1 and row["draws"] == 3
+    assert row["ssim"] == pytest.approx(np.mean(ssim))  # the case counts once, as the mean of its draws
+    assert row["levels"]["disc_f1"] == pytest.approx(np.mean([c["levels"]["disc_f1"] for c in draws]))
+    assert row["draw_sd"]["ssim"] == pytest.approx(np.std(ssim, ddof=1))
+    assert "draw_sd" not in results["methods"]["constant"]
+    first = json.loads((once / "results.json").read_text())["methods"]["ours-steps2"]
+    assert first["ssim"] == pytest.approx(
+        ssim[0]
+    )  # draw 0 is the single-draw run: adding draws changes nothing
+    assert "draw_sd" not in first
+    assert "Sampler noise" in (thrice / "results.md").read_text()
+    assert "Sampler noise" not in (once / "results.md").read_text()
+    capsys.readouterr()
+    assert main(["benchmark", "--out", str(tmp_path / "none"), *arguments, "--repeats", "0"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "--repeats must be at least 1" in error and "\n" not in error
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert main(["benchmark", "--out", str(tmp_path / "o"), "--phantoms", "0"]) == 1
     assert "nothing to benchmark" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -163,10 +164,29 @@ def test_the_bundles_guidance_is_the_default_and_the_callers_wins(tmp_path, tiny
         )
 
 
+def test_the_bundles_eta_is_the_default_and_the_callers_wins(tmp_path):
+    folder = create_random_bundle(tmp_path / "e", conditioning="masked_latent", eta=1.0, seed=3)
+    assert read_metadata(folder).eta == 1.0
+    noisy = with_output_weights(load_bundle(folder))
+    deterministic = replace(noisy, metadata=replace(noisy.metadata, eta=0.0))  # same weights, eta 0
+    scan = synthetic_scan((6, 40, 30))
+
+    def run(bundle, **options):
+        return complete(scan, AFFINE, model=bundle, slices=2, steps=3, extend_inferior_mm=30, **options).image
+
+    default = run(noisy)
+    np.testing.assert_array_equal(default, run(noisy, sampler=SamplerOptions(steps=3, eta=1.0)))
+    assert np.abs(default - run(deterministic)).max() > 1e-3  # the bundle's eta draws fresh noise per step
+    np.testing.assert_array_equal(run(deterministic), run(noisy, sampler=SamplerOptions(steps=3, eta=0.0)))
+    with pytest.raises(InputError, match="eta must be a number >= 0"):
+        run(noisy, sampler=SamplerOptions(steps=3, eta=float("nan")))
+
+
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
         ({"guidance": -0.5}, "guidance must be a number >= 0"),
+        ({"eta": -1.0}, "eta must be a number >= 0"),
         ({"conditioning": "none"}, "needs a conditioned"),
     ],
 )

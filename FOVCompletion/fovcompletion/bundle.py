@@ -94,6 +94,7 @@ class BundleMetadata:
     )
     conditioning: str = "none"  # what the UNet sees of the known region (see `conditioning`)
     guidance: float = 1.0  # classifier-free guidance the sampler uses unless told otherwise (1: none)
+    eta: float = 0.0  # DDIM eta the sampler uses unless told otherwise (0: deterministic steps)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     canvas: CanvasSpec = field(default_factory=CanvasSpec)
     intensity: IntensitySpec = field(default_factory=IntensitySpec)
@@ -145,6 +146,7 @@ class BundleMetadata:
                 latent_quantized=bool(data.get("latent_quantized", True)),
                 conditioning=str(data.get("conditioning", "none")),
                 guidance=float(data.get("guidance", 1.0)),
+                eta=float(data.get("eta", 0.0)),
                 weights={role: WeightFile(**spec) for role, spec in data["weights"].items()},
                 scheduler=SchedulerSpec(**data.get("scheduler", {})),
                 canvas=CanvasSpec(**canvas),
@@ -183,8 +185,10 @@ class BundleMetadata:
                 f"bundle {self.name!r}: conditioning {self.conditioning!r} is not one of "
                 f"{', '.join(CONDITIONING_MODES)} (made by a newer fovcompletion?)"
             )
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise BundleError(f"bundle {self.name!r}: guidance must be a number >= 0")
+        for name in ("guidance", "eta"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise BundleError(f"bundle {self.name!r}: {name} must be a number >= 0")
         if self.guidance != 1.0 and self.conditioning == "none":
             raise BundleError(
                 f"bundle {self.name!r}: guidance needs a conditioned UNet (conditioning is 'none')"

@@ -217,9 +217,12 @@ class _Completer:
         return image
 
 
-def resolve_guidance(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
-    """The caller's guidance, else the bundle's; the reference algorithm and unconditional UNets have none, which
-    only an explicit request makes an error."""
+def resolve_sampler(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
+    """The caller's guidance and eta, else the bundle's (the settings its model was measured best with); the
+    reference algorithm and unconditional UNets have no guidance, which only an explicit request makes an
+    error."""
+    if options.eta is None:
+        options = replace(options, eta=metadata.eta)
     guidance = metadata.guidance if options.guidance is None else options.guidance
     if guidance == 1.0:
         return replace(options, guidance=guidance)
@@ -298,7 +301,7 @@ def complete(
     bundle = get_bundle(model, torch_device)
     metadata = bundle.metadata
     options.validate(metadata.scheduler.num_train_timesteps)
-    options = resolve_guidance(options, metadata)
+    options = resolve_sampler(options, metadata)
     slab = prepare_slab(volume, metadata, slices, slice_range)
     reference = options.method == "reference"
     layout = plan_layout(

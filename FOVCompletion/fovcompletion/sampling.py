@@ -159,6 +159,7 @@ class LatentInpainter:
         transitions = repaint_transitions(len(timesteps) - 1, options.resample, options.jump_length)
         total = sum(1 for a, b in transitions if b > a)
         z, done = self._noise(known), 0
+        eta = options.eta or 0.0  # None (no bundle's setting resolved): deterministic
         for source, target in transitions:
             t, t_next = timesteps[source], timesteps[target]
             if target < source:  # RePaint: go back up one step by re-noising
@@ -167,9 +168,7 @@ class LatentInpainter:
                 continue
             eps, x0 = self._eps_and_x0(z, t, known, mask)
             a_t, a_next = self._alpha(t), self._alpha(t_next)
-            sigma = (
-                options.eta * ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)) ** 0.5 if t_next >= 0 else 0.0
-            )
+            sigma = eta * ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)) ** 0.5 if t_next >= 0 else 0.0
             z = a_next**0.5 * x0 + max(1 - a_next - sigma**2, 0.0) ** 0.5 * eps
             if sigma > 0:
                 z = z + sigma * self._noise(z)

@@ -29,11 +29,14 @@ class SamplerOptions:
     `guidance` w is classifier-free guidance for a conditioned UNet: each step runs it with and without the
     known region (the UNet learned both: a tenth of its training windows have no context) and extrapolates,
     eps = eps_without + w (eps_with - eps_without), so that the completion follows the context more than a
-    small model on its own does. 1 = off (one UNet pass per step); None = the bundle's setting."""
+    small model on its own does. 1 = off (one UNet pass per step); None = the bundle's setting.
+
+    `eta` is DDIM's share of fresh noise at each step: 0 = deterministic steps, 1 = as much as DDPM; None = the
+    bundle's setting (the engine resolves it; a sampler given None steps deterministically)."""
 
     method: str = "ddim"
     steps: int = 50
-    eta: float = 0.0
+    eta: float | None = None
     resample: int = 1
     jump_length: int = 1
     mask_erosion: int = 0
@@ -47,8 +50,8 @@ class SamplerOptions:
             raise InputError(f"steps must be between 1 and {num_train_timesteps} (got {self.steps})")
         if self.resample < 1 or self.jump_length < 1 or self.mask_erosion < 0:
             raise InputError("resample and jump length must be at least 1, mask erosion at least 0")
-        if self.eta < 0:
-            raise InputError(f"eta must be non-negative (got {self.eta})")
+        if self.eta is not None and not (math.isfinite(self.eta) and self.eta >= 0):
+            raise InputError(f"eta must be a number >= 0 (got {self.eta})")
         if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
             raise InputError(f"guidance must be a number >= 0 (got {self.guidance})")
         if not 0.0 <= self.slice_noise_correlation <= 1.0:
@@ -88,5 +91,5 @@ def count_model_evaluations(options: SamplerOptions, num_train_timesteps: int) -
 
 def unet_batch_size(slices: int, guidance: float | None) -> int:
     """Inputs per UNet call: guidance runs every slice twice, with the known region and without it. Pass the
-    resolved guidance (`pipeline.resolve_guidance`): None counts as none here, not as the bundle's."""
+    resolved guidance (`pipeline.resolve_sampler`): None counts as none here, not as the bundle's."""
     return slices * (1 if guidance in (None, 1.0) else 2)

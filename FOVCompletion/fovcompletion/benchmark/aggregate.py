@@ -61,13 +61,58 @@ def mean_ci(values: Iterable[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def finite_mean(values: Iterable[float | None]) -> float:
+    """Mean of the finite values, NaN where there are none."""
+    data = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(data)) if data else math.nan
+
+
+def _measures(outcome: Outcome) -> dict[str, float]:
+    """An outcome's quality metrics and level counts, one flat dictionary."""
+    return {**{key: outcome.metrics.get(key, math.nan) for key in QUALITY_KEYS}, **(outcome.levels or {})}
+
+
+def mean_measures(outcomes: list[Outcome]) -> dict[str, float]:
+    """Each measure's mean over the outcomes (finite values only)."""
+    found = [_measures(o) for o in outcomes]
+    keys = {key for measures in found for key in measures}
+    return {key: finite_mean(measures.get(key) for measures in found) for key in keys}
+
+
+def grouped(outcomes: list[Outcome], attribute: str) -> list[list[Outcome]]:
+    """The outcomes split by one attribute ("case", "draw"), in order of first appearance."""
+    groups: dict = {}
+    for outcome in outcomes:
+        groups.setdefault(getattr(outcome, attribute), []).append(outcome)
+    return list(groups.values())
+
+
+def draw_spread(outcomes: list[Outcome]) -> dict[str, float]:
+    """The sampler's own noise in a row: the standard deviation, over draws, of the row's mean over cases with
+    that draw (empty for rows drawn once). A difference between two rows smaller than this is seed, not method."""
+    row_means = [mean_measures(draw) for draw in grouped(outcomes, "draw")]
+    if len(row_means) < 2:
+        return {}
+    spread = {}
+    for key in row_means[0]:
+        values = [means.get(key, math.nan) for means in row_means]
+        if all(math.isfinite(value) for value in values):
+            spread[key] = float(np.std(values, ddof=1))
+    return spread
+
+
 def summarise(outcomes: list[Outcome]) -> dict:
-    """One method's row of results.json."""
+    """One method's row of results.json: quality over cases, each case the mean of its draws."""
     done = [o for o in outcomes if o.skipped is None]
-    row: dict = {"cases": len(done), "skipped": len(outcomes) - len(done)}
+    cases = [mean_measures(case) for case in grouped(done, "case")]  # a case counts once, however often drawn
+    row: dict = {
+        "cases": len(cases),
+        "skipped": len({o.case for o in outcomes if o.skipped is not None}),
+        "draws": max((o.draw for o in done), default=0) + 1,
+    }
     ci: dict[str, list[float]] = {}
     for key in QUALITY_KEYS:
-        mean, low, high = mean_ci(o.metrics.get(key, math.nan) for o in done)
+        mean, low, high = mean_ci(case[key] for case in cases)
         row[key] = mean
         ci[key] = [low, high]
     row["known_max_abs_err"] = max((o.metrics["known_max_abs_err"] for o in done), default=math.nan)
@@ -80,9 +125,11 @@ def summarise(outcomes: list[Outcome]) -> dict:
     row["seconds_per_unet_step"] = unet / nfe if nfe else None
     row["seconds_per_unet_step_per_slice"] = unet / inputs if inputs else None
     row["peak_rss_mb"] = max((o.peak_rss_mb for o in done), default=math.nan)
-    levels = [o.levels for o in done if o.levels]
-    if levels:
-        row["levels"] = {key: mean_ci(level[key] for level in levels)[0] for key in LEVEL_KEYS}
+    if any(o.levels for o in done):
+        row["levels"] = {key: finite_mean(case.get(key) for case in cases) for key in LEVEL_KEYS}
+    spread = draw_spread(done)
+    if spread:
+        row["draw_sd"] = spread
     row["ci95"] = ci
     return row
 

@@ -66,6 +66,7 @@ def build_results(run: BenchmarkRun, hide_mm: float, extra: dict[str, Any]) -> d
             "case": o.case,
             "source": o.source,
             "method": o.method,
+            "draw": o.draw,
             **o.metrics,
             "nfe": o.nfe,
             "seconds": o.seconds,
@@ -177,13 +178,55 @@ def details_table(methods: dict[str, dict]) -> list[str]:
     return lines
 
 
+SPREAD_COLUMNS = (
+    ("SSIM", "ssim", 3),
+    ("tissue SSIM", "ssim_tissue", 3),
+    ("sharpness", "sharpness", 2),
+    ("seam brightness", "seam_brightness", 2),
+    ("canal continuity", "canal_continuity", 2),
+    ("MAE", "mae", 4),
+    ("vertebra count err", "vertebra_count_error", 1),
+    ("disc F1", "disc_f1", 2),
+)
+
+
+def spread_table(methods: dict[str, dict]) -> list[str]:
+    """The sampler's noise of each row drawn more than once (`--repeats`): the standard deviation of its mean
+    over the draws, the smallest difference between two rows that says something about the method. Empty when
+    no row was drawn twice."""
+    drawn = {name: row for name, row in methods.items() if row.get("draw_sd")}
+    if not drawn:
+        return []
+    columns = [c for c in SPREAD_COLUMNS if any(c[1] in row["draw_sd"] for row in drawn.values())]
+    header = ["method", "draws", *(title for title, _, _ in columns)]
+    lines = [
+        "Sampler noise: standard deviation of each row's mean over its draws (each draw a seed of its own per case).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for name, row in drawn.items():
+        cells = [_name(name), str(row["draws"]), *(_fmt(row["draw_sd"].get(k), d) for _, k, d in columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _section(methods: dict[str, dict], levels: bool) -> list[str]:
+    """A section's rows, then their sampler noise when they were drawn more than once."""
+    noise = spread_table(methods)
+    return [*methods_table(methods, levels=levels), *(["", *noise] if noise else [])]
+
+
 NOTES = """
 Metrics: both images scaled to [0, 1] by the 0.5/99.5 percentiles of the visible rows (BraTS inpainting protocol);
 SSIM (Gaussian window, sigma 1.5), PSNR and MAE over the hidden rows of the central sagittal slices, and over the
 first 32 mm past the boundary and beyond. *seam*: mean absolute step across the boundary divided by the truth's
 mean row-to-row step within 8 mm of it (1 = as smooth as anatomy). *known max err*: largest deviation in the
 visible rows, in units of the visible range (0 = exact paste-back). *s / UNet step*: time inside the UNet per
-call (all slices in one batch). Peak RSS: per method (kernel high-water mark reset before each run).
+call (all slices in one batch). Peak RSS: per method (kernel high-water mark reset before each run). With
+`--repeats K` each of our sampler's rows is drawn K times per case, draw k with the seed of draw 0 plus 1000 k: a
+case's figures are the mean of its draws, the 95% CI is over cases, and the sampler-noise table gives the spread of
+each row's mean over draws.
 
 What the eye sees: *tissue SSIM*: the SSIM map averaged over the hidden pixels where the truth is brighter than
 its visible rows' median (whole-region SSIM is dominated by background). *sharpness*: mean in-plane gradient
@@ -243,7 +286,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
         lines.append(f"- command: `{results['command']}`")
     lines += [
         "",
-        *methods_table(results["methods"], levels=results["source"] != "real"),
+        *_section(results["methods"], levels=results["source"] != "real"),
         "",
         *details_table(results["methods"]),
     ]
@@ -261,7 +304,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
             f"## Phantoms ({results['phantoms']['cases']} case(s): "
             f"{results.get('phantom_keep', 'cervical')} visible, the rest completed)",
             "",
-            *methods_table(results["phantoms"]["methods"], levels=True),
+            *_section(results["phantoms"]["methods"], levels=True),
         ]
     if "templates" in results:
         lines += [
@@ -269,7 +312,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
             f"## Template ({results['templates']['cases']} case(s): {', '.join(results['templates']['case_names'])}; "
             "C1-C7 visible, completed down to L1)",
             "",
-            *methods_table(results["templates"]["methods"], levels=True),
+            *_section(results["templates"]["methods"], levels=True),
         ]
     if results.get("speed"):
         lines += [
@@ -320,7 +363,7 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
         for index, (guidance, eta) in enumerate(settings):
             ours = [m for m in measured if (m.guidance, m.eta) == (guidance, eta)]
             details = ([] if guidance is None else [f"guidance {guidance:g}"]) + (
-                [f"eta {eta:g}"] if eta else []
+                [f"eta {eta:g}"] if eta is not None else []
             )
             axis.plot(
                 [rows[m.name]["nfe"] for m in ours],

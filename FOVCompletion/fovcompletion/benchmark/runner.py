@@ -16,7 +16,7 @@ import numpy as np
 
 from ..device import resolve_device
 from ..errors import FOVCompletionError, InputError
-from ..pipeline import CompletionResult, complete, get_bundle, resolve_guidance
+from ..pipeline import CompletionResult, complete, get_bundle, resolve_sampler
 from ..preprocess import select_slices
 from ..sampling import SamplerOptions
 from ..schedule import unet_batch_size
@@ -28,6 +28,7 @@ from .metrics import NEAR_MM, quality
 from .resources import describe_device, peak_rss_mb, reset_peak_rss, threads
 from .timing import UNetTimer
 
+DRAW_SEED_STRIDE = 1000
 FAMILIES = (*CEILINGS, "ours", "resample", "reference", "constant", "mirror", "retrieval")
 LEARNED = ("ours", "resample", "reference")
 
@@ -42,7 +43,7 @@ class Method:
     resample: int = 1
     slice_noise_correlation: float = SamplerOptions.slice_noise_correlation
     guidance: float | None = None  # None: the bundle's
-    eta: float = SamplerOptions.eta
+    eta: float | None = None  # None: the bundle's
 
     @property
     def learned(self) -> bool:
@@ -51,6 +52,12 @@ class Method:
     @property
     def ceiling(self) -> bool:
         return self.family in CEILINGS
+
+    @property
+    def sampled(self) -> bool:
+        """Our sampler's rows, the ones drawn several times per case when asked (the reference's 1000 steps
+        once)."""
+        return self.family in ("ours", "resample")
 
     @property
     def needs_bundle(self) -> bool:
@@ -93,7 +100,7 @@ def build_methods(
         sampling = {
             "slice_noise_correlation": slice_noise_correlation,
             "guidance": guidance,
-            "eta": SamplerOptions.eta if eta is None else eta,
+            "eta": eta,
         }
         if "ours" in families:
             methods += [Method(f"ours-steps{n}{tag}", "ours", n, 1, **sampling) for n in steps]
@@ -126,6 +133,7 @@ class Outcome:
     peak_rss_mb: float = 0.0
     levels: dict[str, float] | None = None
     skipped: str | None = None
+    draw: int = 0  # which of our sampler's draws on this case (`Settings.repeats`)
 
 
 @dataclass
@@ -148,6 +156,13 @@ class Settings:
     reference_cases: int | None = None  # None: every case
     examples: int = 3
     near_mm: float = NEAR_MM
+    repeats: int = 1  # draws of our sampler's rows per case, each with a seed of its own
+
+
+def draw_seed(first: int, case_number: int, draw: int) -> int:
+    """The sampler seed of one draw on one case: draw 0 is the seed a single-draw run uses, so adding draws never
+    changes the first; later draws step by DRAW_SEED_STRIDE, past any case number of a run."""
+    return first + case_number + DRAW_SEED_STRIDE * draw
 
 
 @dataclass
@@ -172,6 +187,11 @@ def on_truth_grid(result: CompletionResult, case: Case, start: int, stop: int) -
             f"{case.name}: completion output is not on the truth grid (output {result.image.shape}, truth slab "
             f"{shape}, truth-index-from-output map offset {np.round(index[:3, 3], 3).tolist()})"
         )
+
+
+def method_draws(methods: list[Method], repeats: int) -> list[tuple[Method, int]]:
+    """(method, draw) in the order a case runs them: `repeats` draws of our sampler's rows, one of the rest."""
+    return [(method, draw) for method in methods for draw in range(repeats if method.sampled else 1)]
 
 
 def run_learned(
@@ -235,8 +255,8 @@ def run_benchmark(
             if number < settings.examples
             else None
         )
-        for method in methods:
-            outcome = Outcome(case.name, case.source, method.name, unet_batch=truth.shape[0])
+        for method, draw in method_draws(methods, settings.repeats):
+            outcome = Outcome(case.name, case.source, method.name, unet_batch=truth.shape[0], draw=draw)
             if (
                 method.family == "reference"
                 and settings.reference_cases is not None
@@ -248,7 +268,12 @@ def run_benchmark(
                 if method.learned:
                     with UNetTimer(bundle.unet) as timer:
                         result = run_learned(
-                            method, case, bundle, settings, truth.shape[0], settings.seed + number
+                            method,
+                            case,
+                            bundle,
+                            settings,
+                            truth.shape[0],
+                            draw_seed(settings.seed, number, draw),
                         )
                     on_truth_grid(result, case, start, stop)
                     pred = result.image
@@ -257,7 +282,7 @@ def run_benchmark(
                         result.seconds,
                         timer.seconds,
                     )
-                    guidance = resolve_guidance(method.sampler(), bundle.metadata).guidance
+                    guidance = resolve_sampler(method.sampler(), bundle.metadata).guidance
                     outcome.unet_batch = unet_batch_size(truth.shape[0], guidance)
                 else:
                     started = time.perf_counter()
@@ -294,12 +319,13 @@ def run_benchmark(
                 outcome.levels = level_counts(case, pred[mid], start + mid)
             if method.family == "reference":
                 reference_done += 1
-            if example is not None:
+            if example is not None and draw == 0:
                 example.predictions[method.name] = np.asarray(pred[mid], dtype=np.float32)
             outcomes.append(outcome)
             found = outcome.metrics
+            label = f"{method.name} draw {draw}" if draw else method.name
             log(
-                f"  {case.name} {method.name}: SSIM {found['ssim']:.3f} tissue {found['ssim_tissue']:.3f} "
+                f"  {case.name} {label}: SSIM {found['ssim']:.3f} tissue {found['ssim_tissue']:.3f} "
                 f"sharpness {found['sharpness']:.2f} MAE {found['mae']:.4f} seam {found['seam']:.2f} "
                 f"NFE {outcome.nfe} {outcome.seconds:.1f} s"
             )

@@ -155,7 +155,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=(None,),
         metavar="E,E",
         help="DDIM eta of our sampler's runs (0 deterministic, 1 as much fresh noise per step as DDPM), each value "
-        f"a row of its own named ...-etaE (default: the engine's, {SamplerOptions.eta:g}, rows unnamed)",
+        "a row of its own named ...-etaE (default: the bundle's, rows unnamed)",
     )
     parser.add_argument(
         "--reference-steps",
@@ -190,6 +190,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--examples", type=int, default=3, help="cases shown in examples.png (default: 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first case (then +1 per case)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        metavar="K",
+        help="draws of each of our sampler's rows per case, each with a seed of its own (draw k: the case's seed + "
+        "1000 k): rows report the mean over draws and the spread of the mean, the sampler's own noise (default: 1)",
+    )
     parser.add_argument(
         "--no-speed",
         action="store_true",
@@ -243,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--subjects chooses among the subjects of --data; give --data BIDS_ROOT")
     if phantoms < 0 or (args.max_cases is not None and args.max_cases < 1):
         raise InputError("--phantoms must be 0 or more and --max-cases at least 1")
+    if args.repeats < 1:
+        raise InputError(f"--repeats must be at least 1 (got {args.repeats})")
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} exists and is not a folder")
     return _run(args, preset, families, phantoms, explicit_phantoms)
@@ -313,6 +323,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         if args.reference_cases is not None
         else preset["reference_cases"],
         examples=args.examples,
+        repeats=args.repeats,
     )
     run_result = run_benchmark(cases, methods, settings, retrieval, log=log)
     extra = {

@@ -73,7 +73,13 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
     sampler.add_argument("--resample", type=int, default=1, help="RePaint resamples per jump (1 = none)")
     sampler.add_argument("--jump-length", type=int, default=1, help="RePaint jump length in steps")
     sampler.add_argument("--mask-erosion", type=int, default=0, help="erode the latent known mask by N cells")
-    sampler.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic steps)")
+    sampler.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="DDIM eta: the share of fresh noise at each step (default: the model's setting; 0 = deterministic "
+        "steps)",
+    )
     sampler.add_argument(
         "--guidance",
         type=float,

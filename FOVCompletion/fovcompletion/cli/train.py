@@ -241,6 +241,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the sampler's default classifier-free guidance for this model, as measured with "
         "`fovcompletion benchmark --guidance` (default 1: none)",
     )
+    export.add_argument(
+        "--eta",
+        type=float,
+        default=0.0,
+        metavar="E",
+        help="the sampler's default DDIM eta for this model, as measured with `fovcompletion benchmark --eta` "
+        "(default 0: deterministic steps)",
+    )
     export.add_argument("--device", default="auto", help="device for the latent scale factor computation")
     export.set_defaults(handler=run_export)
 
@@ -420,6 +428,7 @@ def run_export(args: argparse.Namespace) -> int:
         use_ema=not args.no_ema,
         device=args.device,
         guidance=args.guidance,
+        eta=args.eta,
     )
     print(f"wrote bundle {folder}")
     return 0

@@ -94,9 +94,11 @@ def export_bundle(
     use_ema: bool = True,
     device: str = "cpu",
     guidance: float = 1.0,
+    eta: float = 0.0,
 ) -> Path:
-    """Write the bundle folder `output` (atomically) and verify it; returns its path. `guidance`: the sampler's
-    default classifier-free guidance for this model (measure it with `fovcompletion benchmark --guidance`)."""
+    """Write the bundle folder `output` (atomically) and verify it; returns its path. `guidance` and `eta`: the
+    sampler's default classifier-free guidance and DDIM eta for this model (measure them with `fovcompletion
+    benchmark --guidance ... --eta ...`)."""
     del device  # the scale factor is the one the UNet was trained with, stored in the checkpoint
     run_dir = Path(run_dir)
     path = run_dir / DIFFUSION_STAGE / LAST
@@ -137,6 +139,7 @@ def export_bundle(
             + ("; ".join(licences) if licences else "unspecified")
         ),
         guidance=float(guidance),
+        eta=float(eta),
         training=training,
         quality=measured.get("quality", {}),
         speed=measured.get("speed", {}),
