@@ -49,9 +49,14 @@ LEVEL_KEYS = (
 )
 
 
-def mean_ci(values: Iterable[float]) -> tuple[float, float, float]:
+def finite_values(values: Iterable[float | None]) -> np.ndarray:
+    """The values that are numbers (None, NaN and infinities left out)."""
+    return np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+
+
+def mean_ci(values: Iterable[float | None]) -> tuple[float, float, float]:
     """Mean and 95% t-interval of the finite values; NaN where there are none (interval NaN for one value)."""
-    data = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    data = finite_values(values)
     if data.size == 0:
         return math.nan, math.nan, math.nan
     mean = float(data.mean())
@@ -63,8 +68,8 @@ def mean_ci(values: Iterable[float]) -> tuple[float, float, float]:
 
 def finite_mean(values: Iterable[float | None]) -> float:
     """Mean of the finite values, NaN where there are none."""
-    data = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(data)) if data else math.nan
+    data = finite_values(values)
+    return float(data.mean()) if data.size else math.nan
 
 
 def _measures(outcome: Outcome) -> dict[str, float]:
