@@ -50,6 +50,7 @@ def test_a_copy_is_perfect_on_every_appearance_metric():
             "sharpness": 1.0,
             "seam_brightness": 1.0,
             "canal_continuity": 1.0,
+            "canal_reach": 1.0,
             "slice_consistency": 1.0,
             "value_range_violations": 0.0,
         }
@@ -116,6 +117,34 @@ def test_canal_continuity_counts_the_rows_where_the_canal_stays_bright():
         assert metrics_of(pred, truth)["canal_continuity"] == expected
 
 
+def test_canal_reach_follows_the_completed_canal_wherever_it_runs_until_it_fades():
+    truth = spine_like()
+    known = known_rows()
+    seam = SHAPE[1] - HIDDEN
+    tissue_only = spine_like(canal_col=-100)  # the same texture, no canal
+    faded = truth.copy()
+    faded[:, seam + 20 :] = tissue_only[:, seam + 20 :]  # the canal stops 20 mm past the seam
+    # 20 of the truth's 40 mm, give or take the 2 mm smoothing along the rows that tests for a ridge
+    assert 0.5 <= metrics_of(faded, truth)["canal_reach"] <= 0.55
+    gone = truth.copy()
+    gone[:, ~known] = tissue_only[:, ~known]
+    assert metrics_of(gone, truth)["canal_reach"] <= 0.05
+    # 12 mm off the truth's canal: canal continuity scores it lost, the reader sees a canal all the way down
+    moved = truth.copy()
+    moved[:, ~known] = spine_like(
+        canal_col=np.r_[np.full(seam, CANAL_COL), CANAL_COL + np.arange(1, 41) * 0.3]
+    )[:, ~known]
+    assert metrics_of(moved, truth)["canal_reach"] == 1.0
+    gap = truth.copy()  # a 5 mm dropout (a bulging disc) is forgiven, a 15 mm one ends the canal
+    gap[:, seam + 10 : seam + 15] = tissue_only[:, seam + 10 : seam + 15]
+    assert metrics_of(gap, truth)["canal_reach"] == 1.0
+    gap[:, seam + 10 : seam + 25] = tissue_only[:, seam + 10 : seam + 25]
+    assert 0.25 <= metrics_of(gap, truth)["canal_reach"] <= 0.3
+    # the truth's own canal ends 20 mm past the seam (the dural sac): a completion that lasts that far is complete
+    assert metrics_of(faded, faded)["canal_reach"] == 1.0
+    assert metrics_of(truth, faded)["canal_reach"] == 1.0  # at most 1
+
+
 def test_slices_that_disagree_are_less_consistent_and_identical_ones_more():
     truth = spine_like()
     hidden = ~known_rows()
@@ -146,6 +175,7 @@ def test_quality_carries_the_appearance_metrics():
         "sharpness",
         "seam_brightness",
         "canal_continuity",
+        "canal_reach",
         "slice_consistency",
         "value_range_violations",
     ):

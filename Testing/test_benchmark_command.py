@@ -290,6 +290,17 @@ def test_each_eta_asked_for_is_a_row_of_its_own_beside_each_guidance(tmp_path):
     assert "`ours-steps2-guidance2-eta1`" in (out / "results.md").read_text()
 
 
+def test_each_repaint_jump_length_asked_for_is_a_resampling_row_of_its_own(tmp_path):
+    out = tmp_path / "out"
+    arguments = [*guided_phantom_arguments(tmp_path), "--methods", "resample", "--resample-steps", "4"]
+    assert main(["benchmark", "--out", str(out), *arguments, "--jump-length", "1,2"]) == 0
+    rows = check_results(out, {"ours-steps4-resample2", "ours-steps4-resample2-jump2"})["methods"]
+    # 4 steps; jump 1 goes back one step after steps 1, 2 and 3 (3 more passes), jump 2 two steps after step 2
+    assert rows["ours-steps4-resample2"]["nfe"] == 7
+    assert rows["ours-steps4-resample2-jump2"]["nfe"] == 6
+    assert rows["ours-steps4-resample2"]["mae"] != rows["ours-steps4-resample2-jump2"]["mae"]
+
+
 def test_repeats_draw_our_sampler_with_new_seeds_and_report_its_noise(tmp_path, capsys):
     arguments = [*guided_phantom_arguments(tmp_path), "--methods", "ours,constant"]
     once, thrice = tmp_path / "once", tmp_path / "thrice"

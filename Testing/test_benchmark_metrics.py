@@ -13,11 +13,12 @@ from fovcompletion.benchmark.baselines import (
     mirror_fill,
 )
 from fovcompletion.benchmark.cases import hide_rows, phantom_cases
-from fovcompletion.benchmark.levels import hidden_blocks, level_counts, position_f1
+from fovcompletion.benchmark.levels import level_counts, position_f1
 from fovcompletion.benchmark.metrics import (
     PSNR_CAP_DB,
     bands,
     boundary_pairs,
+    hidden_blocks,
     quality,
     seam_statistic,
     ssim_map,

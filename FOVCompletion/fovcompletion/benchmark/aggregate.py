@@ -27,6 +27,7 @@ QUALITY_KEYS = (
     "sharpness",
     "seam_brightness",
     "canal_continuity",
+    "canal_reach",
     "slice_consistency",
     "value_range_violations",
 )

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .canal import ridge_strength, strongest_near, track_canal
-from .metrics import row_distance_mm, scale_unit, ssim_map, visible_range
+from .metrics import hidden_blocks, row_distance_mm, scale_unit, ssim_map, visible_range
 
 SEAM_BAND_MM = 16.0
 CANAL_BAND_MM = 64.0
@@ -22,6 +22,7 @@ CANAL_TOLERANCE_MM = 4.0
 CANAL_MIN_STRENGTH = (
     0.1  # a bright canal: this much (of the visible range) brighter than the tissue beside it
 )
+CANAL_GAP_MM = 8.0  # a canal may dim for about a disc's height (a bulge, noise) and still be the same canal
 
 
 def tissue_mask(truth_unit: np.ndarray, known_rows: np.ndarray) -> np.ndarray:
@@ -115,6 +116,48 @@ def canal_continuity(
     return float(np.mean(pred_ridge[scored] >= CANAL_MIN_STRENGTH))
 
 
+def canal_reach_mm(image_unit_mid: np.ndarray, known_rows: np.ndarray, spacing: tuple[float, float]) -> float:
+    """How far past the seam a bright canal lasts in one image, in mm summed over its hidden blocks.
+
+    Along the canal tracked in the image itself (`canal.track_canal`, wherever it runs), row by row away from
+    the seam: the last row with a ridge of at least `CANAL_MIN_STRENGTH` within `CANAL_TOLERANCE_MM` of the
+    track before the ridge has been missing for more than `CANAL_GAP_MM`. Needs no truth, so it also measures
+    completions longer than any truth."""
+    strength = ridge_strength(image_unit_mid, spacing)
+    reach_px = max(0, int(round(CANAL_TOLERANCE_MM / spacing[1])))
+    bright = strongest_near(strength, track_canal(strength, spacing), reach_px) >= CANAL_MIN_STRENGTH
+    distance = row_distance_mm(known_rows, spacing[0])
+    total = 0.0
+    for block in hidden_blocks(known_rows):
+        rows = np.arange(block.start, block.stop)
+        if block.start == 0 and block.stop == len(known_rows):
+            continue  # nothing visible: no seam to start from
+        last = 0.0  # the seam
+        for row in rows[np.argsort(distance[rows], kind="stable")]:
+            if distance[row] - last > CANAL_GAP_MM + 1e-6:
+                break
+            if bright[row]:
+                last = float(distance[row])
+        total += last
+    return total
+
+
+def canal_reach(
+    pred_unit_mid: np.ndarray,
+    truth_unit_mid: np.ndarray,
+    known_rows: np.ndarray,
+    spacing: tuple[float, float],
+) -> float:
+    """The completion's `canal_reach_mm` over the truth's, at most 1: 1 = its canal lasts as far as the real one
+    (to the end of the dural sac, or of the truth's coil), 0.5 = it fades halfway. Unlike `canal_continuity`
+    it follows the completed canal wherever it runs and over the whole completion, not the first 64 mm: what a
+    reader sees of the canal in a long completion. NaN where the truth shows no canal past the seam."""
+    truth_reach = canal_reach_mm(truth_unit_mid, known_rows, spacing)
+    if truth_reach <= 0:
+        return math.nan
+    return min(canal_reach_mm(pred_unit_mid, known_rows, spacing), truth_reach) / truth_reach
+
+
 def slice_consistency(
     pred_unit: np.ndarray, truth_unit: np.ndarray, tissue: np.ndarray, hidden_rows: np.ndarray
 ) -> float:
@@ -153,7 +196,7 @@ def appearance_metrics(
     input_range: tuple[float, float] | None = None,
     canal_cols: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The six numbers for one completion. `spacing` = (S-I, A-P) mm; `ssim_values` the SSIM map of the
+    """The seven numbers for one completion. `spacing` = (S-I, A-P) mm; `ssim_values` the SSIM map of the
     scaled images when the caller has it; `input_range` the (min, max) of what the method was given (default:
     the truth's visible rows); `canal_cols` the truth's canal column per row of the mid-sagittal slice
     (default: tracked on the truth)."""
@@ -175,6 +218,7 @@ def appearance_metrics(
         "sharpness": sharpness(p, t, hidden),
         "seam_brightness": seam_brightness(pred, truth, tissue, known_rows, spacing[0]),
         "canal_continuity": canal_continuity(p[mid], t[mid], canal_cols, known_rows, spacing),
+        "canal_reach": canal_reach(p[mid], t[mid], known_rows, spacing),
         "slice_consistency": slice_consistency(p, t, tissue, hidden),
         "value_range_violations": value_range_violations(pred, input_range),
     }

@@ -6,15 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from .cases import Case
+from .metrics import hidden_blocks
 
 DISC_TOLERANCE_MM = 5.0  # a detected disc within this distance of a true disc centre is a hit
-
-
-def hidden_blocks(known_rows: np.ndarray) -> list[slice]:
-    """Contiguous runs of hidden rows (above and/or below the visible part)."""
-    hidden = ~np.asarray(known_rows, dtype=bool)
-    edges = np.flatnonzero(np.diff(np.r_[0, hidden.astype(int), 0]))
-    return [slice(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def level_counts(case: Case, pred_mid: np.ndarray, slice_index: int) -> dict[str, float]:

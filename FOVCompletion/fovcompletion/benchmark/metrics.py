@@ -70,6 +70,13 @@ def row_distance_mm(known_rows: np.ndarray, spacing_mm: float) -> np.ndarray:
     return ndimage.distance_transform_edt(~known_rows) * float(spacing_mm)
 
 
+def hidden_blocks(known_rows: np.ndarray) -> list[slice]:
+    """Contiguous runs of hidden rows (above and/or below the visible part)."""
+    hidden = ~np.asarray(known_rows, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.r_[0, hidden.astype(int), 0]))
+    return [slice(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
 def bands(known_rows: np.ndarray, spacing_mm: float, near_mm: float = NEAR_MM) -> dict[str, np.ndarray]:
     """Row masks: all hidden rows, the first `near_mm` past the boundary, and beyond."""
     distance = row_distance_mm(known_rows, spacing_mm)
@@ -130,7 +137,7 @@ def quality(
 
     `spacing_mm` is the superior-inferior spacing, `spacing_ap_mm` the anterior-posterior one (default: the
     same); `input_range` and `canal_cols` go to `appearance.appearance_metrics` (tissue SSIM, sharpness, seam
-    brightness, canal continuity, slice consistency, value-range violations).
+    brightness, canal continuity, canal reach, slice consistency, value-range violations).
     """
     from .appearance import appearance_metrics
 

@@ -123,6 +123,7 @@ def methods_table(methods: dict[str, dict], levels: bool = False) -> list[str]:
         "sharpness",
         "seam brightness",
         "canal continuity",
+        "canal reach",
         "slice consistency",
         "range violations",
         "PSNR dB",
@@ -149,6 +150,7 @@ def methods_table(methods: dict[str, dict], levels: bool = False) -> list[str]:
             _fmt(row.get("sharpness"), 2),
             _fmt(row.get("seam_brightness"), 2),
             _fmt(row.get("canal_continuity"), 2),
+            _fmt(row.get("canal_reach"), 2),
             _fmt(row.get("slice_consistency"), 2),
             _fmt(row.get("value_range_violations"), 4),
             _fmt(row.get("psnr"), 2),
@@ -184,6 +186,7 @@ SPREAD_COLUMNS = (
     ("sharpness", "sharpness", 2),
     ("seam brightness", "seam_brightness", 2),
     ("canal continuity", "canal_continuity", 2),
+    ("canal reach", "canal_reach", 2),
     ("MAE", "mae", 4),
     ("vertebra count err", "vertebra_count_error", 1),
     ("disc F1", "disc_f1", 2),
@@ -236,7 +239,9 @@ over the truth's tissue pixels (1 = no dimming). *canal continuity*: fraction of
 of the seam, on the mid-sagittal slice, where the completion shows a bright canal (a ridge at least 0.1 of the
 visible range brighter than the tissue 10 mm anterior and posterior) within 4 mm of the truth's canal column (the
 phantoms' and the template's centreline, else tracked on the truth); rows where the truth shows none are not
-scored.
+scored. *canal reach*: how far past the seam the completion's bright canal lasts, followed wherever it runs over
+the whole completion (tracked in the completion itself; gaps of up to 8 mm forgiven), over how far the truth's
+lasts, at most 1.
 *slice consistency*: mean SSIM between adjacent completed slices over the truth's, on tissue pixels (below 1:
 the slices disagree more than real neighbours). *range violations*: fraction of output voxels outside the input's
 own intensity range. Levels (phantoms, template): vertebral bodies and discs found by the profile detector in the

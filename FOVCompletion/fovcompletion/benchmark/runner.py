@@ -41,6 +41,7 @@ class Method:
     family: str
     steps: int = 0
     resample: int = 1
+    jump_length: int = 1
     slice_noise_correlation: float = SamplerOptions.slice_noise_correlation
     guidance: float | None = None  # None: the bundle's
     eta: float | None = None  # None: the bundle's
@@ -70,6 +71,7 @@ class Method:
             method="ddim",
             steps=self.steps,
             resample=self.resample,
+            jump_length=self.jump_length,
             slice_noise_correlation=self.slice_noise_correlation,
             guidance=self.guidance,
             eta=self.eta,
@@ -85,10 +87,12 @@ def build_methods(
     slice_noise_correlation: float = SamplerOptions.slice_noise_correlation,
     guidances: tuple[float | None, ...] = (None,),
     etas: tuple[float | None, ...] = (None,),
+    jump_lengths: tuple[int, ...] = (1,),
 ) -> list[Method]:
     """The comparison, in the order tables and plots show it: the ceilings first; our sampler's slices share
     `slice_noise_correlation` of their noise; each pair of `guidances` and DDIM `etas` gives its own rows (None:
-    the bundle's guidance, the engine's eta, and no suffix in the row's name)."""
+    the bundle's guidance, the engine's eta, and no suffix in the row's name); each RePaint jump length its own
+    resampling rows (1, RePaint's shortest, unnamed)."""
     unknown = families - set(FAMILIES)
     if unknown:
         raise InputError(
@@ -107,10 +111,16 @@ def build_methods(
         if "resample" in families:
             methods += [
                 Method(
-                    f"ours-steps{resample_steps}-resample{r}{tag}", "resample", resample_steps, r, **sampling
+                    f"ours-steps{resample_steps}-resample{r}{'' if j == 1 else f'-jump{j}'}{tag}",
+                    "resample",
+                    resample_steps,
+                    r,
+                    j,
+                    **sampling,
                 )
                 for r in resamples
                 if r > 1
+                for j in jump_lengths
             ]
     if "reference" in families:
         methods.append(Method("reference", "reference", reference_steps))

@@ -134,6 +134,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="steps of the resampling runs (default: 25; quick: 10)",
     )
     parser.add_argument(
+        "--jump-length",
+        type=int_list,
+        default=[1],
+        metavar="J,J",
+        help="RePaint jump lengths of the resampling runs: re-noise J steps back each time, each value >1 a row of "
+        "its own named ...-jumpJ (default: 1)",
+    )
+    parser.add_argument(
         "--slice-noise-correlation",
         type=float,
         default=SamplerOptions.slice_noise_correlation,
@@ -282,6 +290,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         args.slice_noise_correlation,
         args.guidance,
         args.eta,
+        tuple(dict.fromkeys(args.jump_length)),
     )
     cases, retrieval, extra = [], {}, {}
     spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)
