@@ -25,6 +25,7 @@ REQUIRED = {
     "sharpness": float,
     "seam_brightness": float,
     "canal_continuity": float,
+    "canal_reach": float,
     "slice_consistency": float,
     "value_range_violations": float,
     "known_max_abs_err": float,
@@ -290,7 +291,7 @@ def test_each_eta_asked_for_is_a_row_of_its_own_beside_each_guidance(tmp_path):
     assert "`ours-steps2-guidance2-eta1`" in (out / "results.md").read_text()
 
 
-def test_each_repaint_jump_length_asked_for_is_a_resampling_row_of_its_own(tmp_path):
+def test_each_repaint_jump_length_asked_for_is_a_resampling_row_of_its_own(tmp_path, capsys):
     out = tmp_path / "out"
     arguments = [*guided_phantom_arguments(tmp_path), "--methods", "resample", "--resample-steps", "4"]
     assert main(["benchmark", "--out", str(out), *arguments, "--jump-length", "1,2"]) == 0
@@ -299,6 +300,12 @@ def test_each_repaint_jump_length_asked_for_is_a_resampling_row_of_its_own(tmp_p
     assert rows["ours-steps4-resample2"]["nfe"] == 7
     assert rows["ours-steps4-resample2-jump2"]["nfe"] == 6
     assert rows["ours-steps4-resample2"]["mae"] != rows["ours-steps4-resample2-jump2"]["mae"]
+    capsys.readouterr()
+    assert main(["benchmark", "--out", str(tmp_path / "none"), *arguments, "--jump-length", "4"]) == 1
+    error = (
+        capsys.readouterr().err.strip()
+    )  # a jump as long as the run resamples nothing: refused, not mislabelled
+    assert "jump length 4 resamples nothing in 4 steps" in error and "\n" not in error
 
 
 def test_repeats_draw_our_sampler_with_new_seeds_and_report_its_noise(tmp_path, capsys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import ndimage
 
 from .canal import ridge_strength, strongest_near, track_canal
 from .metrics import hidden_blocks, row_distance_mm, scale_unit, ssim_map, visible_range
@@ -22,7 +23,7 @@ CANAL_TOLERANCE_MM = 4.0
 CANAL_MIN_STRENGTH = (
     0.1  # a bright canal: this much (of the visible range) brighter than the tissue beside it
 )
-CANAL_GAP_MM = 8.0  # a canal may dim for about a disc's height (a bulge, noise) and still be the same canal
+CANAL_RUN_MM = 8.0  # canal reach averages the ridge over this many mm of rows: about a disc and a half
 
 
 def tissue_mask(truth_unit: np.ndarray, known_rows: np.ndarray) -> np.ndarray:
@@ -116,30 +117,40 @@ def canal_continuity(
     return float(np.mean(pred_ridge[scored] >= CANAL_MIN_STRENGTH))
 
 
-def canal_reach_mm(image_unit_mid: np.ndarray, known_rows: np.ndarray, spacing: tuple[float, float]) -> float:
-    """How far past the seam a bright canal lasts in one image, in mm summed over its hidden blocks.
+def canal_reach_mm(
+    image_unit_mid: np.ndarray, known_rows: np.ndarray, spacing: tuple[float, float]
+) -> list[float]:
+    """How far past the seam a bright canal lasts in one image, in mm, for each hidden block.
 
-    Along the canal tracked in the image itself (`canal.track_canal`, wherever it runs), row by row away from
-    the seam: the last row with a ridge of at least `CANAL_MIN_STRENGTH` within `CANAL_TOLERANCE_MM` of the
-    track before the ridge has been missing for more than `CANAL_GAP_MM`. Needs no truth, so it also measures
-    completions longer than any truth."""
+    Along the canal tracked in the image itself (`canal.track_canal`, wherever it runs), away from the seam: the
+    last row before the ridge on the track, averaged over `CANAL_RUN_MM` of rows, falls below
+    `CANAL_MIN_STRENGTH`. The average forgives a short dropout (a bulging disc) and, as a canal is long and
+    noise is not, keeps the track from scoring a noisy completion as a canal. Needs no truth, so it also
+    measures completions longer than any truth. A block between two visible parts is walked from both seams."""
     strength = ridge_strength(image_unit_mid, spacing)
-    reach_px = max(0, int(round(CANAL_TOLERANCE_MM / spacing[1])))
-    bright = strongest_near(strength, track_canal(strength, spacing), reach_px) >= CANAL_MIN_STRENGTH
+    track = track_canal(strength, spacing).astype(int)
+    on_track = strength[np.arange(strength.shape[0]), track]
+    on_track = np.where(np.isfinite(on_track), on_track, 0.0)  # no tissue to compare with: no ridge
+    run_rows = max(1, int(round(CANAL_RUN_MM / spacing[0])))
+    hidden = ~np.asarray(known_rows, dtype=bool)
+
+    def run_mean(values: np.ndarray) -> np.ndarray:  # over hidden rows only: the scan's canal carries nothing
+        return ndimage.uniform_filter1d(values * hidden, run_rows, mode="constant")
+
+    bright = run_mean(on_track) >= CANAL_MIN_STRENGTH * run_mean(np.ones_like(on_track))
     distance = row_distance_mm(known_rows, spacing[0])
-    total = 0.0
+    reaches = []
     for block in hidden_blocks(known_rows):
-        rows = np.arange(block.start, block.stop)
         if block.start == 0 and block.stop == len(known_rows):
             continue  # nothing visible: no seam to start from
-        last = 0.0  # the seam
+        rows = np.arange(block.start, block.stop)
+        reach = 0.0
         for row in rows[np.argsort(distance[rows], kind="stable")]:
-            if distance[row] - last > CANAL_GAP_MM + 1e-6:
+            if not bright[row]:
                 break
-            if bright[row]:
-                last = float(distance[row])
-        total += last
-    return total
+            reach = float(distance[row])
+        reaches.append(reach)
+    return reaches
 
 
 def canal_reach(
@@ -148,14 +159,16 @@ def canal_reach(
     known_rows: np.ndarray,
     spacing: tuple[float, float],
 ) -> float:
-    """The completion's `canal_reach_mm` over the truth's, at most 1: 1 = its canal lasts as far as the real one
-    (to the end of the dural sac, or of the truth's coil), 0.5 = it fades halfway. Unlike `canal_continuity`
-    it follows the completed canal wherever it runs and over the whole completion, not the first 64 mm: what a
-    reader sees of the canal in a long completion. NaN where the truth shows no canal past the seam."""
+    """The completion's `canal_reach_mm` over the truth's, each hidden block counted at most as far as the truth's:
+    1 = its canal lasts as far as the real one (to the end of the dural sac, or of the truth's coil), 0.5 = it
+    fades halfway. Unlike `canal_continuity` it follows the completed canal wherever it runs and over the whole
+    completion, not the first 64 mm: what a reader sees of the canal in a long completion. NaN where the truth
+    shows no canal past the seam."""
     truth_reach = canal_reach_mm(truth_unit_mid, known_rows, spacing)
-    if truth_reach <= 0:
+    if sum(truth_reach) <= 0:
         return math.nan
-    return min(canal_reach_mm(pred_unit_mid, known_rows, spacing), truth_reach) / truth_reach
+    pred_reach = canal_reach_mm(pred_unit_mid, known_rows, spacing)
+    return sum(min(p, t) for p, t in zip(pred_reach, truth_reach)) / sum(truth_reach)
 
 
 def slice_consistency(

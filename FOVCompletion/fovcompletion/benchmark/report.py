@@ -239,9 +239,9 @@ over the truth's tissue pixels (1 = no dimming). *canal continuity*: fraction of
 of the seam, on the mid-sagittal slice, where the completion shows a bright canal (a ridge at least 0.1 of the
 visible range brighter than the tissue 10 mm anterior and posterior) within 4 mm of the truth's canal column (the
 phantoms' and the template's centreline, else tracked on the truth); rows where the truth shows none are not
-scored. *canal reach*: how far past the seam the completion's bright canal lasts, followed wherever it runs over
-the whole completion (tracked in the completion itself; gaps of up to 8 mm forgiven), over how far the truth's
-lasts, at most 1.
+scored. *canal reach*: how far past the seam the completion's bright canal lasts (tracked in the completion
+itself, wherever it runs, over the whole completion; its ridge averaged over 8 mm of rows), over how far the
+truth's lasts, each hidden block at most 1.
 *slice consistency*: mean SSIM between adjacent completed slices over the truth's, on tissue pixels (below 1:
 the slices disagree more than real neighbours). *range violations*: fraction of output voxels outside the input's
 own intensity range. Levels (phantoms, template): vertebral bodies and discs found by the profile detector in the

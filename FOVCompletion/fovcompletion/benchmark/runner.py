@@ -98,6 +98,12 @@ def build_methods(
         raise InputError(
             f"unknown method(s) {', '.join(sorted(unknown))} (choose from {', '.join(FAMILIES)})"
         )
+    too_long = [j for j in jump_lengths if j > 1 and j >= resample_steps]
+    if "resample" in families and too_long:
+        raise InputError(
+            f"jump length {too_long[0]} resamples nothing in {resample_steps} steps: choose one below the "
+            "resampling runs' steps"
+        )
     methods: list[Method] = [Method(name, name) for name in CEILINGS if name in families]
     for guidance, eta in itertools.product(guidances, etas):
         tag = ("" if guidance is None else f"-guidance{guidance:g}") + ("" if eta is None else f"-eta{eta:g}")
@@ -114,8 +120,8 @@ def build_methods(
                     f"ours-steps{resample_steps}-resample{r}{'' if j == 1 else f'-jump{j}'}{tag}",
                     "resample",
                     resample_steps,
-                    r,
-                    j,
+                    resample=r,
+                    jump_length=j,
                     **sampling,
                 )
                 for r in resamples

@@ -138,8 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int_list,
         default=[1],
         metavar="J,J",
-        help="RePaint jump lengths of the resampling runs: re-noise J steps back each time, each value >1 a row of "
-        "its own named ...-jumpJ (default: 1)",
+        help="RePaint jump lengths of the resampling rows (after every J steps, go J steps back), each value a row "
+        "of its own named ...-jumpJ, 1 unnamed (default: 1)",
     )
     parser.add_argument(
         "--slice-noise-correlation",
