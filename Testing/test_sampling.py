@@ -113,6 +113,12 @@ def test_steps_out_of_range_are_refused(tiny_bundle, steps):
         run(tiny_bundle, steps=steps)
 
 
+def test_a_repaint_jump_as_long_as_the_run_is_refused(tiny_bundle):
+    with pytest.raises(InputError, match="jump length 4 resamples nothing in 4 steps"):
+        run(tiny_bundle, sampler=SamplerOptions(steps=4, resample=2, jump_length=4))
+    run(tiny_bundle, sampler=SamplerOptions(steps=4, resample=1, jump_length=4))  # no resampling asked: fine
+
+
 def _generated_slice_spread(result) -> float:
     """Mean absolute difference between the slices' generated pixels (identical input slices)."""
     generated = result.image[:, result.mask[0] == 0]

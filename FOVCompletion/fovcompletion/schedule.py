@@ -50,6 +50,7 @@ class SamplerOptions:
             raise InputError(f"steps must be between 1 and {num_train_timesteps} (got {self.steps})")
         if self.resample < 1 or self.jump_length < 1 or self.mask_erosion < 0:
             raise InputError("resample and jump length must be at least 1, mask erosion at least 0")
+        check_resampling(self.steps, self.resample, self.jump_length)
         if self.eta is not None and not (math.isfinite(self.eta) and self.eta >= 0):
             raise InputError(f"eta must be a number >= 0 (got {self.eta})")
         if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
@@ -64,6 +65,15 @@ def ddim_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
     """Evenly spaced timesteps from T-1 down to 0, followed by -1 (the clean sample)."""
     grid = np.unique(np.round(np.linspace(num_train_timesteps - 1, 0, steps)).astype(int))[::-1]
     return [int(t) for t in grid] + [-1]
+
+
+def check_resampling(steps: int, resample: int, jump_length: int) -> None:
+    """Refuse RePaint asked for where it cannot happen: it goes back only after every `jump_length` steps before
+    the last (`repaint_transitions`), and a jump as long as the run has none, which would run plain steps."""
+    if resample > 1 and jump_length >= steps:
+        raise InputError(
+            f"jump length {jump_length} resamples nothing in {steps} steps: choose one below the number of steps"
+        )
 
 
 def repaint_transitions(n_steps: int, resample: int, jump_length: int) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ from ..errors import FOVCompletionError, InputError
 from ..pipeline import CompletionResult, complete, get_bundle, resolve_sampler
 from ..preprocess import select_slices
 from ..sampling import SamplerOptions
-from ..schedule import unet_batch_size
+from ..schedule import check_resampling, unet_batch_size
 from .baselines import RetrievalBaseline, constant_fill, mirror_fill
 from .cases import Case
 from .ceiling import CEILINGS, ceiling_fill
@@ -98,12 +98,9 @@ def build_methods(
         raise InputError(
             f"unknown method(s) {', '.join(sorted(unknown))} (choose from {', '.join(FAMILIES)})"
         )
-    too_long = [j for j in jump_lengths if j > 1 and j >= resample_steps]
-    if "resample" in families and too_long:
-        raise InputError(
-            f"jump length {too_long[0]} resamples nothing in {resample_steps} steps: choose one below the "
-            "resampling runs' steps"
-        )
+    if "resample" in families:  # refused before any case runs, as the engine would refuse each run
+        for r, j in itertools.product(resamples, jump_lengths):
+            check_resampling(resample_steps, r, j)
     methods: list[Method] = [Method(name, name) for name in CEILINGS if name in families]
     for guidance, eta in itertools.product(guidances, etas):
         tag = ("" if guidance is None else f"-guidance{guidance:g}") + ("" if eta is None else f"-eta{eta:g}")
