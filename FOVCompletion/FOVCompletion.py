@@ -157,6 +157,7 @@ class FOVCompletionParameterNode:
     extensionPreset, extendSuperiorMm, extendInferiorMm - how much field of view to add.
     model - the bundle name or folder (synchronised by hand: the choices depend on the installed bundles).
     steps, samples, seed, device - quality, number of samples, reproducibility, where to run.
+    candidates - completions drawn per window, the one whose canal lasts furthest kept (K times the time).
     previewEvery - live preview: the output view is updated every this many steps while it runs (0: off).
     outputVolume - existing volume to write into; none creates a new volume for every run.
     overlayOpacity - opacity of the original over the completion.
@@ -173,6 +174,7 @@ class FOVCompletionParameterNode:
     model: str = ""
     steps: Annotated[int, WithinRange(1, 1000)] = 50
     samples: Annotated[int, WithinRange(1, 16)] = 1
+    candidates: Annotated[int, WithinRange(1, 8)] = 1
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     device: ComputeDevice = ComputeDevice.AUTO
     previewEvery: Annotated[int, WithinRange(0, 1000)] = DEFAULT_PREVIEW_EVERY
@@ -374,6 +376,8 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.extendInferiorMm,
                 height,
                 parameters.device.value,
+                samples=parameters.samples,
+                candidates=parameters.candidates,
             )
         if not engineAvailable:
             self.ui.estimateLabel.text = _("(available once the dependencies are installed)")
@@ -478,6 +482,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             extendInferiorMm=parameters.extendInferiorMm,
             seed=parameters.seed,
             samples=parameters.samples,
+            candidates=parameters.candidates,
             device=parameters.device.value,
             model=parameters.model or None,
             previewEvery=parameters.previewEvery,
@@ -543,6 +548,8 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.setRange(0, max(1, event.total))
             self.ui.progressBar.value = event.step
             self.ui.progressBar.setFormat(describeProgress(event))
+            if event.message:  # which candidate a window kept
+                self.appendLog(event.message)
             self._showPreviewOnce()
         elif isinstance(event, ErrorEvent):
             self.appendLog(_("Error: {message}").format(message=event.message))
@@ -701,8 +708,10 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
         waitForCompletion: bool = True,
         showResult: bool = True,
         overlayOpacity: float = DEFAULT_OVERLAY_OPACITY,
+        candidates: int = 1,
     ):
-        """Complete `inputNode` (console API). `sliceRange` is (first, stop) with stop excluded. With
+        """Complete `inputNode` (console API). `sliceRange` is (first, stop) with stop excluded; `candidates` K > 1
+        completes every window K times and keeps the one whose canal lasts furthest (K times the time). With
         `previewEvery` N > 0 the output volume is created at the first live preview and updated in place every N
         steps while the engine runs (task.previewNode); the result then goes into that same node.
 
@@ -719,6 +728,7 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
             extendInferiorMm=extendInferiorMm,
             seed=seed,
             samples=samples,
+            candidates=candidates,
             device=device,
             model=model,
             previewEvery=previewEvery,

@@ -11,9 +11,9 @@ from fovcompletion.benchmark.appearance import (
     canal_columns,
     value_range_violations,
 )
-from fovcompletion.benchmark.canal import ridge_strength, track_canal
 from fovcompletion.benchmark.cases import hide_rows
 from fovcompletion.benchmark.metrics import quality
+from fovcompletion.canal import ridge_strength, track_canal
 
 SPACING = (1.0, 1.0)
 SHAPE = (5, 96, 90)  # slices, S-I rows (1 mm), A-P cols (1 mm)

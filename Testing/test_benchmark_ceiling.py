@@ -9,9 +9,9 @@ from scipy import ndimage
 from fovcompletion.benchmark.appearance import sharpness
 from fovcompletion.benchmark.cases import Case, hide_rows
 from fovcompletion.benchmark.ceiling import ceiling_fill
-from fovcompletion.benchmark.metrics import scale_unit, visible_range
 from fovcompletion.bundle import CanvasSpec, IntensitySpec, load_bundle
 from fovcompletion.bundle_factory import create_random_bundle
+from fovcompletion.regions import scale_unit, visible_range
 
 SPACING = 2.0
 LIA = np.array([[-SPACING, 0, 0, 10.0], [0, 0, SPACING, -40.0], [0, -SPACING, 0, 60.0], [0, 0, 0, 1]])

@@ -18,13 +18,12 @@ from fovcompletion.benchmark.metrics import (
     PSNR_CAP_DB,
     bands,
     boundary_pairs,
-    hidden_blocks,
     quality,
     seam_statistic,
     ssim_map,
-    visible_range,
 )
 from fovcompletion.image_io import Volume
+from fovcompletion.regions import hidden_blocks, visible_range
 
 
 def binary_visible(shape=(3, 40, 20), hidden=16, seed=0) -> np.ndarray:

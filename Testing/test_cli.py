@@ -240,6 +240,11 @@ BAD_INPUTS = {
         ["--guidance", "-1"],
         "guidance must be a number >= 0",
     ),
+    "no candidates": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--candidates", "0"],
+        "candidates must be at least 1 (got 0)",
+    ),
 }
 
 
@@ -350,6 +355,31 @@ def test_progress_bar_redraws_in_place_on_a_terminal():
     redraws = lines[1].split("\r")[1:]
     assert len(redraws) == 25 and redraws[0].startswith("[#.") and " 1/25 sampling " in redraws[0]
     assert redraws[-1].startswith("[" + "#" * 30 + "] 25/25 sampling ")
+
+
+def test_a_note_between_steps_gets_a_line_of_its_own_in_a_log_and_on_a_terminal():
+    import io
+
+    from fovcompletion.progress import ProgressTracker, TextProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream in (io.StringIO(), Terminal()):
+        tracker = ProgressTracker(4, TextProgressBar(stream))
+        tracker.emit("start", "starting")
+        tracker.advance("sampling")
+        tracker.advance("sampling")
+        tracker.emit("candidates", "kept candidate 2 of 2: its canal lasts 120 mm past the seam", kept=2)
+        tracker.advance("sampling")
+        tracker.advance("sampling")
+        lines = stream.getvalue().split("\n")
+        note = [line for line in lines if "kept candidate" in line]
+        assert note == ["kept candidate 2 of 2: its canal lasts 120 mm past the seam"]  # whole, not in a bar
+        assert "4/4" in stream.getvalue().split(note[0])[1]  # the progress goes on after it
+        tracker.emit("candidates", "kept candidate 1 of 2: its canal lasts 80 mm past the seam", kept=1)
+        assert "\n\n" not in stream.getvalue()  # a note after the bar's last line adds no blank line
 
 
 def test_output_equal_to_input_is_refused(tiny_bundle, scan_file, capsys):
@@ -475,7 +505,7 @@ def test_demo_runs_the_whole_job_offline(tiny_bundle, tmp_path, capsys):
     np.testing.assert_allclose(result.affine[:3, :3], partial.affine[:3, :3])
 
 
-def test_time_estimate_grows_with_slices_steps_and_extent(tiny_bundle):
+def test_time_estimate_grows_with_slices_steps_extent_samples_and_candidates(tiny_bundle):
     from fovcompletion.estimate import estimate_seconds
 
     base = estimate_seconds(
@@ -485,3 +515,5 @@ def test_time_estimate_grows_with_slices_steps_and_extent(tiny_bundle):
     assert estimate_seconds(tiny_bundle, 5, 10, 0, 40, 60) == pytest.approx(5 * base)
     assert estimate_seconds(tiny_bundle, 1, 20, 0, 40, 60) == pytest.approx(2 * base, rel=0.1)
     assert estimate_seconds(tiny_bundle, 1, 10, 0, 400, 60) > 3 * base  # more windows
+    assert estimate_seconds(tiny_bundle, 1, 10, 0, 40, 60, samples=2) == pytest.approx(2 * base)
+    assert estimate_seconds(tiny_bundle, 1, 10, 0, 40, 60, candidates=3) == pytest.approx(3 * base)

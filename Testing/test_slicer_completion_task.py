@@ -48,7 +48,7 @@ FAKE_ENGINE = textwrap.dedent(
     parser = argparse.ArgumentParser()
     parser.add_argument("input"); parser.add_argument("-o", dest="output")
     for option in ("--mask-output", "--spread-output", "--model", "--slices", "--slice-range", "--steps",
-                   "--extend-superior", "--extend-inferior", "--seed", "--samples", "--device", "--progress",
+                   "--extend-superior", "--extend-inferior", "--seed", "--samples", "--candidates", "--device", "--progress",
                    "--preview-every", "--preview-volume"):
         parser.add_argument(option)
     parser.add_argument("--watch-stdin", action="store_true")
@@ -336,6 +336,7 @@ def test_real_engine_end_to_end(scene, input_node, tiny_bundle, tmp_path):
         extendSuperiorMm=8.0,
         extendInferiorMm=30.0,
         samples=2,
+        candidates=2,
         device="cpu",
         model=str(tiny_bundle),
     )
@@ -347,6 +348,9 @@ def test_real_engine_end_to_end(scene, input_node, tiny_bundle, tmp_path):
     assert len(starts) == 1 and starts[0].slices == 3 and starts[0].device == "cpu"
     progress = [e for e in events if isinstance(e, ProgressEvent)]
     assert progress and progress[-1].step == progress[-1].total == starts[0].totalSteps
+    choices = [e for e in progress if e.stage == "candidates"]  # one per window and sample, logged
+    assert len(choices) == 2 * starts[0].windows and all("of 2" in e.message for e in choices)
+    assert choices[0].message in task.log
     output_affine = ijkToRas(result.output)
     np.testing.assert_allclose(spacing(output_affine), spacing(AFFINE), atol=1e-4)
     # same directions (Slicer's reader may reverse an axis to keep the grid right-handed)

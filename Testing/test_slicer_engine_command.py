@@ -31,6 +31,7 @@ def test_every_option_reaches_the_engine():
         extendInferiorMm=300.0,
         seed=42,
         samples=4,
+        candidates=3,
         device="cpu",
         model="my-model",
     )
@@ -50,6 +51,7 @@ def test_every_option_reaches_the_engine():
         "my-model",
         "json",
     )
+    assert args.candidates == 3
     assert args.watch_stdin is True  # the engine stops when Slicer cancels, quits or dies (stdin closes)
 
 
@@ -59,7 +61,7 @@ def test_range_default_model_and_single_sample():
     assert args.slice_range == (2, 7) and args.slices is None
     assert args.model is None  # the engine's default bundle
     assert args.spread_output is None  # a spread map needs more than one sample
-    assert args.device == "auto" and args.steps == 50
+    assert args.device == "auto" and args.steps == 50 and args.candidates == 1
 
 
 def test_a_numbered_gpu_reaches_the_engine():
@@ -77,6 +79,7 @@ def test_a_numbered_gpu_reaches_the_engine():
         (CompletionOptions(steps=0, extendInferiorMm=1), "between 1 and 1000"),
         (CompletionOptions(steps=1001, extendInferiorMm=1), "between 1 and 1000"),
         (CompletionOptions(samples=0, extendInferiorMm=1), "samples"),
+        (CompletionOptions(candidates=0, extendInferiorMm=1), "candidates"),
         (CompletionOptions(extendSuperiorMm=-1, extendInferiorMm=1), "positive"),
         (CompletionOptions(device="tpu", extendInferiorMm=1), "device"),
     ],

@@ -29,14 +29,16 @@ def test_the_engine_s_own_json_lines_parse():
     stream = io.StringIO()
     emitter = JsonLines(stream)
     tracker = ProgressTracker(3, emitter)
-    tracker.emit("start", "tiny: 1 window", slices=2, windows=1, samples=1, device="cpu")
+    tracker.emit("start", "tiny: 1 window", slices=2, windows=1, samples=1, candidates=2, device="cpu")
     tracker.advance("sampling")
     tracker.advance("sampling")
     emitter.send("done", output="/t/o.nii.gz", mask="/t/m.nii.gz", spread=None, seconds=1.5)
     emitter.send("error", message="input is constant")
     events = [parseEngineLine(line) for line in stream.getvalue().splitlines()]
     start, first, second, done, error = events
-    assert start == StartEvent(totalSteps=3, slices=2, windows=1, device="cpu", message="tiny: 1 window")
+    assert start == StartEvent(
+        totalSteps=3, slices=2, windows=1, device="cpu", message="tiny: 1 window", candidates=2
+    )
     assert isinstance(first, ProgressEvent) and (first.step, first.total, first.stage) == (1, 3, "sampling")
     assert first.etaS is not None and first.fraction == pytest.approx(1 / 3)
     assert second.step == 2
@@ -80,6 +82,8 @@ def test_text_for_the_panel():
     text = describeProgress(ProgressEvent(12, 50, 30.0, 95.0, "sampling"))
     assert text == "Step 12 of 50 - 00:30 elapsed, 01:35 left"
     assert "2 slices on cpu, 3 windows: 150 steps" in describeStart(StartEvent(150, 2, 3, "cpu"))
+    best = describeStart(StartEvent(450, 2, 3, "cpu", candidates=3))
+    assert "3 windows, best of 3 candidates per window: 450 steps" in best
 
 
 def test_progress_events_carry_the_live_preview_file():

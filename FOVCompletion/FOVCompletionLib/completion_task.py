@@ -201,6 +201,8 @@ class CompletionTask:
             self.startInfo = event
         elif isinstance(event, ProgressEvent):
             self.lastProgress = event
+            if event.message:  # a note of the engine's own, such as which candidate a window kept
+                self._addLog(event.message)
             if event.preview:
                 self._showPreview(event.preview)
         elif isinstance(event, DoneEvent):

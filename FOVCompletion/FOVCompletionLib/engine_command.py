@@ -26,6 +26,7 @@ class CompletionOptions:
     extendInferiorMm: float = 0.0
     seed: int = 0
     samples: int = 1
+    candidates: int = 1  # completions per window, the one whose canal lasts furthest kept
     device: str = "auto"
     model: str | None = None
     previewEvery: int = 0  # live preview every N steps (0: off)
@@ -48,6 +49,8 @@ class CompletionOptions:
             raise ValueError(f"the number of steps must be between 1 and {MAXIMUM_STEPS} (got {self.steps})")
         if self.samples < 1:
             raise ValueError(f"the number of samples must be at least 1 (got {self.samples})")
+        if self.candidates < 1:
+            raise ValueError(f"the number of candidates must be at least 1 (got {self.candidates})")
         if self.previewEvery < 0:
             raise ValueError(
                 f"the preview interval must be 0 (off) or a number of steps (got {self.previewEvery})"
@@ -105,6 +108,8 @@ def buildCompletionCommand(
         str(int(options.seed)),
         "--samples",
         str(int(options.samples)),
+        "--candidates",
+        str(int(options.candidates)),
         "--device",
         options.device,
         "--progress",

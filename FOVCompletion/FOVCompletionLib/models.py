@@ -163,6 +163,8 @@ def estimateSeconds(
     extendInferiorMm: float,
     inputHeightMm: float,
     device: str = "auto",
+    samples: int = 1,
+    candidates: int = 1,
 ) -> float | None:
     """The engine's estimate for this run, or None when it cannot be made (no engine yet, unknown model...)."""
     try:
@@ -175,7 +177,15 @@ def estimateSeconds(
     try:
         return float(
             estimate_seconds(
-                _bundlePath(model), slices, steps, extendSuperiorMm, extendInferiorMm, inputHeightMm, device
+                _bundlePath(model),
+                slices,
+                steps,
+                extendSuperiorMm,
+                extendInferiorMm,
+                inputHeightMm,
+                device,
+                samples=samples,
+                candidates=candidates,
             )
         )
     except (FOVCompletionError, OSError, ValueError, KeyError):

@@ -19,6 +19,7 @@ class StartEvent:
     windows: int
     device: str
     message: str = ""
+    candidates: int = 1  # completions drawn per window, the best kept
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def parseEngineLine(line: str) -> EngineEvent:
             windows=_int(data.get("windows"), 1),
             device=_text(data.get("device")),
             message=_text(data.get("message")),
+            candidates=_int(data.get("candidates"), 1),
         )
     if kind == "progress":
         return ProgressEvent(
@@ -142,4 +144,6 @@ def describeProgress(event: ProgressEvent) -> str:
 def describeStart(event: StartEvent) -> str:
     slices = f"{event.slices} slice{'s' if event.slices != 1 else ''}"
     windows = f", {event.windows} windows" if event.windows > 1 else ""
-    return f"Completing {slices} on {event.device or 'the default device'}{windows}: {event.totalSteps} steps"
+    candidates = f", best of {event.candidates} candidates per window" if event.candidates > 1 else ""
+    where = event.device or "the default device"
+    return f"Completing {slices} on {where}{windows}{candidates}: {event.totalSteps} steps"

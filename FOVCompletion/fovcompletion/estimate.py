@@ -55,8 +55,11 @@ def estimate_seconds(
     extend_inferior_mm: float,
     input_height_mm: float,
     device: str = "cpu",
+    samples: int = 1,
+    candidates: int = 1,
 ) -> float:
-    """Seconds for a run, from the bundle's measured speed per UNet step and slice, scaled by canvas area."""
+    """Seconds for a run, from the bundle's measured speed per UNet step and slice, scaled by canvas area; every
+    sample and every candidate window costs a run of its own."""
     metadata = read_metadata(bundle_path)
     rows = max(1, int(round(input_height_mm / metadata.canvas.spacing_mm[0])))
     if extend_superior_mm <= 0 and extend_inferior_mm <= 0:
@@ -64,4 +67,4 @@ def estimate_seconds(
     layout = plan_layout(metadata, rows, metadata.canvas.shape[1], extend_superior_mm, extend_inferior_mm)
     nfe = count_model_evaluations(SamplerOptions(steps=steps), metadata.scheduler.num_train_timesteps)
     batch = unet_batch_size(slices, metadata.guidance)  # the sampler's default, as the run will use it
-    return estimate_run(metadata, layout, batch, nfe * layout.windows, device).seconds
+    return estimate_run(metadata, layout, batch, samples * candidates * nfe * layout.windows, device).seconds

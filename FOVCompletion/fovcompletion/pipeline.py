@@ -1,7 +1,8 @@
 """The completion engine: a partial sagittal scan in, a geometry-exact completed volume out.
 
 Data flow: volume -> model orientation, model spacing, chosen slices, normalised -> canvas layout ->
-for each sample and window: autoencoder encode, latent inpainting, decode, feathered seam -> back to the scan's
+for each sample and window: autoencoder encode, latent inpainting, decode, feathered seam (with `candidates` K,
+the inpainting K times and the candidate whose canal lasts furthest kept) -> back to the scan's
 own in-plane grid over the extended field of view, clipped to the input's intensity range, known pixels
 pasted back exactly -> input axis order.
 """
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from .bundle import METADATA_FILE, Bundle, BundleMetadata, load_bundle, read_metadata
+from .candidates import best_candidate, canal_score
 from .device import autocast_dtype, is_out_of_memory, resolve_device
 from .errors import InputError, OutOfMemoryError
 from .estimate import estimate_run
@@ -32,6 +34,7 @@ from .memory import advice as memory_advice
 from .memory import check_memory
 from .preprocess import PreparedSlab, prepare_slab
 from .progress import ProgressCallback, ProgressTracker
+from .regions import visible_range
 from .registry import resolve_bundle
 from .sampling import (
     CancelCheck,
@@ -125,7 +128,9 @@ class _Completer:
         self.device = device
         self.options = options
         self.tracker = tracker
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self._samples_drawn = 0
         self.on_preview = on_preview
         # (mosaic, rows of the window being sampled, its known pixels, keep, feather) while a window is sampled
         self._canvas: tuple | None = None
@@ -177,40 +182,89 @@ class _Completer:
         if reported:
             self._details = {"preview": reported}
 
-    def window(self, image: np.ndarray, known: np.ndarray) -> np.ndarray:
-        """Complete one canvas window (slices as one batch); returns the decoded window."""
+    def window(self, pixels: np.ndarray, given: np.ndarray) -> np.ndarray:
+        """Complete one canvas window once (slices as one batch) from its pixels and known pixels; returns the
+        decoded window."""
         metadata = self.bundle.metadata
-        scale = metadata.latent_scale_factor
         with torch.no_grad():
-            pixels = torch.from_numpy(image[:, None]).to(self.device)
-            mask = torch.from_numpy(known[:, None].astype(np.float32)).to(self.device)
+            images = torch.from_numpy(pixels[:, None]).to(self.device)
+            mask = torch.from_numpy(given[:, None].astype(np.float32)).to(self.device)
             # The autoencoder works slice by slice: its full-resolution maps dominate memory, the UNet batches.
             autoencoder = self.bundle.autoencoder
-            latent = (
-                torch.cat([encode(autoencoder, p[None], metadata.latent_quantized) for p in pixels]) * scale
-            )
+            latent = torch.cat([encode(autoencoder, p[None], metadata.latent_quantized) for p in images])
             if self.options.method == "reference":
                 cells = nearest_latent_mask(mask, tuple(latent.shape[-2:]))
             else:
                 cells = latent_mask(mask, metadata.latent_factor, self.options.mask_erosion)
-            sampled = self.inpainter.run(latent, cells, self.options)
+            sampled = self.inpainter.run(latent * metadata.latent_scale_factor, cells, self.options)
         return self._decode(sampled)
+
+    def _candidate_seed(self, sample: int, window: int, candidate: int) -> int:
+        """The noise of candidate 2, 3... of a window: its own stream, so that candidate 1 and everything after
+        the window draw exactly what a run without candidates draws (the first candidate is that run's)."""
+        return int(np.random.SeedSequence([self.seed, sample, window, candidate]).generate_state(1)[0])
+
+    def _best_window(
+        self,
+        pixels: np.ndarray,
+        known: np.ndarray,
+        keep: np.ndarray,
+        feather_px: float,
+        where: tuple[int, int],
+        scan_scale: tuple[float, float],
+    ) -> np.ndarray:
+        """Complete one canvas window (slices as one batch) `options.candidates` times and place each; keep the
+        candidate whose canal, on the scan's intensity scale, lasts furthest past the seam
+        (`candidates.canal_score`; the first of equals), and report the choice as a progress event of its own.
+        `where` is (sample, window) of the run, for the candidates' seeds."""
+        count = self.options.candidates
+        given = known & (keep >= 1.0)[None, :, None]
+        made = []
+        for candidate in range(count):
+            if candidate == 1:
+                state = self.generator.get_state()
+            if candidate >= 1:
+                self.generator.manual_seed(self._candidate_seed(*where, candidate))
+            made.append(self._place(pixels, known, keep, self.window(pixels, given), feather_px))
+        if count == 1:
+            return made[0]
+        self.generator.set_state(state)
+        spacing = tuple(float(mm) for mm in self.bundle.metadata.canvas.spacing_mm)
+        given_rows = given.any(axis=(0, 2))
+        scores = [canal_score(candidate, given_rows, spacing, scan_scale) for candidate in made]
+        kept = best_candidate(scores)
+        lasts = (
+            f"its canal lasts {scores[kept].reach_mm:.0f} mm past the seam"
+            if scores[kept].reach_mm > 0
+            else "no candidate's canal lasts past the seam: kept the brightest"
+        )
+        self.tracker.emit(
+            "candidates",
+            f"kept candidate {kept + 1} of {count}: {lasts}",
+            kept=kept + 1,
+            canal_mm=[round(score.reach_mm, 1) for score in scores],
+            canal_ridge=[round(score.ridge, 4) for score in scores],
+        )
+        return made[kept]
 
     def sample(
         self, slab: PreparedSlab, layout: CanvasLayout, feather_px: float, overlap_px: int
     ) -> np.ndarray:
         """One completed mosaic (model grid, normalised), windows in order, each conditioned on all before and
         cross-faded over `overlap_px` rows into what the windows before it made."""
+        number, self._samples_drawn = self._samples_drawn, self._samples_drawn + 1  # seeds its candidates
         metadata = self.bundle.metadata
         image, known = _mosaic(slab, layout, metadata.canvas.padding_value)
         scan_rows = known.any(axis=(0, 2))
+        scan_scale = visible_range(image, scan_rows)
         filled = scan_rows.copy()
-        for start in layout.window_starts:
+        for index, start in enumerate(layout.window_starts):
             rows = slice(start - layout.top, start - layout.top + layout.window_height)
             keep = crossfade_weights(filled[rows], ~scan_rows[rows], overlap_px)
             self._canvas = (image, rows, known[:, rows], keep, feather_px)
-            decoded = self.window(image[:, rows], known[:, rows] & (keep >= 1.0)[None, :, None])
-            image[:, rows] = self._place(image[:, rows], known[:, rows], keep, decoded, feather_px)
+            image[:, rows] = self._best_window(
+                image[:, rows], known[:, rows], keep, feather_px, (number, index), scan_scale
+            )
             known[:, rows] = True
             filled[rows] = True
         self._canvas = None
@@ -315,16 +369,21 @@ def complete(
     unet_batch = unet_batch_size(slab.model.shape[0], options.guidance)
     guided = unet_batch > slab.model.shape[0]
     check_memory(metadata, torch_device, unet_batch, layout.window_height, layout.width, guided)
-    nfe_per_window = count_model_evaluations(options, metadata.scheduler.num_train_timesteps)
+    nfe_per_window = (
+        count_model_evaluations(options, metadata.scheduler.num_train_timesteps) * options.candidates
+    )
     tracker = ProgressTracker(samples * layout.windows * nfe_per_window, progress)
     estimate = estimate_run(metadata, layout, unet_batch, tracker.total, torch_device.type)
     tracker.emit(
         "start",
-        f"{metadata.name}: {layout.windows} window(s), {slab.model.shape[0]} slice(s), {samples} "
-        f"sample(s), {tracker.total} UNet steps on {torch_device}, {estimate.describe()}",
+        f"{metadata.name}: {layout.windows} window(s)"
+        + (f" x {options.candidates} candidates" if options.candidates > 1 else "")
+        + f", {slab.model.shape[0]} slice(s), {samples} sample(s), {tracker.total} UNet steps on {torch_device}, "
+        f"{estimate.describe()}",
         slices=int(slab.model.shape[0]),
         windows=layout.windows,
         samples=samples,
+        candidates=options.candidates,
         device=str(torch_device),
         estimated_s=round(estimate.seconds, 1),
     )

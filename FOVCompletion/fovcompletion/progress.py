@@ -72,6 +72,7 @@ class TextProgressBar:
         self._stream = stream
         self.width = width
         self._logged = 0  # the last tenth logged: lines at 10%, 20% ... 100%
+        self._bar_open = False  # a bar is drawn on a terminal line not yet ended
 
     @property
     def stream(self) -> TextIO:
@@ -89,6 +90,11 @@ class TextProgressBar:
             self.stream.write(f"{event.message}\n")
             self.stream.flush()
             return
+        if event.message:  # a note between steps (which candidate a window kept): a line of its own
+            self.stream.write(("\n" if self._bar_open else "") + f"{event.message}\n")
+            self._bar_open = False
+            self.stream.flush()
+            return
         if self.interactive():
             self._redraw(event)
         else:
@@ -103,7 +109,8 @@ class TextProgressBar:
             f"{format_seconds(event.elapsed_s)}<{format_seconds(event.eta_s)}"
         )
         self.stream.write(line)
-        if event.step >= event.total:
+        self._bar_open = event.step < event.total
+        if not self._bar_open:
             self.stream.write("\n")
 
     def _log(self, event: ProgressEvent) -> None:

@@ -32,7 +32,11 @@ class SamplerOptions:
     small model on its own does. 1 = off (one UNet pass per step); None = the bundle's setting.
 
     `eta` is DDIM's share of fresh noise at each step: 0 = deterministic steps, 1 = as much as DDPM; None = the
-    bundle's setting (the engine resolves it; a sampler given None steps deterministically)."""
+    bundle's setting (the engine resolves it; a sampler given None steps deterministically).
+
+    `candidates` K > 1 completes every window K times and keeps the candidate whose bright canal lasts furthest
+    past the seam (`candidates.canal_score`; no truth needed), at K times the UNet passes. 1 = one draw, as
+    before."""
 
     method: str = "ddim"
     steps: int = 50
@@ -42,6 +46,7 @@ class SamplerOptions:
     mask_erosion: int = 0
     slice_noise_correlation: float = 0.9
     guidance: float | None = None
+    candidates: int = 1
 
     def validate(self, num_train_timesteps: int) -> None:
         if self.method not in METHODS:
@@ -51,6 +56,8 @@ class SamplerOptions:
         if self.resample < 1 or self.jump_length < 1 or self.mask_erosion < 0:
             raise InputError("resample and jump length must be at least 1, mask erosion at least 0")
         check_resampling(self.steps, self.resample, self.jump_length)
+        if self.candidates < 1:
+            raise InputError(f"candidates must be at least 1 (got {self.candidates})")
         if self.eta is not None and not (math.isfinite(self.eta) and self.eta >= 0):
             raise InputError(f"eta must be a number >= 0 (got {self.eta})")
         if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
@@ -92,7 +99,7 @@ def repaint_transitions(n_steps: int, resample: int, jump_length: int) -> list[t
 
 
 def count_model_evaluations(options: SamplerOptions, num_train_timesteps: int) -> int:
-    """UNet evaluations (NFE) of one inpainting with these options."""
+    """UNet evaluations (NFE) of one inpainting with these options (a window completes `candidates` of them)."""
     if options.method == "reference":
         return options.steps
     n_steps = len(ddim_timesteps(num_train_timesteps, options.steps)) - 1

@@ -3,7 +3,7 @@
 SSIM and MAE over the whole hidden region reward a grey blur (it is close to the mean) and are dominated by the
 background (several real scans have a background of exact zeros, where any autoencoder paints a faint level).
 These numbers look where the anatomy is. Unless said otherwise, images are scaled to [0, 1] by the 0.5/99.5
-percentiles of the truth's visible rows and clipped (`metrics.visible_range`); `known_rows` marks the visible
+percentiles of the truth's visible rows and clipped (`regions.visible_range`); `known_rows` marks the visible
 superior-inferior rows; arrays are (slices, S-I rows, A-P cols) on one grid.
 """
 
@@ -12,18 +12,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
-from .canal import ridge_strength, strongest_near, track_canal
-from .metrics import hidden_blocks, row_distance_mm, scale_unit, ssim_map, visible_range
+from ..canal import CANAL_MIN_STRENGTH, canal_reach_mm, ridge_strength, strongest_near, track_canal
+from ..regions import row_distance_mm, scale_unit, visible_range
+from .metrics import ssim_map
 
 SEAM_BAND_MM = 16.0
 CANAL_BAND_MM = 64.0
 CANAL_TOLERANCE_MM = 4.0
-CANAL_MIN_STRENGTH = (
-    0.1  # a bright canal: this much (of the visible range) brighter than the tissue beside it
-)
-CANAL_RUN_MM = 8.0  # canal reach averages the ridge over this many mm of rows: about a disc and a half
 
 
 def tissue_mask(truth_unit: np.ndarray, known_rows: np.ndarray) -> np.ndarray:
@@ -115,42 +111,6 @@ def canal_continuity(
     if not scored.any():
         return math.nan
     return float(np.mean(pred_ridge[scored] >= CANAL_MIN_STRENGTH))
-
-
-def canal_reach_mm(
-    image_unit_mid: np.ndarray, known_rows: np.ndarray, spacing: tuple[float, float]
-) -> list[float]:
-    """How far past the seam a bright canal lasts in one image, in mm, for each hidden block.
-
-    Along the canal tracked in the image itself (`canal.track_canal`, wherever it runs), away from the seam: the
-    last row before the ridge on the track, averaged over `CANAL_RUN_MM` of rows, falls below
-    `CANAL_MIN_STRENGTH`. The average forgives a short dropout (a bulging disc) and, as a canal is long and
-    noise is not, keeps the track from scoring a noisy completion as a canal. Needs no truth, so it also
-    measures completions longer than any truth. A block between two visible parts is walked from both seams."""
-    strength = ridge_strength(image_unit_mid, spacing)
-    track = track_canal(strength, spacing).astype(int)
-    on_track = strength[np.arange(strength.shape[0]), track]
-    on_track = np.where(np.isfinite(on_track), on_track, 0.0)  # no tissue to compare with: no ridge
-    run_rows = max(1, int(round(CANAL_RUN_MM / spacing[0])))
-    hidden = ~np.asarray(known_rows, dtype=bool)
-
-    def run_mean(values: np.ndarray) -> np.ndarray:  # over hidden rows only: the scan's canal carries nothing
-        return ndimage.uniform_filter1d(values * hidden, run_rows, mode="constant")
-
-    bright = run_mean(on_track) >= CANAL_MIN_STRENGTH * run_mean(np.ones_like(on_track))
-    distance = row_distance_mm(known_rows, spacing[0])
-    reaches = []
-    for block in hidden_blocks(known_rows):
-        if block.start == 0 and block.stop == len(known_rows):
-            continue  # nothing visible: no seam to start from
-        rows = np.arange(block.start, block.stop)
-        reach = 0.0
-        for row in rows[np.argsort(distance[rows], kind="stable")]:
-            if not bright[row]:
-                break
-            reach = float(distance[row])
-        reaches.append(reach)
-    return reaches
 
 
 def canal_reach(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..regions import hidden_blocks
 from .cases import Case
-from .metrics import hidden_blocks
 
 DISC_TOLERANCE_MM = 5.0  # a detected disc within this distance of a true disc centre is a hit
 

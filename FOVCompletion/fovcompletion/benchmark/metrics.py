@@ -14,23 +14,12 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from ..regions import row_distance_mm, scale_unit, visible_range
+
 PSNR_CAP_DB = 100.0  # identical images: a finite, JSON-safe stand-in for infinity
 NEAR_MM = 32.0
 SSIM_SIGMA = 1.5  # the standard Gaussian-window SSIM (Wang et al. 2004): 11 x 11, sigma 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
-
-
-def visible_range(truth: np.ndarray, known_rows: np.ndarray) -> tuple[float, float]:
-    """0.5 and 99.5 percentiles of the visible (known) rows: the scale every method is judged on."""
-    low, high = np.percentile(truth[:, known_rows], [0.5, 99.5])
-    if high <= low:
-        low, high = float(truth[:, known_rows].min()), float(truth[:, known_rows].max())
-    return float(low), float(max(high, low + 1e-6))
-
-
-def scale_unit(image: np.ndarray, low: float, high: float, clip: bool = True) -> np.ndarray:
-    scaled = (np.asarray(image, dtype=np.float64) - low) / (high - low)
-    return np.clip(scaled, 0.0, 1.0) if clip else scaled
 
 
 def ssim_map(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray:
@@ -60,21 +49,6 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
 
 def mae(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(a, dtype=np.float64) - b)))
-
-
-def row_distance_mm(known_rows: np.ndarray, spacing_mm: float) -> np.ndarray:
-    """Distance of each row from the nearest known row in mm (0 on known rows, spacing on the first hidden one)."""
-    known_rows = np.asarray(known_rows, dtype=bool)
-    if not known_rows.any():
-        return np.full(known_rows.shape, np.inf)
-    return ndimage.distance_transform_edt(~known_rows) * float(spacing_mm)
-
-
-def hidden_blocks(known_rows: np.ndarray) -> list[slice]:
-    """Contiguous runs of hidden rows (above and/or below the visible part)."""
-    hidden = ~np.asarray(known_rows, dtype=bool)
-    edges = np.flatnonzero(np.diff(np.r_[0, hidden.astype(int), 0]))
-    return [slice(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def bands(known_rows: np.ndarray, spacing_mm: float, near_mm: float = NEAR_MM) -> dict[str, np.ndarray]:

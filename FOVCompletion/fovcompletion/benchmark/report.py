@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from ..regions import visible_range
 from .aggregate import summarise_run
 from .ceiling import CEILINGS
-from .metrics import boundary_pairs, visible_range
+from .metrics import boundary_pairs
 from .runner import BenchmarkRun, Method
 
 
@@ -363,12 +364,14 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
         (right, "seconds_per_volume", "seconds per volume"),
     ):
         measured = [m for m in methods if m.family == "ours" and rows.get(m.name, {}).get(key) is not None]
-        settings = list(dict.fromkeys((m.guidance, m.eta) for m in measured))
+        settings = list(dict.fromkeys((m.guidance, m.eta, m.candidates) for m in measured))
         # one line per sampler setting: step counts are comparable only within one
-        for index, (guidance, eta) in enumerate(settings):
-            ours = [m for m in measured if (m.guidance, m.eta) == (guidance, eta)]
-            details = ([] if guidance is None else [f"guidance {guidance:g}"]) + (
-                [f"eta {eta:g}"] if eta is not None else []
+        for index, (guidance, eta, candidates) in enumerate(settings):
+            ours = [m for m in measured if (m.guidance, m.eta, m.candidates) == (guidance, eta, candidates)]
+            details = (
+                ([] if guidance is None else [f"guidance {guidance:g}"])
+                + ([f"eta {eta:g}"] if eta is not None else [])
+                + ([f"best of {candidates}"] if candidates > 1 else [])
             )
             axis.plot(
                 [rows[m.name]["nfe"] for m in ours],

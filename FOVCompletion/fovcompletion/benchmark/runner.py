@@ -45,6 +45,7 @@ class Method:
     slice_noise_correlation: float = SamplerOptions.slice_noise_correlation
     guidance: float | None = None  # None: the bundle's
     eta: float | None = None  # None: the bundle's
+    candidates: int = 1
 
     @property
     def learned(self) -> bool:
@@ -75,6 +76,7 @@ class Method:
             slice_noise_correlation=self.slice_noise_correlation,
             guidance=self.guidance,
             eta=self.eta,
+            candidates=self.candidates,
         )
 
 
@@ -88,11 +90,12 @@ def build_methods(
     guidances: tuple[float | None, ...] = (None,),
     etas: tuple[float | None, ...] = (None,),
     jump_lengths: tuple[int, ...] = (1,),
+    candidate_counts: tuple[int, ...] = (1,),
 ) -> list[Method]:
     """The comparison, in the order tables and plots show it: the ceilings first; our sampler's slices share
-    `slice_noise_correlation` of their noise; each pair of `guidances` and DDIM `etas` gives its own rows (None:
-    the bundle's guidance, the engine's eta, and no suffix in the row's name); each RePaint jump length its own
-    resampling rows (1, RePaint's shortest, unnamed)."""
+    `slice_noise_correlation` of their noise; each triple of `guidances`, DDIM `etas` and `candidate_counts` gives
+    its own rows (None: the bundle's guidance, the engine's eta, and no suffix in the row's name; 1 candidate, no
+    suffix); each RePaint jump length its own resampling rows (1, RePaint's shortest, unnamed)."""
     unknown = families - set(FAMILIES)
     if unknown:
         raise InputError(
@@ -101,13 +104,20 @@ def build_methods(
     if "resample" in families:  # refused before any case runs, as the engine would refuse each run
         for r, j in itertools.product(resamples, jump_lengths):
             check_resampling(resample_steps, r, j)
+    if any(k < 1 for k in candidate_counts):
+        raise InputError(f"candidates must be at least 1 (got {min(candidate_counts)})")
     methods: list[Method] = [Method(name, name) for name in CEILINGS if name in families]
-    for guidance, eta in itertools.product(guidances, etas):
-        tag = ("" if guidance is None else f"-guidance{guidance:g}") + ("" if eta is None else f"-eta{eta:g}")
+    for guidance, eta, candidates in itertools.product(guidances, etas, candidate_counts):
+        tag = (
+            ("" if guidance is None else f"-guidance{guidance:g}")
+            + ("" if eta is None else f"-eta{eta:g}")
+            + ("" if candidates == 1 else f"-best{candidates}")
+        )
         sampling = {
             "slice_noise_correlation": slice_noise_correlation,
             "guidance": guidance,
             "eta": eta,
+            "candidates": candidates,
         }
         if "ours" in families:
             methods += [Method(f"ours-steps{n}{tag}", "ours", n, 1, **sampling) for n in steps]

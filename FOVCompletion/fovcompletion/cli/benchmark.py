@@ -142,6 +142,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "of its own named ...-jumpJ, 1 unnamed (default: 1)",
     )
     parser.add_argument(
+        "--candidates",
+        type=int_list,
+        default=[1],
+        metavar="K,K",
+        help="candidates per window of our sampler's rows (the one whose canal lasts furthest is kept), each value "
+        "a row of its own named ...-bestK, 1 unnamed (default: 1)",
+    )
+    parser.add_argument(
         "--slice-noise-correlation",
         type=float,
         default=SamplerOptions.slice_noise_correlation,
@@ -291,6 +299,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         args.guidance,
         args.eta,
         tuple(dict.fromkeys(args.jump_length)),
+        tuple(dict.fromkeys(args.candidates)),
     )
     cases, retrieval, extra = [], {}, {}
     spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)

@@ -74,6 +74,14 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
     sampler.add_argument("--jump-length", type=int, default=1, help="RePaint jump length in steps")
     sampler.add_argument("--mask-erosion", type=int, default=0, help="erode the latent known mask by N cells")
     sampler.add_argument(
+        "--candidates",
+        type=int,
+        default=SamplerOptions.candidates,
+        metavar="K",
+        help="complete every window K times and keep the candidate whose bright canal lasts furthest past the "
+        "seam (default: 1; K times the time)",
+    )
+    sampler.add_argument(
         "--eta",
         type=float,
         default=None,
@@ -108,6 +116,7 @@ def sampler_options(args: argparse.Namespace) -> SamplerOptions:
         mask_erosion=args.mask_erosion,
         slice_noise_correlation=args.slice_noise_correlation,
         guidance=args.guidance,
+        candidates=args.candidates,
     )
 
 

@@ -1,10 +1,13 @@
-"""The bright spinal canal of a sagittal T2w slice, row by row, for the canal-continuity metric.
+"""The bright spinal canal of a sagittal T2w slice, row by row: for the benchmark's canal metrics and for the
+engine's choice among candidate completions (`candidates`).
 
 On T2w images the cerebrospinal fluid around the cord is the brightest long, narrow band of the spine; a
 completion that loses it (the canal fading a few centimetres past the seam) is what a reader notices first.
 `ridge_strength` measures how much brighter each pixel is than the tissue `side_mm` to either side of it
-(anterior and posterior), and `track_canal` follows the strongest such ridge through every row of the truth
-(a path that moves at most one pixel sideways per millimetre), for scans that come without a centreline.
+(anterior and posterior), `track_canal` follows the strongest such ridge through every row (a path that moves
+at most one pixel sideways per millimetre), for scans that come without a centreline, and `canal_reach_mm` says
+how far past the seam a bright canal lasts on that track. Images are scaled to [0, 1] first
+(`regions.visible_range`), so strengths are fractions of the visible range.
 """
 
 from __future__ import annotations
@@ -14,10 +17,16 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from .regions import hidden_blocks, row_distance_mm
+
 SIDE_MM = 10.0  # a canal is at most about 20 mm across (lumbar sac): its centre is brighter than +-10 mm
 SMOOTH_MM = (2.0, 1.0)  # Gaussian smoothing (S-I, A-P) before the ridge test: noise and the cord inside it
 BACK_MM = 25.0  # the canal lies at least this deep under the skin of the back (subcutaneous fat is brighter)
 TISSUE_FRACTION = 0.15  # of a row's brightest value: brighter is the body, darker is air (rows fade, too)
+CANAL_MIN_STRENGTH = (
+    0.1  # a bright canal: this much (of the visible range) brighter than the tissue beside it
+)
+CANAL_RUN_MM = 8.0  # canal reach averages the ridge over this many mm of rows: about a disc and a half
 
 
 def ridge_strength(
@@ -86,3 +95,48 @@ def strongest_near(strength: np.ndarray, columns: np.ndarray, reach_px: int) -> 
         if low < high:
             out[row] = float(strength[row, low:high].max())
     return out
+
+
+def ridge_on_track(image_unit_mid: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """Per row, the ridge strength on the canal tracked in the image itself (0 in rows without tissue)."""
+    strength = ridge_strength(image_unit_mid, spacing)
+    track = track_canal(strength, spacing).astype(int)
+    on_track = strength[np.arange(strength.shape[0]), track]
+    return np.where(np.isfinite(on_track), on_track, 0.0)
+
+
+def canal_reach_mm(
+    image_unit_mid: np.ndarray, known_rows: np.ndarray, spacing: tuple[float, float]
+) -> list[float]:
+    """How far past the seam a bright canal lasts in one image, in mm, for each hidden block.
+
+    Along the canal tracked in the image itself (`ridge_on_track`, wherever it runs), away from the seam: the
+    last row before the ridge on the track, averaged over `CANAL_RUN_MM` of rows, falls below
+    `CANAL_MIN_STRENGTH`. The average forgives a short dropout (a bulging disc) and, as a canal is long and
+    noise is not, keeps the track from scoring a noisy completion as a canal. Needs no truth, so it also
+    measures completions longer than any truth. A block between two visible parts is walked from both seams."""
+    return reach_along_track(ridge_on_track(image_unit_mid, spacing), known_rows, spacing[0])
+
+
+def reach_along_track(on_track: np.ndarray, known_rows: np.ndarray, spacing_si_mm: float) -> list[float]:
+    """`canal_reach_mm` from the ridge on the track (`ridge_on_track`), for callers that also need the ridge."""
+    run_rows = max(1, int(round(CANAL_RUN_MM / spacing_si_mm)))
+    hidden = ~np.asarray(known_rows, dtype=bool)
+
+    def run_mean(values: np.ndarray) -> np.ndarray:  # over hidden rows only: the scan's canal carries nothing
+        return ndimage.uniform_filter1d(values * hidden, run_rows, mode="constant")
+
+    bright = run_mean(on_track) >= CANAL_MIN_STRENGTH * run_mean(np.ones_like(on_track))
+    distance = row_distance_mm(known_rows, spacing_si_mm)
+    reaches = []
+    for block in hidden_blocks(known_rows):
+        if block.start == 0 and block.stop == len(known_rows):
+            continue  # nothing visible: no seam to start from
+        rows = np.arange(block.start, block.stop)
+        reach = 0.0
+        for row in rows[np.argsort(distance[rows], kind="stable")]:
+            if not bright[row]:
+                break
+            reach = float(distance[row])
+        reaches.append(reach)
+    return reaches
