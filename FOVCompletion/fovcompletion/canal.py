@@ -23,9 +23,8 @@ SIDE_MM = 10.0  # a canal is at most about 20 mm across (lumbar sac): its centre
 SMOOTH_MM = (2.0, 1.0)  # Gaussian smoothing (S-I, A-P) before the ridge test: noise and the cord inside it
 BACK_MM = 25.0  # the canal lies at least this deep under the skin of the back (subcutaneous fat is brighter)
 TISSUE_FRACTION = 0.15  # of a row's brightest value: brighter is the body, darker is air (rows fade, too)
-CANAL_MIN_STRENGTH = (
-    0.1  # a bright canal: this much (of the visible range) brighter than the tissue beside it
-)
+# A bright canal: this much (of the visible range) brighter than the tissue beside it.
+CANAL_MIN_STRENGTH = 0.1
 CANAL_RUN_MM = 8.0  # canal reach averages the ridge over this many mm of rows: about a disc and a half
 
 

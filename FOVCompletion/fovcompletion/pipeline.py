@@ -219,15 +219,15 @@ class _Completer:
         `where` is (sample, window) of the run, for the candidates' seeds."""
         count = self.options.candidates
         given = known & (keep >= 1.0)[None, :, None]
-        made = []
-        for candidate in range(count):
-            if candidate == 1:
-                state = self.generator.get_state()
-            if candidate >= 1:
-                self.generator.manual_seed(self._candidate_seed(*where, candidate))
-            made.append(self._place(pixels, known, keep, self.window(pixels, given), feather_px))
+        made = [self._place(pixels, known, keep, self.window(pixels, given), feather_px)]
         if count == 1:
             return made[0]
+        state = (
+            self.generator.get_state()
+        )  # the run's stream goes on after candidate 1, as without candidates
+        for candidate in range(1, count):
+            self.generator.manual_seed(self._candidate_seed(*where, candidate))
+            made.append(self._place(pixels, known, keep, self.window(pixels, given), feather_px))
         self.generator.set_state(state)
         spacing = tuple(float(mm) for mm in self.bundle.metadata.canvas.spacing_mm)
         given_rows = given.any(axis=(0, 2))
