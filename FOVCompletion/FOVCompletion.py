@@ -39,7 +39,15 @@ from FOVCompletionLib.models import (
     missingDefaultModelMessage,
     modelAfterAddingBundle,
 )
-from FOVCompletionLib.panel import SLICE_COUNT_RANGE, SLICE_INDEX_RANGE, defaultSliceRange, sliceLimits
+from FOVCompletionLib.panel import (
+    CANDIDATES_RANGE,
+    SLICE_COUNT_RANGE,
+    SLICE_INDEX_RANGE,
+    STEPS_RANGE,
+    defaultSliceRange,
+    modelSampling,
+    sliceLimits,
+)
 from FOVCompletionLib.presets import ExtensionPreset, matchingPreset, presetExtensionMm
 from FOVCompletionLib.progress_events import (
     DoneEvent,
@@ -172,9 +180,9 @@ class FOVCompletionParameterNode:
     extendSuperiorMm: Annotated[float, WithinRange(0.0, 2000.0)] = 0.0
     extendInferiorMm: Annotated[float, WithinRange(0.0, 2000.0)] = 500.0
     model: str = ""
-    steps: Annotated[int, WithinRange(1, 1000)] = 50
+    steps: Annotated[int, WithinRange(*STEPS_RANGE)] = 25
     samples: Annotated[int, WithinRange(1, 16)] = 1
-    candidates: Annotated[int, WithinRange(1, 8)] = 1
+    candidates: Annotated[int, WithinRange(*CANDIDATES_RANGE)] = 3
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     device: ComputeDevice = ComputeDevice.AUTO
     previewEvery: Annotated[int, WithinRange(0, 1000)] = DEFAULT_PREVIEW_EVERY
@@ -205,6 +213,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastPreset = None
         self._lastInputId = None
         self._previewShown = False
+        self._modelChoices = {}
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -415,7 +424,8 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         comboBox = self.ui.modelComboBox
         wasBlocked = comboBox.blockSignals(True)
         comboBox.clear()
-        for choice in availableModels():
+        self._modelChoices = {choice.value: choice for choice in availableModels()}
+        for choice in self._modelChoices.values():
             comboBox.addItem(choice.label, choice.value)
             comboBox.setItemData(comboBox.count - 1, choice.description, qt.Qt.ToolTipRole)
         comboBox.addItem(_("Add a bundle from a folder..."), ADD_BUNDLE_ITEM)
@@ -445,6 +455,14 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onAddBundle()
             return
         self._parameterNode.model = value or ""
+        self._applyModelSettings(value)
+
+    def _applyModelSettings(self, model: str | None) -> None:
+        """Choosing a model sets the steps and candidates it was measured best with (still editable after)."""
+        choice = self._modelChoices.get(model or "")
+        settings = modelSampling(choice.defaultSteps, choice.defaultCandidates) if choice else None
+        if settings is not None:
+            self._parameterNode.steps, self._parameterNode.candidates = settings
 
     def onAddBundle(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(
@@ -464,6 +482,8 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.populateModels()
         self._parameterNode.model = model
         self._selectModelInComboBox(model)
+        if folder and error is None:
+            self._applyModelSettings(model)
         if error is not None:
             slicer.util.errorDisplay(
                 _("This folder is not a usable model bundle."), detailedText=f"{folder}: {error}"
@@ -599,7 +619,7 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
 
         logic = slicer.util.getModuleLogic("FOVCompletion")
         volume = slicer.util.getNode("FOVCompletionPhantomCervical")
-        result = logic.complete(volume, extendInferiorMm=300, steps=50, slices=1)
+        result = logic.complete(volume, extendInferiorMm=300, slices=1)  # the model's steps and candidates
         result.output, result.mask, result.spread
 
     With waitForCompletion=False the run goes on in the background; the module cancels it when the scene is
@@ -696,7 +716,7 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
         inputNode,
         slices: int | None = None,
         sliceRange: tuple[int, int] | None = None,
-        steps: int = 50,
+        steps: int | None = None,
         extendSuperiorMm: float = 0.0,
         extendInferiorMm: float = 0.0,
         seed: int = 0,
@@ -708,10 +728,11 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
         waitForCompletion: bool = True,
         showResult: bool = True,
         overlayOpacity: float = DEFAULT_OVERLAY_OPACITY,
-        candidates: int = 1,
+        candidates: int | None = None,
     ):
         """Complete `inputNode` (console API). `sliceRange` is (first, stop) with stop excluded; `candidates` K > 1
-        completes every window K times and keeps the one whose canal lasts furthest (K times the time). With
+        completes every window K times and keeps the one whose canal lasts furthest (K times the time); `steps` and
+        `candidates` None: the model's settings (`fovcompletion models` lists them). With
         `previewEvery` N > 0 the output volume is created at the first live preview and updated in place every N
         steps while the engine runs (task.previewNode); the result then goes into that same node.
 

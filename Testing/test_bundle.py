@@ -115,3 +115,27 @@ def test_unusable_canvas_is_refused(tiny_bundle, tmp_path, change, match):
     (folder / "bundle.json").write_text(json.dumps(metadata))
     with pytest.raises(BundleError, match=match):
         read_metadata(folder)
+
+
+def test_a_bundle_without_sampler_settings_keeps_the_engines_former_defaults(tiny_bundle, tmp_path):
+    """Bundles written before a bundle named its steps and candidates still run as they did: 50 steps, 1 draw."""
+    folder = copy_bundle(tiny_bundle, tmp_path / "older")
+    metadata = json.loads((folder / "bundle.json").read_text())
+    del metadata["steps"], metadata["candidates"]
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    older = read_metadata(folder)
+    assert (older.steps, older.candidates) == (50, 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [({"steps": 0}, "steps must be between 1 and 1000"), ({"steps": 1001}, "between 1 and 1000"),
+     ({"candidates": 0}, "candidates at least 1")],
+)  # fmt: skip
+def test_sampler_settings_a_run_cannot_use_are_refused(tiny_bundle, tmp_path, change, match):
+    folder = copy_bundle(tiny_bundle, tmp_path / "settings")
+    metadata = json.loads((folder / "bundle.json").read_text())
+    metadata.update(change)
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match=match):
+        read_metadata(folder)

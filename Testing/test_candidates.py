@@ -94,6 +94,19 @@ def test_the_engine_keeps_its_best_candidate_and_reports_the_choice(bundle):
     assert np.array_equal(best.image[~made], single.image[~made])  # the scan's voxels, untouched
 
 
+def test_a_run_uses_the_bundles_steps_and_candidates_unless_told_otherwise(tmp_path):
+    """A bundle names the settings its model was measured best with; the caller's own settings win."""
+    tuned = predicting_bundle(tmp_path / "tuned", steps=3, candidates=2)
+    scan = synthetic_scan((6, 40, 30))
+    kwargs = {"model": tuned, "slices": 2, "extend_inferior_mm": 30, "seed": 0}
+    events = []
+    default = complete(scan, AFFINE, **kwargs, progress=events.append)
+    assert default.nfe == 3 * 2 and events[0].details["candidates"] == 2
+    explicit = complete(scan, AFFINE, **kwargs, steps=3, sampler=SamplerOptions(candidates=2))
+    np.testing.assert_array_equal(default.image, explicit.image)
+    assert complete(scan, AFFINE, **kwargs, steps=2, sampler=SamplerOptions(candidates=1)).nfe == 2
+
+
 def scripted_scores(monkeypatch, winner: int) -> list[tuple]:
     """Replace the engine's canal score by one that makes candidate `winner` (0-based) the best of each window;
     returns the list that records what the engine asked it to score."""

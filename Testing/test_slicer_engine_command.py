@@ -61,7 +61,8 @@ def test_range_default_model_and_single_sample():
     assert args.slice_range == (2, 7) and args.slices is None
     assert args.model is None  # the engine's default bundle
     assert args.spread_output is None  # a spread map needs more than one sample
-    assert args.device == "auto" and args.steps == 50 and args.candidates == 1
+    assert args.device == "auto"
+    assert args.steps is None and args.candidates is None  # not given: the engine uses the model's settings
 
 
 def test_a_numbered_gpu_reaches_the_engine():

@@ -41,6 +41,7 @@ def test_environment_bundle_is_offered(tiny_bundle, user_home, monkeypatch):
     choices = availableModels()
     tiny = [c for c in choices if c.value == "tiny-test"]
     assert len(tiny) == 1 and tiny[0].label == "tiny-test (env)" and tiny[0].defaultSlices >= 1
+    assert (tiny[0].defaultSteps, tiny[0].defaultCandidates) == (50, 1)  # what its bundle.json says
 
 
 def test_add_bundle_from_folder(tiny_bundle, user_home):

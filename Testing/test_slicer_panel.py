@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,17 @@ import pytest
 import slicer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
-from FOVCompletionLib.panel import SLICE_COUNT_RANGE, SLICE_INDEX_RANGE, defaultSliceRange, sliceLimits
+from fovcompletion.bundle import read_metadata
+from fovcompletion.registry import default_bundle_name, resolve_bundle
+from FOVCompletionLib.panel import (
+    CANDIDATES_RANGE,
+    SLICE_COUNT_RANGE,
+    SLICE_INDEX_RANGE,
+    STEPS_RANGE,
+    defaultSliceRange,
+    modelSampling,
+    sliceLimits,
+)
 from FOVCompletionLib.volume_geometry import sagittalSliceCount, setVolumeFromArrayAndAffine
 
 MODULE = Path(__file__).resolve().parents[1] / "FOVCompletion"
@@ -54,8 +65,7 @@ def test_no_input_gives_the_smallest_limits():
     assert sliceLimits(0).countMaximum == SLICE_COUNT_RANGE[0] and sliceLimits(0).indexMaximum == 0
 
 
-def test_parameter_node_declares_the_same_ranges():
-    """FOVCompletion.py (which needs the application) declares its fields with these very constants."""
+def parameter_fields() -> list[ast.AnnAssign]:
     tree = ast.parse((MODULE / "FOVCompletion.py").read_text(encoding="utf-8"))
     [wrapper] = [
         node
@@ -63,12 +73,47 @@ def test_parameter_node_declares_the_same_ranges():
         if isinstance(node, ast.ClassDef)
         and any(getattr(d, "id", "") == "parameterNodeWrapper" for d in node.decorator_list)
     ]
-    annotations = {
-        s.target.id: ast.unparse(s.annotation) for s in wrapper.body if isinstance(s, ast.AnnAssign)
-    }
+    return [statement for statement in wrapper.body if isinstance(statement, ast.AnnAssign)]
+
+
+def test_parameter_node_declares_the_same_ranges():
+    """FOVCompletion.py (which needs the application) declares its fields with these very constants."""
+    annotations = {s.target.id: ast.unparse(s.annotation) for s in parameter_fields()}
     assert annotations["sliceCount"] == "Annotated[int, WithinRange(*SLICE_COUNT_RANGE)]"
     for name in ("sliceRangeFirst", "sliceRangeLast"):
         assert annotations[name] == "Annotated[int, WithinRange(*SLICE_INDEX_RANGE)]"
+    assert annotations["steps"] == "Annotated[int, WithinRange(*STEPS_RANGE)]"
+    assert annotations["candidates"] == "Annotated[int, WithinRange(*CANDIDATES_RANGE)]"
     source = (MODULE / "FOVCompletion.py").read_text(encoding="utf-8")
     assert "spinBox.maximum = limits.indexMaximum" in source
     assert "self.ui.sliceCountSpinBox.maximum = limits.countMaximum" in source
+
+
+def test_choosing_a_model_gives_its_settings_within_the_parameter_ranges():
+    assert modelSampling(25, 3) == (25, 3)
+    assert modelSampling(5000, 20) == (STEPS_RANGE[1], CANDIDATES_RANGE[1])  # a bundle may ask for more
+    assert modelSampling(50, None) == (50, 1)
+    assert modelSampling(None, 3) is None  # the model does not say: the panel keeps what is set
+
+
+def test_a_new_panel_starts_with_the_default_models_settings():
+    """The parameter node's defaults and the .ui's spin boxes are the bundled default model's steps and
+    candidates, so that a first run is the one the model card's figures describe."""
+    defaults = {
+        s.target.id: ast.literal_eval(s.value)
+        for s in parameter_fields()
+        if s.target.id in ("steps", "candidates")
+    }
+    model = read_metadata(resolve_bundle(default_bundle_name()))
+    assert defaults == {"steps": model.steps, "candidates": model.candidates}
+    ui = ElementTree.parse(MODULE / "Resources" / "UI" / "FOVCompletion.ui").getroot()
+    values = {}
+    for widget in ui.iter("widget"):
+        names = [
+            p.findtext("string") for p in widget.findall("property") if p.get("name") == "SlicerParameterName"
+        ]
+        if names and names[0] in defaults:
+            values[names[0]] = int(
+                [p for p in widget.findall("property") if p.get("name") == "value"][0].findtext("number")
+            )
+    assert values == defaults

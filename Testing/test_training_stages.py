@@ -145,6 +145,23 @@ def test_export_records_the_guidance_and_the_estimate_counts_it(trained_run, tmp
     assert estimate_seconds(guided, *run_size) == pytest.approx(2 * estimate_seconds(plain, *run_size))
 
 
+def test_export_records_the_sampler_settings_and_runs_default_to_them(trained_run, tmp_path):
+    """`export-bundle --steps --candidates` name the settings the model was measured best with; the estimate of
+    a run that does not choose its own counts them (here 25 steps x 3 candidates: 1.5 times 50 steps)."""
+    _, run = trained_run
+    arguments = ["export-bundle", "--run", str(run), "-o", str(tmp_path / "tuned"), "--steps", "25"]
+    args = training_parser().parse_args([*arguments, "--candidates", "3"])
+    assert args.handler(args) == 0
+    plain = export_bundle(run, tmp_path / "plain")
+    tuned = read_metadata(tmp_path / "tuned")
+    assert (tuned.steps, tuned.candidates) == (25, 3)
+    assert (read_metadata(plain).steps, read_metadata(plain).candidates) == (50, 1)
+    size = (0.0, 128.0, 200.0)  # superior and inferior mm, the scan's height in mm
+    by_default = estimate_seconds(tmp_path / "tuned", 5, None, *size)
+    assert by_default == pytest.approx(1.5 * estimate_seconds(plain, 5, None, *size))
+    assert by_default == pytest.approx(estimate_seconds(plain, 5, 25, *size, candidates=3))
+
+
 def test_checkpoint_round_trip_restores_rng(tmp_path):
     model = torch.nn.Linear(3, 2)
     optimiser = torch.optim.Adam(model.parameters())

@@ -21,12 +21,12 @@ class CompletionOptions:
 
     slices: int | None = None
     sliceRange: tuple[int, int] | None = None
-    steps: int = 50
+    steps: int | None = None  # None: the model's setting
     extendSuperiorMm: float = 0.0
     extendInferiorMm: float = 0.0
     seed: int = 0
     samples: int = 1
-    candidates: int = 1  # completions per window, the one whose canal lasts furthest kept
+    candidates: int | None = None  # completions per window, the best canal kept (None: the model's setting)
     device: str = "auto"
     model: str | None = None
     previewEvery: int = 0  # live preview every N steps (0: off)
@@ -45,11 +45,11 @@ class CompletionOptions:
                 raise ValueError(
                     f"the slice range {first}:{stop} goes past the input's {sagittalSliceCount} sagittal slices"
                 )
-        if not 1 <= self.steps <= MAXIMUM_STEPS:
+        if self.steps is not None and not 1 <= self.steps <= MAXIMUM_STEPS:
             raise ValueError(f"the number of steps must be between 1 and {MAXIMUM_STEPS} (got {self.steps})")
         if self.samples < 1:
             raise ValueError(f"the number of samples must be at least 1 (got {self.samples})")
-        if self.candidates < 1:
+        if self.candidates is not None and self.candidates < 1:
             raise ValueError(f"the number of candidates must be at least 1 (got {self.candidates})")
         if self.previewEvery < 0:
             raise ValueError(
@@ -97,9 +97,11 @@ def buildCompletionCommand(
         command += ["--slices", str(int(options.slices))]
     elif options.sliceRange is not None:
         command += ["--slice-range", f"{int(options.sliceRange[0])}:{int(options.sliceRange[1])}"]
+    if options.steps is not None:
+        command += ["--steps", str(int(options.steps))]
+    if options.candidates is not None:
+        command += ["--candidates", str(int(options.candidates))]
     command += [
-        "--steps",
-        str(int(options.steps)),
         "--extend-superior",
         repr(float(options.extendSuperiorMm)),
         "--extend-inferior",
@@ -108,8 +110,6 @@ def buildCompletionCommand(
         str(int(options.seed)),
         "--samples",
         str(int(options.samples)),
-        "--candidates",
-        str(int(options.candidates)),
         "--device",
         options.device,
         "--progress",

@@ -29,6 +29,8 @@ class ModelChoice:
     value: str
     description: str = ""
     defaultSlices: int | None = None
+    defaultSteps: int | None = None  # the sampler settings the model was measured best with (None: unknown)
+    defaultCandidates: int | None = None
 
 
 def defaultModelName() -> str:
@@ -71,7 +73,9 @@ def availableModels() -> list[ModelChoice]:
     for info in bundles:
         value = info.name if counts[info.name] == 1 else str(info.path)
         label = f"{info.name} ({info.source})"
-        choices.append(ModelChoice(label, value, info.description, info.default_slices))
+        choices.append(
+            ModelChoice(label, value, info.description, info.default_slices, info.steps, info.candidates)
+        )
     default = defaultModelName()
     choices.sort(key=lambda choice: choice.value != default)
     return choices

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 SLICE_COUNT_RANGE = (1, 512)  # sliceCount
 SLICE_INDEX_RANGE = (0, 4095)  # sliceRangeFirst, sliceRangeLast
+STEPS_RANGE = (1, 1000)  # steps
+CANDIDATES_RANGE = (1, 8)  # candidates
 DEFAULT_RANGE_HALF_WIDTH = 2  # a new input starts with the 5 middle slices
 
 
@@ -38,3 +40,15 @@ def defaultSliceRange(sagittalSlices: int) -> tuple[int, int]:
     middle = min(max(0, int(sagittalSlices)) // 2, limits.indexMaximum)
     first = max(SLICE_INDEX_RANGE[0], middle - DEFAULT_RANGE_HALF_WIDTH)
     return first, min(limits.indexMaximum, middle + DEFAULT_RANGE_HALF_WIDTH)
+
+
+def modelSampling(steps: int | None, candidates: int | None) -> tuple[int, int] | None:
+    """(steps, candidates) a model was measured best with, inside the parameters' ranges; None when the model
+    does not say (the panel then keeps what is set)."""
+    if steps is None:
+        return None
+    return _within(steps, STEPS_RANGE), _within(candidates or 1, CANDIDATES_RANGE)
+
+
+def _within(value: int, bounds: tuple[int, int]) -> int:
+    return max(bounds[0], min(int(value), bounds[1]))

@@ -101,7 +101,7 @@ def runSelfTest(
     inputNode = loadPhantom() if loadPhantom is not None else phantomVolumeNode(scene)
     inputVoxels, inputAffine = arrayAndAffineFromVolume(inputNode)
     options = CompletionOptions(
-        slices=1, steps=steps, extendInferiorMm=extensionMm, device="cpu", model=model or None
+        slices=1, steps=steps, candidates=1, extendInferiorMm=extensionMm, device="cpu", model=model or None
     )
     task = CompletionTask(
         inputNode, options, pythonExecutable, temporaryRoot=temporaryRoot, environment=environment

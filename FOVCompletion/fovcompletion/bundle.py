@@ -95,6 +95,8 @@ class BundleMetadata:
     conditioning: str = "none"  # what the UNet sees of the known region (see `conditioning`)
     guidance: float = 1.0  # classifier-free guidance the sampler uses unless told otherwise (1: none)
     eta: float = 0.0  # DDIM eta the sampler uses unless told otherwise (0: deterministic steps)
+    steps: int = 50  # denoising steps the sampler uses unless told otherwise
+    candidates: int = 1  # completions per window, the best canal kept, unless told otherwise
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     canvas: CanvasSpec = field(default_factory=CanvasSpec)
     intensity: IntensitySpec = field(default_factory=IntensitySpec)
@@ -147,6 +149,8 @@ class BundleMetadata:
                 conditioning=str(data.get("conditioning", "none")),
                 guidance=float(data.get("guidance", 1.0)),
                 eta=float(data.get("eta", 0.0)),
+                steps=int(data.get("steps", 50)),
+                candidates=int(data.get("candidates", 1)),
                 weights={role: WeightFile(**spec) for role, spec in data["weights"].items()},
                 scheduler=SchedulerSpec(**data.get("scheduler", {})),
                 canvas=CanvasSpec(**canvas),
@@ -189,6 +193,11 @@ class BundleMetadata:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise BundleError(f"bundle {self.name!r}: {name} must be a number >= 0")
+        if not 1 <= self.steps <= self.scheduler.num_train_timesteps or self.candidates < 1:
+            raise BundleError(
+                f"bundle {self.name!r}: steps must be between 1 and {self.scheduler.num_train_timesteps} and "
+                f"candidates at least 1 (got {self.steps} and {self.candidates})"
+            )
         if self.guidance != 1.0 and self.conditioning == "none":
             raise BundleError(
                 f"bundle {self.name!r}: guidance needs a conditioned UNet (conditioning is 'none')"

@@ -50,17 +50,19 @@ def estimate_run(
 def estimate_seconds(
     bundle_path: str | os.PathLike,
     slices: int,
-    steps: int,
+    steps: int | None,
     extend_superior_mm: float,
     extend_inferior_mm: float,
     input_height_mm: float,
     device: str = "cpu",
     samples: int = 1,
-    candidates: int = 1,
+    candidates: int | None = None,
 ) -> float:
     """Seconds for a run, from the bundle's measured speed per UNet step and slice, scaled by canvas area; every
-    sample and every candidate window costs a run of its own."""
+    sample and every candidate window costs a run of its own. Steps and candidates None: the bundle's."""
     metadata = read_metadata(bundle_path)
+    steps = metadata.steps if steps is None else steps
+    candidates = metadata.candidates if candidates is None else candidates
     rows = max(1, int(round(input_height_mm / metadata.canvas.spacing_mm[0])))
     if extend_superior_mm <= 0 and extend_inferior_mm <= 0:
         return 0.0

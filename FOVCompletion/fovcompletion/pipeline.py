@@ -272,11 +272,16 @@ class _Completer:
 
 
 def resolve_sampler(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
-    """The caller's guidance and eta, else the bundle's (the settings its model was measured best with); the
-    reference algorithm and unconditional UNets have no guidance, which only an explicit request makes an
-    error."""
-    if options.eta is None:
-        options = replace(options, eta=metadata.eta)
+    """The caller's steps, candidates, guidance and eta, else the bundle's (the settings its model was measured
+    best with), validated; the reference algorithm and unconditional UNets have no guidance, which only an
+    explicit request makes an error."""
+    options = replace(
+        options,
+        steps=metadata.steps if options.steps is None else options.steps,
+        candidates=metadata.candidates if options.candidates is None else options.candidates,
+        eta=metadata.eta if options.eta is None else options.eta,
+    )
+    options.validate(metadata.scheduler.num_train_timesteps)
     guidance = metadata.guidance if options.guidance is None else options.guidance
     if guidance == 1.0:
         return replace(options, guidance=guidance)
@@ -330,10 +335,10 @@ def complete(
     """Complete a partial sagittal scan given as an array + voxel-to-RAS affine (or a `Volume`).
 
     `slices`: count of central sagittal slices (default: the model's); `slice_range`: (start, stop) along the
-    input's left-right axis instead. `steps`: denoising steps. `cancel`: polled every step; raises
-    `CancelledError`. `feather_mm`: how far the seam into the scan is feathered; `window_overlap_mm`: how many
-    millimetres of an earlier window's rows each later window makes again and cross-fades (0: none; at most half
-    of a window's context).
+    input's left-right axis instead. `steps`: denoising steps (default: the model's, as are `sampler`'s fields left
+    at None). `cancel`: polled every step; raises `CancelledError`. `feather_mm`: how far the seam into the scan
+    is feathered; `window_overlap_mm`: how many millimetres of an earlier window's rows each later window makes
+    again and cross-fades (0: none; at most half of a window's context).
     `preview`: called every `preview_every` steps with the current estimate of the result (the decoded clean
     prediction over the known part, in the output's geometry); what it returns is reported in the next
     progress event as `preview`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
@@ -354,7 +359,6 @@ def complete(
     torch_device = resolve_device(device)
     bundle = get_bundle(model, torch_device)
     metadata = bundle.metadata
-    options.validate(metadata.scheduler.num_train_timesteps)
     options = resolve_sampler(options, metadata)
     slab = prepare_slab(volume, metadata, slices, slice_range)
     reference = options.method == "reference"

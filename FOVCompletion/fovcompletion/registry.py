@@ -21,6 +21,8 @@ class BundleInfo:
     source: str  # "bundled" | "user" | "env"
     description: str
     default_slices: int
+    steps: int  # the sampler settings the model was measured best with (`BundleMetadata.steps`)
+    candidates: int
 
 
 def bundled_models_dir() -> Path:
@@ -71,7 +73,15 @@ def list_bundles() -> list[BundleInfo]:
             except FOVCompletionError:
                 continue
             found.append(
-                BundleInfo(metadata.name, folder, source, metadata.description, metadata.default_slices)
+                BundleInfo(
+                    metadata.name,
+                    folder,
+                    source,
+                    metadata.description,
+                    metadata.default_slices,
+                    metadata.steps,
+                    metadata.candidates,
+                )
             )
     return found
 

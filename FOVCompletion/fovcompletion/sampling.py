@@ -202,6 +202,10 @@ class LatentInpainter:
         return z
 
     def run(self, known: torch.Tensor, mask: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
+        if options.steps is None:
+            raise InputError(
+                "the number of steps is not set: resolve the options with pipeline.resolve_sampler"
+            )
         # The reference algorithm is kept as the original ran it: every slice draws its own noise.
         reference = options.method == "reference"
         self.slice_noise_correlation = 0.0 if reference else options.slice_noise_correlation

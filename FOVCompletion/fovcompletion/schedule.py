@@ -35,22 +35,26 @@ class SamplerOptions:
     bundle's setting (the engine resolves it; a sampler given None steps deterministically).
 
     `candidates` K > 1 completes every window K times and keeps the candidate whose bright canal lasts furthest
-    past the seam (`candidates.canal_score`; no truth needed), at K times the UNet passes. 1 = one draw, as
-    before."""
+    past the seam (`candidates.canal_score`; no truth needed), at K times the UNet passes. 1 = one draw.
+
+    `steps` and `candidates` None = the bundle's settings, like guidance and eta: a bundle records the ones its
+    model was measured best with (`pipeline.resolve_sampler` fills them in before the sampler runs)."""
 
     method: str = "ddim"
-    steps: int = 50
+    steps: int | None = None
     eta: float | None = None
     resample: int = 1
     jump_length: int = 1
     mask_erosion: int = 0
     slice_noise_correlation: float = 0.9
     guidance: float | None = None
-    candidates: int = 1
+    candidates: int | None = None
 
     def validate(self, num_train_timesteps: int) -> None:
         if self.method not in METHODS:
             raise InputError(f"unknown sampler {self.method!r} (choose from {', '.join(METHODS)})")
+        if self.steps is None or self.candidates is None:
+            raise InputError("steps and candidates are not set: resolve them with pipeline.resolve_sampler")
         if not 1 <= self.steps <= num_train_timesteps:
             raise InputError(f"steps must be between 1 and {num_train_timesteps} (got {self.steps})")
         if self.resample < 1 or self.jump_length < 1 or self.mask_erosion < 0:

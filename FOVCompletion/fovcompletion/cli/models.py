@@ -18,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def sampler_summary(sampler: dict) -> str:
+    """The settings a run uses when not told otherwise, as a reader compares them with `complete --help`."""
+    best_of = f", best of {sampler['candidates']} per window" if sampler["candidates"] > 1 else ""
+    return f"{sampler['steps']} steps{best_of}, guidance {sampler['guidance']:g}, eta {sampler['eta']:g}"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bundle import verify_bundle
     from ..registry import ENV_MODEL_PATH, bundle_folders_with_source, user_models_dir
@@ -35,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
                     "canvas": list(metadata.canvas.shape),
                     "spacing_mm": list(metadata.canvas.spacing_mm),
                     "description": metadata.description,
+                    "sampler": {
+                        "steps": metadata.steps,
+                        "candidates": metadata.candidates,
+                        "guidance": metadata.guidance,
+                        "eta": metadata.eta,
+                    },
                 }
             )
         except FOVCompletionError as error:
@@ -51,4 +63,6 @@ def run(args: argparse.Namespace) -> int:
             )
         for row in rows:
             print(f"{row['name']:<36} {row['source']:<8} {row['status']:<6} {row['path']}")
+            if "sampler" in row:
+                print(f"{'':<36} default sampler: {sampler_summary(row['sampler'])}")
     return 1 if failures else 0

@@ -44,7 +44,12 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
         metavar="A:B",
         help="sagittal slices A to B-1 along the input's left-right axis",
     )
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps, 1..1000 (default: 50)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps, 1..1000 (default: the model's setting, `fovcompletion models` lists it)",
+    )
     parser.add_argument(
         "--extend-superior", type=float, default=0.0, metavar="MM", help="millimetres to add above the scan"
     )
@@ -76,10 +81,10 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
     sampler.add_argument(
         "--candidates",
         type=int,
-        default=SamplerOptions.candidates,
+        default=None,
         metavar="K",
         help="complete every window K times and keep the candidate whose bright canal lasts furthest past the "
-        "seam (default: 1; K times the time)",
+        "seam (default: the model's setting; K times the time)",
     )
     sampler.add_argument(
         "--eta",

@@ -249,6 +249,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the sampler's default DDIM eta for this model, as measured with `fovcompletion benchmark --eta` "
         "(default 0: deterministic steps)",
     )
+    export.add_argument(
+        "--steps",
+        type=int,
+        default=50,
+        metavar="N",
+        help="the sampler's default denoising steps for this model, as measured with `fovcompletion benchmark "
+        "--steps` (default 50)",
+    )
+    export.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        metavar="K",
+        help="the sampler's default candidates per window for this model, as measured with `fovcompletion "
+        "benchmark --candidates` (default 1)",
+    )
     export.add_argument("--device", default="auto", help="device for the latent scale factor computation")
     export.set_defaults(handler=run_export)
 
@@ -429,6 +445,8 @@ def run_export(args: argparse.Namespace) -> int:
         device=args.device,
         guidance=args.guidance,
         eta=args.eta,
+        steps=args.steps,
+        candidates=args.candidates,
     )
     print(f"wrote bundle {folder}")
     return 0

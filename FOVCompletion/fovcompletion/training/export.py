@@ -95,10 +95,12 @@ def export_bundle(
     device: str = "cpu",
     guidance: float = 1.0,
     eta: float = 0.0,
+    steps: int = 50,
+    candidates: int = 1,
 ) -> Path:
-    """Write the bundle folder `output` (atomically) and verify it; returns its path. `guidance` and `eta`: the
-    sampler's default classifier-free guidance and DDIM eta for this model (measure them with `fovcompletion
-    benchmark --guidance ... --eta ...`)."""
+    """Write the bundle folder `output` (atomically) and verify it; returns its path. `guidance`, `eta`, `steps`
+    and `candidates`: the sampler's defaults for this model (measure them with `fovcompletion benchmark
+    --guidance ... --eta ... --steps ... --candidates ...`)."""
     del device  # the scale factor is the one the UNet was trained with, stored in the checkpoint
     run_dir = Path(run_dir)
     path = run_dir / DIFFUSION_STAGE / LAST
@@ -140,6 +142,8 @@ def export_bundle(
         ),
         guidance=float(guidance),
         eta=float(eta),
+        steps=int(steps),
+        candidates=int(candidates),
         training=training,
         quality=measured.get("quality", {}),
         speed=measured.get("speed", {}),
