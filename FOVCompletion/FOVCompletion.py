@@ -454,8 +454,11 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if value == ADD_BUNDLE_ITEM:
             self.onAddBundle()
             return
-        self._parameterNode.model = value or ""
-        self._applyModelSettings(value)
+        if (value or "") == self._parameterNode.model:  # the same model again: keep the settings as edited
+            return
+        with slicer.util.NodeModify(self._parameterNode):  # one update of the panel, not one per field
+            self._parameterNode.model = value or ""
+            self._applyModelSettings(value)
 
     def _applyModelSettings(self, model: str | None) -> None:
         """Choosing a model sets the steps and candidates it was measured best with (still editable after)."""

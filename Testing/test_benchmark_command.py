@@ -386,3 +386,18 @@ def test_the_template_case_hides_everything_below_the_c7_t1_disc_down_into_l1(tm
     assert np.array_equal(case.truth, np.rint(phantom.image[:, : last + 1]))  # saved as int16
     hidden = ~case.known_rows  # where the canal is scored: the disc labels' columns follow the canal
     assert np.allclose(case.centerline_cols[hidden], phantom.canal_cols[: last + 1][hidden], atol=1.0)
+
+
+def test_the_bundle_speed_is_measured_on_the_batch_of_a_default_run(tmp_path):
+    """The estimate scales a per-image time by the run's batch, so the time is measured on that batch: the
+    bundle's default slices, twice under guidance (one image alone costs more per image)."""
+    from fovcompletion.benchmark.speed import bundle_speed
+    from fovcompletion.bundle import load_bundle
+
+    plain = load_bundle(create_random_bundle(tmp_path / "plain", default_slices=3))
+    guided = create_random_bundle(
+        tmp_path / "guided", conditioning="masked_latent", guidance=2.0, default_slices=3
+    )
+    assert bundle_speed(plain, "cpu", steps=1)["batch"] == 3
+    measured = bundle_speed(load_bundle(guided), "cpu", steps=1)
+    assert measured["batch"] == 6 and measured["seconds_per_unet_step_per_slice"] > 0

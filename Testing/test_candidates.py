@@ -11,7 +11,7 @@ from fovcompletion.benchmark.runner import build_methods
 from fovcompletion.candidates import CanalScore, best_candidate, canal_score
 from fovcompletion.errors import InputError
 from fovcompletion.pipeline import complete
-from fovcompletion.schedule import SamplerOptions
+from fovcompletion.schedule import DEFAULT_STEPS, SamplerOptions
 
 SPACING = (1.0, 1.0)
 SHAPE = (3, 120, 90)  # slices, S-I rows (1 mm), A-P cols (1 mm)
@@ -105,6 +105,12 @@ def test_a_run_uses_the_bundles_steps_and_candidates_unless_told_otherwise(tmp_p
     explicit = complete(scan, AFFINE, **kwargs, steps=3, sampler=SamplerOptions(candidates=2))
     np.testing.assert_array_equal(default.image, explicit.image)
     assert complete(scan, AFFINE, **kwargs, steps=2, sampler=SamplerOptions(candidates=1)).nfe == 2
+    # The reference algorithm runs as the original, one draw: the bundle's counts are its DDIM sampler's.
+    started = []
+    reference = complete(
+        scan, AFFINE, **kwargs, sampler=SamplerOptions(method="reference"), progress=started.append
+    )
+    assert reference.nfe == DEFAULT_STEPS and started[0].details["candidates"] == 1
 
 
 def scripted_scores(monkeypatch, winner: int) -> list[tuple]:

@@ -98,11 +98,13 @@ def test_estimate(tiny_bundle):
 def test_without_the_engine_the_bundled_folders_are_listed(tmp_path, monkeypatch):
     folder = tmp_path / "Models" / "some-bundle"
     folder.mkdir(parents=True)
-    (folder / "bundle.json").write_text(json.dumps({"name": "some-model", "description": "d"}))
+    metadata = {"name": "some-model", "description": "d", "steps": 25, "candidates": 3}
+    (folder / "bundle.json").write_text(json.dumps(metadata))
     (tmp_path / "Models" / "not-a-bundle").mkdir()
     monkeypatch.setattr(models, "BUNDLED_MODELS_DIR", tmp_path / "Models")
     choices = models._bundledFolders()
     assert [(c.label, c.value) for c in choices] == [("some-model (bundled)", "some-model")]
+    assert (choices[0].defaultSteps, choices[0].defaultCandidates) == (25, 3)  # choosing it sets them
     assert models.defaultModelName() == default_bundle_name()
 
 

@@ -55,7 +55,16 @@ def _bundledFolders() -> list[ModelChoice]:
         except (OSError, ValueError):
             continue
         name = str(metadata.get("name") or folder.name)
-        choices.append(ModelChoice(f"{name} (bundled)", name, str(metadata.get("description", ""))))
+        steps, candidates = metadata.get("steps"), metadata.get("candidates")
+        choices.append(
+            ModelChoice(
+                f"{name} (bundled)",
+                name,
+                str(metadata.get("description", "")),
+                defaultSteps=steps if isinstance(steps, int) else None,
+                defaultCandidates=candidates if isinstance(candidates, int) else None,
+            )
+        )
     return choices
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .engine_command import MAXIMUM_STEPS
+
 SLICE_COUNT_RANGE = (1, 512)  # sliceCount
 SLICE_INDEX_RANGE = (0, 4095)  # sliceRangeFirst, sliceRangeLast
-STEPS_RANGE = (1, 1000)  # steps
+STEPS_RANGE = (1, MAXIMUM_STEPS)  # steps
 CANDIDATES_RANGE = (1, 8)  # candidates
 DEFAULT_RANGE_HALF_WIDTH = 2  # a new input starts with the 5 middle slices
 

@@ -20,6 +20,7 @@ from .conditioning import CONDITIONING_MODES, unet_input_channels
 from .errors import BundleError
 from .latent_codec import codebook_free, latent_channels, latent_downsample_factor, uses_codebook
 from .networks import decoder_args, unet_size_multiple
+from .schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
 
 if TYPE_CHECKING:  # torch is imported only when weights are loaded, so listing bundles stays light
     import torch
@@ -95,8 +96,8 @@ class BundleMetadata:
     conditioning: str = "none"  # what the UNet sees of the known region (see `conditioning`)
     guidance: float = 1.0  # classifier-free guidance the sampler uses unless told otherwise (1: none)
     eta: float = 0.0  # DDIM eta the sampler uses unless told otherwise (0: deterministic steps)
-    steps: int = 50  # denoising steps the sampler uses unless told otherwise
-    candidates: int = 1  # completions per window, the best canal kept, unless told otherwise
+    steps: int = DEFAULT_STEPS  # denoising steps the sampler uses unless told otherwise
+    candidates: int = DEFAULT_CANDIDATES  # completions per window, the best canal kept, unless told otherwise
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     canvas: CanvasSpec = field(default_factory=CanvasSpec)
     intensity: IntensitySpec = field(default_factory=IntensitySpec)
@@ -108,6 +109,10 @@ class BundleMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
     speed: dict[str, Any] = field(default_factory=dict)
+
+    def sampler_counts(self, steps: int | None, candidates: int | None) -> tuple[int, int]:
+        """The caller's steps and candidates where given, else the ones this model was measured best with."""
+        return (self.steps if steps is None else steps, self.candidates if candidates is None else candidates)
 
     @property
     def latent_factor(self) -> int:
@@ -149,8 +154,8 @@ class BundleMetadata:
                 conditioning=str(data.get("conditioning", "none")),
                 guidance=float(data.get("guidance", 1.0)),
                 eta=float(data.get("eta", 0.0)),
-                steps=int(data.get("steps", 50)),
-                candidates=int(data.get("candidates", 1)),
+                steps=int(data.get("steps", DEFAULT_STEPS)),
+                candidates=int(data.get("candidates", DEFAULT_CANDIDATES)),
                 weights={role: WeightFile(**spec) for role, spec in data["weights"].items()},
                 scheduler=SchedulerSpec(**data.get("scheduler", {})),
                 canvas=CanvasSpec(**canvas),

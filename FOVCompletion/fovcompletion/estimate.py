@@ -61,8 +61,7 @@ def estimate_seconds(
     """Seconds for a run, from the bundle's measured speed per UNet step and slice, scaled by canvas area; every
     sample and every candidate window costs a run of its own. Steps and candidates None: the bundle's."""
     metadata = read_metadata(bundle_path)
-    steps = metadata.steps if steps is None else steps
-    candidates = metadata.candidates if candidates is None else candidates
+    steps, candidates = metadata.sampler_counts(steps, candidates)
     rows = max(1, int(round(input_height_mm / metadata.canvas.spacing_mm[0])))
     if extend_superior_mm <= 0 and extend_inferior_mm <= 0:
         return 0.0

@@ -13,6 +13,8 @@ import numpy as np
 from .errors import InputError
 
 METHODS = ("ddim", "reference")
+DEFAULT_STEPS = 50  # for a bundle that names no steps, and for the reference algorithm unless told otherwise
+DEFAULT_CANDIDATES = 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ def repaint_transitions(n_steps: int, resample: int, jump_length: int) -> list[t
 
 def count_model_evaluations(options: SamplerOptions, num_train_timesteps: int) -> int:
     """UNet evaluations (NFE) of one inpainting with these options (a window completes `candidates` of them)."""
+    if options.steps is None:
+        raise InputError("the number of steps is not set: resolve the options with pipeline.resolve_sampler")
     if options.method == "reference":
         return options.steps
     n_steps = len(ddim_timesteps(num_train_timesteps, options.steps)) - 1

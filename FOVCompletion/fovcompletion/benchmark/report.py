@@ -325,12 +325,12 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
             "",
             "## Speed of the UNet alone (random weights are fine for speed)",
             "",
-            "| network | device | latent | s / UNet step / slice |",
-            "|---|---|---|---|",
+            "| network | device | latent | batch | s / UNet step / slice |",
+            "|---|---|---|---|---|",
         ]
         for name, speed in results["speed"].items():
             lines.append(
-                f"| {name} | {speed['device']} | {speed['latent']} | "
+                f"| {name} | {speed['device']} | {speed['latent']} | {speed.get('batch', 1)} | "
                 f"{_fmt(speed['seconds_per_unet_step_per_slice'], 3)} |"
             )
     lines += ["", NOTES.strip(), ""]

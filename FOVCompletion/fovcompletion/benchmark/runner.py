@@ -67,7 +67,7 @@ class Method:
 
     def sampler(self) -> SamplerOptions:
         if self.family == "reference":
-            return SamplerOptions(method="reference", steps=self.steps)
+            return SamplerOptions(method="reference", steps=self.steps, candidates=1)
         return SamplerOptions(
             method="ddim",
             steps=self.steps,

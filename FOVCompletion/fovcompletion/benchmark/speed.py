@@ -13,6 +13,7 @@ import torch
 
 from ..device import autocast_dtype, resolve_device
 from ..networks import build_network, count_parameters, reference_unet_args
+from ..schedule import unet_batch_size
 from .resources import describe_device
 
 REFERENCE_CANVAS = (1280, 512)
@@ -66,8 +67,11 @@ def reference_size_speed(device: str = "auto", steps: int = 2) -> dict[str, Any]
 
 
 def bundle_speed(bundle, device: str = "auto", steps: int = 5) -> dict[str, Any]:
-    """A bundle's own UNet at its canvas size."""
+    """A bundle's own UNet at its canvas size, on the batch of a default run (its default slices, twice under its
+    guidance): one image alone costs about twice as much per image on a CPU, and the run-time estimate
+    (`estimate.estimate_run`) scales this per-image figure by the batch."""
     metadata = bundle.metadata
     factor = metadata.latent_factor
     latent = (metadata.canvas.shape[0] // factor, metadata.canvas.shape[1] // factor)
-    return unet_step_seconds(metadata.diffusion["args"], latent, device, steps, unet=bundle.unet)
+    batch = unet_batch_size(metadata.default_slices, metadata.guidance)
+    return unet_step_seconds(metadata.diffusion["args"], latent, device, steps, batch=batch, unet=bundle.unet)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..conditioning import CONDITIONING_MODES
 from ..errors import InputError
+from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
 from ..training.config import PRESETS
 from ..training.lr_schedule import LR_SCHEDULES
 
@@ -252,18 +253,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--steps",
         type=int,
-        default=50,
+        default=DEFAULT_STEPS,
         metavar="N",
         help="the sampler's default denoising steps for this model, as measured with `fovcompletion benchmark "
-        "--steps` (default 50)",
+        f"--steps` (default {DEFAULT_STEPS})",
     )
     export.add_argument(
         "--candidates",
         type=int,
-        default=1,
+        default=DEFAULT_CANDIDATES,
         metavar="K",
         help="the sampler's default candidates per window for this model, as measured with `fovcompletion "
-        "benchmark --candidates` (default 1)",
+        f"benchmark --candidates` (default {DEFAULT_CANDIDATES})",
     )
     export.add_argument("--device", default="auto", help="device for the latent scale factor computation")
     export.set_defaults(handler=run_export)

@@ -13,6 +13,7 @@ from typing import Any
 from ..bundle import save_bundle, verify_bundle
 from ..errors import InputError
 from ..networks import build_from_spec, build_network, count_parameters
+from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
 from .checkpoints import LAST, load_checkpoint
 from .config import TrainConfig, config_from_dict
 from .diffusion import STAGE as DIFFUSION_STAGE
@@ -95,8 +96,8 @@ def export_bundle(
     device: str = "cpu",
     guidance: float = 1.0,
     eta: float = 0.0,
-    steps: int = 50,
-    candidates: int = 1,
+    steps: int = DEFAULT_STEPS,
+    candidates: int = DEFAULT_CANDIDATES,
 ) -> Path:
     """Write the bundle folder `output` (atomically) and verify it; returns its path. `guidance`, `eta`, `steps`
     and `candidates`: the sampler's defaults for this model (measure them with `fovcompletion benchmark
