@@ -398,6 +398,12 @@ def test_the_bundle_speed_is_measured_on_the_batch_of_a_default_run(tmp_path):
     guided = create_random_bundle(
         tmp_path / "guided", conditioning="masked_latent", guidance=2.0, default_slices=3
     )
-    assert bundle_speed(plain, "cpu", steps=1)["batch"] == 3
+    unguided = bundle_speed(plain, "cpu", steps=1)
+    assert unguided["batch"] == 3 and list(unguided["seconds_per_unet_call"]) == ["1", "3"]
     measured = bundle_speed(load_bundle(guided), "cpu", steps=1)
     assert measured["batch"] == 6 and measured["seconds_per_unet_step_per_slice"] > 0
+    # the default batch and one slice's (twice under guidance), so the estimate can price any batch
+    assert list(measured["seconds_per_unet_call"]) == ["2", "6"]
+    assert measured["seconds_per_unet_call"]["6"] == pytest.approx(
+        6 * measured["seconds_per_unet_step_per_slice"]
+    )

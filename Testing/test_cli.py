@@ -517,3 +517,34 @@ def test_time_estimate_grows_with_slices_steps_extent_samples_and_candidates(tin
     assert estimate_seconds(tiny_bundle, 1, 10, 0, 400, 60) > 3 * base  # more windows
     assert estimate_seconds(tiny_bundle, 1, 10, 0, 40, 60, samples=2) == pytest.approx(2 * base)
     assert estimate_seconds(tiny_bundle, 1, 10, 0, 40, 60, candidates=3) == pytest.approx(3 * base)
+
+
+def test_time_estimate_prices_each_batch_on_the_line_through_two_measured_calls(tiny_bundle):
+    """A UNet call costs a fixed part plus a part per image: with calls timed at two batches, a one-slice run
+    is priced at its own batch's cost, not at the per-image cost of the default run's larger batch."""
+    import dataclasses
+
+    from fovcompletion.bundle import read_metadata
+    from fovcompletion.estimate import estimate_run
+    from fovcompletion.layout import plan_layout
+
+    metadata = read_metadata(tiny_bundle)
+    layout = plan_layout(metadata, 30, metadata.canvas.shape[1], 0, 40)
+    measured = {"seconds_per_unet_step_per_slice": 0.01, "batch": 10, "canvas": list(metadata.canvas.shape)}
+    two_point = {**measured, "seconds_per_unet_call": {"2": 0.04, "10": 0.1}}
+
+    def per_call(speed: dict, batch: int) -> float:
+        estimate = estimate_run(dataclasses.replace(metadata, speed={"cpu": speed}), layout, batch, 1)
+        return (
+            estimate.seconds
+            * metadata.canvas.shape[0]
+            * metadata.canvas.shape[1]
+            / (layout.window_height * layout.width)
+        )
+
+    assert per_call(two_point, 2) == pytest.approx(0.04)  # one slice under guidance
+    assert per_call(two_point, 10) == pytest.approx(0.1)  # the default run
+    assert per_call(two_point, 6) == pytest.approx(0.07)  # in between, on the line
+    assert per_call(two_point, 20) == pytest.approx(0.175)  # beyond, the same line
+    assert per_call(measured, 2) == pytest.approx(0.02)  # a bundle measured at one batch: per image
+    assert per_call(measured, 10) == pytest.approx(0.1)

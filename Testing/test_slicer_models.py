@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
 from fovcompletion import registry
 from fovcompletion.errors import BundleError
-from fovcompletion.registry import ENV_MODEL_PATH, ENV_MODELS_DIR, default_bundle_name
+from fovcompletion.registry import ENV_MODEL_PATH, ENV_MODELS_DIR, default_bundle_name, resolve_bundle
 from FOVCompletionLib import models
 from FOVCompletionLib.models import (
     addBundleFromFolder,
@@ -85,6 +85,20 @@ def test_duplicate_names_are_offered_by_folder(tiny_bundle, user_home, monkeypat
     monkeypatch.setenv(ENV_MODEL_PATH, str(tiny_bundle))
     values = [c.value for c in availableModels() if "tiny-test" in c.label]
     assert len(values) == 2 and all(Path(v).is_dir() for v in values)
+
+
+def test_adding_a_bundle_whose_name_another_has_selects_the_one_added(
+    tiny_bundle, user_home, tmp_path, monkeypatch
+):
+    """A fine-tuned bundle that kept its parent's name is listed by folder; adding it must select it, not the
+    first bundle of that name (which the name alone would resolve to)."""
+    monkeypatch.setenv(ENV_MODEL_PATH, str(tiny_bundle))
+    fine_tuned = tmp_path / "tiny-fine-tuned"
+    shutil.copytree(tiny_bundle, fine_tuned)
+    model, error = modelAfterAddingBundle(fine_tuned, "tiny-test")
+    assert error is None and Path(model) == user_home / "tiny-fine-tuned"
+    assert model in [c.value for c in availableModels()]
+    assert resolve_bundle(model) == user_home / "tiny-fine-tuned"  # what the run will load
 
 
 def test_estimate(tiny_bundle):

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from training_helpers import tiny_config, training_parser, write_bids
+from training_helpers import run_training_command, tiny_config, training_parser, write_bids
 
 from fovcompletion.bundle import load_bundle, load_state_dict_file
 from fovcompletion.errors import FOVCompletionError, InputError
@@ -93,20 +93,11 @@ def test_cli_fine_tunes_from_a_bundle(trained_bundle, tmp_path):
     root, bundle = trained_bundle
     run = tmp_path / "fine-tune"
     common = ["--run", str(run), "--threads", "1", "--device", "cpu", "--batch-size", "2"]
-    args = training_parser().parse_args(
-        [
-            "train-autoencoder",
-            *common,
-            "--data",
-            str(root),
-            "--held-out",
-            "sub-c02",
-            "--init-from",
-            str(bundle),
-        ]
-        + ["--epochs", "1", "--iterations-per-epoch", "2", "--lr", "1e-3"]
-    )
-    assert args.handler(args) == 0
+    fine_tuned = run_training_command(
+        "train-autoencoder", run, "--data", str(root), "--held-out", "sub-c02", "--init-from", str(bundle),
+        *["--epochs", "1", "--iterations-per-epoch", "2", "--lr", "1e-3"],
+    )  # fmt: skip
+    assert fine_tuned == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["autoencoder"]["init_from"]["path"] == str(bundle.resolve())
     assert saved["data"]["canvas"] == [32, 32]

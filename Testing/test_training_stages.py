@@ -17,7 +17,7 @@ from fovcompletion.errors import InputError
 from fovcompletion.estimate import estimate_seconds
 from fovcompletion.training.autoencoder import train_autoencoder
 from fovcompletion.training.checkpoints import LAST, load_checkpoint, save_checkpoint
-from fovcompletion.training.diffusion import EMA, masked_mse, train_diffusion
+from fovcompletion.training.diffusion import EMA, latent_spread_ratio, masked_mse, train_diffusion
 from fovcompletion.training.export import export_bundle
 
 
@@ -45,6 +45,8 @@ def test_stages_write_checkpoints_logs_and_samples(trained_run):
             rows = list(csv.DictReader(stream))
         assert [int(r["epoch"]) for r in rows] == [0, 1]
         assert all(np.isfinite(float(r["val_loss" if stage == "diffusion" else "val_l1"])) for r in rows)
+        if stage == "diffusion":  # each sample grid's latent spread against the truth's
+            assert all(float(r["sample_spread"]) > 0 for r in rows)
         assert len(list((run / stage / "samples").glob("*.png"))) == 2
     assert json.loads((run / "config.json").read_text())["data"]["held_out"] == ["sub-c02"]
     manifest = json.loads((run / "data.json").read_text())
@@ -341,3 +343,20 @@ def test_log_lines_stay_off_the_progress_bar(capsys):
     progress.close()
     lines = capsys.readouterr().err.replace("\r", "\n").split("\n")
     assert any(line.startswith("[") and line.endswith("] epoch 0, step 1, loss 0.5") for line in lines), lines
+
+
+def test_latent_spread_ratio_measures_only_the_generated_cells():
+    """1 for latents of the truth's spread, k for k times it, whatever the known cells hold: the check that
+    flags a diverging sampler (speckle) or a grey mean, which the loss does not show."""
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randn(3, 4, 8, 8, generator=generator)
+    generated = torch.zeros(3, 1, 8, 8, dtype=torch.bool)
+    generated[:, :, 4:] = True
+    drawn = torch.randn(3, 4, 8, 8, generator=generator)
+    assert latent_spread_ratio(drawn, truth, generated) == pytest.approx(1.0, abs=0.25)
+    diverged = torch.where(generated, 10 * drawn, truth)
+    assert latent_spread_ratio(diverged, truth, generated) == pytest.approx(
+        10 * latent_spread_ratio(drawn, truth, generated), rel=1e-5
+    )
+    grey = torch.where(generated, torch.zeros_like(truth), 100 * truth)
+    assert latent_spread_ratio(grey, truth, generated) == 0.0

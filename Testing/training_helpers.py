@@ -67,3 +67,11 @@ def training_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     train.register(parser.add_subparsers(dest="command"))
     return parser
+
+
+def run_training_command(command: str, run: Path, *options: str) -> int:
+    """`fovcompletion COMMAND --run RUN OPTIONS...` as a small test runs it (one CPU thread, batches of 2);
+    returns its exit code."""
+    common = ["--run", str(run), "--threads", "1", "--device", "cpu", "--batch-size", "2"]
+    args = training_parser().parse_args([command, *common, *options])
+    return args.handler(args)

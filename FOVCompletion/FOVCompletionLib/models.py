@@ -75,12 +75,8 @@ def availableModels() -> list[ModelChoice]:
     except ImportError:
         return _bundledFolders()
     bundles = list_bundles()
-    counts: dict[str, int] = {}
-    for info in bundles:
-        counts[info.name] = counts.get(info.name, 0) + 1
     choices = []
-    for info in bundles:
-        value = info.name if counts[info.name] == 1 else str(info.path)
+    for info, value in zip(bundles, _listedValues(bundles)):
         label = f"{info.name} ({info.source})"
         choices.append(
             ModelChoice(label, value, info.description, info.default_slices, info.steps, info.candidates)
@@ -90,10 +86,31 @@ def availableModels() -> list[ModelChoice]:
     return choices
 
 
+def _listedValues(bundles: list) -> list[str]:
+    """What the model list selects each bundle by: its name, or its folder where two bundles share a name."""
+    counts: dict[str, int] = {}
+    for info in bundles:
+        counts[info.name] = counts.get(info.name, 0) + 1
+    return [info.name if counts[info.name] == 1 else str(info.path) for info in bundles]
+
+
+def _listedValue(folder: Path, name: str) -> str:
+    """The model-list value of the bundle in `folder`, so that adding a bundle whose name another already has
+    selects the one just added, not the first of that name."""
+    from fovcompletion.registry import list_bundles
+
+    bundles = list_bundles()
+    for info, value in zip(bundles, _listedValues(bundles)):
+        if info.path.resolve() == folder.resolve():
+            return value
+    return name
+
+
 def addBundleFromFolder(folder: str | os.PathLike, modelsDir: str | os.PathLike | None = None) -> str:
     """Verify a bundle folder (checksums, architecture) and copy it into the user's model folder.
 
-    Returns the bundle name to select. Raises the engine's BundleError (one clear line) for a bad bundle and
+    Returns the model-list value to select: the bundle's name, or its new folder when another bundle has the same
+    name (`availableModels` lists those by folder). Raises the engine's BundleError (one clear line) for a bad bundle and
     FileExistsError rather than overwrite a different bundle of the same name.
     """
     from fovcompletion.bundle import verify_bundle
@@ -104,7 +121,7 @@ def addBundleFromFolder(folder: str | os.PathLike, modelsDir: str | os.PathLike 
     target = Path(modelsDir) if modelsDir is not None else user_models_dir()
     destination = target / source.name
     if destination.resolve() == source.resolve():
-        return metadata.name
+        return _listedValue(destination, metadata.name)
     if destination.exists():
         raise FileExistsError(f"a bundle folder named {source.name!r} already exists in {target}")
     target.mkdir(parents=True, exist_ok=True)
@@ -115,7 +132,7 @@ def addBundleFromFolder(folder: str | os.PathLike, modelsDir: str | os.PathLike 
         os.replace(staging, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return metadata.name
+    return _listedValue(destination, metadata.name)
 
 
 def modelAfterAddingBundle(

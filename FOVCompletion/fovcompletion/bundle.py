@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from .conditioning import CONDITIONING_MODES, unet_input_channels
 from .errors import BundleError
-from .latent_codec import codebook_free, latent_channels, latent_downsample_factor, uses_codebook
+from .latent_codec import (
+    codebook_free,
+    latent_channels,
+    latent_downsample_factor,
+    residual_channels,
+    uses_codebook,
+)
 from .networks import decoder_args, unet_size_multiple
 from .schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
 
@@ -28,8 +34,9 @@ if TYPE_CHECKING:  # torch is imported only when weights are loaded, so listing 
 METADATA_FILE = "bundle.json"
 FORMAT = "fovcompletion-bundle"
 # 2: an autoencoder entry may say "codebook": false, which version 1 readers would ignore; 3: it may give its
-# decoder widths of their own ("decoder"), which version 2 readers could not load weights for.
-FORMAT_VERSION = 3
+# decoder widths of their own ("decoder"), which version 2 readers could not load weights for; 4: a residual
+# encoder that adds latent channels ("residual", `residual_latent`).
+FORMAT_VERSION = 4
 ORIENTATION = "LIA"  # axis 0 left-right, axis 1 superior->inferior, axis 2 posterior->anterior
 
 
@@ -126,7 +133,15 @@ class BundleMetadata:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         # the oldest format that reads it right, so that older readers keep loading what they can
-        version = 3 if self.autoencoder.get("decoder") else 2 if codebook_free(self.autoencoder) else 1
+        version = (
+            4
+            if residual_channels(self.autoencoder)
+            else 3
+            if self.autoencoder.get("decoder")
+            else 2
+            if codebook_free(self.autoencoder)
+            else 1
+        )
         return {"format": FORMAT, "format_version": version, **data}
 
     @classmethod

@@ -30,21 +30,34 @@ class RunEstimate:
         return f"estimated {format_seconds(self.seconds)} ({self.seconds_per_step:.3g} s per UNet step, {source})"
 
 
+def seconds_per_call(speed: dict, batch: int, fallback_per_image: float) -> float:
+    """Seconds of one UNet call on `batch` images at the measured canvas. With calls timed at two batch sizes
+    (`seconds_per_unet_call`, keyed by batch) the line through them: a fixed part plus a part per image, so a
+    one-slice run is not priced at the per-image cost of a five-slice one. Otherwise the per-image figure times
+    the batch (bundles measured before v0.8.3)."""
+    calls = sorted(
+        (int(size), float(seconds)) for size, seconds in speed.get("seconds_per_unet_call", {}).items()
+    )
+    if len(calls) >= 2:
+        (small, small_seconds), (large, large_seconds) = calls[0], calls[-1]
+        per_image = max(0.0, (large_seconds - small_seconds) / (large - small))
+        return max(small_seconds + per_image * (batch - small), per_image * batch)
+    per_image = float(speed.get("seconds_per_unet_step_per_slice", fallback_per_image))
+    return per_image * batch
+
+
 def estimate_run(
     metadata: BundleMetadata, layout: CanvasLayout, batch: int, unet_steps: int, device: str = "cpu"
 ) -> RunEstimate:
-    """The bundle's measured seconds per UNet step and slice on this kind of device, scaled by the window's
-    area and the images per UNet call (`batch`: the slices, twice under guidance), times the steps of every
-    window and sample."""
+    """The bundle's measured seconds per UNet call on this kind of device for the run's batch (the slices,
+    twice under guidance), scaled by the window's area, times the steps of every window and sample."""
     kind = "cuda" if device.startswith("cuda") else ("cpu" if device == "auto" else device)
     speed = metadata.speed.get(kind, {})
     measured = "seconds_per_unet_step_per_slice" in speed
-    per_slice = float(
-        speed.get("seconds_per_unet_step_per_slice", FALLBACK_SECONDS_PER_STEP_PER_SLICE.get(kind, 0.1))
-    )
+    per_call = seconds_per_call(speed, max(1, batch), FALLBACK_SECONDS_PER_STEP_PER_SLICE.get(kind, 0.1))
     measured_canvas = speed.get("canvas", list(metadata.canvas.shape))
     area_ratio = (layout.window_height * layout.width) / float(measured_canvas[0] * measured_canvas[1])
-    return RunEstimate(int(unet_steps), per_slice * area_ratio * max(1, batch), measured)
+    return RunEstimate(int(unet_steps), per_call * area_ratio, measured)
 
 
 def estimate_seconds(

@@ -47,10 +47,39 @@ def codebook_free(spec: dict[str, Any]) -> bool:
     return True
 
 
+# What a residual encoder may set ("residual" in an autoencoder's spec, `residual_latent`): the channels it adds,
+# and its own widths and depth.
+RESIDUAL_ARGS = ("latent_channels", "channels", "num_res_channels", "num_res_layers")
+
+
+def residual_channels(autoencoder: dict[str, Any]) -> int:
+    """Latent channels a spec's residual encoder adds to its autoencoder's (0 without one); only a codebook-free
+    VQ-VAE may have one, and a malformed entry is refused."""
+    residual = autoencoder.get("residual")
+    if residual is None:
+        return 0
+    if not isinstance(residual, dict) or not isinstance(residual.get("latent_channels"), int):
+        raise BundleError(
+            f"an autoencoder's 'residual' must be an object with 'latent_channels', got {residual!r}"
+        )
+    foreign = sorted(set(residual) - set(RESIDUAL_ARGS))
+    if foreign:
+        raise BundleError(
+            f"an autoencoder's residual may set only {', '.join(RESIDUAL_ARGS)}; it sets {', '.join(foreign)}"
+        )
+    if _class_of(autoencoder) != "VQVAE" or uses_codebook(autoencoder):
+        raise BundleError('residual latent channels need a VQ-VAE without its codebook ("codebook": false)')
+    if residual["latent_channels"] < 1:
+        raise BundleError(f"residual latent_channels must be at least 1, got {residual['latent_channels']}")
+    return int(residual["latent_channels"])
+
+
 def latent_channels(autoencoder: dict[str, Any]) -> int:
-    """Channels of a latent map, from a bundle's `autoencoder` entry ({"class": ..., "args": ...})."""
+    """Channels of a latent map, from a bundle's `autoencoder` entry ({"class": ..., "args": ...}): the
+    encoder's, plus a residual encoder's."""
     args = autoencoder["args"]
-    return int(args["embedding_dim"] if _class_of(autoencoder) == "VQVAE" else args["latent_channels"])
+    own = int(args["embedding_dim"] if _class_of(autoencoder) == "VQVAE" else args["latent_channels"])
+    return own + residual_channels(autoencoder)
 
 
 def latent_downsample_factor(autoencoder: dict[str, Any]) -> int:

@@ -84,20 +84,26 @@ def build_network(class_name: str, args: dict[str, Any]) -> torch.nn.Module:
 def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
     """Instantiate a network named the way bundles and run configs name it: {"class": ..., "args": ...}, for a
     VQ-VAE optionally "codebook": false (`without_codebook`), and for an autoencoder optionally "decoder": the
-    widths of a decoder of its own (`decoder_args`)."""
-    from .latent_codec import codebook_free
+    widths of a decoder of its own (`decoder_args`), and optionally "residual": an encoder that adds latent
+    channels (`residual_latent`)."""
+    from .latent_codec import codebook_free, residual_channels
 
     module = build_network(spec["class"], spec["args"])
     if codebook_free(spec):
         without_codebook(module)
-    if spec.get("decoder"):
+    if spec.get("decoder") or residual_channels(spec):
         module.decoder = build_network(spec["class"], decoder_args(spec)).decoder
+    if residual_channels(spec):
+        from .residual_latent import attach_residual_encoder
+
+        attach_residual_encoder(module, build_network(spec["class"], residual_encoder_args(spec)).encoder)
     return module
 
 
 def decoder_args(spec: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of an autoencoder whose decoder is the spec's: its own arguments with the decoder's widths.
-    Anything that would change the latent is refused, since the encoder's latents must fit it."""
+    """The arguments of an autoencoder whose decoder is the spec's: its own arguments with the decoder's widths
+    (and the residual encoder's channels as inputs). Anything that would change the latent is refused, since the
+    encoder's latents must fit it."""
     overrides = spec.get("decoder") or {}
     if not isinstance(overrides, dict):
         raise BundleError(f"an autoencoder's 'decoder' must be an object of arguments, got {overrides!r}")
@@ -108,7 +114,20 @@ def decoder_args(spec: dict[str, Any]) -> dict[str, Any]:
         raise BundleError(
             f"an autoencoder's decoder may set only {', '.join(DECODER_ARGS)}; it sets {', '.join(foreign)}"
         )
-    return {**spec["args"], **overrides}
+    from .latent_codec import residual_channels
+
+    args = {**spec["args"], **overrides}
+    if residual_channels(spec):  # it decodes the residual encoder's channels too
+        args["embedding_dim"] = int(spec["args"]["embedding_dim"]) + residual_channels(spec)
+    return args
+
+
+def residual_encoder_args(spec: dict[str, Any]) -> dict[str, Any]:
+    """Arguments of a VQ-VAE whose encoder is a spec's residual one: the autoencoder's own, with the residual
+    entry's widths and its latent channels as the embedding size."""
+    residual = dict(spec["residual"])
+    count = residual.pop("latent_channels")
+    return {**spec["args"], **residual, "embedding_dim": count}
 
 
 def without_codebook(vqvae: torch.nn.Module) -> None:

@@ -325,13 +325,17 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
             "",
             "## Speed of the UNet alone (random weights are fine for speed)",
             "",
-            "| network | device | latent | batch | s / UNet step / slice |",
-            "|---|---|---|---|---|",
+            "| network | device | latent | batch | s / UNet step / slice | s / UNet call, by batch |",
+            "|---|---|---|---|---|---|",
         ]
         for name, speed in results["speed"].items():
+            calls = ", ".join(
+                f"{size}: {_fmt(seconds, 3)}"
+                for size, seconds in speed.get("seconds_per_unet_call", {}).items()
+            )
             lines.append(
                 f"| {name} | {speed['device']} | {speed['latent']} | {speed.get('batch', 1)} | "
-                f"{_fmt(speed['seconds_per_unet_step_per_slice'], 3)} |"
+                f"{_fmt(speed['seconds_per_unet_step_per_slice'], 3)} | {calls or '–'} |"
             )
     lines += ["", NOTES.strip(), ""]
     path.write_text("\n".join(lines))

@@ -68,10 +68,19 @@ def reference_size_speed(device: str = "auto", steps: int = 2) -> dict[str, Any]
 
 def bundle_speed(bundle, device: str = "auto", steps: int = 5) -> dict[str, Any]:
     """A bundle's own UNet at its canvas size, on the batch of a default run (its default slices, twice under its
-    guidance): one image alone costs about twice as much per image on a CPU, and the run-time estimate
-    (`estimate.estimate_run`) scales this per-image figure by the batch."""
+    guidance) and on the smallest run's (one slice): a call costs a fixed part plus a part per image, so one image
+    alone costs about twice as much per image on a CPU. The run-time estimate (`estimate.estimate_run`) draws the
+    line through both calls' times (`seconds_per_unet_call`, keyed by batch) to price any run's batch."""
     metadata = bundle.metadata
     factor = metadata.latent_factor
     latent = (metadata.canvas.shape[0] // factor, metadata.canvas.shape[1] // factor)
+    args = metadata.diffusion["args"]
     batch = unet_batch_size(metadata.default_slices, metadata.guidance)
-    return unet_step_seconds(metadata.diffusion["args"], latent, device, steps, batch=batch, unet=bundle.unet)
+    smallest = unet_batch_size(1, metadata.guidance)
+    measured = unet_step_seconds(args, latent, device, steps, batch=batch, unet=bundle.unet)
+    calls = {batch: measured["seconds_per_unet_step_per_slice"] * batch}
+    if smallest != batch:
+        small = unet_step_seconds(args, latent, device, steps, batch=smallest, unet=bundle.unet)
+        calls[smallest] = small["seconds_per_unet_step_per_slice"] * smallest
+    measured["seconds_per_unet_call"] = {str(size): calls[size] for size in sorted(calls)}
+    return measured

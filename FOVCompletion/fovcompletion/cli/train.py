@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from ..conditioning import CONDITIONING_MODES
-from ..errors import InputError
+from ..errors import BundleError, InputError
 from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
 from ..training.config import PRESETS
 from ..training.lr_schedule import LR_SCHEDULES
@@ -150,6 +150,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     new.add_argument(
         "--decoder-res-layers", type=int, default=None, help="residual layers per decoder level (VQ-VAE)"
+    )
+    new.add_argument(
+        "--residual-channels",
+        type=int,
+        default=None,
+        metavar="R",
+        help="widen --init-from's latent by R channels of a residual encoder, trained with the decoder while "
+        "the bundle's encoder stays frozen (its UNet, widened by train-diffusion --init-from the same bundle, "
+        "keeps what it learned); a VQ-VAE without its codebook only",
     )
     new.add_argument(
         "--freeze-encoder",
@@ -339,6 +348,25 @@ def apply_decoder_options(cfg, args: argparse.Namespace) -> None:
     cfg.freeze_encoder = cfg.freeze_encoder or args.freeze_encoder
 
 
+def apply_residual_option(config, channels: int | None) -> None:
+    """Residual latent channels on the bundle the run starts from; the run's UNet is sized to the wider latent."""
+    from ..latent_codec import residual_channels
+    from ..training.config import set_conditioning
+
+    if channels is None:
+        return
+    if not config.autoencoder.init_from:
+        raise InputError("--residual-channels widens a bundle's latent: give --init-from BUNDLE")
+    if config.autoencoder.residual:
+        raise InputError("--residual-channels: the bundle's latent has residual channels already")
+    config.autoencoder.residual = {"latent_channels": channels}
+    try:
+        residual_channels(config.autoencoder.spec())
+    except BundleError as error:
+        raise InputError(f"--residual-channels: {error}") from None
+    set_conditioning(config, config.diffusion.conditioning)
+
+
 def run_autoencoder(args: argparse.Namespace) -> int:
     from ..training.autoencoder import train_autoencoder
     from ..training.initialise import adopt_bundle_autoencoder
@@ -368,6 +396,7 @@ def run_autoencoder(args: argparse.Namespace) -> int:
         if args.init_from:
             adopt_bundle_autoencoder(config, args.init_from)
         apply_decoder_options(config.autoencoder, args)
+        apply_residual_option(config, args.residual_channels)
     cfg = config.autoencoder
     for option, attribute in (
         ("perceptual_weight", "perceptual_weight"),

@@ -11,6 +11,7 @@ import torch
 from ..errors import InputError
 from ..latent_codec import decode, encode
 from ..networks import build_from_spec, count_parameters
+from ..residual_latent import hold_base_frozen, match_residual_spread, trainable_parameters
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import AutoencoderConfig, TrainConfig
 from .data import WindowDataset, WindowSampler, fixed_windows
@@ -194,7 +195,10 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     if cfg.network == "AutoencoderKL" and cfg.decode_mean:
         decode_the_mean(model)
     discriminator = build_discriminator(cfg).to(device)
-    trained = decoder_only(model) if cfg.freeze_encoder else list(model.parameters())
+    if cfg.residual:
+        trained = trainable_parameters(model)
+    else:
+        trained = decoder_only(model) if cfg.freeze_encoder else list(model.parameters())
     opt_g = torch.optim.Adam(trained, lr=cfg.lr)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_discriminator)
     scaler_g, scaler_d = grad_scaler(device), grad_scaler(device)
@@ -217,7 +221,13 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
             + ("" if decoder_loaded else "; its decoder, of other widths, starts fresh"),
             main,
         )
-    if cfg.freeze_encoder:
+    if cfg.residual:
+        log_line(
+            f"training a residual encoder of {cfg.residual['latent_channels']} latent channels and the decoder: "
+            "the bundle's encoder and its channels stay as they are",
+            main,
+        )
+    elif cfg.freeze_encoder:
         log_line("training the decoder alone: the encoder and its latents stay the bundle's", main)
     log_line(
         f"{cfg.network}: {count_parameters(model) / 1e6:.2f} M parameters, discriminator "
@@ -250,11 +260,14 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
             "config": config.to_dict(),
         }
 
+    saved_epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs):
         dataset.set_epoch(epoch)
         batches.sampler.set_epoch(epoch)
         model.train()
-        if cfg.freeze_encoder:
+        if cfg.residual:
+            hold_base_frozen(model)
+        elif cfg.freeze_encoder:
             hold_frozen(model)
         discriminator.train()
         adversarial = cfg.adversarial_weight > 0 and epoch >= cfg.adversarial_warmup_epochs
@@ -319,13 +332,20 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
             row["elapsed_s"] = round(budget.elapsed, 1)
             log.write(row)
             save_checkpoint(last, checkpoint(epoch, step))
+            saved_epoch = epoch
             log_line(format_row(row))
         barrier(context)
         if stop and not last_epoch:
             log_line(f"time budget of {config.max_minutes} min reached; resume with --resume", main)
             break
-    if main and not last.exists():  # 0 epochs: the starting point (a bundle's VQ-VAE, say) is the result
-        save_checkpoint(last, checkpoint(start_epoch - 1, step))
+    if main and cfg.residual:  # one latent scale factor for all channels: the UNet's noise fits each alike
+        model.eval()
+        factors = match_residual_spread(model, val_images.to(device).split(cfg.batch_size))
+        log_line(
+            f"residual channels scaled to the bundle's channels' spread (x{factors.min():.3g}-{factors.max():.3g})"
+        )
+    if main and (cfg.residual or not last.exists()):  # 0 epochs: the starting point is the result
+        save_checkpoint(last, checkpoint(saved_epoch, step))
     progress.close()
     teardown(context)
     return last

@@ -80,6 +80,9 @@ class AutoencoderConfig:
     # Train the decoder alone, the encoder (and codebook) frozen as --init-from left them: the latents do not
     # change, so a UNet trained on them stays valid and needs no retraining.
     freeze_encoder: bool = False
+    # {"latent_channels": R}: a residual encoder adds R latent channels to --init-from's codebook-free VQ-VAE,
+    # whose encoder stays frozen; it and the decoder train (`residual_latent`). None = the latent as it is.
+    residual: dict[str, Any] | None = None
     kl_weight: float = 1e-6  # weight of the KL term of an AutoencoderKL (the MONAI tutorials' value)
     # An AutoencoderKL's training decodes its mean, as the engine does, instead of a random draw (noise of
     # sigma about 0.37 on a latent spread of 1.26 at weight 1e-6): held-out whole-region SSIM 0.77-0.80
@@ -112,13 +115,15 @@ class AutoencoderConfig:
     init_from: dict[str, Any] | None = None  # the bundle whose VQ-VAE this stage started from (initialise)
 
     def spec(self) -> dict[str, Any]:
-        """The network as a bundle names it: {"class": ..., "args": ...}, plus "codebook": false without one and
-        "decoder": {...} with a decoder of its own widths."""
+        """The network as a bundle names it: {"class": ..., "args": ...}, plus "codebook": false without one,
+        "decoder": {...} with a decoder of its own widths and "residual": {...} with residual latent channels."""
         spec: dict[str, Any] = {"class": self.network, "args": self.args}
         if not self.codebook:
             spec["codebook"] = False
         if self.decoder:
             spec["decoder"] = dict(self.decoder)
+        if self.residual:
+            spec["residual"] = dict(self.residual)
         return spec
 
 

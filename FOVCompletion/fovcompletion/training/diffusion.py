@@ -22,7 +22,7 @@ from .autoencoder import STAGE as AUTOENCODER_STAGE
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
-from .initialise import initial_weights
+from .initialise import starting_unet_weights
 from .latents import LatentWindowDataset, encode_maps, pack, scale_factor, unpack
 from .logs import CsvLog, Progress, format_row, log_line, save_grid
 from .lr_schedule import check_lr_schedule, learning_rate
@@ -271,8 +271,9 @@ def write_samples(
     steps: int,
     device: torch.device,
     conditioning: str,
-) -> None:
-    """Outpainting check: the top half of held-out windows is known, the bottom half is generated."""
+) -> float:
+    """Outpainting check: the top half of held-out windows is known, the bottom half is generated. Returns the
+    generated half's latent spread over the truth's (`latent_spread_ratio`)."""
     generator = torch.Generator().manual_seed(0)
     inpainter = LatentInpainter(unet.eval(), schedule, generator, conditioning=conditioning)
     known = latents[:4].to(device)
@@ -290,6 +291,19 @@ def write_samples(
         context[half:] = -1
         rows.append([t[0].numpy(), context, g[0].numpy()])
     save_grid(path, rows)
+    return latent_spread_ratio(sampled, known, mask == 0)
+
+
+def latent_spread_ratio(sampled: torch.Tensor, truth: torch.Tensor, generated: torch.Tensor) -> float:
+    """Standard deviation of the sampled latents over the truth's, per channel over the generated cells, averaged:
+    about 1 for a sampler that draws latents of the data's spread; well above 1 when sampling diverges (noise left
+    in, decoded as speckle), well below when it settles on a grey mean. The loss alone shows neither."""
+    where = generated.expand_as(sampled)
+    ratios = [
+        sampled[:, c][where[:, c]].float().std() / truth[:, c][where[:, c]].float().std().clamp(min=1e-6)
+        for c in range(sampled.shape[1])
+    ]
+    return float(torch.stack(ratios).mean())
 
 
 def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = False) -> Path:
@@ -347,7 +361,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         start_epoch, step, elapsed = state["epoch"] + 1, state["step"], state["elapsed_s"]
         log_line(f"resumed {last} at epoch {start_epoch} (step {step})", main)
     elif cfg.init_from:
-        weights = initial_weights(cfg.init_from, "diffusion")
+        weights = starting_unet_weights(unet, cfg.init_from, cfg.conditioning)
         unet.load_state_dict(weights)
         if ema is not None:
             ema.model.load_state_dict(weights)
@@ -423,7 +437,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
                 if ema is not None:
                     row["val_loss_ema"] = validate(ema.model, val_latents, val_inside, alphas, device, config)
             if (epoch + 1) % config.sample_every == 0 or last_epoch or stop:
-                write_samples(
+                row["sample_spread"] = write_samples(
                     stage_dir / "samples" / f"epoch{epoch:04d}.png",
                     sampler_net,
                     autoencoder,
@@ -434,6 +448,16 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
                     device,
                     cfg.conditioning,
                 )
+                if not 0.5 <= row["sample_spread"] <= 2.0:
+                    log_line(
+                        f"samples' latent spread is {row['sample_spread']:.2f} x the data's: "
+                        + (
+                            "sampling diverges (noise left in)"
+                            if row["sample_spread"] > 2.0
+                            else "a grey mean"
+                        )
+                        + f"; see {stage_dir / 'samples'}"
+                    )
             row["elapsed_s"] = round(budget.elapsed, 1)
             log.write(row)
             save_checkpoint(last, checkpoint(epoch, step))

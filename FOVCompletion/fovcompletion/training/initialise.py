@@ -25,9 +25,9 @@ from ..bundle import (
     verify_bundle,
 )
 from ..errors import InputError
-from ..latent_codec import uses_codebook
+from ..latent_codec import latent_channels, uses_codebook
 from ..registry import resolve_bundle
-from .config import TrainConfig
+from .config import TrainConfig, set_conditioning
 
 
 def _as_json(value: Any) -> Any:
@@ -97,6 +97,9 @@ def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
     config.autoencoder.decoder = config.autoencoder.decoder or (
         dict(bundle_decoder) if bundle_decoder else None
     )
+    # Its residual latent channels, which its UNet works on (`residual_latent`).
+    bundle_residual = metadata.autoencoder.get("residual")
+    config.autoencoder.residual = dict(bundle_residual) if bundle_residual else None
     config.autoencoder.init_from = _provenance(folder, metadata, "autoencoder")
 
 
@@ -117,6 +120,12 @@ def adopt_bundle_unet(config: TrainConfig, bundle: str) -> None:
         raise InputError(
             f"the run's autoencoder is not the architecture of bundle {metadata.name!r}, whose UNet works on that "
             "autoencoder's latents: start the run with train-autoencoder --init-from the same bundle"
+        )
+    bundle_residual = metadata.autoencoder.get("residual")
+    if bundle_residual and bundle_residual != config.autoencoder.residual:
+        raise InputError(
+            f"bundle {metadata.name!r} has residual latent channels the run's autoencoder has not: start the run "
+            "with train-autoencoder --init-from the same bundle"
         )
     if uses_codebook(config.autoencoder.spec()) and not uses_codebook(metadata.autoencoder):
         raise InputError(
@@ -141,7 +150,7 @@ def adopt_bundle_unet(config: TrainConfig, bundle: str) -> None:
         )
     config.diffusion.args = dict(metadata.diffusion["args"])
     config.diffusion.scheduler = asdict(metadata.scheduler)
-    config.diffusion.conditioning = metadata.conditioning
+    set_conditioning(config, metadata.conditioning)  # sized to the run's latent: residual channels widen it
     config.data.flatten_sigma_mm = metadata.intensity.flatten_sigma_mm  # what its inputs looked like
     config.diffusion.init_from = _provenance(folder, metadata, "diffusion")
 
@@ -160,10 +169,28 @@ def initial_weights(init_from: dict[str, Any], role: str) -> dict[str, torch.Ten
     return load_state_dict_file(path)
 
 
+def starting_unet_weights(
+    unet: torch.nn.Module, init_from: dict[str, Any], conditioning: str
+) -> dict[str, torch.Tensor]:
+    """The recorded bundle's UNet weights for a run's UNet; widened (`residual_latent.widen_unet_state`) when the
+    run's latent has residual channels the bundle's does not."""
+    weights = initial_weights(init_from, "diffusion")
+    bundle_latent = latent_channels(read_metadata(Path(init_from["path"])).autoencoder)
+    if bundle_latent == int(unet.out_channels):
+        return weights
+    from ..residual_latent import widen_unet_state
+
+    return widen_unet_state(unet, weights, bundle_latent, conditioning)
+
+
 def load_starting_autoencoder(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
     """Load a bundle's autoencoder weights into a run's model; a decoder of other widths than the bundle's keeps
     its fresh weights while everything else (the encoder, which defines the latents) must fit exactly.
     Returns whether the decoder was loaded too."""
+    if hasattr(model.encoder, "residual") and not any(key.startswith("encoder.base.") for key in state):
+        from ..residual_latent import widen_autoencoder_state
+
+        state = widen_autoencoder_state(model, state)  # the bundle's latent, widened by residual channels
     own = model.state_dict()
 
     def decoder_shapes(weights: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
