@@ -88,6 +88,16 @@ class WeightFile:
     sha256: str
 
 
+def _oldest_format(autoencoder: dict[str, Any]) -> int:
+    """The oldest format version that reads an autoencoder entry right, so that older readers keep loading what
+    they can."""
+    if residual_channels(autoencoder):
+        return 4
+    if autoencoder.get("decoder"):
+        return 3
+    return 2 if codebook_free(autoencoder) else 1
+
+
 @dataclass(frozen=True)
 class BundleMetadata:
     """Everything needed to use a bundle's weights, as stored in `bundle.json`."""
@@ -132,17 +142,7 @@ class BundleMetadata:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        # the oldest format that reads it right, so that older readers keep loading what they can
-        version = (
-            4
-            if residual_channels(self.autoencoder)
-            else 3
-            if self.autoencoder.get("decoder")
-            else 2
-            if codebook_free(self.autoencoder)
-            else 1
-        )
-        return {"format": FORMAT, "format_version": version, **data}
+        return {"format": FORMAT, "format_version": _oldest_format(self.autoencoder), **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BundleMetadata:

@@ -34,7 +34,7 @@ def seconds_per_call(speed: dict, batch: int, fallback_per_image: float) -> floa
     """Seconds of one UNet call on `batch` images at the measured canvas. With calls timed at two batch sizes
     (`seconds_per_unet_call`, keyed by batch) the line through them: a fixed part plus a part per image, so a
     one-slice run is not priced at the per-image cost of a five-slice one. Otherwise the per-image figure times
-    the batch (bundles measured before v0.8.3)."""
+    the batch (a bundle timed at one batch only)."""
     calls = sorted(
         (int(size), float(seconds)) for size, seconds in speed.get("seconds_per_unet_call", {}).items()
     )

@@ -448,15 +448,11 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
                     device,
                     cfg.conditioning,
                 )
-                if not 0.5 <= row["sample_spread"] <= 2.0:
+                spread = row["sample_spread"]
+                if not 0.5 <= spread <= 2.0:
+                    verdict = "sampling diverges (noise left in)" if spread > 2.0 else "a grey mean"
                     log_line(
-                        f"samples' latent spread is {row['sample_spread']:.2f} x the data's: "
-                        + (
-                            "sampling diverges (noise left in)"
-                            if row["sample_spread"] > 2.0
-                            else "a grey mean"
-                        )
-                        + f"; see {stage_dir / 'samples'}"
+                        f"samples' latent spread is {spread:.2f} x the data's: {verdict}; see {stage_dir / 'samples'}"
                     )
             row["elapsed_s"] = round(budget.elapsed, 1)
             log.write(row)
