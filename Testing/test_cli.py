@@ -18,6 +18,7 @@ from conftest import file_digest, oblique_affine, synthetic_scan, write_nifti
 from fovcompletion.cli import main
 from fovcompletion.errors import OutOfMemoryError
 from fovcompletion.pipeline import complete_file, get_bundle
+from fovcompletion.preview import montage
 
 AFFINE = oblique_affine((1.0, 1.0, 1.0), 5.0)
 
@@ -78,6 +79,26 @@ def test_complete_writes_volume_mask_spread_and_preview(tiny_bundle, scan_file, 
     preview = Image.open(tmp_path / "preview.png")
     assert preview.size[0] > preview.size[1] > 100
     assert np.asarray(preview).std() > 10  # not a blank picture
+
+
+def test_preview_keep_fade_shows_one_window_over_the_whole_scan(tiny_bundle, scan_file, tmp_path):
+    out, mask, preview = tmp_path / "out.nii.gz", tmp_path / "mask.nii.gz", tmp_path / "preview.png"
+    args = ["complete", str(scan_file), "-o", str(out), "--model", str(tiny_bundle), "--steps", "2"]
+    args += [
+        "--extend-inferior",
+        "30",
+        "--slices",
+        "3",
+        "--mask-output",
+        str(mask),
+        "--preview",
+        str(preview),
+    ]
+    assert main(args + ["--preview-keep-fade", "--progress", "none"]) == 0
+    written = nib.load(str(out))
+    known = np.asarray(nib.load(str(mask)).dataobj) > 0
+    kept = montage(np.asarray(written.dataobj, dtype=np.float32), known, written.affine, even_fade=False)
+    np.testing.assert_array_equal(np.asarray(Image.open(preview)), np.asarray(kept))
 
 
 def test_json_progress_lines_for_the_slicer_module(tiny_bundle, scan_file, tmp_path, capsys):

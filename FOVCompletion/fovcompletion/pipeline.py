@@ -481,9 +481,12 @@ def complete_file(
     spread_path: str | os.PathLike | None = None,
     preview_path: str | os.PathLike | None = None,
     preview_volume_path: str | os.PathLike | None = None,
+    preview_even_fade: bool = True,
     **options,
 ) -> CompletionResult:
     """Complete a NIfTI/NRRD file and write the results; nothing is written unless everything succeeded.
+
+    `preview_even_fade`: the PNG at `preview_path` with the input's coil fade divided out (`preview.montage`).
 
     With `preview_volume_path` and `preview_every` N > 0 the current estimate is written there every N steps (a
     live preview, replaced atomically, reported in the progress events) and removed when the run ends.
@@ -519,7 +522,7 @@ def complete_file(
         if preview_path is not None:
             from .preview import write_preview
 
-            written.append(write_preview(result, preview_path))
+            written.append(write_preview(result, preview_path, preview_even_fade))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)

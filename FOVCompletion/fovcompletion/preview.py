@@ -1,4 +1,12 @@
-"""A PNG montage a person can look at: input, completion, and the completion with the known region outlined."""
+"""A PNG montage a person can look at: input, completion, and the completion with the known region outlined.
+
+Regional scans fade towards the ends of their field of view (surface receive coils: a cervical scan's inferior edge
+at about a third of its middle), and a completion continues at the brightness of the edge it meets. On one
+window set on the whole scan both look nearly black below the seam, whatever anatomy they hold. The montage
+therefore divides the input's slow superior-inferior fade out of the whole picture by default (measured on the
+known rows only; generated rows take the gain of the nearest known edge, so a brightness step at the seam, or a
+completion's own fade, stays visible). Only the picture changes, never a written volume.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,11 @@ from PIL import Image, ImageDraw
 
 from .geometry import MODEL_AXCODES, reorient
 from .image_io import atomic_write
+from .intensity import row_gain
 
 OUTLINE_RGB = (255, 200, 0)
 GENERATED_TINT = np.array([0.85, 0.92, 1.0])
+DISPLAY_FADE_SIGMA_MM = 30.0  # the coil's fade is slow; anatomy (a vertebra, ~25 mm) is not divided out
 
 
 def _to_uint8(plane: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -27,11 +37,29 @@ def _display_plane(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, t
     return plane, (float(spacing[1]), float(spacing[2]))
 
 
-def montage(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, height_px: int = 512) -> Image.Image:
-    """Three panels side by side, resized to square pixels."""
+def input_fade(plane: np.ndarray, known: np.ndarray, row_mm: float) -> np.ndarray:
+    """Per-row gain of the input's fade on a displayed plane (rows superior to inferior), measured on the rows
+    that hold known pixels and held at the nearest known edge's value beyond them; all ones without any."""
+    rows = np.flatnonzero(known.any(axis=1))
+    gain = np.ones(plane.shape[0], dtype=np.float32)
+    if rows.size:
+        first, last = rows[0], rows[-1]
+        measured = row_gain(np.where(known, plane, 0)[None, first : last + 1], row_mm, DISPLAY_FADE_SIGMA_MM)
+        gain[first : last + 1] = measured
+        gain[:first], gain[last + 1 :] = measured[0], measured[-1]
+    return gain
+
+
+def montage(
+    image: np.ndarray, mask: np.ndarray, affine: np.ndarray, height_px: int = 512, even_fade: bool = True
+) -> Image.Image:
+    """Three panels side by side, resized to square pixels; `even_fade`: the input's fade divided out of the
+    picture (module docstring)."""
     plane, (row_mm, col_mm) = _display_plane(image, affine)
     known, _ = _display_plane(mask.astype(np.float32), affine)
     known = known > 0.5
+    if even_fade:
+        plane = plane / input_fade(plane, known, row_mm)[:, None]
     low, high = np.percentile(plane[known] if known.any() else plane, [0.5, 99.5])
     gray = _to_uint8(plane, low, high)
     input_only = np.where(known, gray, 0).astype(np.uint8)
@@ -47,6 +75,8 @@ def montage(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, height_px: 
         Image.fromarray(overlay.astype(np.uint8)).resize(size, Image.NEAREST),
     ]
     titles = ("input", "completion", "overlay (known region outlined)")
+    if even_fade:
+        titles = (titles[0] + " (coil fade evened for display)",) + titles[1:]
     sheet = Image.new("RGB", (size[0] * 3 + 20, height_px + 24), "black")
     draw = ImageDraw.Draw(sheet)
     for index, (panel, title) in enumerate(zip(panels, titles)):
@@ -56,7 +86,7 @@ def montage(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, height_px: 
     return sheet
 
 
-def write_preview(result, path: str | os.PathLike) -> Path:
+def write_preview(result, path: str | os.PathLike, even_fade: bool = True) -> Path:
     """Write the montage of a `CompletionResult` atomically."""
-    image = montage(result.image, result.mask, result.affine)
+    image = montage(result.image, result.mask, result.affine, even_fade=even_fade)
     return atomic_write(path, lambda temporary: image.save(temporary, format="PNG"))

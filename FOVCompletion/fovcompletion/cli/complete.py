@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--preview", type=Path, default=None, help="PNG montage: input, completion, overlay")
     parser.add_argument(
+        "--preview-keep-fade",
+        action="store_true",
+        help="show the PNG montage on one window over the whole scan; by default the input's slow "
+        "superior-inferior coil fade is divided out of the picture (the written volumes never change)",
+    )
+    parser.add_argument(
         "--preview-every",
         type=int,
         default=0,
@@ -117,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             mask_path=args.mask_output,
             spread_path=args.spread_output,
             preview_path=args.preview,
+            preview_even_fade=not args.preview_keep_fade,
             preview_volume_path=preview_volume,
             preview_every=args.preview_every,
             steps=args.steps,

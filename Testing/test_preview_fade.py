@@ -1,0 +1,64 @@
+"""The preview montage divides the input's coil fade out of the picture, and only out of the picture."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from fovcompletion.preview import input_fade, montage
+
+# LIA voxel axes (the model's): left, inferior, anterior; 1 mm voxels
+LIA_AFFINE = np.array([[-1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
+ROWS, KNOWN_ROWS, COLS = 200, 120, 60
+
+
+def faded_scan(completion_level: float) -> tuple[np.ndarray, np.ndarray]:
+    """A bright canal and dimmer tissue, fading linearly to 0.3 of the top at the known region's last row; the
+    generated rows below continue at `completion_level` times that edge's brightness."""
+    fade = np.ones(ROWS)
+    fade[:KNOWN_ROWS] = np.linspace(1.0, 0.3, KNOWN_ROWS)
+    fade[KNOWN_ROWS:] = 0.3 * completion_level
+    row = np.full(COLS, 200.0)
+    row[28:33] = 1000.0  # the canal
+    image = np.repeat((fade[:, None] * row[None])[None], 3, axis=0)
+    known = np.zeros(image.shape, dtype=bool)
+    known[:, :KNOWN_ROWS] = True
+    return image, known
+
+
+def completion_panel(sheet: Image.Image, known_rows_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The completion panel's grey values, split into the known rows' top quarter and the generated rows."""
+    panel_width = (sheet.size[0] - 20) // 3
+    pixels = np.asarray(sheet.convert("L"), dtype=np.float64)[24:, panel_width + 10 : 2 * panel_width + 10]
+    seam = int(pixels.shape[0] * known_rows_fraction)
+    return pixels[: seam // 4], pixels[seam + 5 :]
+
+
+def canal_brightness(pixels: np.ndarray) -> float:
+    return float(np.percentile(pixels, 99))
+
+
+def test_input_fade_follows_the_known_rows_and_holds_the_edge_beyond():
+    image, known = faded_scan(completion_level=1.0)
+    gain = input_fade(image[1], known[1], row_mm=1.0)
+    assert gain[:KNOWN_ROWS].max() / gain[KNOWN_ROWS - 1] > 2.5  # the fade, top to edge (1 -> 0.3)
+    assert np.all(gain[KNOWN_ROWS:] == gain[KNOWN_ROWS - 1])  # generated rows get the edge's gain
+    assert np.all(input_fade(image[1], np.zeros_like(known[1]), row_mm=1.0) == 1)  # nothing known: unchanged
+
+
+def test_evened_preview_shows_a_completion_at_the_edge_brightness_as_bright_as_the_scan_top():
+    image, known = faded_scan(completion_level=1.0)
+    untouched = image.copy()
+    top, below = completion_panel(montage(image, known, LIA_AFFINE), KNOWN_ROWS / ROWS)
+    assert canal_brightness(below) > 0.85 * canal_brightness(top)
+    kept_top, kept_below = completion_panel(
+        montage(image, known, LIA_AFFINE, even_fade=False), KNOWN_ROWS / ROWS
+    )
+    assert canal_brightness(kept_below) < 0.5 * canal_brightness(kept_top)  # on one window it is dim
+    np.testing.assert_array_equal(image, untouched)  # the picture changes, never the volume
+
+
+def test_evened_preview_keeps_a_brightness_step_at_the_seam_visible():
+    image, known = faded_scan(completion_level=0.5)  # the completion at half the edge's brightness
+    top, below = completion_panel(montage(image, known, LIA_AFFINE), KNOWN_ROWS / ROWS)
+    assert canal_brightness(below) < 0.7 * canal_brightness(top)
