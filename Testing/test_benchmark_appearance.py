@@ -48,6 +48,7 @@ def test_a_copy_is_perfect_on_every_appearance_metric():
         {
             "ssim_tissue": 1.0,
             "sharpness": 1.0,
+            "edge_sharpness": 1.0,
             "seam_brightness": 1.0,
             "canal_continuity": 1.0,
             "canal_reach": 1.0,
@@ -65,6 +66,18 @@ def test_a_blurred_copy_is_less_sharp_and_noise_is_sharper():
     assert 0.2 < metrics_of(blurred, truth)["sharpness"] < 0.8
     noisy = truth + np.random.default_rng(5).normal(0, 60, truth.shape) * ~known[None, :, None]
     assert metrics_of(noisy, truth)["sharpness"] > 1.2
+
+
+def test_edge_sharpness_loses_with_blur_and_is_not_raised_by_grain():
+    truth = spine_like()
+    known = known_rows()
+    blurred = truth.copy()
+    blurred[:, ~known] = ndimage.gaussian_filter(truth, (0, 2, 2))[:, ~known]
+    assert metrics_of(blurred, truth)["edge_sharpness"] < 0.85
+    noisy = truth + np.random.default_rng(5).normal(0, 60, truth.shape) * ~known[None, :, None]
+    grainy = metrics_of(noisy, truth)
+    assert grainy["sharpness"] > 1.2  # the plain gradient counts the grain as detail
+    assert grainy["edge_sharpness"] < 1.1  # past the edge scale, the anatomy is what is left
 
 
 @pytest.mark.parametrize("factor", [0.5, 0.7, 1.25])
@@ -190,6 +203,7 @@ def test_quality_carries_the_appearance_metrics():
     for key in (
         "ssim_tissue",
         "sharpness",
+        "edge_sharpness",
         "seam_brightness",
         "canal_continuity",
         "canal_reach",

@@ -23,6 +23,7 @@ REQUIRED = {
     "seam": float,
     "ssim_tissue": float,
     "sharpness": float,
+    "edge_sharpness": float,
     "seam_brightness": float,
     "canal_continuity": float,
     "canal_reach": float,

@@ -25,6 +25,7 @@ QUALITY_KEYS = (
     "seam_natural",
     "ssim_tissue",
     "sharpness",
+    "edge_sharpness",
     "seam_brightness",
     "canal_continuity",
     "canal_reach",
