@@ -91,9 +91,10 @@ def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
     module = build_network(spec["class"], spec["args"])
     if codebook_free(spec):
         without_codebook(module)
-    if spec.get("decoder") or residual_channels(spec):
+    residual = residual_channels(spec)
+    if spec.get("decoder") or residual:
         module.decoder = build_network(spec["class"], decoder_args(spec)).decoder
-    if residual_channels(spec):
+    if residual:
         from .residual_latent import attach_residual_encoder
 
         attach_residual_encoder(module, build_network(spec["class"], residual_encoder_args(spec)).encoder)
@@ -114,11 +115,11 @@ def decoder_args(spec: dict[str, Any]) -> dict[str, Any]:
         raise BundleError(
             f"an autoencoder's decoder may set only {', '.join(DECODER_ARGS)}; it sets {', '.join(foreign)}"
         )
-    from .latent_codec import residual_channels
+    from .latent_codec import latent_channels, residual_channels
 
     args = {**spec["args"], **overrides}
-    if residual_channels(spec):  # it decodes the residual encoder's channels too
-        args["embedding_dim"] = int(spec["args"]["embedding_dim"]) + residual_channels(spec)
+    if residual_channels(spec):  # it decodes the residual encoder's channels too: the whole latent
+        args["embedding_dim"] = latent_channels(spec)
     return args
 
 
