@@ -25,6 +25,7 @@ from FOVCompletionLib.display import COMPLETION_ROLE, KNOWN_REGION_ROLE, ROLE_AT
 from FOVCompletionLib.engine_command import CompletionOptions, buildCompletionCommand, engineEnvironment
 from FOVCompletionLib.known_region import checkKnownRegion, outputToInputIndex
 from FOVCompletionLib.progress_events import DoneEvent, LogLine, ProgressEvent, StartEvent
+from FOVCompletionLib.volume_files import readVolumeFromFile
 from FOVCompletionLib.volume_geometry import (
     arrayAndAffineFromVolume,
     extentAlongMm,
@@ -450,6 +451,29 @@ def test_live_preview_fills_the_output_node_in_place(scene, input_node, fake_pyt
     assert node.GetDisplayNode().GetWindow() == 400 and node.GetAttribute(ROLE_ATTRIBUTE) == COMPLETION_ROLE
     assert volume_nodes(scene) == before + 2  # output and mask: the preview made no extra node
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_preview_removed_while_it_is_read_still_shows(scene, input_node, tmp_path, monkeypatch):
+    """The engine removes its preview file when the run ends, and may do so while the module reads the last one
+    (seen in CI: the reader failed and left the node with no image data). The module reads a copy of its own:
+    the preview shows whole, a file already gone is skipped and the node keeps what it showed."""
+    import FOVCompletionLib.live_preview as live_preview
+
+    preview = write_nifti(tmp_path / "preview.nii", synthetic_scan((5, 30, 20), seed=3), AFFINE)
+    expected = arrayAndAffineFromVolume(readVolumeFromFile(scene, preview, "reference"))[0]
+    read = live_preview.readVolumeFromFile
+
+    def engine_ends_during_the_read(scene, path, *args, **kwargs):
+        preview.unlink(missing_ok=True)  # the run ended: the engine removes its preview file
+        return read(scene, path, *args, **kwargs)
+
+    monkeypatch.setattr(live_preview, "readVolumeFromFile", engine_ends_during_the_read)
+    shown = live_preview.PreviewVolume(scene, "scan completed", input_node)
+    assert shown.update(preview) and shown.updates == 1
+    np.testing.assert_array_equal(arrayAndAffineFromVolume(shown.node)[0], expected)
+    assert not shown.update(preview)  # gone before the copy: skipped
+    np.testing.assert_array_equal(arrayAndAffineFromVolume(shown.node)[0], expected)
+    assert shown.updates == 1 and list(tmp_path.iterdir()) == []  # no copy left behind
 
 
 def test_cancelled_live_preview_leaves_nothing(scene, input_node, fake_python, tmp_path):

@@ -10,6 +10,7 @@ node is removed and a chosen one gets its content back: nothing is added to the 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import vtk
@@ -59,10 +60,24 @@ class PreviewVolume:
         return self.node is not None and self.node is not self.targetNode
 
     def update(self, path: str | os.PathLike) -> bool:
-        """Read the preview file into the node; False when it is gone (the run ended and removed it)."""
+        """Read the preview file into the node; False when it is gone (the run ended and removed it).
+
+        The file is copied first (one open, so a whole version of it) and the copy is read: the engine replaces
+        the file every few steps and removes it at the end, and a reader that opens the file more than once (ITK
+        reads the header, then the voxels) could meet another version or none, fail, and leave the node empty."""
         path = Path(path)
-        if not path.is_file():
+        copy = path.with_name("shown-" + path.name)  # same extension: the reader picks the format by it
+        try:
+            shutil.copyfile(path, copy)
+        except FileNotFoundError:
             return False
+        try:
+            self._read(copy)
+        finally:
+            copy.unlink(missing_ok=True)
+        return True
+
+    def _read(self, path: Path) -> None:
         first = self.node is None
         if first and self.targetNode is not None:
             self._saved = _snapshot(self.targetNode)
@@ -73,7 +88,6 @@ class PreviewVolume:
             tagRole(node, COMPLETION_ROLE)
             node.SetAndObserveTransformNodeID(self.inputNode.GetTransformNodeID())
         self.updates += 1
-        return True
 
     def discard(self) -> None:
         """The run did not succeed: remove a created node, or give the chosen one its content back."""
