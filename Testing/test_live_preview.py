@@ -137,6 +137,42 @@ def test_cli_writes_the_preview_names_it_and_removes_it(tiny_bundle, tmp_path, c
     assert not any("preview" in e for e in json_events(capsys.readouterr().out))
 
 
+def test_a_preview_that_cannot_be_replaced_is_skipped_and_the_run_goes_on(
+    tiny_bundle, tmp_path, capsys, monkeypatch
+):
+    """On Windows a viewer that holds the preview file open (Slicer reading the last one) makes its replacement fail:
+    that preview is skipped, no event names it, and the run ends with its result as without previews."""
+    scan = write_nifti(tmp_path / "scan.nii.gz", SCAN, AFFINE)
+    preview = tmp_path / "live.nii"
+    import fovcompletion.pipeline as pipeline
+
+    real_write = pipeline.write_volume
+    attempts = []
+
+    def write_volume(volume, path):  # every other preview meets a reader that holds the file open
+        if Path(path) == preview:
+            attempts.append(path)
+            if len(attempts) % 2 == 1:
+                raise PermissionError(13, "The process cannot access the file", str(path))
+        return real_write(volume, path)
+
+    monkeypatch.setattr(pipeline, "write_volume", write_volume)
+    arguments = ["complete", str(scan), "--model", str(tiny_bundle), "--slices", "2", "--seed", "3"]
+    arguments += ["--steps", "4", "--extend-inferior", "16", "--progress", "json"]
+    watched = tmp_path / "watched.nii.gz"
+    assert (
+        main([*arguments, "-o", str(watched), "--preview-every", "1", "--preview-volume", str(preview)]) == 0
+    )
+    events = json_events(capsys.readouterr().out)
+    named = [e for e in events if e["event"] == "progress" and "preview" in e]
+    refused = (len(attempts) + 1) // 2  # the first, the third...
+    assert len(attempts) >= 2 and len(named) == len(attempts) - refused  # those that could be written
+    plain = tmp_path / "plain.nii.gz"
+    assert main([*arguments, "-o", str(plain)]) == 0
+    np.testing.assert_array_equal(nib.load(str(watched)).get_fdata(), nib.load(str(plain)).get_fdata())
+    assert not preview.exists()
+
+
 def test_cli_default_preview_volume_is_beside_the_output(tiny_bundle, tmp_path, capsys):
     assert default_preview_volume(Path("/x/out.nii.gz")) == Path("/x/out.preview.nii")
     assert default_preview_volume(Path("/x/scan.NRRD")) == Path("/x/scan.preview.nii")

@@ -473,6 +473,18 @@ def complete(
     )
 
 
+def _write_preview(estimate: Volume, path: Path) -> str | None:
+    """Write a live preview, or skip this one (None: no event names it) when the file cannot be replaced now.
+
+    A preview is only for watching: on Windows a viewer that has the file open (Slicer reading the last one) makes
+    the rename fail, and that must not end the run. Lasting failures (a folder not writable) are refused before
+    the run starts (`check_output_path`)."""
+    try:
+        return str(write_volume(estimate, path))
+    except OSError:
+        return None
+
+
 def complete_file(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -506,7 +518,7 @@ def complete_file(
         raise InputError("the output, mask, spread and preview paths must all differ")
     volume = read_volume(input_path)
     if live:
-        options["preview"] = lambda estimate: str(write_volume(estimate, preview_volume_path))
+        options["preview"] = lambda estimate: _write_preview(estimate, Path(preview_volume_path))
     try:
         result = complete(volume, **options)
     finally:
