@@ -292,6 +292,22 @@ def test_each_eta_asked_for_is_a_row_of_its_own_beside_each_guidance(tmp_path):
     assert "`ours-steps2-guidance2-eta1`" in (out / "results.md").read_text()
 
 
+def test_each_mask_erosion_asked_for_is_a_row_of_its_own(tmp_path, capsys):
+    """The engine's --mask-erosion, measurable as the other sampler settings are: 0 is the unnamed plain row."""
+    out = tmp_path / "out"
+    arguments = guided_phantom_arguments(tmp_path)
+    assert main(["benchmark", "--out", str(out), *arguments, "--mask-erosion", "0,1"]) == 0
+    rows = check_results(out, {"ours-steps2", "ours-steps2-erosion1"})["methods"]
+    assert rows["ours-steps2"]["nfe"] == rows["ours-steps2-erosion1"]["nfe"] == 2
+    assert (
+        rows["ours-steps2"]["mae"] != rows["ours-steps2-erosion1"]["mae"]
+    )  # the UNet redrew the seam's cells
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["benchmark", "--out", str(tmp_path / "none"), *arguments, "--mask-erosion", "-1"])
+    assert refused.value.code == 2 and "expected integers of at least 0" in capsys.readouterr().err
+
+
 def test_each_repaint_jump_length_asked_for_is_a_resampling_row_of_its_own(tmp_path, capsys):
     out = tmp_path / "out"
     arguments = [*guided_phantom_arguments(tmp_path), "--methods", "resample", "--resample-steps", "4"]

@@ -190,3 +190,8 @@ def test_each_candidate_count_asked_for_is_a_benchmark_row_of_its_own():
         "ours-steps10-resample2-best3",
     ]
     assert [m.sampler().candidates for m in methods] == [1, 1, 1, 3, 3, 3]
+    eroded = build_methods({"ours"}, [25], [2], 10, 1000, candidate_counts=(3,), mask_erosions=(0, 1))
+    assert [m.name for m in eroded] == ["ours-steps25-best3", "ours-steps25-best3-erosion1"]
+    assert [m.sampler().mask_erosion for m in eroded] == [0, 1]
+    with pytest.raises(InputError, match="mask erosion must be at least 0"):
+        build_methods({"ours"}, [10], [2], 10, 1000, mask_erosions=(-1,))

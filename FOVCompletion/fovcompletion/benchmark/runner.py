@@ -46,6 +46,7 @@ class Method:
     guidance: float | None = None  # None: the bundle's
     eta: float | None = None  # None: the bundle's
     candidates: int = 1
+    mask_erosion: int = 0
 
     @property
     def learned(self) -> bool:
@@ -77,6 +78,7 @@ class Method:
             guidance=self.guidance,
             eta=self.eta,
             candidates=self.candidates,
+            mask_erosion=self.mask_erosion,
         )
 
 
@@ -91,11 +93,13 @@ def build_methods(
     etas: tuple[float | None, ...] = (None,),
     jump_lengths: tuple[int, ...] = (1,),
     candidate_counts: tuple[int, ...] = (1,),
+    mask_erosions: tuple[int, ...] = (0,),
 ) -> list[Method]:
     """The comparison, in the order tables and plots show it: the ceilings first; our sampler's slices share
-    `slice_noise_correlation` of their noise; each triple of `guidances`, DDIM `etas` and `candidate_counts` gives
-    its own rows (None: the bundle's guidance, the engine's eta, and no suffix in the row's name; 1 candidate, no
-    suffix); each RePaint jump length its own resampling rows (1, RePaint's shortest, unnamed)."""
+    `slice_noise_correlation` of their noise; each combination of `guidances`, DDIM `etas`, `candidate_counts` and
+    `mask_erosions` gives its own rows (None: the bundle's guidance, the engine's eta, and no suffix in the row's
+    name; 1 candidate or erosion 0, no suffix); each RePaint jump length its own resampling rows (1, RePaint's
+    shortest, unnamed)."""
     unknown = families - set(FAMILIES)
     if unknown:
         raise InputError(
@@ -106,18 +110,24 @@ def build_methods(
             check_resampling(resample_steps, r, j)
     if any(k < 1 for k in candidate_counts):
         raise InputError(f"candidates must be at least 1 (got {min(candidate_counts)})")
+    if any(n < 0 for n in mask_erosions):
+        raise InputError(f"mask erosion must be at least 0 (got {min(mask_erosions)})")
     methods: list[Method] = [Method(name, name) for name in CEILINGS if name in families]
-    for guidance, eta, candidates in itertools.product(guidances, etas, candidate_counts):
+    for guidance, eta, candidates, erosion in itertools.product(
+        guidances, etas, candidate_counts, mask_erosions
+    ):
         tag = (
             ("" if guidance is None else f"-guidance{guidance:g}")
             + ("" if eta is None else f"-eta{eta:g}")
             + ("" if candidates == 1 else f"-best{candidates}")
+            + ("" if erosion == 0 else f"-erosion{erosion}")
         )
         sampling = {
             "slice_noise_correlation": slice_noise_correlation,
             "guidance": guidance,
             "eta": eta,
             "candidates": candidates,
+            "mask_erosion": erosion,
         }
         if "ours" in families:
             methods += [Method(f"ours-steps{n}{tag}", "ours", n, 1, **sampling) for n in steps]

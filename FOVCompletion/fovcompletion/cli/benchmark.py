@@ -34,14 +34,20 @@ FULL = {
 }
 
 
-def int_list(text: str) -> list[int]:
+def int_list(text: str, minimum: int = 1) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers (got {text!r})") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers (got {text!r})")
+    if not values or min(values) < minimum:
+        kind = "positive integers" if minimum == 1 else f"integers of at least {minimum}"
+        raise argparse.ArgumentTypeError(f"expected {kind} (got {text!r})")
     return values
+
+
+def count_list(text: str) -> list[int]:
+    """Comma-separated counts that may be 0 (the unnamed row of an option that 0 turns off)."""
+    return int_list(text, minimum=0)
 
 
 def non_negative_list(text: str) -> tuple[float, ...]:
@@ -148,6 +154,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K,K",
         help="candidates per window of our sampler's rows (the one whose canal lasts furthest is kept), each value "
         "a row of its own named ...-bestK, 1 unnamed (default: 1)",
+    )
+    parser.add_argument(
+        "--mask-erosion",
+        type=count_list,
+        default=[0],
+        metavar="N,N",
+        help="latent cells by which our sampler's rows shrink the known region, so that the UNet also redraws the "
+        "scan's last cells before the seam (the engine's --mask-erosion), each value a row of its own named "
+        "...-erosionN, 0 unnamed (default: 0)",
     )
     parser.add_argument(
         "--slice-noise-correlation",
@@ -300,6 +315,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         args.eta,
         tuple(dict.fromkeys(args.jump_length)),
         tuple(dict.fromkeys(args.candidates)),
+        tuple(dict.fromkeys(args.mask_erosion)),
     )
     cases, retrieval, extra = [], {}, {}
     spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)
