@@ -473,7 +473,7 @@ def complete(
     )
 
 
-def _write_preview(estimate: Volume, path: Path) -> str | None:
+def _write_live_preview(estimate: Volume, path: Path) -> str | None:
     """Write a live preview, or skip this one (None: no event names it) when the file cannot be replaced now.
 
     A preview is only for watching: on Windows a viewer that has the file open (Slicer reading the last one) makes
@@ -518,7 +518,7 @@ def complete_file(
         raise InputError("the output, mask, spread and preview paths must all differ")
     volume = read_volume(input_path)
     if live:
-        options["preview"] = lambda estimate: _write_preview(estimate, Path(preview_volume_path))
+        options["preview"] = lambda estimate: _write_live_preview(estimate, Path(preview_volume_path))
     try:
         result = complete(volume, **options)
     finally:
