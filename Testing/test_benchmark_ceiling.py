@@ -1,4 +1,4 @@
-"""The ceiling rows follow the bundle: its canvas spacing, its intensity normalisation, its autoencoder."""
+"""The ceiling rows follow the bundle: its canvas spacing, its intensity normalisation, its autoencoder, its UNet."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import with_output_weights
 from fovcompletion.benchmark.appearance import sharpness
 from fovcompletion.benchmark.cases import Case, hide_rows
-from fovcompletion.benchmark.ceiling import ceiling_fill
+from fovcompletion.benchmark.ceiling import ceiling_fill, model_known_rows, prepared_truth
 from fovcompletion.bundle import CanvasSpec, IntensitySpec, load_bundle
 from fovcompletion.bundle_factory import create_random_bundle
 from fovcompletion.regions import scale_unit, visible_range
@@ -84,3 +85,36 @@ def test_the_autoencoder_ceiling_goes_through_the_bundles_vq_vae(bundles):
     assert not np.allclose(decoded[:, ~case.known_rows], grid[:, ~case.known_rows], atol=1.0)
     given = case.truth[:, case.known_rows]
     assert decoded.min() >= given.min() and decoded.max() <= given.max()  # clipped as the engine clips
+
+
+def test_the_denoise_ceiling_follows_the_truth_at_low_noise_and_forgets_it_at_high(tmp_path):
+    case = textured_case()
+    exact = IntensitySpec(lower_percentile=0.0, upper_percentile=100.0, clip=False)
+    canvas = CanvasSpec(shape=(32, 32), spacing_mm=(SPACING, SPACING))
+    bundle = with_output_weights(
+        load_bundle(create_random_bundle(tmp_path / "b", canvas=canvas, intensity=exact))
+    )
+    decoded = ceiling_fill("autoencoder", case, bundle, 5)
+    low = ceiling_fill("denoise", case, bundle, 5, level=20, seed=1)
+    high = ceiling_fill("denoise", case, bundle, 5, level=999, seed=1)
+    assert np.array_equal(low[:, case.known_rows], case.truth[:, case.known_rows])  # pasted back
+    given = case.truth[:, case.known_rows]
+    assert high.min() >= given.min() and high.max() <= given.max()  # clipped as the engine clips
+    hidden = ~case.known_rows
+
+    def error(pred: np.ndarray) -> float:
+        return float(np.abs(pred[:, hidden] - decoded[:, hidden]).mean())
+
+    assert error(low) < 0.5 * error(high)  # a little noise: the autoencoder's image comes back
+    assert np.array_equal(low, ceiling_fill("denoise", case, bundle, 5, level=20, seed=1))  # seeded
+
+
+def test_model_rows_are_known_only_where_every_native_row_they_sample_is(bundles):
+    case = textured_case()
+    _, whole = prepared_truth(case, bundles["same-grid"].metadata, 5)
+    assert np.array_equal(model_known_rows(whole, case.known_rows), case.known_rows)
+    _, coarse = prepared_truth(case, bundles["coarse-grid"].metadata, 5)
+    known = model_known_rows(coarse, case.known_rows)
+    native = coarse.model_to_native[1, 3] + coarse.model_to_native[1, 1] * np.arange(known.size)
+    assert known.sum() >= np.floor(case.known_rows.sum() / 2)  # the 4 mm rows over the visible 2 mm rows ...
+    assert (native[known] <= np.flatnonzero(case.known_rows)[-1]).all()  # ... and none past them

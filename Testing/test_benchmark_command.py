@@ -20,6 +20,7 @@ REQUIRED = {
     "mae": float,
     "ssim_near": float,
     "ssim_far": float,
+    "ssim_seam": float,
     "seam": float,
     "ssim_tissue": float,
     "sharpness": float,
@@ -141,6 +142,7 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
         {
             "grid",
             "autoencoder",
+            "denoise-t100",
             "ours-steps2",
             "ours-steps2-resample2",
             "reference",
@@ -149,7 +151,7 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
             "retrieval",
         },
     )
-    assert list(results["methods"])[:2] == ["grid", "autoencoder"]  # the ceilings first
+    assert list(results["methods"])[:3] == ["grid", "autoencoder", "denoise-t100"]  # the ceilings first
     assert results["case_names"] == ["sub-b/inferior", "sub-b/superior"]  # only the bundle's held-out subject
     assert results["subjects"]["evaluated"] == ["sub-b"]
     assert results["subjects"]["reason"] == "the model's held-out subjects"
@@ -159,6 +161,7 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
     for name in (
         "grid",
         "autoencoder",
+        "denoise-t100",
         "ours-steps2",
         "ours-steps2-resample2",
         "constant",
@@ -166,7 +169,7 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
         "retrieval",
     ):
         assert results["methods"][name]["known_max_abs_err"] == 0.0  # pasted back exactly
-    for name in ("grid", "autoencoder", "ours-steps2", "ours-steps2-resample2", "reference"):
+    for name in ("grid", "autoencoder", "denoise-t100", "ours-steps2", "ours-steps2-resample2", "reference"):
         assert (
             results["methods"][name]["value_range_violations"] == 0.0
         )  # the engine clips to the input range
@@ -176,6 +179,7 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
     assert results["on_reference_cases"]["methods"]["mirror"]["cases"] == 1
     markdown = (out / "results.md").read_text()
     assert "| `mirror` |" in markdown and "| `grid` (ceiling) |" in markdown
+    assert "| `denoise-t100` (ceiling) |" in markdown
     assert "- subjects: sub-b (the model's held-out subjects)" in markdown
 
 
@@ -208,6 +212,11 @@ def test_subjects_from_the_training_list_are_refused(tmp_path, bench_bundle, cap
     assert main([*argv, "--subjects", "sub-a", *FAST]) == 1
     assert "sub-a in the model's training list" in capsys.readouterr().err
     assert not out.exists()
+    fit = ["--training-subjects", "--phantoms", "0", "--methods", "autoencoder,mirror", *FAST]
+    assert main([*argv, *fit]) == 0  # asked for: a check of fit, and the results say so
+    results = json.loads((out / "results.json").read_text())
+    assert results["subjects"]["evaluated"] == ["sub-a"] and results["subjects"]["training_fit"]
+    assert "**subjects: sub-a (the model's training subjects" in (out / "results.md").read_text()
 
 
 def test_a_template_case_keeps_the_cervical_spine_and_gets_level_metrics(tmp_path, bench_bundle):
@@ -290,6 +299,25 @@ def test_each_eta_asked_for_is_a_row_of_its_own_beside_each_guidance(tmp_path):
         assert deterministic["nfe"] == noisy["nfe"] == 2
         assert deterministic["mae"] != noisy["mae"]  # eta 1 draws fresh noise at each step; eta 0 draws none
     assert "`ours-steps2-guidance2-eta1`" in (out / "results.md").read_text()
+
+
+def test_each_denoise_level_asked_for_is_a_ceiling_row_of_its_own(tmp_path, capsys):
+    """The truth's latent noised to each level and denoised: less noise keeps more of the truth."""
+    out = tmp_path / "out"
+    arguments = guided_phantom_arguments(tmp_path)
+    arguments[arguments.index("--methods") + 1] = "autoencoder,denoise"
+    assert main(["benchmark", "--out", str(out), *arguments, "--denoise-levels", "20,900"]) == 0
+    rows = check_results(out, {"autoencoder", "denoise-t20", "denoise-t900"})["methods"]
+    assert list(rows) == ["autoencoder", "denoise-t20", "denoise-t900"]
+    assert rows["denoise-t20"]["ssim"] > rows["denoise-t900"]["ssim"]
+    assert abs(rows["denoise-t20"]["ssim"] - rows["autoencoder"]["ssim"]) < 0.1
+    assert "| `denoise-t900` (ceiling) |" in (out / "results.md").read_text()
+    bad = ["benchmark", "--out", str(tmp_path / "bad"), *arguments, "--denoise-levels"]
+    with pytest.raises(SystemExit):
+        main([*bad, "0"])
+    assert main([*bad, "1000"]) == 1
+    assert "not a timestep of the model (0..999)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_each_mask_erosion_asked_for_is_a_row_of_its_own(tmp_path, capsys):

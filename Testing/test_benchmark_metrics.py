@@ -82,12 +82,13 @@ def test_ssim_of_two_constant_images_has_the_closed_form():
     assert ssim_map(noise, 1 - noise).mean() < 0
 
 
-def test_bands_split_the_hidden_rows_at_32_mm():
+def test_bands_split_the_hidden_rows_at_32_mm_and_mark_the_first_8():
     known = hide_rows(40, 30, "inferior")  # rows 0..9 visible, 10..39 hidden
     masks = bands(known, spacing_mm=2.0)
     assert np.flatnonzero(masks[""]).tolist() == list(range(10, 40))
     assert np.flatnonzero(masks["_near"]).tolist() == list(range(10, 26))  # 2, 4 .. 32 mm
     assert np.flatnonzero(masks["_far"]).tolist() == list(range(26, 40))
+    assert np.flatnonzero(masks["_seam"]).tolist() == list(range(10, 14))  # 2, 4, 6, 8 mm
     superior = bands(hide_rows(40, 20, "superior"), spacing_mm=1.0)
     assert np.flatnonzero(superior["_near"]).tolist() == list(range(0, 20))
     assert not superior["_far"].any()
@@ -95,6 +96,7 @@ def test_bands_split_the_hidden_rows_at_32_mm():
     both[40:60] = True
     near = np.flatnonzero(bands(both, spacing_mm=4.0)["_near"]).tolist()
     assert near == list(range(32, 40)) + list(range(60, 68))
+    assert np.flatnonzero(bands(both, spacing_mm=4.0)["_seam"]).tolist() == [38, 39, 60, 61]
     assert boundary_pairs(both) == [(40, 39), (59, 60)]
     assert hidden_blocks(both) == [slice(0, 40), slice(60, 100)]
 

@@ -1,4 +1,5 @@
-"""Which subjects a benchmark evaluates: never the model's training scans, its held-out ones when present."""
+"""Which subjects a benchmark evaluates: never the model's training scans, its held-out ones when present; the
+training scans only when asked for a check of fit, and then said so."""
 
 from __future__ import annotations
 
@@ -50,3 +51,20 @@ def test_subjects_restrict_the_choice_but_never_to_a_training_scan():
 def test_a_root_of_training_scans_only_is_refused():
     with pytest.raises(InputError, match="every subject of the data root is in the model's training list"):
         choose_subjects(TRAINING, TRAINING, HELD_OUT)
+
+
+def test_training_subjects_are_evaluated_only_when_asked_and_then_marked_as_a_check_of_fit():
+    present = ["sub-a", "sub-h1", "sub-t1", "sub-t2"]
+    choice = choose_subjects(present, TRAINING, HELD_OUT, training_fit=True)
+    assert choice.evaluated == TRAINING and choice.training_fit
+    assert "check of fit, not of completion quality" in choice.reason
+    assert choice.library == ["sub-a", "sub-h1"]  # retrieval never from the evaluated subjects
+    assert choice.to_dict()["training_fit"] is True
+    assert not choose_subjects(present, TRAINING, HELD_OUT).to_dict()["training_fit"]
+    assert choose_subjects(present, TRAINING, HELD_OUT, ["t2"], training_fit=True).evaluated == ["sub-t2"]
+    with pytest.raises(InputError, match="sub-h1 not among the model's training subjects"):
+        choose_subjects(present, TRAINING, HELD_OUT, ["sub-h1"], training_fit=True)
+    with pytest.raises(InputError, match="names no training scans"):
+        choose_subjects(present, training_fit=True)
+    with pytest.raises(InputError, match="none of the model's training subjects"):
+        choose_subjects(["sub-a"], TRAINING, HELD_OUT, training_fit=True)

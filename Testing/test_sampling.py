@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from conftest import synthetic_scan
+from conftest import synthetic_scan, with_output_weights
+from fovcompletion.bundle import load_bundle
 from fovcompletion.errors import CancelledError, InputError
 from fovcompletion.pipeline import complete
 from fovcompletion.sampling import (
@@ -170,3 +172,53 @@ def test_the_reference_sampler_keeps_independent_slice_noise(tiny_fixed_bundle):
         ).image
 
     assert np.array_equal(reference(0.0), reference(0.9))
+
+
+def start_inputs(bundle):
+    """A known latent with its top half given, a different 'truth' latent, the cell mask and an inpainter maker."""
+    from fovcompletion.latent_codec import latent_channels
+    from fovcompletion.sampling import LatentInpainter
+
+    channels = latent_channels(bundle.metadata.autoencoder)
+    generator = torch.Generator().manual_seed(7)
+    known = torch.randn((2, channels, 8, 8), generator=generator)
+    truth = torch.randn((2, channels, 8, 8), generator=generator)
+    mask = torch.zeros((2, 1, 8, 8))
+    mask[:, :, :4] = 1.0
+
+    def inpainter():
+        metadata = bundle.metadata
+        return LatentInpainter(
+            bundle.unet,
+            metadata.scheduler,
+            torch.Generator().manual_seed(0),
+            conditioning=metadata.conditioning,
+        )
+
+    return known, truth, mask, inpainter
+
+
+def test_a_start_latent_noised_a_little_comes_back_near_itself_with_the_known_cells_kept(tiny_bundle):
+    bundle = with_output_weights(load_bundle(tiny_bundle))
+    known, truth, mask, inpainter = start_inputs(bundle)
+    options = SamplerOptions(steps=10, eta=0.5)
+    low = inpainter().run(known, mask, options, start=(truth, 20))
+    high = inpainter().run(known, mask, options, start=(truth, 999))
+    hidden = mask.expand_as(known) == 0
+    assert torch.equal(low[~hidden], known[~hidden])  # the known cells as given, at every level
+    assert torch.equal(high[~hidden], known[~hidden])
+    near = (low - truth)[hidden].abs().mean().item()
+    assert near < 0.2  # noise sd 0.13 at t = 20, denoised in one step by a UNet that predicts something
+    assert (high - truth)[
+        hidden
+    ].abs().mean().item() > 3 * near  # from t = 999 the start is all but forgotten
+
+
+def test_a_start_level_must_be_a_timestep_and_the_reference_sampler_refuses_one(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    known, truth, mask, inpainter = start_inputs(bundle)
+    for level in (0, bundle.metadata.scheduler.num_train_timesteps):
+        with pytest.raises(InputError, match="start level"):
+            inpainter().run(known, mask, SamplerOptions(steps=10), start=(truth, level))
+    with pytest.raises(InputError, match="pure noise"):
+        inpainter().run(known, mask, SamplerOptions(method="reference", steps=10), start=(truth, 20))

@@ -2,8 +2,9 @@
 
 Both images are first scaled to [0, 1] by the 0.5 and 99.5 percentiles of the visible region (the BraTS
 inpainting protocol), so numbers compare across scanners; SSIM, PSNR and MAE are then taken over hidden pixels,
-and over two bands: the first `near_mm` past the boundary, where the known part should steer the completion,
-and beyond it. `appearance` adds what a person sees at once (tissue SSIM, sharpness, seam brightness, canal
+and over three bands: the first `near_mm` past the boundary, where the known part should steer the completion,
+and beyond it; and the first `SEAM_MM`, where the anatomy just above the seam all but decides the truth (a
+vertebra, the cord and the canal carry on across it), so a completion should be closest to it there. `appearance` adds what a person sees at once (tissue SSIM, sharpness, seam brightness, canal
 continuity, slice consistency, value-range violations).
 """
 
@@ -18,6 +19,7 @@ from ..regions import row_distance_mm, scale_unit, visible_range
 
 PSNR_CAP_DB = 100.0  # identical images: a finite, JSON-safe stand-in for infinity
 NEAR_MM = 32.0
+SEAM_MM = 8.0  # a latent cell of a /4 model at 2 mm
 SSIM_SIGMA = 1.5  # the standard Gaussian-window SSIM (Wang et al. 2004): 11 x 11, sigma 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
@@ -52,13 +54,14 @@ def mae(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bands(known_rows: np.ndarray, spacing_mm: float, near_mm: float = NEAR_MM) -> dict[str, np.ndarray]:
-    """Row masks: all hidden rows, the first `near_mm` past the boundary, and beyond."""
+    """Row masks: all hidden rows, the first `near_mm` past the boundary and beyond, and the first `SEAM_MM`."""
     distance = row_distance_mm(known_rows, spacing_mm)
     hidden = ~np.asarray(known_rows, dtype=bool)
     return {
         "": hidden,
         "_near": hidden & (distance <= near_mm + 1e-6),
         "_far": hidden & (distance > near_mm + 1e-6),
+        "_seam": hidden & (distance <= SEAM_MM + 1e-6),
     }
 
 

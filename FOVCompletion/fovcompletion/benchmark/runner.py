@@ -1,8 +1,8 @@
 """Run every method on every case: complete the hidden rows, check the output lies on the truth's grid, measure.
 
 One bundle is loaded once and shared; every method sees the same cases, slices and seeds, so differences come
-from the methods alone. The ceiling rows (`grid`, `autoencoder`) come first: what the bundle's representation
-keeps of the truth itself, the most any completion by it can reach.
+from the methods alone. The ceiling rows (`grid`, `autoencoder`, `denoise`) come first: what the bundle's
+representation and its UNet keep of the truth itself, the most any completion by it can reach.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..sampling import SamplerOptions
 from ..schedule import check_resampling, unet_batch_size
 from .baselines import RetrievalBaseline, constant_fill, mirror_fill
 from .cases import Case
-from .ceiling import CEILINGS, ceiling_fill
+from .ceiling import CEILINGS, DENOISE_LEVELS, ceiling_fill, denoise_name
 from .levels import level_counts
 from .metrics import NEAR_MM, quality
 from .resources import describe_device, peak_rss_mb, reset_peak_rss, threads
@@ -47,6 +47,7 @@ class Method:
     eta: float | None = None  # None: the bundle's
     candidates: int = 1
     mask_erosion: int = 0
+    noise_level: int = 0  # the `denoise` ceiling's timestep
 
     @property
     def learned(self) -> bool:
@@ -94,8 +95,10 @@ def build_methods(
     jump_lengths: tuple[int, ...] = (1,),
     candidate_counts: tuple[int, ...] = (1,),
     mask_erosions: tuple[int, ...] = (0,),
+    denoise_levels: tuple[int, ...] = DENOISE_LEVELS,
 ) -> list[Method]:
-    """The comparison, in the order tables and plots show it: the ceilings first; our sampler's slices share
+    """The comparison, in the order tables and plots show it: the ceilings first (a `denoise` row per level in
+    `denoise_levels`); our sampler's slices share
     `slice_noise_correlation` of their noise; each combination of `guidances`, DDIM `etas`, `candidate_counts` and
     `mask_erosions` gives its own rows (None: the bundle's guidance, the engine's eta, and no suffix in the row's
     name; 1 candidate or erosion 0, no suffix); each RePaint jump length its own resampling rows (1, RePaint's
@@ -112,7 +115,11 @@ def build_methods(
         raise InputError(f"candidates must be at least 1 (got {min(candidate_counts)})")
     if any(n < 0 for n in mask_erosions):
         raise InputError(f"mask erosion must be at least 0 (got {min(mask_erosions)})")
-    methods: list[Method] = [Method(name, name) for name in CEILINGS if name in families]
+    if "denoise" in families and (not denoise_levels or min(denoise_levels) < 1):
+        raise InputError(f"denoise levels must be timesteps of at least 1 (got {list(denoise_levels)})")
+    methods: list[Method] = [Method(name, name) for name in ("grid", "autoencoder") if name in families]
+    if "denoise" in families:
+        methods += [Method(denoise_name(t), "denoise", noise_level=t) for t in denoise_levels]
     for guidance, eta, candidates, erosion in itertools.product(
         guidances, etas, candidate_counts, mask_erosions
     ):
@@ -320,7 +327,10 @@ def run_benchmark(
                 else:
                     started = time.perf_counter()
                     if method.ceiling:
-                        pred = ceiling_fill(method.family, case, bundle, truth.shape[0])
+                        seed = draw_seed(settings.seed, number, draw)
+                        pred = ceiling_fill(
+                            method.family, case, bundle, truth.shape[0], method.noise_level, seed
+                        )
                     elif method.family == "constant":
                         pred = constant_fill(visible, above, below)
                     elif method.family == "mirror":

@@ -5,6 +5,11 @@ its held-out list (`training.held_out`) is used when those subjects are in the r
 was trained on); otherwise every subject that is not in the training list is (a researcher's own scans).
 `--subjects` restricts the choice to named subjects. The retrieval baseline searches the root's subjects that
 are not evaluated (leave-one-out over all of them when every subject is evaluated).
+
+`--training-subjects` turns the rule round for one purpose: a check of fit. The model's training subjects are
+evaluated instead, and the results say so; the gap between their figures and the held-out ones is what the model
+learned of its own scans and not of spines (the `denoise` ceiling's gap above all). It is never a measurement of
+completion quality.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class SubjectChoice:
     reason: str
     excluded_training: list[str] = field(default_factory=list)
     requested: list[str] | None = None
+    training_fit: bool = False  # the training subjects, evaluated for a check of fit
 
     def to_dict(self) -> dict:
         return {
@@ -33,6 +39,7 @@ class SubjectChoice:
             "excluded_as_training": self.excluded_training,
             "requested": self.requested,
             "retrieval_library": self.library,
+            "training_fit": self.training_fit,
         }
 
 
@@ -49,10 +56,14 @@ def choose_subjects(
     training: Sequence[str] = (),
     held_out: Sequence[str] = (),
     requested: Sequence[str] | None = None,
+    training_fit: bool = False,
 ) -> SubjectChoice:
-    """Pick the evaluated subjects of a root holding `present`; `training`/`held_out` are the bundle's lists."""
+    """Pick the evaluated subjects of a root holding `present`; `training`/`held_out` are the bundle's lists.
+    `training_fit`: the training subjects instead (those of `requested`, if given), for a check of fit."""
     present = sorted(set(present))
     trained = set(training)
+    if training_fit:
+        return _training_choice(present, trained, requested)
     excluded = [s for s in present if s in trained]
     usable = [s for s in present if s not in trained]
     if requested:
@@ -64,7 +75,7 @@ def choose_subjects(
         if refused:
             raise InputError(
                 f"--subjects: {', '.join(refused)} in the model's training list; a model is evaluated only "
-                "on scans it never saw"
+                "on scans it never saw (--training-subjects evaluates them for a check of fit)"
             )
         evaluated, reason = sorted(wanted), "chosen with --subjects (none in the model's training list)"
     elif any(s in set(held_out) for s in usable):
@@ -86,3 +97,28 @@ def choose_subjects(
     library = rest or present  # leave-one-out: retrieval never uses the case's own subject
     named = sorted({subject_id(s) for s in requested}) if requested else None
     return SubjectChoice(evaluated, library, reason, excluded, named)
+
+
+TRAINING_FIT_REASON = (
+    "the model's training subjects, with --training-subjects: a check of fit, not of completion quality"
+)
+
+
+def _training_choice(present: list[str], trained: set[str], requested: Sequence[str] | None) -> SubjectChoice:
+    """The training subjects present in the root (restricted to `requested`), retrieval over the rest."""
+    if not trained:
+        raise InputError("--training-subjects: the model names no training scans")
+    wanted = [s for s in present if s in trained]
+    if requested:
+        named = list(dict.fromkeys(subject_id(s) for s in requested))
+        foreign = [s for s in named if s not in wanted]
+        if foreign:
+            raise InputError(
+                f"--subjects: {', '.join(foreign)} not among the model's training subjects in the data root"
+            )
+        wanted = sorted(named)
+    if not wanted:
+        raise InputError("--training-subjects: none of the model's training subjects is in the data root")
+    rest = [s for s in present if s not in set(wanted)]
+    named_list = sorted({subject_id(s) for s in requested}) if requested else None
+    return SubjectChoice(wanted, rest or present, TRAINING_FIT_REASON, [], named_list, training_fit=True)

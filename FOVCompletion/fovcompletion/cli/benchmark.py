@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="measure completion quality and speed against baselines and the reference sampler",
         description="Hide one end of scans the model never saw (and whole regions of phantoms, and the thoracic and "
         "lumbar spine of a template), complete it with each method and measure the representation's ceiling "
-        "(grid, autoencoder); write results.json, results.md, quality_vs_steps.png and examples.png.",
+        "(grid, autoencoder, denoise); write results.json, results.md, quality_vs_steps.png and examples.png.",
     )
     parser.add_argument(
         "--data",
@@ -94,6 +94,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate only these subjects of --data (comma-separated, e.g. sub-a,sub-b)",
     )
     parser.add_argument(
+        "--training-subjects",
+        action="store_true",
+        help="evaluate the model's training subjects of --data instead (with --subjects, those named): a check of "
+        "fit, whose gap to the held-out figures is what the model learned of its own scans, never a measurement "
+        "of completion quality; the results say so",
+    )
+    parser.add_argument(
         "--templates",
         type=Path,
         default=None,
@@ -107,8 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=name_list,
         default=None,
         metavar="LIST",
-        help="comma-separated families: grid,autoencoder (the ceilings),ours,resample,reference,constant,mirror,"
-        "retrieval (default: all)",
+        help="comma-separated families: grid,autoencoder,denoise (the ceilings),ours,resample,reference,constant,"
+        "mirror,retrieval (default: all)",
     )
     parser.add_argument(
         "--hide-mm", type=float, default=64.0, help="millimetres hidden at one end (default: 64)"
@@ -163,6 +170,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="latent cells by which our sampler's rows shrink the known region, so that the UNet also redraws the "
         "scan's last cells before the seam (the engine's --mask-erosion), each value a row of its own named "
         "...-erosionN, 0 unnamed (default: 0)",
+    )
+    parser.add_argument(
+        "--denoise-levels",
+        type=int_list,
+        default=[100],
+        metavar="T,T",
+        help="timesteps of the denoise ceiling: the truth's own latent noised to T and denoised by the bundle's "
+        "sampler, the UNet's fidelity when the layout is given, each value a row named denoise-tT (default: 100)",
     )
     parser.add_argument(
         "--slice-noise-correlation",
@@ -278,8 +293,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--hide-mm must be positive (got {args.hide_mm:g})")
     if args.data is None and phantoms <= 0 and args.templates is None:
         raise InputError("nothing to benchmark: give --data BIDS_ROOT, --templates ROOT and/or --phantoms N")
-    if args.subjects and args.data is None:
-        raise InputError("--subjects chooses among the subjects of --data; give --data BIDS_ROOT")
+    if (args.subjects or args.training_subjects) and args.data is None:
+        raise InputError(
+            "--subjects and --training-subjects choose among the subjects of --data; give --data BIDS_ROOT"
+        )
     if phantoms < 0 or (args.max_cases is not None and args.max_cases < 1):
         raise InputError("--phantoms must be 0 or more and --max-cases at least 1")
     if args.repeats < 1:
@@ -316,17 +333,27 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         tuple(dict.fromkeys(args.jump_length)),
         tuple(dict.fromkeys(args.candidates)),
         tuple(dict.fromkeys(args.mask_erosion)),
+        tuple(dict.fromkeys(args.denoise_levels)),
     )
+    timesteps = metadata.scheduler.num_train_timesteps if metadata else 0
+    if "denoise" in families and max(args.denoise_levels) >= timesteps:
+        raise InputError(
+            f"--denoise-levels: {max(args.denoise_levels)} is not a timestep of the model (0..{timesteps - 1})"
+        )
     cases, retrieval, extra = [], {}, {}
     spacing = args.phantom_spacing or (metadata.canvas.spacing_mm[0] if metadata else 1.0)
     if args.data is not None:
         subjects = case_lib.bids_subjects(args.data)
         trained, held_out = bundle_lists(metadata.training if metadata else None)
-        choice = choose_subjects(subjects, trained, held_out, args.subjects)
+        choice = choose_subjects(subjects, trained, held_out, args.subjects, args.training_subjects)
+        skipped = (
+            ""
+            if choice.training_fit
+            else f"{len(choice.excluded_training)} in the model's training list skipped; "
+        )
         log(
-            f"real cases from {len(choice.evaluated)} subject(s): {choice.reason}; "
-            f"{len(choice.excluded_training)} in the model's training list skipped; retrieval over "
-            f"{len(choice.library)} subject(s)"
+            f"real cases from {len(choice.evaluated)} subject(s): {choice.reason}; {skipped}"
+            f"retrieval over {len(choice.library)} subject(s)"
         )
         real = case_lib.real_cases(subjects, choice.evaluated, args.hide_mm, args.direction, log=log)
         if preset["real_cases"]:
