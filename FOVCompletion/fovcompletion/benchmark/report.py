@@ -364,11 +364,18 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
 LINE_COLOURS = {
     "grid": "black",
     "autoencoder": "tab:green",
-    "denoise": "tab:cyan",
     "constant": "grey",
     "mirror": "tab:olive",
     "retrieval": "tab:purple",
 }
+
+
+def line_colour(method: Method, methods: list[Method], plt) -> Any:
+    """A horizontal line's colour: one per family, and for the `denoise` rows a shade per level (light: noisier)."""
+    if method.family != "denoise":
+        return LINE_COLOURS.get(method.family, "grey")
+    levels = sorted(m.noise_level for m in methods if m.family == "denoise")
+    return plt.cm.Blues(0.9 - 0.5 * levels.index(method.noise_level) / max(1, len(levels) - 1))
 
 
 def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: Path) -> Path:
@@ -428,7 +435,7 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
                     row[key],
                     linestyle="-" if m.ceiling else "--",
                     linewidth=1,
-                    color=LINE_COLOURS.get(m.family, "grey"),
+                    color=line_colour(m, methods, plt),
                     label=f"{m.name} ({'ceiling' if m.ceiling else 'no network'})",
                 )
         axis.set_xscale("log")
