@@ -38,14 +38,18 @@ CEILINGS = ("grid", "autoencoder", "denoise")
 DENOISE_LEVELS = (100,)
 
 
+DENOISE_PREFIX = "denoise-t"
+
+
 def denoise_name(level: int) -> str:
     """The row of the `denoise` ceiling at one timestep."""
-    return f"denoise-t{level}"
+    return f"{DENOISE_PREFIX}{level}"
 
 
 def is_ceiling(name: str) -> bool:
     """Whether a results row is a ceiling (reads the truth), from its name alone."""
-    return name in CEILINGS or (name.startswith("denoise-t") and name[len("denoise-t") :].isdigit())
+    level = name.removeprefix(DENOISE_PREFIX)
+    return name in CEILINGS or (level != name and level.isdigit())
 
 
 def prepared_truth(case: Case, metadata, slices: int) -> tuple[PreparedSlab, PreparedSlab]:

@@ -4,8 +4,9 @@ Both images are first scaled to [0, 1] by the 0.5 and 99.5 percentiles of the vi
 inpainting protocol), so numbers compare across scanners; SSIM, PSNR and MAE are then taken over hidden pixels,
 and over three bands: the first `near_mm` past the boundary, where the known part should steer the completion,
 and beyond it; and the first `SEAM_MM`, where the anatomy just above the seam all but decides the truth (a
-vertebra, the cord and the canal carry on across it), so a completion should be closest to it there. `appearance` adds what a person sees at once (tissue SSIM, sharpness, seam brightness, canal
-continuity, slice consistency, value-range violations).
+vertebra, the cord and the canal carry on across it), so a completion should be closest to it there.
+`appearance` adds what a person sees at once (tissue SSIM, sharpness, seam brightness, canal continuity, slice
+consistency, value-range violations).
 """
 
 from __future__ import annotations
