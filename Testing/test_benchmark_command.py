@@ -354,14 +354,25 @@ def test_each_repaint_jump_length_asked_for_is_a_resampling_row_of_its_own(tmp_p
 
 
 def test_repeats_draw_our_sampler_with_new_seeds_and_report_its_noise(tmp_path, capsys):
-    arguments = [*guided_phantom_arguments(tmp_path), "--methods", "ours,constant"]
+    arguments = [
+        *guided_phantom_arguments(tmp_path),
+        "--methods",
+        "ours,constant,autoencoder,denoise",
+        "--denoise-levels",
+        "500",
+    ]
     once, thrice = tmp_path / "once", tmp_path / "thrice"
     assert main(["benchmark", "--out", str(once), *arguments]) == 0
     assert main(["benchmark", "--out", str(thrice), *arguments, "--repeats", "3"]) == 0
-    results = check_results(thrice, {"ours-steps2", "constant"})
+    results = check_results(thrice, {"ours-steps2", "constant", "autoencoder", "denoise-t500"})
     draws = [c for c in results["per_case"] if c["method"] == "ours-steps2"]
     assert [c["draw"] for c in draws] == [0, 1, 2]
-    assert [c["draw"] for c in results["per_case"] if c["method"] == "constant"] == [0]  # not sampled: once
+    for fixed in ("constant", "autoencoder"):  # no noise drawn: once
+        assert [c["draw"] for c in results["per_case"] if c["method"] == fixed] == [0]
+    denoised = [c for c in results["per_case"] if c["method"] == "denoise-t500"]
+    assert [c["draw"] for c in denoised] == [0, 1, 2]  # the ceiling that runs the sampler draws as it does
+    assert len({c["ssim"] for c in denoised}) == 3
+    assert results["methods"]["denoise-t500"]["draw_sd"]["ssim"] > 0
     ssim = [c["ssim"] for c in draws]
     assert len(set(ssim)) == 3  # each draw its own seed
     row = results["methods"]["ours-steps2"]

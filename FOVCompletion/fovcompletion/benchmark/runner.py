@@ -59,9 +59,10 @@ class Method:
 
     @property
     def sampled(self) -> bool:
-        """Our sampler's rows, the ones drawn several times per case when asked (the reference's 1000 steps
+        """The rows that run our sampler from a seed, drawn several times per case when asked: the completions and
+        the `denoise` ceiling, whose own sampler noise is part of what it measures (the reference's 1000 steps
         once)."""
-        return self.family in ("ours", "resample")
+        return self.family in ("ours", "resample", "denoise")
 
     @property
     def needs_bundle(self) -> bool:
