@@ -373,6 +373,8 @@ def test_repeats_draw_our_sampler_with_new_seeds_and_report_its_noise(tmp_path, 
     assert [c["draw"] for c in denoised] == [0, 1, 2]  # the ceiling that runs the sampler draws as it does
     assert len({c["ssim"] for c in denoised}) == 3
     assert results["methods"]["denoise-t500"]["draw_sd"]["ssim"] > 0
+    single = json.loads((once / "results.json").read_text())["methods"]["denoise-t500"]
+    assert single["ssim"] == pytest.approx(denoised[0]["ssim"])  # its draw 0 is the single-draw run's
     ssim = [c["ssim"] for c in draws]
     assert len(set(ssim)) == 3  # each draw its own seed
     row = results["methods"]["ours-steps2"]
