@@ -36,8 +36,6 @@ from .cases import Case
 CEILINGS = ("grid", "autoencoder", "denoise")
 # The default level: noise sd 0.42 of a unit latent, which hides fine detail but not the layout.
 DENOISE_LEVELS = (100,)
-
-
 DENOISE_PREFIX = "denoise-t"
 
 

@@ -119,6 +119,8 @@ def _training_choice(present: list[str], trained: set[str], requested: Sequence[
         wanted = sorted(named)
     if not wanted:
         raise InputError("--training-subjects: none of the model's training subjects is in the data root")
-    rest = [s for s in present if s not in set(wanted)]
-    named_list = sorted({subject_id(s) for s in requested}) if requested else None
-    return SubjectChoice(wanted, rest or present, TRAINING_FIT_REASON, [], named_list, training_fit=True)
+    evaluated = set(wanted)
+    rest = [s for s in present if s not in evaluated]
+    return SubjectChoice(
+        wanted, rest or present, TRAINING_FIT_REASON, [], wanted if requested else None, training_fit=True
+    )
