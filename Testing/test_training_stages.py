@@ -103,6 +103,23 @@ def test_resume_with_more_data_encodes_again_and_keeps_the_scale(trained_run, tm
     assert load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["step"] == 6
 
 
+def test_a_new_unet_takes_its_latent_scale_from_the_real_scans_alone(trained_run, tmp_path):
+    """Phantoms, composites and templates train the UNet but must not set the scale of the latents it is
+    given: the scale is what the engine multiplies every real scan's latent by."""
+    root, straight = trained_run
+    run = tmp_path / "with-phantoms"
+    shutil.copytree(straight, run)
+    shutil.rmtree(run / "diffusion")
+    config = tiny_config(root)
+    config.data.phantoms = 3
+    config.diffusion.epochs = 1
+    train_diffusion(config, run)
+    with_phantoms = load_checkpoint(run / "diffusion" / "latents.pt", restore_rng=False)
+    without = load_checkpoint(straight / "diffusion" / "latents.pt", restore_rng=False)
+    assert len(with_phantoms["train"]["latents"]) > len(without["train"]["latents"])
+    assert with_phantoms["scale"] == pytest.approx(without["scale"], rel=1e-6)
+
+
 def test_a_further_trained_autoencoder_encodes_again_and_keeps_the_scale(trained_run, tmp_path):
     """Latents of an older autoencoder would train the UNet for a decoder it will never be shipped with."""
     root, straight = trained_run

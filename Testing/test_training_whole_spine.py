@@ -16,8 +16,11 @@ from fovcompletion.training.whole_spine import (
     CERVICAL_JOIN_LEVELS,
     FEATHER_MM,
     MATCH_BAND_MM,
+    black_level,
     canal_brightness,
+    canal_match,
     cervical_part,
+    csf_level,
     template_part,
     upper_joins,
     whole_spine_slabs,
@@ -48,6 +51,32 @@ def test_shift_rows_moves_rows_and_marks_what_comes_in_as_unknown():
     shifted, valid = shift_rows(image, np.ones(image.shape, bool), np.array([0.0, 2.0, -3.0]), fill=-1.0)
     assert [int(np.argmax(shifted[0, r])) for r in range(3)] == [4, 6, 1]
     assert not valid[0, 1, :2].any() and not valid[0, 2, -3:].any() and valid[0, 0].all()
+
+
+def test_a_part_is_matched_by_its_black_and_its_canal_not_by_how_much_of_each_its_band_holds():
+    """Two parts of one anatomy at different receive gains, whose bands around the join hold it in different
+    proportions (a wide canal in one, a narrow one in bone in the other, as a template's narrow field and a
+    lumbar scan differ): the map takes black onto black and CSF onto CSF, so the same tissue comes out the same."""
+    rows, cols, canal = 30, 40, 20
+
+    def signal(canal_half_width: int) -> np.ndarray:  # 0 black (air), 0.3 tissue, 1 CSF
+        image = np.full((3, rows, cols), 0.3)
+        image[:, :, :6] = 0.0
+        image[:, :, canal - canal_half_width : canal + canal_half_width + 1] = 1.0
+        return image
+
+    fixed_signal, moving_signal = signal(4), signal(0)  # CSF 22% and 2.5% of the band
+    fixed, moving = -1.0 + 6.0 * fixed_signal, -0.5 + 2.0 * moving_signal  # black -1 / -0.5, CSF 5 / 1.5
+    valid, band = np.ones(fixed.shape, bool), np.ones(rows, bool)
+    gain, offset = canal_match(
+        black_level(moving, valid),
+        csf_level(moving, valid, band, canal, half_width=3),
+        black_level(fixed, valid),
+        csf_level(fixed, valid, band, canal, half_width=3),
+    )
+    np.testing.assert_allclose(gain * moving + offset, -1.0 + 6.0 * moving_signal, atol=1e-6)
+    assert np.isnan(csf_level(fixed, valid, np.zeros(rows, bool), canal, 3))  # no pixels at the join
+    assert canal_match(-1.0, float("nan"), -1.0, 5.0) == (1.0, 0.0)  # then the part is left as it is
 
 
 def write_labelled_bids(root, template_root, cervical_fade_from_mm: int | None = None):

@@ -103,14 +103,6 @@ def smooth_profile(rng: np.random.Generator, rows: int, amplitude: float, sigma_
     return noise * (amplitude / peak) if peak > 0 else noise
 
 
-def matching_map(source: np.ndarray, target: np.ndarray, percentiles=(5.0, 95.0)) -> tuple[float, float]:
-    """(gain, offset) taking `source`'s percentiles onto `target`'s: one part's intensities in another's units."""
-    s_low, s_high = np.percentile(source, percentiles)
-    t_low, t_high = np.percentile(target, percentiles)
-    gain = (t_high - t_low) / (s_high - s_low) if s_high > s_low else 1.0
-    return float(gain), float(t_low - gain * s_low)
-
-
 def noise_level(image: np.ndarray, valid: np.ndarray) -> float:
     """Robust standard deviation of the finest detail (image minus its 1-pixel Gaussian blur) over `valid`."""
     detail = image - ndimage.gaussian_filter(image, sigma=(0, 1, 1))

@@ -52,6 +52,10 @@ class TrainingData:
     template_records: list[ScanRecord] = field(default_factory=list)
     whole_spine: int = 0  # composites and bent templates among `train` (`whole_spine`)
 
+    def scans(self) -> list[Slab]:
+        """The training side's real scans: `train` without phantoms, composites and templates."""
+        return [slab for slab in self.train if slab.record in self.train_records]
+
 
 def load_training_data(config: TrainConfig, verbose: bool = True) -> TrainingData:
     """Scans split by subject, prepared by the inference code path; phantoms join the training side."""

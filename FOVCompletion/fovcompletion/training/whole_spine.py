@@ -29,7 +29,6 @@ from .composites import (
     PlacedPart,
     join_parts,
     kyphosis_profile,
-    matching_map,
     noise_level,
     shift_rows,
     smooth_profile,
@@ -47,6 +46,9 @@ CERVICAL_TOP_ABOVE_C2_C3_MM = 40.0  # regional cervical scans start at about the
 CANAL_BEHIND_LUMBAR_DISC_MM = 8.0  # centre of the lumbar canal behind a body's or disc's posterior wall
 FEATHER_MM = 8.0
 MATCH_BAND_MM = 12.0  # rows either side of a join whose intensities are matched
+CANAL_MATCH_HALF_MM = 6.0  # columns either side of the canal's centre whose CSF is matched at a join
+CSF_PERCENTILE = 95.0  # of the pixels around the canal at a join: its CSF (the brightest tissue in T2w)
+BLACK_PERCENTILE = 1.0  # of a part's pixels: its black (no signal)
 BOW_MM = (6.0, 24.0)  # thoracic kyphosis: the template bows this far posteriorly between its joins
 DRIFT_MM = 20.0  # lumbar canal this far anterior or posterior of the cervical one, at most
 TEMPLATE_CURVE_MM = (8.0, 24.0)  # peak shift of a bent stand-alone template
@@ -202,15 +204,35 @@ def band(rows: int, centre: float, half: float) -> np.ndarray:
     return (index >= centre - half) & (index < centre + half)
 
 
-def match_to(
-    moving: np.ndarray, moving_valid: np.ndarray, fixed: np.ndarray, fixed_valid: np.ndarray, rows: np.ndarray
+def black_level(image: np.ndarray, valid: np.ndarray) -> float:
+    """A part's black (no signal): a low percentile of its pixels."""
+    return float(np.percentile(image[valid], BLACK_PERCENTILE))
+
+
+def csf_level(
+    image: np.ndarray, valid: np.ndarray, rows: np.ndarray, canal_col: float, half_width: float
+) -> float:
+    """The canal's CSF over `rows` (the brightest tissue in T2w): a high percentile of the pixels within
+    `half_width` columns of `canal_col`; NaN where the part has none there."""
+    cols = np.abs(np.arange(image.shape[2]) - canal_col) <= half_width
+    around = valid & rows[None, :, None] & cols[None, None, :]
+    return float(np.percentile(image[around], CSF_PERCENTILE)) if around.sum() >= 20 else float("nan")
+
+
+def canal_match(
+    moving_black: float, moving_csf: float, fixed_black: float, fixed_csf: float
 ) -> tuple[float, float]:
-    """Gain and offset taking `moving`'s intensities onto `fixed`'s over `rows` where both hold data (both
-    already on one grid); identity when they do not overlap."""
-    both = moving_valid & fixed_valid & rows[None, :, None]
-    if both.sum() < 50:
+    """Gain and offset taking one part's black and canal CSF at a join onto another's (identity without both).
+
+    MR signal scales with the receive gain from zero, so two points that every spine scan holds fix the map.
+    The 5th/95th percentiles of the band around a join did not: its content differs between the parts (a
+    template's narrow field against a lumbar scan's bone, muscle and air), which put the lumbar parts' black at
+    -1.2 to -2.5, below the padding, and let the canal step by up to 1.4-1.6 times at a join."""
+    moving_range, fixed_range = moving_csf - moving_black, fixed_csf - fixed_black
+    if not (moving_range > 0 and fixed_range > 0):  # NaN-safe
         return 1.0, 0.0
-    return matching_map(moving[both], fixed[both])
+    gain = fixed_range / moving_range
+    return gain, fixed_black - gain * moving_black
 
 
 def on_grid(part: PlacedPart, top: int, left: int, shape: tuple[int, int, int], fill: float):
@@ -285,8 +307,8 @@ def build_composite(
     fill: float,
 ) -> Slab:
     """Cervical scan above, bent template between the cervical join disc and the lumbar join disc, lumbar
-    scan below; the template's intensities and noise matched to the cervical scan, the lumbar scan's to the
-    matched template."""
+    scan below; the template's intensities (black and canal CSF, `canal_match`) and noise matched to the
+    cervical scan, the lumbar scan's to the matched template."""
     feather = FEATHER_MM / spacing_mm
     upper_levels = upper_joins(cervical, template, feather, MATCH_BAND_MM / spacing_mm)
     lower_levels = lower_joins(lumbar, template, feather)
@@ -317,7 +339,15 @@ def build_composite(
     shape = (cervical.image.shape[0], middle.bottom - middle.top, middle.right - middle.left)
     c_on, c_valid = on_grid(top_part, middle.top, middle.left, shape, fill)
     near_top = band(shape[1], join_top - middle.top, MATCH_BAND_MM / spacing_mm)
-    gain, offset = match_to(middle.image, middle.valid, c_on, c_valid, near_top)
+    black = black_level(cervical.image, cervical.valid)  # every part's black ends there
+    half = CANAL_MATCH_HALF_MM / spacing_mm
+    col = canal_top - middle.left
+    gain, offset = canal_match(
+        black_level(template.image, template.valid),
+        csf_level(middle.image, middle.valid, near_top, col, half),
+        black,
+        csf_level(c_on, c_valid, near_top, col, half),
+    )
     matched = gain * middle.image + offset
     wanted = noise_level(c_on, c_valid & near_top[None, :, None])
     present = noise_level(matched, middle.valid & near_top[None, :, None])
@@ -336,7 +366,13 @@ def build_composite(
     )
     l_on, l_valid = on_grid(bottom_part, middle.top, middle.left, shape, fill)
     near_bottom = band(shape[1], join_bottom - middle.top, MATCH_BAND_MM / spacing_mm)
-    gain, offset = match_to(l_on, l_valid, middle.image, middle.valid, near_bottom)
+    col = canal_bottom - middle.left
+    gain, offset = canal_match(
+        black_level(lumbar.image, lumbar.valid),
+        csf_level(l_on, l_valid, near_bottom, col, half),
+        black,
+        csf_level(middle.image, middle.valid, near_bottom, col, half),
+    )
     bottom_part.image = (gain * lumbar.image + offset).astype(np.float32)
 
     image, valid, _, _ = join_parts(
