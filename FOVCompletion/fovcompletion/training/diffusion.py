@@ -199,7 +199,7 @@ def write_latent_cache(
         scale = float(config.diffusion.init_from["latent_scale_factor"])
     else:
         # Real scans alone: a composite's thoracic and lumbar parts, in its cervical scan's units, are bright
-        # over most of their area, and with the composites the factor came out at 0.43 instead of the scans' 0.93.
+        # over most of their area; with phantoms and composites the factor came out at 0.43, not the scans' 0.93.
         scale = scale_factor(autoencoder, data.scans() or data.train, config, device)
     train = encode_maps(
         autoencoder, data.train, config, config.diffusion.latent_augmentations, device, config.seed

@@ -227,7 +227,7 @@ def canal_match(
     MR signal scales with the receive gain from zero, so two points that every spine scan holds fix the map.
     The 5th/95th percentiles of the band around a join did not: its content differs between the parts (a
     template's narrow field against a lumbar scan's bone, muscle and air), which put the lumbar parts' black at
-    -1.2 to -2.5, below the padding, and let the canal step by up to 1.4-1.6 times at a join."""
+    -1.2 to -2.5, below the padding, and let the canal step by up to 1.4 times at a join."""
     moving_range, fixed_range = moving_csf - moving_black, fixed_csf - fixed_black
     if not (moving_range > 0 and fixed_range > 0):  # NaN-safe
         return 1.0, 0.0
