@@ -255,7 +255,7 @@ def canal_brightness(part: SpinePart) -> np.ndarray:
     centre = part.image.shape[0] // 2
     central = slice(max(centre - 2, 0), centre + 3)
     image, valid = part.image[central], part.valid[central]
-    black = float(image[valid].min()) if valid.any() else 0.0
+    black = black_level(image, valid) if valid.any() else 0.0
     brightest = np.array(
         [
             np.percentile(image[:, row][valid[:, row]], 99.5) - black if valid[:, row].any() else np.nan
