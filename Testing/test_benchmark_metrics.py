@@ -181,3 +181,21 @@ def test_levels_drawn_off_the_truths_path_are_counted_along_the_completions_own_
     assert counts["vertebrae_true"] >= 10
     assert counts["vertebra_count_error"] >= counts["vertebrae_true"] / 2  # the placement is scored too
     assert counts["vertebra_count_error_along_own_canal"] <= 1
+
+
+def test_levels_are_read_within_the_inputs_range():
+    """A method whose values fall far below what it was given (a retrieval fill's intensity fit can) is read as a
+    display of the input's range shows it; without that range the detector refuses the image, whose darkest
+    values lie below 0, rather than count peaks of noise."""
+    case = phantom_cases(1, 2.0)[0]
+    mid = case.truth.shape[0] // 2
+    given = case.truth[:, case.known_rows]
+    input_range = (float(given.min()), float(given.max()))
+    undershoot = case.truth[mid].copy()
+    hidden = ~case.known_rows
+    undershoot[hidden] = np.where(undershoot[hidden] < 50.0, -400.0, undershoot[hidden])
+
+    assert level_counts(case, case.truth[mid], mid)["vertebra_count_error"] == 0
+    assert level_counts(case, undershoot, mid, input_range)["vertebra_count_error"] == 0
+    with pytest.raises(ValueError, match="background at 0"):
+        level_counts(case, undershoot, mid)

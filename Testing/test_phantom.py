@@ -209,6 +209,19 @@ def test_count_levels_finds_a_synthetic_disc_ladder():
         count_levels(img, (1.0, 1.0), np.full(199, 10.0))
 
 
+def test_count_levels_refuses_intensities_centred_on_zero(clean1):
+    # The model's [-1, 1] scale (background -1) turns the ratio to the bodies' level into peaks of noise: on the
+    # phantom it found extra discs; refused, while the same image with its background at 0 is read.
+    ph = clean1[0]
+    img, cols = ph.image[ph.mid_slice].astype(np.float64), ph.centerline()[:, 2]
+    centred = 2.0 * img / np.percentile(img, 95) - 1.0
+    with pytest.raises(ValueError, match="background at 0"):
+        count_levels(centred, (1.0, 1.0), cols)
+    discs = count_levels(img, (1.0, 1.0), cols)["discs"]
+    assert abs(discs - 23) <= 1  # C2-C3 .. L5-S1, within the detector's +-1
+    assert count_levels(centred + 1.0, (1.0, 1.0), cols)["discs"] == discs
+
+
 def test_save_phantom_round_trip(tmp_path, ph2):
     part = crop_phantom(ph2, "thoracic")
     image_path, labels_path = tmp_path / "t.nii.gz", tmp_path / "t_labels.nii.gz"

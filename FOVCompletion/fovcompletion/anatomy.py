@@ -163,6 +163,10 @@ def count_levels(
        edge of ``rows`` counts when it is at least half as long as the median disc-to-disc distance
        (the same half-present rule as :func:`count_levels_in_labels`).
 
+    Intensities: the background at 0, as in the scanner's units. A scale centred on 0 (the model's [-1, 1],
+    background -1) moves the bodies' level towards or below 0, and the ratio of step 3 then makes peaks of
+    noise, so an image whose darkest percent lies well below 0 is refused.
+
     Sampling: discs of the cervical and thoracic spine are 4-6 mm thick, so the detector needs about
     1 mm rows; at 2 mm it misses some of them (on the phantom: within +-1 per region at 1 mm for
     every seed tried; at 2 mm some seeds are off by 2 in a region).
@@ -175,6 +179,12 @@ def count_levels(
     if img.ndim != 2:
         raise ValueError("image2d must be a 2D (rows, cols) array")
     n_rows, n_cols = img.shape
+    low, high = np.nanpercentile(img, [1.0, 99.0])
+    if low < -0.05 * (high - low):
+        raise ValueError(
+            "count_levels reads the profile as a ratio to the vertebral bodies' level, so it needs intensities "
+            "with the background at 0 (scanner units), not a scale centred on 0 such as the model's [-1, 1]"
+        )
     dr, dc = (float(spacing_mm[0]), float(spacing_mm[1]))
     cols = np.asarray(centerline_cols, dtype=np.float64).reshape(-1)
     if cols.size != n_rows:

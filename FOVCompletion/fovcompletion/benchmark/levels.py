@@ -11,17 +11,25 @@ from .cases import Case
 DISC_TOLERANCE_MM = 5.0  # a detected disc within this distance of a true disc centre is a hit
 
 
-def level_counts(case: Case, pred_mid: np.ndarray, slice_index: int) -> dict[str, float]:
+def level_counts(
+    case: Case, pred_mid: np.ndarray, slice_index: int, input_range: tuple[float, float] | None = None
+) -> dict[str, float]:
     """Vertebrae and discs in the hidden rows of the mid-sagittal slice: found in the completion by the
     profile detector, and true from the label map (each hidden block counted on its own, then summed).
 
     The detector samples the completion along the truth's canal centreline, so it also scores where the
     completed spine runs: a completion whose spine takes another path (10-20 mm off on the phantoms) loses levels
     it does draw. The count along the completion's own canal (tracked as for canal continuity) is kept beside it,
-    as `vertebra_count_error_along_own_canal`: what a reader counting the completed image would find."""
+    as `vertebra_count_error_along_own_canal`: what a reader counting the completed image would find.
+
+    The completion is read within `input_range` (the range of what the method was given), as a display of the
+    input shows it: the detector needs the background at 0, and a baseline's values below the input's (counted by
+    `value_range_violations`) would put it below."""
     from ..anatomy import count_levels, count_levels_in_labels
     from .appearance import canal_columns
 
+    if input_range is not None:
+        pred_mid = np.clip(pred_mid, *input_range)
     spacing = (float(case.spacing[1]), float(case.spacing[2]))
     own_canal = canal_columns(np.asarray(pred_mid, dtype=np.float64), spacing)
     keys = ("found", "true", "detected_in_truth", "found_along_own_canal")

@@ -360,7 +360,7 @@ def run_benchmark(
                 canal_cols=case.centerline_cols,
             )
             if case.labels is not None:
-                outcome.levels = level_counts(case, pred[mid], start + mid)
+                outcome.levels = level_counts(case, pred[mid], start + mid, input_range)
             if method.family == "reference":
                 reference_done += 1
             if example is not None and draw == 0:
