@@ -23,8 +23,8 @@ def level_counts(
     as `vertebra_count_error_along_own_canal`: what a reader counting the completed image would find.
 
     The completion is read within `input_range` (the range of what the method was given), as a display of the
-    input shows it: the detector needs the background at 0, and a baseline's values below the input's (counted by
-    `value_range_violations`) would put it below."""
+    input shows it: the detector needs the background at 0, and a baseline's values below the input's minimum
+    (counted by `value_range_violations`) would move the background below 0."""
     from ..anatomy import count_levels, count_levels_in_labels
     from .appearance import canal_columns
 
