@@ -13,7 +13,7 @@ from fovcompletion.benchmark.baselines import (
     mirror_fill,
 )
 from fovcompletion.benchmark.cases import hide_rows, phantom_cases
-from fovcompletion.benchmark.levels import level_counts, position_f1
+from fovcompletion.benchmark.levels import NEAR_SEAM_MM, level_counts, position_f1
 from fovcompletion.benchmark.metrics import (
     PSNR_CAP_DB,
     bands,
@@ -23,7 +23,7 @@ from fovcompletion.benchmark.metrics import (
     ssim_map,
 )
 from fovcompletion.image_io import Volume
-from fovcompletion.regions import hidden_blocks, visible_range
+from fovcompletion.regions import hidden_blocks, row_distance_mm, visible_range
 
 
 def binary_visible(shape=(3, 40, 20), hidden=16, seed=0) -> np.ndarray:
@@ -181,6 +181,24 @@ def test_levels_drawn_off_the_truths_path_are_counted_along_the_completions_own_
     assert counts["vertebrae_true"] >= 10
     assert counts["vertebra_count_error"] >= counts["vertebrae_true"] / 2  # the placement is scored too
     assert counts["vertebra_count_error_along_own_canal"] <= 1
+
+
+def test_discs_near_the_seam_are_scored_apart_from_the_whole_hidden_spine():
+    """A completion that continues the visible levels correctly for the first 140 mm and then drifts by half a
+    level (10 mm, twice the 5 mm tolerance): the discs near the seam score as the truth's own, the whole spine
+    loses the drifted ones."""
+    case = phantom_cases(1, 2.0)[0]
+    mid = case.truth.shape[0] // 2
+    distance = row_distance_mm(case.known_rows, 2.0)
+    drifted = case.truth[mid].copy()
+    far = distance > NEAR_SEAM_MM + 12.0
+    drifted[far] = np.roll(case.truth[mid], 5, axis=0)[far]
+
+    truth_counts = level_counts(case, case.truth[mid], mid)
+    counts = level_counts(case, drifted, mid)
+    assert truth_counts["disc_f1_near_seam"] == truth_counts["disc_f1_near_seam_detected_in_truth"] >= 0.9
+    assert counts["disc_f1_near_seam"] >= truth_counts["disc_f1_near_seam"] - 0.05
+    assert counts["disc_f1"] <= truth_counts["disc_f1"] - 0.3
 
 
 def test_levels_are_read_within_the_inputs_range():

@@ -38,6 +38,7 @@ QUALITY_KEYS = (
 LEVEL_KEYS = (
     "vertebra_count_error",
     "disc_f1",
+    "disc_f1_near_seam",
     "vertebrae_abs_err",
     "discs_abs_err",
     "vertebrae_found",
@@ -48,6 +49,7 @@ LEVEL_KEYS = (
     "discs_detected_in_truth",
     "disc_position_f1",
     "disc_position_f1_detected_in_truth",
+    "disc_f1_near_seam_detected_in_truth",
     "vertebra_count_error_along_own_canal",
     "vertebrae_found_along_own_canal",
     "discs_found_along_own_canal",
