@@ -287,6 +287,31 @@ def test_cli_resume_can_switch_the_loss_weighting(trained_run, tmp_path):
     assert load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["step"] == 6
 
 
+def test_cli_new_unet_stage_chooses_its_prediction_type_and_the_bundle_keeps_it(trained_run, tmp_path):
+    """`--prediction-type v_prediction` on a new UNet stage trains that target, and the exported bundle's
+    scheduler tells the sampler; a resume that asks for another target is refused before anything changes."""
+    _, straight = trained_run
+    run = tmp_path / "v-prediction"
+    shutil.copytree(straight, run)
+    shutil.rmtree(run / "diffusion")
+    parser = training_parser()
+    args = parser.parse_args(
+        ["train-diffusion", "--run", str(run), "--epochs", "1", "--prediction-type", "v_prediction"]
+    )
+    assert args.handler(args) == 0
+    stage_config = json.loads((run / "diffusion" / "config.json").read_text())
+    assert stage_config["diffusion"]["scheduler"]["prediction_type"] == "v_prediction"
+    checkpoint = (run / "diffusion" / LAST).read_bytes()
+    refused = parser.parse_args(
+        ["train-diffusion", "--run", str(run), "--resume", "--epochs", "2", "--prediction-type", "epsilon"]
+    )
+    with pytest.raises(InputError, match="trained to predict 'v_prediction'"):
+        refused.handler(refused)
+    assert (run / "diffusion" / LAST).read_bytes() == checkpoint
+    export_bundle(run, tmp_path / "bundle")
+    assert read_metadata(tmp_path / "bundle").scheduler.prediction_type == "v_prediction"
+
+
 def test_resumed_stage_follows_a_cosine_schedule_and_records_it(trained_run, tmp_path):
     """`--lr-schedule cosine` on resume: every logged rate is the schedule's at that step, down to the floor,
     and the stage's config says so; an impossible floor is refused before anything runs."""

@@ -16,6 +16,7 @@ from ..errors import BundleError, InputError
 from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
 from ..training.config import PRESETS
 from ..training.lr_schedule import LR_SCHEDULES
+from ..training.objective import PREDICTION_TYPES
 
 
 def non_negative_mm(text: str) -> float:
@@ -216,6 +217,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="masked_latent: the UNet also sees the known latent and mask (default preset); none: "
         "unconditional, as the reference (new UNet stages only)",
+    )
+    diffusion.add_argument(
+        "--prediction-type",
+        choices=PREDICTION_TYPES,
+        default=None,
+        help="what a new UNet stage learns to predict: epsilon (the presets'), v_prediction (a UNet trained from "
+        "scratch on two cores then samples without diverging; docs/training.md) or sample",
     )
     diffusion.set_defaults(handler=run_diffusion)
 
@@ -435,12 +443,26 @@ def run_diffusion(args: argparse.Namespace) -> int:
         set_conditioning(config, args.conditioning)
     if args.init_from:
         _start_unet_from_bundle(config, args)
+    if args.prediction_type is not None:
+        _set_prediction_type(config, args)
     if args.flatten_sigma_mm is not None:  # after the bundle's own setting: fine-tuning may change it
         config.data.flatten_sigma_mm = args.flatten_sigma_mm
     _run_overrides(config, args)
     path = train_diffusion(config, args.run, resume=args.resume)
     print(f"UNet checkpoint: {path}")
     return 0
+
+
+def _set_prediction_type(config, args: argparse.Namespace) -> None:
+    """A UNet's target is fixed once it has weights: only a new stage from scratch may choose it."""
+    scheduler = config.diffusion.scheduler
+    current = scheduler.get("prediction_type", "epsilon")
+    if (args.resume or args.init_from) and args.prediction_type != current:
+        source = "the run's UNet" if args.resume else f"bundle {args.init_from!r}'s UNet"
+        raise InputError(
+            f"--prediction-type {args.prediction_type}: {source} was trained to predict {current!r}"
+        )
+    config.diffusion.scheduler = {**scheduler, "prediction_type": args.prediction_type}
 
 
 def _start_unet_from_bundle(config, args: argparse.Namespace) -> None:
