@@ -345,6 +345,31 @@ def test_resumed_stage_follows_a_cosine_schedule_and_records_it(trained_run, tmp
     assert float(resumed[0]["lr"]) > float(resumed[1]["lr"]) > float(resumed[2]["lr"])
 
 
+def test_time_budget_is_per_invocation_and_stops_with_a_checkpoint(trained_run, tmp_path):
+    """`--max-minutes` slices a long run: a spent budget ends the stage after the epoch in hand with a
+    checkpoint; a resume gets its own budget however long the run has already trained (the log still counts
+    the run's whole time)."""
+    root, straight = trained_run
+    run = tmp_path / "sliced"
+    shutil.copytree(straight, run)
+    config = tiny_config(root)
+    config.diffusion.epochs = 5
+    config.max_minutes = 1e-9  # spent by the end of the first epoch
+    train_diffusion(config, run, resume=True)
+    stopped = load_checkpoint(run / "diffusion" / LAST, restore_rng=False)
+    assert stopped["epoch"] == 2
+    stopped["elapsed_s"] = 10 * 3600.0  # as if the run had trained for ten hours before
+    save_checkpoint(run / "diffusion" / LAST, stopped)
+    config.max_minutes = 60
+    train_diffusion(config, run, resume=True)
+    finished = load_checkpoint(run / "diffusion" / LAST, restore_rng=False)
+    assert finished["epoch"] == 4 and finished["step"] == stopped["step"] + 4
+    with open(run / "diffusion" / "log.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert float(rows[-1]["elapsed_s"]) >= 10 * 3600.0
+
+
 def test_autoencoder_resumed_with_a_cosine_ends_at_its_floor(trained_run, tmp_path):
     """The autoencoder stage takes the same schedule options: a constant-rate run resumed with a cosine
     ends its planned iterations at `--lr-min`."""

@@ -93,7 +93,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--max-minutes",
         type=float,
         default=None,
-        help="stop with a checkpoint after this many minutes (resume later)",
+        help="stop with a checkpoint after this many minutes of this invocation (resume later)",
     )
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

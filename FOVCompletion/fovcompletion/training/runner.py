@@ -112,7 +112,8 @@ def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
 
 
 class Budget:
-    """Wall-clock budget across resumes: `elapsed` includes the time spent before the last checkpoint."""
+    """A wall-clock budget for this invocation, so that a long run trains in slices of a known length;
+    `elapsed` (logged and checkpointed) also counts the run's time before the resume."""
 
     def __init__(self, max_minutes: float | None, already_s: float = 0.0) -> None:
         self.limit_s = None if max_minutes is None else 60.0 * max_minutes
