@@ -312,6 +312,33 @@ def test_cli_new_unet_stage_chooses_its_prediction_type_and_the_bundle_keeps_it(
     assert read_metadata(tmp_path / "bundle").scheduler.prediction_type == "v_prediction"
 
 
+def test_a_resume_that_changes_the_unets_inputs_is_refused_and_leaves_the_run_as_it_was(
+    trained_run, tmp_path
+):
+    """The UNet's conditioning fixes its input channels: asked for on resume it is refused in one line by the
+    command, and a configuration that builds another UNet (through the API) fails to load the checkpoint
+    with one line, before the stage's config.json is written."""
+    from fovcompletion.training.config import set_conditioning
+
+    root, straight = trained_run
+    run = tmp_path / "conditioning"
+    shutil.copytree(straight, run)
+    before = {name: (run / "diffusion" / name).read_bytes() for name in ("config.json", LAST)}
+    current = json.loads(before["config.json"])["diffusion"]["conditioning"]
+    other = "none" if current != "none" else "masked_latent"
+    parser = training_parser()
+    refused = parser.parse_args(["train-diffusion", "--run", str(run), "--resume", "--conditioning", other])
+    with pytest.raises(InputError, match=f"trained with {current!r}"):
+        refused.handler(refused)
+    config = tiny_config(root)
+    set_conditioning(config, other)
+    config.diffusion.epochs = 3
+    with pytest.raises(InputError, match="does not fit the UNet these settings build") as raised:
+        train_diffusion(config, run, resume=True)
+    assert "\n" not in str(raised.value)
+    assert {name: (run / "diffusion" / name).read_bytes() for name in before} == before
+
+
 def test_resumed_stage_follows_a_cosine_schedule_and_records_it(trained_run, tmp_path):
     """`--lr-schedule cosine` on resume: every logged rate is the schedule's at that step, down to the floor,
     and the stage's config says so; an impossible floor is refused before anything runs."""

@@ -314,14 +314,21 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def first_mismatch(error: RuntimeError) -> str:
+    """The first missing, unexpected or mis-shaped key of a failed `load_state_dict`, for a one-line error
+    (the error's own first line only names the network)."""
+    text = str(error)
+    first = text.split("\n\t")[1] if "\n\t" in text else text
+    return first.strip()[:300]
+
+
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], label: str) -> None:
     """Strictly load a state dict; any missing, unexpected or mis-shaped key is an architecture mismatch."""
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        first = str(error).split("\n\t")[1] if "\n\t" in str(error) else str(error)
         raise BundleError(
-            f"{label} weights do not match the bundle's architecture: {first.strip()[:300]}"
+            f"{label} weights do not match the bundle's architecture: {first_mismatch(error)}"
         ) from None
 
 

@@ -216,7 +216,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=CONDITIONING_MODES,
         default=None,
         help="masked_latent: the UNet also sees the known latent and mask (default preset); none: "
-        "unconditional, as the reference (new UNet stages only)",
+        "unconditional, as the reference (a UNet from scratch only: refused on a resume or --init-from that differs)",
     )
     diffusion.add_argument(
         "--prediction-type",
@@ -439,12 +439,17 @@ def run_diffusion(args: argparse.Namespace) -> int:
     if args.phantoms is not None:
         config.data.phantoms = args.phantoms
     apply_whole_spine_options(config, args)
-    if args.conditioning is not None:
-        set_conditioning(config, args.conditioning)
     if args.init_from:
         _start_unet_from_bundle(config, args)
+    trained = _trained_unet(args)
+    if args.conditioning is not None:
+        _refuse_change(trained, "--conditioning", args.conditioning, config.diffusion.conditioning, "with")
+        set_conditioning(config, args.conditioning)
     if args.prediction_type is not None:
-        _set_prediction_type(config, args)
+        scheduler = config.diffusion.scheduler
+        current = scheduler.get("prediction_type", "epsilon")
+        _refuse_change(trained, "--prediction-type", args.prediction_type, current, "to predict")
+        config.diffusion.scheduler = {**scheduler, "prediction_type": args.prediction_type}
     if args.flatten_sigma_mm is not None:  # after the bundle's own setting: fine-tuning may change it
         config.data.flatten_sigma_mm = args.flatten_sigma_mm
     _run_overrides(config, args)
@@ -453,16 +458,21 @@ def run_diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_prediction_type(config, args: argparse.Namespace) -> None:
-    """A UNet's target is fixed once it has weights: only a new stage from scratch may choose it."""
-    scheduler = config.diffusion.scheduler
-    current = scheduler.get("prediction_type", "epsilon")
-    if (args.resume or args.init_from) and args.prediction_type != current:
-        source = "the run's UNet" if args.resume else f"bundle {args.init_from!r}'s UNet"
-        raise InputError(
-            f"--prediction-type {args.prediction_type}: {source} was trained to predict {current!r}"
-        )
-    config.diffusion.scheduler = {**scheduler, "prediction_type": args.prediction_type}
+def _trained_unet(args: argparse.Namespace) -> str | None:
+    """Which UNet the stage continues with weights already trained, or None for a UNet from scratch."""
+    from ..training.checkpoints import LAST
+    from ..training.diffusion import STAGE
+
+    if args.resume and (args.run / STAGE / LAST).exists():
+        return "the run's UNet"
+    return f"bundle {args.init_from!r}'s UNet" if args.init_from else None
+
+
+def _refuse_change(trained: str | None, option: str, asked: str, current: str, verb: str) -> None:
+    """A UNet's inputs and target are fixed once it has weights: only a UNet from scratch may choose them
+    (refused before anything is written: a changed input would not even load the checkpoint)."""
+    if trained is not None and asked != current:
+        raise InputError(f"{option} {asked}: {trained} was trained {verb} {current!r}")
 
 
 def _start_unet_from_bundle(config, args: argparse.Namespace) -> None:
@@ -474,10 +484,6 @@ def _start_unet_from_bundle(config, args: argparse.Namespace) -> None:
     if last.exists():
         raise InputError(f"--init-from starts a new UNet stage, but {last} exists (--resume continues it)")
     adopt_bundle_unet(config, args.init_from)
-    if args.conditioning is not None and args.conditioning != config.diffusion.conditioning:
-        raise InputError(
-            f"--conditioning {args.conditioning}: the bundle's UNet is {config.diffusion.conditioning!r}"
-        )
 
 
 def run_export(args: argparse.Namespace) -> int:

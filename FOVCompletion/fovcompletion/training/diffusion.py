@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..bundle import SchedulerSpec
+from ..bundle import SchedulerSpec, first_mismatch
 from ..conditioning import conditioned_input, outpainting_masks
 from ..errors import InputError
 from ..latent_codec import decode, latent_downsample_factor
@@ -319,9 +319,6 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     last = stage_dir / LAST
     if last.exists() and not resume:
         raise InputError(f"{last} exists: pass --resume to continue that run, or choose another --run folder")
-    if main:
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        config.save(stage_dir / "config.json")
     cfg = config.diffusion
     kind = cfg.scheduler.get("prediction_type", "epsilon")
     if kind not in PREDICTION_TYPES:
@@ -355,7 +352,13 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     start_epoch, step, elapsed = 0, 0, 0.0
     if resume and last.exists():
         state = load_checkpoint(last)
-        unet.load_state_dict(state["model"])
+        try:
+            unet.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise InputError(
+                f"{last} does not fit the UNet these settings build (resume with the run's own): "
+                f"{first_mismatch(error)}"
+            ) from None
         optimiser.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         if ema is not None and state.get("ema") is not None:
@@ -369,6 +372,11 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
             ema.model.load_state_dict(weights)
         origin = cfg.init_from
         log_line(f"UNet starts from bundle {origin['bundle']} {origin['version']} ({origin['path']})", main)
+    if (
+        main
+    ):  # only settings that built and loaded a UNet are written: a failed resume leaves the run as it was
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        config.save(stage_dir / "config.json")
     log_line(
         f"UNet: {count_parameters(unet) / 1e6:.2f} M parameters; {context.world_size} process(es) on "
         f"{device}; latent windows {dataset.shape}, scale {scale:.5f}",

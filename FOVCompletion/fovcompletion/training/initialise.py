@@ -19,6 +19,7 @@ import torch
 from ..bundle import (
     BundleMetadata,
     IntensitySpec,
+    first_mismatch,
     load_state_dict_file,
     read_metadata,
     sha256_of,
@@ -204,6 +205,6 @@ def load_starting_autoencoder(model: torch.nn.Module, state: dict[str, torch.Ten
         model.load_state_dict(state)
     except RuntimeError as error:
         raise InputError(
-            f"the bundle's autoencoder does not fit the run's: {str(error).splitlines()[0]}"
+            f"the bundle's autoencoder does not fit the run's: {first_mismatch(error)}"
         ) from None
     return decoder_fits
