@@ -272,6 +272,25 @@ def test_cli_parses_the_three_commands(tmp_path):
     assert args.handler is train.run_export
 
 
+@pytest.mark.parametrize(
+    "option",
+    ["--validate-every 0", "--sample-every 0", "--iterations-per-epoch 0", "--batch-size 0", "--epochs -1"],
+)
+def test_a_count_the_loop_divides_by_is_refused_before_the_stage_starts(trained_run, tmp_path, option):
+    """A zero the training loop divides or iterates by ends in one line before anything is read or written,
+    not in a traceback after the first epoch (both stages, the run left as it was)."""
+    _, straight = trained_run
+    run = tmp_path / "counts"
+    shutil.copytree(straight, run)
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    parser = training_parser()
+    for command in ("train-autoencoder", "train-diffusion"):
+        args = parser.parse_args([command, "--run", str(run), "--resume", *option.split()])
+        with pytest.raises(InputError, match=f"^{option.split()[0]} must be a whole number"):
+            args.handler(args)
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
+
+
 def test_cli_resume_can_switch_the_loss_weighting(trained_run, tmp_path):
     """`--snr-gamma 0` on a resumed UNet stage trains on with the plain MSE and records it."""
 

@@ -13,7 +13,7 @@ from ..latent_codec import decode, encode
 from ..networks import build_from_spec, count_parameters
 from ..residual_latent import hold_base_frozen, match_residual_spread, trainable_parameters
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
-from .config import AutoencoderConfig, TrainConfig
+from .config import AutoencoderConfig, TrainConfig, check_counts
 from .data import WindowDataset, WindowSampler, fixed_windows
 from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
 from .initialise import initial_weights, load_starting_autoencoder
@@ -171,6 +171,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         raise InputError(f"{last} exists: pass --resume to continue that run, or choose another --run folder")
     cfg = config.autoencoder
     check_lr_schedule(cfg.lr_schedule, cfg.lr, cfg.lr_min)
+    check_counts(config, cfg)
     planned = cfg.epochs * cfg.iterations_per_epoch
     device = context.device
     torch.manual_seed(config.seed + context.rank)

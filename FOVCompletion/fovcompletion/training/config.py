@@ -271,6 +271,23 @@ def set_conditioning(config: TrainConfig, mode: str) -> None:
     config.diffusion.args = {**config.diffusion.args, "in_channels": channels, "out_channels": latent}
 
 
+def check_counts(config: TrainConfig, stage: AutoencoderConfig | DiffusionConfig) -> None:
+    """Counts the training loop divides or iterates by, checked before a stage starts (a zero found after its
+    first epoch would cost that epoch and end in a traceback)."""
+    for option, value, least in (
+        ("--epochs", stage.epochs, 0),
+        ("--iterations-per-epoch", stage.iterations_per_epoch, 1),
+        ("--batch-size", stage.batch_size, 1),
+        ("--validate-every", config.validate_every, 1),
+        ("--sample-every", config.sample_every, 1),
+        ("--threads", 1 if config.threads is None else config.threads, 1),
+    ):
+        if int(value) != value or value < least:
+            raise InputError(f"{option} must be a whole number >= {least} (got {value})")
+    if config.max_minutes is not None and not config.max_minutes > 0:
+        raise InputError(f"--max-minutes must be more than 0 (got {config.max_minutes})")
+
+
 def preset_config(name: str) -> TrainConfig:
     """`default`: the 2 mm window model for regional scans (v0.5.0's recipe); `v1`: v1.0's, fine-tuned from a
     bundle of it; `kl2`: a /2 AutoencoderKL alternative (measured, not shipped); `gpu`: the default with a wider

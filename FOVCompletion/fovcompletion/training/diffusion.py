@@ -20,7 +20,7 @@ from ..networks import build_from_spec, build_network, count_parameters
 from ..sampling import LatentInpainter, SamplerOptions, alphas_cumprod
 from .autoencoder import STAGE as AUTOENCODER_STAGE
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, check_counts
 from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
 from .initialise import starting_unet_weights
 from .latents import LatentWindowDataset, encode_maps, pack, scale_factor, unpack
@@ -324,6 +324,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     if kind not in PREDICTION_TYPES:
         raise InputError(f"unknown prediction type {kind!r} (choose from {', '.join(PREDICTION_TYPES)})")
     check_lr_schedule(cfg.lr_schedule, cfg.lr, cfg.lr_min)
+    check_counts(config, cfg)
     torch.manual_seed(config.seed + 1 + context.rank)
     cached = prepare_latents(run_dir, config, device, main, context)
     scale = float(cached["scale"])
