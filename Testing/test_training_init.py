@@ -149,7 +149,8 @@ def test_bundles_a_run_cannot_continue_are_refused(trained_bundle, tmp_path):
 
 
 def test_a_bundles_gain_flattening_is_taken_with_its_weights(trained_bundle, tmp_path):
-    """Its networks saw flattened scans, so a run started from it prepares scans the same way."""
+    """Its networks saw flattened scans, so a run started from it prepares scans the same way, unless the
+    command asks for another setting."""
     root, bundle = trained_bundle
     flattened = tmp_path / "flattened"
     shutil.copytree(bundle, flattened)
@@ -161,6 +162,13 @@ def test_a_bundles_gain_flattening_is_taken_with_its_weights(trained_bundle, tmp
         adopt(config, str(flattened))
         assert config.data.flatten_sigma_mm == 25.0
         assert config.preprocessing_metadata().intensity.flatten_sigma_mm == 25.0
+    run = tmp_path / "reflattened"  # a setting asked for on the command line is the run's, as for the UNet
+    asked = run_training_command(
+        "train-autoencoder", run, "--data", str(root), "--held-out", "sub-c02", "--init-from", str(flattened),
+        *["--flatten-si", "40", "--epochs", "0", "--threads", "1"],
+    )  # fmt: skip
+    assert asked == 0
+    assert json.loads((run / "config.json").read_text())["data"]["flatten_sigma_mm"] == 40.0
     metadata["intensity"]["upper_percentile"] = 99.0
     (flattened / "bundle.json").write_text(json.dumps(metadata))
     config = tiny_config(root)

@@ -393,7 +393,6 @@ def run_autoencoder(args: argparse.Namespace) -> int:
         ] or config.data.held_out
         for option, target in (
             ("phantoms", config.data),
-            ("flatten_sigma_mm", config.data),
             ("seed", config),
             ("name", config),
         ):
@@ -403,6 +402,8 @@ def run_autoencoder(args: argparse.Namespace) -> int:
         apply_whole_spine_options(config, args)
         if args.init_from:
             adopt_bundle_autoencoder(config, args.init_from)
+        if args.flatten_sigma_mm is not None:  # after the bundle's own setting, as train-diffusion does
+            config.data.flatten_sigma_mm = args.flatten_sigma_mm
         apply_decoder_options(config.autoencoder, args)
         apply_residual_option(config, args.residual_channels)
     cfg = config.autoencoder
