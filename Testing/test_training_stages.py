@@ -164,6 +164,17 @@ def test_export_records_the_guidance_and_the_estimate_counts_it(trained_run, tmp
     assert estimate_seconds(guided, *run_size) == pytest.approx(2 * estimate_seconds(plain, *run_size))
 
 
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_export_refuses_measurements_it_cannot_read_and_writes_nothing(trained_run, tmp_path, text):
+    _, run = trained_run
+    measurements = tmp_path / "metadata.json"
+    measurements.write_text(text)
+    with pytest.raises(InputError, match="--metadata-json") as raised:
+        export_bundle(run, tmp_path / "bundle", metadata_json=measurements)
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_export_records_the_sampler_settings_and_runs_default_to_them(trained_run, tmp_path):
     """`export-bundle --steps --candidates` name the settings the model was measured best with; the estimate of
     a run that does not choose its own counts them (here 25 steps x 3 candidates: 1.5 times 50 steps)."""

@@ -283,7 +283,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the sampler's default candidates per window for this model, as measured with `fovcompletion "
         f"benchmark --candidates` (default {DEFAULT_CANDIDATES})",
     )
-    export.add_argument("--device", default="auto", help="device for the latent scale factor computation")
     export.set_defaults(handler=run_export)
 
 
@@ -501,7 +500,6 @@ def run_export(args: argparse.Namespace) -> int:
         extra_files=args.extra,
         metadata_json=args.metadata_json,
         use_ema=not args.no_ema,
-        device=args.device,
         guidance=args.guidance,
         eta=args.eta,
         steps=args.steps,

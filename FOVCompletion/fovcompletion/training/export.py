@@ -81,6 +81,17 @@ def training_record(run_dir: Path, state: dict[str, Any], config_dict: dict[str,
     }
 
 
+def read_measurements(path: Path) -> dict:
+    """The `quality` and `speed` figures to record (`--metadata-json`), read before anything is written."""
+    try:
+        measured = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read --metadata-json {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(measured, dict):
+        raise InputError(f"--metadata-json {path} must hold a JSON object with 'quality' and/or 'speed'")
+    return measured
+
+
 def export_bundle(
     run_dir: str | os.PathLike,
     output: str | os.PathLike,
@@ -93,7 +104,6 @@ def export_bundle(
     extra_files: list[Path] | None = None,
     metadata_json: str | os.PathLike | None = None,
     use_ema: bool = True,
-    device: str = "cpu",
     guidance: float = 1.0,
     eta: float = 0.0,
     steps: int = DEFAULT_STEPS,
@@ -102,7 +112,6 @@ def export_bundle(
     """Write the bundle folder `output` (atomically) and verify it; returns its path. `guidance`, `eta`, `steps`
     and `candidates`: the sampler's defaults for this model (measure them with `fovcompletion benchmark
     --guidance ... --eta ... --steps ... --candidates ...`)."""
-    del device  # the scale factor is the one the UNet was trained with, stored in the checkpoint
     run_dir = Path(run_dir)
     path = run_dir / DIFFUSION_STAGE / LAST
     if not path.is_file():
@@ -122,7 +131,7 @@ def export_bundle(
     for target, source in extras.items():
         if not source.is_file():
             raise InputError(f"file to include in the bundle not found: {source} ({target})")
-    measured = json.loads(Path(metadata_json).read_text()) if metadata_json else {}
+    measured = read_measurements(Path(metadata_json)) if metadata_json else {}
     training = training_record(run_dir, state, state["config"])
     training["ema_weights"] = weights is state.get("ema")
     training["parameters"] = {
