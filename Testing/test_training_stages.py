@@ -402,6 +402,20 @@ def test_resumed_stage_follows_a_cosine_schedule_and_records_it(trained_run, tmp
     assert float(resumed[0]["lr"]) > float(resumed[1]["lr"]) > float(resumed[2]["lr"])
 
 
+def test_resume_before_the_first_checkpoint_starts_the_stage_and_says_so(trained_run, tmp_path, capsys):
+    """A time-sliced script may pass --resume from its first slice on: the stage starts, with a line that says
+    there was nothing to resume."""
+    root, straight = trained_run
+    run = tmp_path / "first-slice"
+    shutil.copytree(straight, run)
+    shutil.rmtree(run / "diffusion")
+    config = tiny_config(root)
+    config.diffusion.epochs = 1
+    train_diffusion(config, run, resume=True)
+    assert "--resume: no checkpoint at" in capsys.readouterr().err
+    assert load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["epoch"] == 0
+
+
 def test_time_budget_is_per_invocation_and_stops_with_a_checkpoint(trained_run, tmp_path):
     """`--max-minutes` slices a long run: a spent budget ends the stage after the epoch in hand with a
     checkpoint; a resume gets its own budget however long the run has already trained (the log still counts

@@ -74,7 +74,11 @@ def apply_whole_spine_options(config, args: argparse.Namespace) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, logs, samples)")
-    parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the stage's last checkpoint (none yet: the stage starts from the beginning and says so)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="total epochs of this stage")
     parser.add_argument("--iterations-per-epoch", type=int, default=None, help="iterations per epoch")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size per process")

@@ -23,6 +23,7 @@ from .runner import (
     Budget,
     autocast,
     configure_threads,
+    continues_checkpoint,
     grad_scaler,
     load_training_data,
     resolve_run_config,
@@ -189,7 +190,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     )
     batches = loader(dataset, cfg.batch_size, context, config.seed)
 
-    resuming = resume and last.exists()
+    resuming = continues_checkpoint(last, resume, main)
     if cfg.freeze_encoder and not resuming and not cfg.init_from:
         raise InputError("--freeze-encoder trains a decoder for a bundle's encoder: give --init-from BUNDLE")
     model = build_from_spec(cfg.spec()).to(device)

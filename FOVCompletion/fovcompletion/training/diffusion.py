@@ -33,6 +33,7 @@ from .runner import (
     TrainingData,
     autocast,
     configure_threads,
+    continues_checkpoint,
     grad_scaler,
     load_training_data,
     resolve_run_config,
@@ -351,7 +352,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     autoencoder = build_from_spec(config.autoencoder.spec()).to(device).eval()
     autoencoder.load_state_dict(cached["autoencoder"])
     start_epoch, step, elapsed = 0, 0, 0.0
-    if resume and last.exists():
+    if continues_checkpoint(last, resume, main):
         state = load_checkpoint(last)
         try:
             unet.load_state_dict(state["model"])

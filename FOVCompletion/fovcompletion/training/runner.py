@@ -32,6 +32,14 @@ def resolve_run_config(run_dir: Path, config: TrainConfig | None) -> TrainConfig
     return load_config(saved)
 
 
+def continues_checkpoint(last: Path, resume: bool, main: bool) -> bool:
+    """Whether the stage continues its last checkpoint. `--resume` before the stage's first checkpoint starts
+    the stage (so a time-sliced script may pass it every time), and says so rather than silently."""
+    if resume and not last.exists():
+        log_line(f"--resume: no checkpoint at {last} yet, so the stage starts from the beginning", main)
+    return resume and last.exists()
+
+
 def write_run_config(run_dir: Path, config: TrainConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / CONFIG_FILE)
