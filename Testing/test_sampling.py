@@ -109,6 +109,25 @@ def test_reference_sampler_keeps_no_pixels_and_uses_its_own_placement(tiny_fixed
         complete(scan, AFFINE, model=tiny_fixed_bundle, slices=1, sampler=options, extend_inferior_mm=200)
 
 
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [({"eta": 0.0}, "eta 0"), ({"resample": 2}, "resample 2"), ({"mask_erosion": 1}, "mask erosion 1")],
+)
+def test_the_reference_sampler_refuses_ddims_settings_instead_of_ignoring_them(
+    tiny_fixed_bundle, setting, said
+):
+    options = SamplerOptions(method="reference", steps=5, **setting)
+    with pytest.raises(InputError, match=f"^{said} cannot be used: the reference sampler"):
+        complete(
+            synthetic_scan((6, 40, 30)),
+            AFFINE,
+            model=tiny_fixed_bundle,
+            slices=1,
+            sampler=options,
+            extend_inferior_mm=20,
+        )
+
+
 @pytest.mark.parametrize("steps", [0, 1001])
 def test_steps_out_of_range_are_refused(tiny_bundle, steps):
     with pytest.raises(InputError, match="steps must be between"):

@@ -271,12 +271,33 @@ class _Completer:
         return image
 
 
+REFERENCE_HAS_NONE = "the reference sampler runs the original algorithm, which has none: use the ddim sampler"
+
+
+def _refuse_what_the_reference_lacks(options: SamplerOptions) -> None:
+    """DDIM's settings asked of the reference algorithm would be ignored without a word: refused instead (the
+    slice noise correlation, which has a default, is documented as DDIM's and left alone)."""
+    asked = [
+        f"{name} {value:g}"
+        for name, value, default in (
+            ("eta", options.eta, None),
+            ("resample", options.resample, 1),
+            ("jump length", options.jump_length, 1),
+            ("mask erosion", options.mask_erosion, 0),
+        )
+        if value != default
+    ]
+    if asked:
+        raise InputError(f"{', '.join(asked)} cannot be used: {REFERENCE_HAS_NONE}")
+
+
 def resolve_sampler(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
     """The caller's steps, candidates, guidance and eta, else the bundle's (the settings its model was measured
     best with), validated; the reference algorithm runs as the original, one draw of `DEFAULT_STEPS` unless told
     otherwise (the bundle's settings are its DDIM sampler's), and it and unconditional UNets have no guidance,
     which only an explicit request makes an error."""
     if options.method == "reference":
+        _refuse_what_the_reference_lacks(options)
         steps = DEFAULT_STEPS if options.steps is None else options.steps
         candidates = DEFAULT_CANDIDATES if options.candidates is None else options.candidates
     else:
@@ -288,7 +309,7 @@ def resolve_sampler(options: SamplerOptions, metadata: BundleMetadata) -> Sample
     if guidance == 1.0:
         return replace(options, guidance=guidance)
     if options.method == "reference":
-        refusal = "the reference sampler runs the original algorithm, which has none: use the ddim sampler"
+        refusal = REFERENCE_HAS_NONE
     elif metadata.conditioning == "none":
         refusal = f"the UNet of {metadata.name} does not see the known region"
     else:

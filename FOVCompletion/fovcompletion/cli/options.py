@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..device import DEVICE_CHOICES
-from ..schedule import SamplerOptions
+from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS, SamplerOptions
 
 
 def slice_range(text: str) -> tuple[int, int]:
@@ -48,7 +48,8 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
         "--steps",
         type=int,
         default=None,
-        help="denoising steps, 1..1000 (default: the model's setting, `fovcompletion models` lists it)",
+        help="denoising steps, 1..1000 (default: the model's setting, `fovcompletion models` lists it; "
+        f"{DEFAULT_STEPS} with --sampler reference)",
     )
     parser.add_argument(
         "--extend-superior", type=float, default=0.0, metavar="MM", help="millimetres to add above the scan"
@@ -75,23 +76,29 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
         default="ddim",
         help="ddim (default) or the reference implementation's DDPM algorithm",
     )
-    sampler.add_argument("--resample", type=int, default=1, help="RePaint resamples per jump (1 = none)")
-    sampler.add_argument("--jump-length", type=int, default=1, help="RePaint jump length in steps")
-    sampler.add_argument("--mask-erosion", type=int, default=0, help="erode the latent known mask by N cells")
+    sampler.add_argument(
+        "--resample", type=int, default=1, help="RePaint resamples per jump (1 = none; ddim only)"
+    )
+    sampler.add_argument(
+        "--jump-length", type=int, default=1, help="RePaint jump length in steps (ddim only)"
+    )
+    sampler.add_argument(
+        "--mask-erosion", type=int, default=0, help="erode the latent known mask by N cells (ddim only)"
+    )
     sampler.add_argument(
         "--candidates",
         type=int,
         default=None,
         metavar="K",
         help="complete every window K times and keep the candidate whose bright canal lasts furthest past the "
-        "seam (default: the model's setting; K times the time)",
+        f"seam (default: the model's setting, {DEFAULT_CANDIDATES} with --sampler reference; K times the time)",
     )
     sampler.add_argument(
         "--eta",
         type=float,
         default=None,
         help="DDIM eta: the share of fresh noise at each step (default: the model's setting; 0 = deterministic "
-        "steps)",
+        "steps; ddim only)",
     )
     sampler.add_argument(
         "--guidance",
