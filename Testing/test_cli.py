@@ -266,6 +266,21 @@ BAD_INPUTS = {
         ["--candidates", "0"],
         "candidates must be at least 1 (got 0)",
     ),
+    "a spread map of one sample": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--spread-output", "{tmp}/spread.nii.gz"],
+        "--spread-output is the spread of several samples: add --samples 2 or more",
+    ),
+    "a live preview that is never written": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--preview-volume", "{tmp}/out.preview.nii"],
+        "--preview-volume is written every N steps: add --preview-every N",
+    ),
+    "DDIM's settings for the reference sampler": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--sampler", "reference", "--resample", "2"],
+        "resample 2 cannot be used: the reference sampler runs the original algorithm",
+    ),
 }
 
 
@@ -285,7 +300,9 @@ def test_bad_input_is_refused_cleanly(case, tiny_bundle, tmp_path, capsys):
         "2",
         "--extend-inferior",
         "20",
-        *extra,
+        *(
+            option.replace("{tmp}", str(tmp_path)) for option in extra
+        ),  # outputs beside `out`, checked with it
     ]
     refuse(args, capsys, source, out, match)
 
@@ -514,12 +531,16 @@ def test_demo_runs_the_whole_job_offline(tiny_bundle, tmp_path, capsys):
             "1",
             "--extend-inferior",
             "40",
+            "--samples",
+            "2",
         ]
     )
     assert code == 0
     printed = capsys.readouterr().out
     completed = tmp_path / "demo" / "phantom_cervical_completed.nii.gz"
     assert str(completed) in printed and "preview PNG" in printed
+    spread = tmp_path / "demo" / "phantom_cervical_spread.nii.gz"  # two samples: their spread map too
+    assert str(spread) in printed and nib.load(str(spread)).shape == nib.load(str(completed)).shape
     partial = nib.load(str(tmp_path / "demo" / "phantom_cervical.nii.gz"))
     result = nib.load(str(completed))
     assert result.shape[1] == partial.shape[1] + 40  # 1 mm phantom, 40 mm more inferiorly

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..errors import FOVCompletionError
+from ..errors import FOVCompletionError, InputError
 from ..progress import JsonLines, ProgressCallback, ProgressEvent, TextProgressBar
 from .options import add_completion_options, completion_kwargs
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--spread-output",
         type=Path,
         default=None,
-        help="also write the per-voxel standard deviation (with --samples > 1)",
+        help="also write the per-voxel standard deviation of the samples (needs --samples 2 or more)",
     )
     parser.add_argument("--preview", type=Path, default=None, help="PNG montage: input, completion, overlay")
     parser.add_argument(
@@ -46,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preview-volume",
         type=Path,
         default=None,
-        help="where the live preview goes (default: beside OUTPUT, named <OUTPUT>.preview.nii); "
-        "removed when the run ends",
+        help="where the live preview goes (needs --preview-every; default: beside OUTPUT, its name with "
+        "the extension replaced by .preview.nii); removed when the run ends",
     )
     parser.add_argument(
         "--progress",
@@ -81,6 +81,14 @@ def watch_stdin_for_cancel() -> threading.Event:
     return cancelled
 
 
+def refuse_outputs_never_written(args: argparse.Namespace) -> None:
+    """A file asked for that the settings would never write is refused, not silently left out."""
+    if args.spread_output is not None and args.samples < 2:
+        raise InputError("--spread-output is the spread of several samples: add --samples 2 or more")
+    if args.preview_volume is not None and args.preview_every <= 0:
+        raise InputError("--preview-volume is written every N steps: add --preview-every N")
+
+
 def default_preview_volume(output: Path) -> Path:
     """`out.nii.gz` -> `out.preview.nii` beside it (uncompressed: it is rewritten every few steps)."""
     name = output.name
@@ -106,6 +114,7 @@ def announce_at_start(progress: ProgressCallback | None, line: str) -> ProgressC
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import complete_file
 
+    refuse_outputs_never_written(args)
     json_lines = JsonLines() if args.progress == "json" else None
     progress = {"bar": TextProgressBar(), "json": json_lines, "none": None}[args.progress]
     cancelled = watch_stdin_for_cancel() if args.watch_stdin else threading.Event()

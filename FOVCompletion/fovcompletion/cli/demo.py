@@ -14,16 +14,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="complete a generated cervical phantom with the bundled model",
-        description="Generate a whole-spine phantom, keep its cervical region, complete it inferiorly, and "
-        "write the partial input, the completion, its mask and a preview PNG.",
+        description="Generate a whole-spine phantom, keep one region of it (the cervical spine by default), "
+        "complete it inferiorly, and write the partial input, the completion, its mask and a preview PNG (and "
+        "the samples' spread map with --samples 2 or more).",
     )
-    parser.add_argument("--out", type=Path, default=Path("fovcompletion-demo"), help="output folder")
-    parser.add_argument("--phantom-seed", type=int, default=7, help="phantom variant")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("fovcompletion-demo"),
+        help="output folder (default: fovcompletion-demo)",
+    )
+    parser.add_argument("--phantom-seed", type=int, default=7, help="phantom variant (default: 7)")
     parser.add_argument(
         "--region",
         choices=("cervical", "thoracic", "lumbar"),
         default="cervical",
-        help="the part of the phantom kept as the partial input",
+        help="the part of the phantom kept as the partial input (default: cervical)",
     )
     add_completion_options(parser, default_inferior=128.0)
     parser.set_defaults(handler=run)
@@ -42,10 +48,12 @@ def run(args: argparse.Namespace) -> int:
     output = args.out / f"phantom_{args.region}_completed.nii.gz"
     mask = args.out / f"phantom_{args.region}_known_mask.nii.gz"
     preview = args.out / f"phantom_{args.region}_preview.png"
+    spread = args.out / f"phantom_{args.region}_spread.nii.gz" if args.samples > 1 else None
     result = complete_file(
         input_path,
         output,
         mask_path=mask,
+        spread_path=spread,
         preview_path=preview,
         steps=args.steps,
         progress=TextProgressBar(),
@@ -56,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         f"completed volume:   {output}  ({result.seconds:.1f} s, {result.nfe} UNet evaluations, {result.device})"
     )
     print(f"known-region mask:  {mask}")
+    if spread is not None:
+        print(f"samples' spread:    {spread}")
     print(f"preview PNG:        {preview}")
     print(f"whole-spine truth:  {args.out / 'phantom_whole.nii.gz'}", file=sys.stderr)
     return 0

@@ -59,7 +59,7 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
         type=float,
         default=default_inferior,
         metavar="MM",
-        help="millimetres to add below the scan",
+        help=f"millimetres to add below the scan (default: {default_inferior:g})",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are bit-reproducible)")
     parser.add_argument(
