@@ -248,7 +248,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-speed",
         action="store_true",
-        help="skip timing the reference-size UNet (random weights) next to the model's",
+        help="skip the speed section: timing the model's UNet and the reference-size one (random weights)",
     )
     parser.add_argument(
         "--quick",

@@ -87,11 +87,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--lr-schedule",
         choices=LR_SCHEDULES,
         default=None,
-        help="constant (default) or cosine decay to --lr-min at the stage's last epoch (--epochs); the UNet "
-        "warms up over its first epoch either way",
+        help="constant or cosine decay to --lr-min at the stage's last epoch (--epochs); default: the preset's "
+        "(constant for the default preset; v1, kl2 and gpu decay some stages along a cosine), on --resume the "
+        "run's; the UNet warms up over its first epoch either way",
     )
     parser.add_argument(
-        "--lr-min", type=float, default=None, help="where the cosine schedule ends (default 0)"
+        "--lr-min",
+        type=float,
+        default=None,
+        help="where the cosine schedule ends (default: the preset's, 0 or 1e-5; on --resume the run's)",
     )
     parser.add_argument(
         "--max-minutes",
