@@ -95,6 +95,37 @@ def test_models_command_reports_a_corrupted_bundle(tiny_bundle, tmp_path, monkey
     assert "INVALID" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda m: [m],  # not an object at all
+        lambda m: {**m, "weights": ["autoencoder.safetensors"]},
+        lambda m: {**m, "format_version": "two"},
+        lambda m: {**m, "diffusion": {"args": m["diffusion"]["args"]}},  # no network class
+    ],
+)
+def test_a_malformed_bundle_json_is_one_line_and_never_hides_the_other_bundles(
+    tiny_bundle, tmp_path, monkeypatch, capsys, corrupt
+):
+    """One bad bundle.json on the search path must not break listing, lookup or the Slicer panel's setup."""
+    models = tmp_path / "models"
+    copy_bundle(tiny_bundle, models / "good")
+    broken = copy_bundle(tiny_bundle, models / "broken")
+    metadata = json.loads((broken / "bundle.json").read_text())
+    (broken / "bundle.json").write_text(json.dumps(corrupt(metadata)))
+    monkeypatch.setenv(ENV_MODEL_PATH, str(models))
+    monkeypatch.setenv("FOVCOMPLETION_HOME", str(tmp_path / "home"))
+    with pytest.raises(BundleError) as raised:
+        read_metadata(broken)
+    assert "\n" not in str(raised.value)
+    assert [info.path for info in list_bundles() if info.source == "env"] == [models / "good"]
+    assert resolve_bundle("tiny-test") == models / "good"
+    with pytest.raises(BundleError, match="malformed|not a FOVCompletion bundle|names no network"):
+        resolve_bundle("broken")  # named, but unreadable: why, not "no model bundle named"
+    assert main(["models"]) == 1
+    assert "INVALID" in capsys.readouterr().out
+
+
 def test_listing_and_estimating_never_import_torch():
     """The Slicer panel lists bundles and estimates times in its GUI process, where torch must not load."""
     import subprocess

@@ -146,16 +146,16 @@ class BundleMetadata:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BundleMetadata:
-        if data.get("format") != FORMAT:
-            raise BundleError(
-                f"not a FOVCompletion bundle: {METADATA_FILE} has format {data.get('format')!r}"
-            )
-        if int(data.get("format_version", 0)) > FORMAT_VERSION:
-            raise BundleError(
-                f"bundle format version {data['format_version']} is newer than this FOVCompletion supports "
-                f"({FORMAT_VERSION}): update fovcompletion"
-            )
+        """Any malformed content is one BundleError (a listing skips that bundle and goes on)."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise BundleError(f"not a FOVCompletion bundle: {METADATA_FILE} has format {found!r}")
         try:
+            if int(data.get("format_version", 0)) > FORMAT_VERSION:
+                raise BundleError(
+                    f"bundle format version {data['format_version']} is newer than this FOVCompletion supports "
+                    f"({FORMAT_VERSION}): update fovcompletion"
+                )
             canvas = dict(data.get("canvas", {}))
             for key in ("shape", "spacing_mm"):
                 if key in canvas:
@@ -185,12 +185,17 @@ class BundleMetadata:
                 speed=dict(data.get("speed", {})),
             )
             metadata.validate()
-        except (KeyError, TypeError, ValueError, IndexError) as error:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
             raise BundleError(f"{METADATA_FILE} is incomplete or malformed: {error!r}") from None
         return metadata
 
     def validate(self) -> None:
         """Refuse settings the networks cannot process or the window planner cannot move along."""
+        for role, spec in (("autoencoder", self.autoencoder), ("diffusion", self.diffusion)):
+            if not isinstance(spec.get("class"), str) or not isinstance(spec.get("args"), dict):
+                raise BundleError(
+                    f'bundle {self.name!r}: its {role} names no network "class" with its "args"'
+                )
         multiple = self.size_multiple
         height, width = self.canvas.shape
         if height % multiple or width % multiple or height < 2 * multiple:

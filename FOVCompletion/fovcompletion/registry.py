@@ -105,5 +105,8 @@ def resolve_bundle(name_or_path: str | None) -> Path:
     for info in list_bundles():
         if name_or_path in (info.name, info.path.name):
             return info.path
+    for folder, _ in bundle_folders_with_source():
+        if folder.name == name_or_path:  # there, but unreadable: say why rather than "not found"
+            read_metadata(folder)
     known = ", ".join(sorted({info.name for info in list_bundles()})) or "none"
     raise BundleError(f"no model bundle named or at {name_or_path!r} (known bundles: {known})")
