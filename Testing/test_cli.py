@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import file_digest, oblique_affine, synthetic_scan, write_nifti
 from fovcompletion.cli import main
-from fovcompletion.errors import OutOfMemoryError
+from fovcompletion.errors import InputError, OutOfMemoryError
 from fovcompletion.pipeline import complete_file, get_bundle
 from fovcompletion.preview import montage
 
@@ -269,12 +269,12 @@ BAD_INPUTS = {
     "a spread map of one sample": (
         lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
         ["--spread-output", "{tmp}/spread.nii.gz"],
-        "--spread-output is the spread of several samples: add --samples 2 or more",
+        "(--spread-output) is the spread of several samples: add --samples 2 or more",
     ),
     "a live preview that is never written": (
         lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
         ["--preview-volume", "{tmp}/out.preview.nii"],
-        "--preview-volume is written every N steps: add --preview-every N",
+        "(--preview-volume) is written every N steps: add --preview-every N",
     ),
     "DDIM's settings for the reference sampler": (
         lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
@@ -479,6 +479,48 @@ def test_out_of_memory_gets_advice_and_no_output(tiny_bundle, scan_file, tmp_pat
     finally:
         handle.remove()
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_failure_while_writing_keeps_the_earlier_results_and_leaves_no_new_file(
+    tiny_bundle, scan_file, tmp_path, monkeypatch
+):
+    """The results are written together: a run that fails at its last file (a full disk, say) leaves the
+    files of an earlier run as they were, and nothing of its own."""
+    import fovcompletion.preview as preview
+
+    out, mask = tmp_path / "out.nii.gz", tmp_path / "mask.nii.gz"
+    out.write_bytes(b"an earlier completion")
+    mask.write_bytes(b"an earlier mask")
+
+    def disk_full(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(preview, "write_preview", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        complete_file(
+            scan_file, out, mask_path=mask, preview_path=tmp_path / "p.png", model=tiny_bundle,
+            extend_inferior_mm=20, steps=2, slices=1,
+        )  # fmt: skip
+    assert (out.read_bytes(), mask.read_bytes()) == (b"an earlier completion", b"an earlier mask")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii.gz", "out.nii.gz", scan_file.name]
+
+
+def test_a_live_preview_file_the_run_never_wrote_is_left_alone(tiny_bundle, scan_file, tmp_path):
+    watched = tmp_path / "watched.nii"
+    watched.write_bytes(b"not this run's")
+    complete_file(
+        scan_file, tmp_path / "out.nii.gz", preview_volume_path=watched, preview_every=1000, model=tiny_bundle,
+        extend_inferior_mm=20, steps=2, slices=1,
+    )  # fmt: skip
+    assert watched.read_bytes() == b"not this run's"
+
+
+def test_a_volume_output_named_like_a_picture_is_refused_before_the_run(scan_file, tmp_path):
+    for option in ("output_path", "mask_path", "spread_path"):
+        paths = {"output_path": tmp_path / "out.nii.gz", option: tmp_path / f"{option}.png"}
+        with pytest.raises(InputError, match="use a file name ending in"):
+            complete_file(scan_file, samples=2, model=str(tmp_path / "no-model-here"), **paths)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [scan_file.name]
 
 
 def test_nrrd_input_and_output_keep_the_geometry(tiny_bundle, scan_file, tmp_path):

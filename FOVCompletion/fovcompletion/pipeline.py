@@ -506,6 +506,22 @@ def _write_live_preview(estimate: Volume, path: Path) -> str | None:
         return None
 
 
+def _write_all_or_none(writers: list[tuple[Path, Callable[[Path], Path]]]) -> None:
+    """Write every file beside its target under a temporary name, then rename them all: a failure part-way
+    leaves no new file and every file that was there before (an earlier run's output) as it was."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, write in writers:
+            temporary = target.with_name(f".partial-{os.getpid()}-{target.name}")  # keeps the extension
+            staged.append((write(temporary), target))
+    except BaseException:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        raise
+    for temporary, target in staged:
+        os.replace(temporary, target)
+
+
 def complete_file(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -517,47 +533,58 @@ def complete_file(
     preview_even_fade: bool = True,
     **options,
 ) -> CompletionResult:
-    """Complete a NIfTI/NRRD file and write the results; nothing is written unless everything succeeded.
+    """Complete a NIfTI/NRRD file and write the results; nothing is written unless everything succeeded, and
+    files an earlier run left at these paths stay as they were until then. Paths and settings that could
+    never be written (a volume named .png, a spread map of one sample) are refused before the run.
 
     `preview_even_fade`: the PNG at `preview_path` with the input's coil fade divided out (`preview.montage`).
 
     With `preview_volume_path` and `preview_every` N > 0 the current estimate is written there every N steps (a
     live preview, replaced atomically, reported in the progress events) and removed when the run ends.
     """
-    live = preview_volume_path is not None and options.get("preview_every", 0) > 0
-    targets = [Path(p) for p in (output_path, mask_path, spread_path) if p is not None]
-    if live:
-        targets.append(Path(preview_volume_path))
+    if spread_path is not None and options.get("samples", 1) < 2:
+        raise InputError(
+            "the spread map (--spread-output) is the spread of several samples: add --samples 2 or more"
+        )
+    if preview_volume_path is not None and options.get("preview_every", 0) <= 0:
+        raise InputError(
+            "the live preview (--preview-volume) is written every N steps: add --preview-every N"
+        )
+    live = preview_volume_path is not None
+    volumes = [Path(p) for p in (output_path, mask_path, spread_path, preview_volume_path) if p is not None]
+    targets = [check_output_path(target) for target in volumes]
     if preview_path is not None:
         targets.append(check_output_path(preview_path, (".png",)))
     for target in targets:
         if same_file(input_path, target):
             raise InputError(f"output {target} is the input file; choose another output path")
-        if target.suffix != ".png":
-            check_output_path(target)
     if len({t.resolve() for t in targets}) < len(targets):
         raise InputError("the output, mask, spread and preview paths must all differ")
     volume = read_volume(input_path)
+    previewed: list[str] = []  # a live preview written by this run (only that one is removed at the end)
     if live:
-        options["preview"] = lambda estimate: _write_live_preview(estimate, Path(preview_volume_path))
+
+        def write_live(estimate: Volume) -> str | None:
+            written = _write_live_preview(estimate, Path(preview_volume_path))
+            previewed.extend([written] if written else [])
+            return written
+
+        options["preview"] = write_live
     try:
         result = complete(volume, **options)
     finally:
-        if live:  # the estimate is only for watching the run: the results replace it
+        if previewed:  # the estimate is only for watching the run: the results replace it
             Path(preview_volume_path).unlink(missing_ok=True)
-    written: list[Path] = []
-    try:
-        written.append(write_volume(result.volume, output_path))
-        if mask_path is not None:
-            written.append(write_volume(Volume(result.mask, result.affine), mask_path))
-        if spread_path is not None and result.spread is not None:
-            written.append(write_volume(Volume(result.spread, result.affine), spread_path))
-        if preview_path is not None:
-            from .preview import write_preview
+    writers = [(Path(output_path), lambda path: write_volume(result.volume, path))]
+    if mask_path is not None:
+        writers.append((Path(mask_path), lambda path: write_volume(Volume(result.mask, result.affine), path)))
+    if spread_path is not None:
+        writers.append(
+            (Path(spread_path), lambda path: write_volume(Volume(result.spread, result.affine), path))
+        )
+    if preview_path is not None:
+        from .preview import write_preview
 
-            written.append(write_preview(result, preview_path, preview_even_fade))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+        writers.append((Path(preview_path), lambda path: write_preview(result, path, preview_even_fade)))
+    _write_all_or_none(writers)
     return result

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..errors import FOVCompletionError, InputError
+from ..errors import FOVCompletionError
 from ..progress import JsonLines, ProgressCallback, ProgressEvent, TextProgressBar
 from .options import add_completion_options, completion_kwargs
 
@@ -81,14 +81,6 @@ def watch_stdin_for_cancel() -> threading.Event:
     return cancelled
 
 
-def refuse_outputs_never_written(args: argparse.Namespace) -> None:
-    """A file asked for that the settings would never write is refused, not silently left out."""
-    if args.spread_output is not None and args.samples < 2:
-        raise InputError("--spread-output is the spread of several samples: add --samples 2 or more")
-    if args.preview_volume is not None and args.preview_every <= 0:
-        raise InputError("--preview-volume is written every N steps: add --preview-every N")
-
-
 def default_preview_volume(output: Path) -> Path:
     """`out.nii.gz` -> `out.preview.nii` beside it (uncompressed: it is rewritten every few steps)."""
     name = output.name
@@ -114,13 +106,12 @@ def announce_at_start(progress: ProgressCallback | None, line: str) -> ProgressC
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import complete_file
 
-    refuse_outputs_never_written(args)
     json_lines = JsonLines() if args.progress == "json" else None
     progress = {"bar": TextProgressBar(), "json": json_lines, "none": None}[args.progress]
     cancelled = watch_stdin_for_cancel() if args.watch_stdin else threading.Event()
-    preview_volume = None
+    preview_volume = args.preview_volume  # without --preview-every: refused by complete_file, in one line
     if args.preview_every > 0:
-        preview_volume = args.preview_volume or default_preview_volume(args.output)
+        preview_volume = preview_volume or default_preview_volume(args.output)
         if json_lines is None:  # JSON progress names the file in its events
             progress = announce_at_start(
                 progress, f"live preview every {args.preview_every} steps: {preview_volume}"
