@@ -41,10 +41,13 @@ from FOVCompletionLib.models import (
 )
 from FOVCompletionLib.panel import (
     CANDIDATES_RANGE,
+    EXTENSION_RANGE,
     SLICE_COUNT_RANGE,
     SLICE_INDEX_RANGE,
     STEPS_RANGE,
+    ExtensionProblem,
     defaultSliceRange,
+    extensionProblem,
     modelSampling,
     sliceLimits,
 )
@@ -177,8 +180,8 @@ class FOVCompletionParameterNode:
     sliceRangeFirst: Annotated[int, WithinRange(*SLICE_INDEX_RANGE)] = 0
     sliceRangeLast: Annotated[int, WithinRange(*SLICE_INDEX_RANGE)] = 0
     extensionPreset: ExtensionPreset = ExtensionPreset.WHOLE_SPINE_FROM_CERVICAL
-    extendSuperiorMm: Annotated[float, WithinRange(0.0, 2000.0)] = 0.0
-    extendInferiorMm: Annotated[float, WithinRange(0.0, 2000.0)] = 500.0
+    extendSuperiorMm: Annotated[float, WithinRange(*EXTENSION_RANGE)] = 0.0
+    extendInferiorMm: Annotated[float, WithinRange(*EXTENSION_RANGE)] = 500.0
     model: str = ""
     steps: Annotated[int, WithinRange(*STEPS_RANGE)] = 25
     samples: Annotated[int, WithinRange(1, 16)] = 1
@@ -388,14 +391,29 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 samples=parameters.samples,
                 candidates=parameters.candidates,
             )
+        problem = self._extensionProblemText()
         if not engineAvailable:
             self.ui.estimateLabel.text = _("(available once the dependencies are installed)")
+        elif problem:
+            self.ui.estimateLabel.text = problem
         elif seconds is None:
             self.ui.estimateLabel.text = _("(select an input volume and an installed model)")
         else:
             self.ui.estimateLabel.text = _("about {duration} ({device})").format(
                 duration=formatDuration(seconds), device=parameters.device.label()
             )
+
+    def _extensionProblemText(self) -> str | None:
+        """Why the extensions set cannot run, in the user's language, or None."""
+        parameters = self._parameterNode
+        problem = parameters and extensionProblem(parameters.extendSuperiorMm, parameters.extendInferiorMm)
+        if problem is ExtensionProblem.NOTHING_TO_ADD:
+            return _("Extend the field of view superiorly and/or inferiorly.")
+        if problem is ExtensionProblem.TALLER_THAN_A_BODY:
+            return _("Extend by at most {limit:g} mm above and below together.").format(
+                limit=EXTENSION_RANGE[1]
+            )
+        return None
 
     def _updateApplyButton(self) -> None:
         running = self._task is not None and self._task.running
@@ -407,14 +425,12 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.ui.applyButton.text = _("Apply")
         ready = bool(parameters and parameters.inputVolume and parameters.inputVolume.GetImageData())
-        nothingToAdd = bool(
-            parameters and parameters.extendSuperiorMm == 0 and parameters.extendInferiorMm == 0
-        )
-        self.ui.applyButton.enabled = ready and not nothingToAdd
+        problem = self._extensionProblemText()
+        self.ui.applyButton.enabled = ready and not problem
         if not ready:
             self.ui.applyButton.toolTip = _("Select an input volume.")
-        elif nothingToAdd:
-            self.ui.applyButton.toolTip = _("Extend the field of view superiorly and/or inferiorly.")
+        elif problem:
+            self.ui.applyButton.toolTip = problem
         else:
             self.ui.applyButton.toolTip = _("Complete the field of view. While running, this button cancels.")
 

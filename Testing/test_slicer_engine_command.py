@@ -76,7 +76,14 @@ def test_a_numbered_gpu_reaches_the_engine():
         (CompletionOptions(extendInferiorMm=0), "nothing to complete"),
         (CompletionOptions(slices=2, sliceRange=(0, 2), extendInferiorMm=1), "either"),
         (CompletionOptions(slices=0, extendInferiorMm=1), "at least 1"),
-        (CompletionOptions(sliceRange=(4, 4), extendInferiorMm=1), "empty"),
+        (
+            CompletionOptions(sliceRange=(5, 4), extendInferiorMm=1),
+            "^slices 5 to 3 .* is empty",
+        ),  # the panel's 5..3
+        (
+            CompletionOptions(extendSuperiorMm=800, extendInferiorMm=800),
+            "at most 1500 mm above and below together",
+        ),
         (CompletionOptions(steps=0, extendInferiorMm=1), "between 1 and 1000"),
         (CompletionOptions(steps=1001, extendInferiorMm=1), "between 1 and 1000"),
         (CompletionOptions(samples=0, extendInferiorMm=1), "samples"),

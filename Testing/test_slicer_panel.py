@@ -18,10 +18,13 @@ from fovcompletion.bundle import read_metadata
 from fovcompletion.registry import default_bundle_name, resolve_bundle
 from FOVCompletionLib.panel import (
     CANDIDATES_RANGE,
+    EXTENSION_RANGE,
     SLICE_COUNT_RANGE,
     SLICE_INDEX_RANGE,
     STEPS_RANGE,
+    ExtensionProblem,
     defaultSliceRange,
+    extensionProblem,
     modelSampling,
     sliceLimits,
 )
@@ -84,6 +87,8 @@ def test_parameter_node_declares_the_same_ranges():
         assert annotations[name] == "Annotated[int, WithinRange(*SLICE_INDEX_RANGE)]"
     assert annotations["steps"] == "Annotated[int, WithinRange(*STEPS_RANGE)]"
     assert annotations["candidates"] == "Annotated[int, WithinRange(*CANDIDATES_RANGE)]"
+    for name in ("extendSuperiorMm", "extendInferiorMm"):
+        assert annotations[name] == "Annotated[float, WithinRange(*EXTENSION_RANGE)]"
     source = (MODULE / "FOVCompletion.py").read_text(encoding="utf-8")
     assert "spinBox.maximum = limits.indexMaximum" in source
     assert "self.ui.sliceCountSpinBox.maximum = limits.countMaximum" in source
@@ -117,3 +122,30 @@ def test_a_new_panel_starts_with_the_default_models_settings():
                 [p for p in widget.findall("property") if p.get("name") == "value"][0].findtext("number")
             )
     assert values == defaults
+
+
+def test_the_extensions_the_engine_refuses_keep_apply_off_with_the_reason():
+    """The panel allowed 2000 mm a side while the engine refuses more than 1500 mm in all: Apply ran the
+    export, then failed. The spin boxes, the parameter node and the Apply button now follow the engine's limit."""
+    from fovcompletion.layout import MAX_TOTAL_EXTENSION_MM
+
+    assert EXTENSION_RANGE == (0.0, MAX_TOTAL_EXTENSION_MM)
+    assert extensionProblem(0, 0) is ExtensionProblem.NOTHING_TO_ADD
+    assert extensionProblem(0, MAX_TOTAL_EXTENSION_MM) is None
+    assert extensionProblem(800, 800) is ExtensionProblem.TALLER_THAN_A_BODY
+    ui = ElementTree.parse(MODULE / "Resources" / "UI" / "FOVCompletion.ui").getroot()
+    maxima = {
+        names[0]: float(
+            [p for p in widget.findall("property") if p.get("name") == "maximum"][0].findtext("double")
+        )
+        for widget in ui.iter("widget")
+        if (
+            names := [
+                p.findtext("string")
+                for p in widget.findall("property")
+                if p.get("name") == "SlicerParameterName"
+            ]
+        )
+        and names[0] in ("extendSuperiorMm", "extendInferiorMm")
+    }
+    assert maxima == {"extendSuperiorMm": EXTENSION_RANGE[1], "extendInferiorMm": EXTENSION_RANGE[1]}

@@ -13,6 +13,9 @@ from pathlib import Path
 
 MODULE_DIR = Path(__file__).resolve().parent.parent  # holds fovcompletion/ (the engine) and Resources/
 MAXIMUM_STEPS = 1000
+# The engine's `layout.MAX_TOTAL_EXTENSION_MM` (a test keeps them equal): the GUI process checks it without
+# importing the engine, whose dependencies may not be installed yet.
+MAXIMUM_TOTAL_EXTENSION_MM = 1500.0
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,14 @@ class CompletionOptions:
             raise ValueError(f"the number of slices must be at least 1 (got {self.slices})")
         if self.sliceRange is not None:
             first, stop = self.sliceRange
+            shown = f"slices {first} to {stop - 1} (the range {first}:{stop})"  # as the panel shows it, and as given
             if first < 0 or stop <= first:
-                raise ValueError(f"the slice range {first}:{stop} is empty or negative")
+                raise ValueError(
+                    f"{shown} is empty or negative: the last slice must not come before the first"
+                )
             if sagittalSliceCount is not None and stop > sagittalSliceCount:
                 raise ValueError(
-                    f"the slice range {first}:{stop} goes past the input's {sagittalSliceCount} sagittal slices"
+                    f"{shown} goes past the input's {sagittalSliceCount} sagittal slices (0 to {sagittalSliceCount - 1})"
                 )
         if self.steps is not None and not 1 <= self.steps <= MAXIMUM_STEPS:
             raise ValueError(f"the number of steps must be between 1 and {MAXIMUM_STEPS} (got {self.steps})")
@@ -59,6 +65,12 @@ class CompletionOptions:
             raise ValueError("the extensions must be zero or positive millimetres")
         if self.extendSuperiorMm == 0 and self.extendInferiorMm == 0:
             raise ValueError("nothing to complete: extend the field of view superiorly and/or inferiorly")
+        total = self.extendSuperiorMm + self.extendInferiorMm
+        if total > MAXIMUM_TOTAL_EXTENSION_MM:
+            raise ValueError(
+                f"extending by {total:g} mm in all is more than any body needs: at most "
+                f"{MAXIMUM_TOTAL_EXTENSION_MM:g} mm above and below together"
+            )
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}")
 

@@ -9,13 +9,18 @@ limits that follow the input volume are always clipped to the ranges declared he
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
-from .engine_command import MAXIMUM_STEPS
+from .engine_command import MAXIMUM_STEPS, MAXIMUM_TOTAL_EXTENSION_MM
 
 SLICE_COUNT_RANGE = (1, 512)  # sliceCount
 SLICE_INDEX_RANGE = (0, 4095)  # sliceRangeFirst, sliceRangeLast
 STEPS_RANGE = (1, MAXIMUM_STEPS)  # steps
 CANDIDATES_RANGE = (1, 8)  # candidates
+EXTENSION_RANGE = (
+    0.0,
+    MAXIMUM_TOTAL_EXTENSION_MM,
+)  # extendSuperiorMm, extendInferiorMm (each; the total too)
 DEFAULT_RANGE_HALF_WIDTH = 2  # a new input starts with the 5 middle slices
 
 
@@ -54,3 +59,20 @@ def modelSampling(steps: int | None, candidates: int | None) -> tuple[int, int] 
 
 def _within(value: int, bounds: tuple[int, int]) -> int:
     return max(bounds[0], min(int(value), bounds[1]))
+
+
+class ExtensionProblem(Enum):
+    """Why the extensions cannot run (the widget words it, translated)."""
+
+    NOTHING_TO_ADD = "nothing to add"
+    TALLER_THAN_A_BODY = "taller than a body"
+
+
+def extensionProblem(extendSuperiorMm: float, extendInferiorMm: float) -> ExtensionProblem | None:
+    """What keeps the Apply button off for these extensions, or None: the engine's own limits, checked in the
+    GUI process so that the button and its tooltip say so before anything runs."""
+    if extendSuperiorMm == 0 and extendInferiorMm == 0:
+        return ExtensionProblem.NOTHING_TO_ADD
+    if extendSuperiorMm + extendInferiorMm > MAXIMUM_TOTAL_EXTENSION_MM:
+        return ExtensionProblem.TALLER_THAN_A_BODY
+    return None
