@@ -359,8 +359,8 @@ def complete(
 
     `slices`: count of central sagittal slices (default: the model's); `slice_range`: (start, stop) along the
     input's left-right axis instead. `steps`: denoising steps (default: the model's, as are `sampler`'s fields left
-    at None). `cancel`: polled every step; raises `CancelledError`. `feather_mm`: how far the seam into the scan
-    is feathered; `window_overlap_mm`: how many millimetres of an earlier window's rows each later window makes
+    at None). `cancel`: polled every step; raises `CancelledError`. `feather_mm`: how far beyond the scan the seam
+    is feathered (on the generated side: the known voxels stay the input's); `window_overlap_mm`: how many millimetres of an earlier window's rows each later window makes
     again and cross-fades (0: none; at most half of a window's context).
     `preview`: called every `preview_every` steps with the current estimate of the result (the decoded clean
     prediction over the known part, in the output's geometry); what it returns is reported in the next
