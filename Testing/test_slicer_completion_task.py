@@ -514,6 +514,34 @@ def test_a_chosen_output_node_gets_its_content_back_after_a_cancel(scene, input_
     assert target.GetScene() is scene and target.GetAttribute(ROLE_ATTRIBUTE) is None
 
 
+def test_a_chosen_output_node_gets_its_content_back_when_the_results_fail_to_load(
+    scene, input_node, fake_python, tmp_path, monkeypatch
+):
+    """Without a live preview the result goes straight into the chosen node; a later file that fails to load
+    (the mask, here) must not leave that node overwritten while the task says nothing was added."""
+    import FOVCompletionLib.completion_task as completion_task
+
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my result")
+    content = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    setVolumeFromArrayAndAffine(target, content, np.diag([2.0, 2.0, 2.0, 1.0]))
+
+    def mask_unreadable(scene, path, name, *args, **kwargs):
+        if "known region" in name:
+            raise OSError(f"cannot read {path}")
+        return readVolumeFromFile(scene, path, name, *args, **kwargs)
+
+    monkeypatch.setattr(completion_task, "readVolumeFromFile", mask_unreadable)
+    before = volume_nodes(scene)
+    task, _, _ = task_for(input_node, fake_python, tmp_path, outputNode=target)
+    task.start()
+    with pytest.raises(RuntimeError, match="could not be loaded: cannot read"):
+        task.wait(timeout=60)
+    voxels, affine = arrayAndAffineFromVolume(target)
+    np.testing.assert_array_equal(voxels, content)
+    np.testing.assert_array_equal(affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert target.GetAttribute(ROLE_ATTRIBUTE) is None and volume_nodes(scene) == before
+
+
 def test_real_engine_live_preview(scene, input_node, tiny_bundle, tmp_path):
     """The engine's own preview events (a tiny random model) are handled; shown previews use the output node."""
     options = CompletionOptions(

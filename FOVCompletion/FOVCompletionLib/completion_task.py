@@ -18,7 +18,7 @@ from pathlib import Path
 from .background_process import BackgroundProcess
 from .display import COMPLETION_ROLE, KNOWN_REGION_ROLE, SPREAD_ROLE, copyDisplaySettings, tagRole
 from .engine_command import CompletionOptions, buildCompletionCommand, engineEnvironment
-from .live_preview import PreviewVolume
+from .live_preview import PreviewVolume, restoreNode, snapshotNode
 from .progress_events import (
     DoneEvent,
     EngineEvent,
@@ -257,8 +257,12 @@ class CompletionTask:
         return path if path.is_file() else self.workingFolder / expectedName
 
     def _loadResults(self, done: DoneEvent) -> CompletionNodes:
+        """The engine's files as nodes; on any failure the scene is as before the run (new nodes removed, a
+        chosen output node given its content back: by the preview's snapshot when a preview filled it)."""
         inputName = self.inputNode.GetName() or "volume"
         created = []
+        chosen = self.outputNode if self.outputNode is not None and self.previewNode is None else None
+        saved = snapshotNode(chosen) if chosen is not None else None
         try:
             output = readVolumeFromFile(
                 self.scene,
@@ -279,18 +283,20 @@ class CompletionTask:
             if spreadPath is not None:
                 spread = readVolumeFromFile(self.scene, spreadPath, f"{inputName} spread")
                 created.append(spread)
+            copyDisplaySettings(self.inputNode, output)
+            for node, role in ((output, COMPLETION_ROLE), (mask, KNOWN_REGION_ROLE), (spread, SPREAD_ROLE)):
+                if node is not None:
+                    tagRole(node, role)
+            parentTransformId = self.inputNode.GetTransformNodeID()
+            for node in (output, mask, spread):
+                if node is not None:
+                    node.SetAndObserveTransformNodeID(parentTransformId)
         except BaseException:
             for node in created:
                 self.scene.RemoveNode(node)
+            if saved is not None:
+                restoreNode(chosen, saved)
             raise
-        copyDisplaySettings(self.inputNode, output)
-        for node, role in ((output, COMPLETION_ROLE), (mask, KNOWN_REGION_ROLE), (spread, SPREAD_ROLE)):
-            if node is not None:
-                tagRole(node, role)
-        parentTransformId = self.inputNode.GetTransformNodeID()
-        for node in (output, mask, spread):
-            if node is not None:
-                node.SetAndObserveTransformNodeID(parentTransformId)
         return CompletionNodes(output, mask, spread)
 
     def _conclude(self, state: TaskState, message: str) -> None:

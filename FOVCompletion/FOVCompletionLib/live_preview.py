@@ -19,8 +19,8 @@ from .display import COMPLETION_ROLE, ROLE_ATTRIBUTE, copyDisplaySettings, tagRo
 from .volume_files import readVolumeFromFile
 
 
-def _snapshot(node) -> tuple:
-    """What a preview changes in a chosen node (voxels, geometry, parent transform, role), to give it back."""
+def snapshotNode(node) -> tuple:
+    """What a preview or a run's result changes in a chosen node (voxels, geometry, parent transform, role), to give it back."""
     image = node.GetImageData()
     copy = None
     if image is not None:
@@ -31,7 +31,7 @@ def _snapshot(node) -> tuple:
     return copy, matrix, node.GetTransformNodeID(), node.GetAttribute(ROLE_ATTRIBUTE)
 
 
-def _restore(node, saved: tuple) -> None:
+def restoreNode(node, saved: tuple) -> None:
     image, matrix, transformId, role = saved
     node.SetAndObserveImageData(image)
     node.SetIJKToRASMatrix(matrix)
@@ -80,7 +80,7 @@ class PreviewVolume:
     def _read(self, path: Path) -> None:
         first = self.node is None
         if first and self.targetNode is not None:
-            self._saved = _snapshot(self.targetNode)
+            self._saved = snapshotNode(self.targetNode)
         node = readVolumeFromFile(self.scene, path, self.name, targetNode=self.node or self.targetNode)
         if first:
             self.node = node
@@ -96,6 +96,6 @@ class PreviewVolume:
         if self.created:
             self.scene.RemoveNode(self.node)
         elif self._saved is not None:
-            _restore(self.node, self._saved)
+            restoreNode(self.node, self._saved)
         self.node = None
         self._saved = None
