@@ -42,14 +42,17 @@ class CompletionOptions:
             raise ValueError(f"the number of slices must be at least 1 (got {self.slices})")
         if self.sliceRange is not None:
             first, stop = self.sliceRange
-            shown = f"slices {first} to {stop - 1} (the range {first}:{stop})"  # as the panel shows it, and as given
+            shown = (
+                f"slices {first} to {stop - 1} (the range {first}:{stop})"  # as the panel shows it, as given
+            )
             if first < 0 or stop <= first:
                 raise ValueError(
                     f"{shown} is empty or negative: the last slice must not come before the first"
                 )
             if sagittalSliceCount is not None and stop > sagittalSliceCount:
                 raise ValueError(
-                    f"{shown} goes past the input's {sagittalSliceCount} sagittal slices (0 to {sagittalSliceCount - 1})"
+                    f"{shown} goes past the input's {sagittalSliceCount} sagittal slices "
+                    f"(0 to {sagittalSliceCount - 1})"
                 )
         if self.steps is not None and not 1 <= self.steps <= MAXIMUM_STEPS:
             raise ValueError(f"the number of steps must be between 1 and {MAXIMUM_STEPS} (got {self.steps})")

@@ -20,7 +20,8 @@ from .volume_files import readVolumeFromFile
 
 
 def snapshotNode(node) -> tuple:
-    """What a preview or a run's result changes in a chosen node (voxels, geometry, parent transform, role), to give it back."""
+    """What a preview or a run's result changes in a chosen node (voxels, geometry, parent transform, role),
+    to give it back."""
     image = node.GetImageData()
     copy = None
     if image is not None:

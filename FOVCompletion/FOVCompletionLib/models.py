@@ -107,9 +107,10 @@ def _listedValue(folder: Path, name: str) -> str:
 
 
 def addBundleFromFolder(folder: str | os.PathLike, modelsDir: str | os.PathLike | None = None) -> str:
-    """Verify a bundle folder (its metadata and every weight file's sha256) and copy it into the user's model folder.
-    The weights are loaded into their networks only by the engine's process, at the first run (torch stays out of
-    Slicer's GUI process), so a bundle whose weights do not fit its architecture is refused then, in one line.
+    """Verify a bundle folder (its metadata and every weight file's sha256) and copy it into the user's model
+    folder. The weights are loaded into their networks only by the engine's process, at the first run (torch
+    stays out of Slicer's GUI process), so a bundle whose weights do not fit its architecture is refused then,
+    in one line.
 
     Returns the model-list value to select: the bundle's name, or its new folder when another bundle has the same
     name (`availableModels` lists those by folder). Raises the engine's BundleError (one clear line) for a bad bundle and

@@ -17,10 +17,8 @@ SLICE_COUNT_RANGE = (1, 512)  # sliceCount
 SLICE_INDEX_RANGE = (0, 4095)  # sliceRangeFirst, sliceRangeLast
 STEPS_RANGE = (1, MAXIMUM_STEPS)  # steps
 CANDIDATES_RANGE = (1, 8)  # candidates
-EXTENSION_RANGE = (
-    0.0,
-    MAXIMUM_TOTAL_EXTENSION_MM,
-)  # extendSuperiorMm, extendInferiorMm (each; the total too)
+# extendSuperiorMm, extendInferiorMm: each, and their total (`extensionProblem`), within the engine's limit
+EXTENSION_RANGE = (0.0, MAXIMUM_TOTAL_EXTENSION_MM)
 DEFAULT_RANGE_HALF_WIDTH = 2  # a new input starts with the 5 middle slices
 
 

@@ -359,9 +359,10 @@ def complete(
 
     `slices`: count of central sagittal slices (default: the model's); `slice_range`: (start, stop) along the
     input's left-right axis instead. `steps`: denoising steps (default: the model's, as are `sampler`'s fields left
-    at None). `cancel`: polled every step; raises `CancelledError`. `feather_mm`: how far beyond the scan the seam
-    is feathered (on the generated side: the known voxels stay the input's); `window_overlap_mm`: how many millimetres of an earlier window's rows each later window makes
-    again and cross-fades (0: none; at most half of a window's context).
+    at None). `cancel`: polled every step; raises `CancelledError`. `feather_mm`: how far beyond the scan the
+    seam is feathered (on the generated side: the known voxels stay the input's); `window_overlap_mm`: how many
+    millimetres of an earlier window's rows each later window makes again and cross-fades (0: none; at most half
+    of a window's context).
     `preview`: called every `preview_every` steps with the current estimate of the result (the decoded clean
     prediction over the known part, in the output's geometry); what it returns is reported in the next
     progress event as `preview`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
