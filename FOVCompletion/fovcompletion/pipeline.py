@@ -567,7 +567,8 @@ def complete_file(
 
         def write_live(estimate: Volume) -> str | None:
             written = _write_live_preview(estimate, Path(preview_volume_path))
-            previewed.extend([written] if written else [])
+            if written:
+                previewed.append(written)
             return written
 
         options["preview"] = write_live
