@@ -300,11 +300,9 @@ def test_bad_input_is_refused_cleanly(case, tiny_bundle, tmp_path, capsys):
         "2",
         "--extend-inferior",
         "20",
-        *(
-            option.replace("{tmp}", str(tmp_path)) for option in extra
-        ),  # outputs beside `out`, checked with it
+        *(option.replace("{tmp}", str(tmp_path)) for option in extra),
     ]
-    refuse(args, capsys, source, out, match)
+    refuse(args, capsys, source, out, match)  # outputs named `{tmp}/...` lie beside `out`: checked with it
 
 
 def test_absurd_extension_is_refused_before_the_model_loads(scan_file, tmp_path, capsys):
