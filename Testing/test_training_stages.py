@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,14 @@ def trained_run(tmp_path_factory):
     train_autoencoder(config, run)
     train_diffusion(config, run)
     return root, run
+
+
+def copy_of_trained_run(trained_run, folder: Path, without_unet: bool = False) -> Path:
+    """A test's own copy of the shared run, to change freely; `without_unet` for a test of a new UNet stage."""
+    shutil.copytree(trained_run[1], folder)
+    if without_unet:
+        shutil.rmtree(folder / "diffusion")
+    return folder
 
 
 def _tensors_equal(a: dict, b: dict) -> bool:
@@ -81,9 +90,8 @@ def test_resume_continues_exactly(trained_run, tmp_path):
 def _resume_one_more_epoch(trained_run, tmp_path, **data_changes):
     """A copy of the trained run resumed for a third UNet epoch with other data settings; the latent caches
     before and after."""
-    root, straight = trained_run
-    run = tmp_path / "changed"
-    shutil.copytree(straight, run)
+    root, _ = trained_run
+    run = copy_of_trained_run(trained_run, tmp_path / "changed")
     before = load_checkpoint(run / "diffusion" / "latents.pt", restore_rng=False)
     config = tiny_config(root)
     for name, value in data_changes.items():
@@ -107,9 +115,7 @@ def test_a_new_unet_takes_its_latent_scale_from_the_real_scans_alone(trained_run
     """Phantoms, composites and templates train the UNet but must not set the scale of the latents it is
     given: the scale is what the engine multiplies every real scan's latent by."""
     root, straight = trained_run
-    run = tmp_path / "with-phantoms"
-    shutil.copytree(straight, run)
-    shutil.rmtree(run / "diffusion")
+    run = copy_of_trained_run(trained_run, tmp_path / "with-phantoms", without_unet=True)
     config = tiny_config(root)
     config.data.phantoms = 3
     config.diffusion.epochs = 1
@@ -122,9 +128,8 @@ def test_a_new_unet_takes_its_latent_scale_from_the_real_scans_alone(trained_run
 
 def test_a_further_trained_autoencoder_encodes_again_and_keeps_the_scale(trained_run, tmp_path):
     """Latents of an older autoencoder would train the UNet for a decoder it will never be shipped with."""
-    root, straight = trained_run
-    run = tmp_path / "retrained"
-    shutil.copytree(straight, run)
+    root, _ = trained_run
+    run = copy_of_trained_run(trained_run, tmp_path / "retrained")
     before = load_checkpoint(run / "diffusion" / "latents.pt", restore_rng=False)
     config = tiny_config(root)
     config.autoencoder.epochs = 3
@@ -290,9 +295,7 @@ def test_cli_parses_the_three_commands(tmp_path):
 def test_a_count_the_loop_divides_by_is_refused_before_the_stage_starts(trained_run, tmp_path, option):
     """A zero the training loop divides or iterates by ends in one line before anything is read or written,
     not in a traceback after the first epoch (both stages, the run left as it was)."""
-    _, straight = trained_run
-    run = tmp_path / "counts"
-    shutil.copytree(straight, run)
+    run = copy_of_trained_run(trained_run, tmp_path / "counts")
     before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
     parser = training_parser()
     for command in ("train-autoencoder", "train-diffusion"):
@@ -305,9 +308,7 @@ def test_a_count_the_loop_divides_by_is_refused_before_the_stage_starts(trained_
 def test_cli_resume_can_switch_the_loss_weighting(trained_run, tmp_path):
     """`--snr-gamma 0` on a resumed UNet stage trains on with the plain MSE and records it."""
 
-    _, straight = trained_run
-    run = tmp_path / "plain-mse"
-    shutil.copytree(straight, run)
+    run = copy_of_trained_run(trained_run, tmp_path / "plain-mse")
     parser = training_parser()
     args = parser.parse_args(
         ["train-diffusion", "--run", str(run), "--resume", "--epochs", "3", "--snr-gamma", "0"]
@@ -320,10 +321,7 @@ def test_cli_resume_can_switch_the_loss_weighting(trained_run, tmp_path):
 def test_cli_new_unet_stage_chooses_its_prediction_type_and_the_bundle_keeps_it(trained_run, tmp_path):
     """`--prediction-type v_prediction` on a new UNet stage trains that target, and the exported bundle's
     scheduler tells the sampler; a resume that asks for another target is refused before anything changes."""
-    _, straight = trained_run
-    run = tmp_path / "v-prediction"
-    shutil.copytree(straight, run)
-    shutil.rmtree(run / "diffusion")
+    run = copy_of_trained_run(trained_run, tmp_path / "v-prediction", without_unet=True)
     parser = training_parser()
     args = parser.parse_args(
         ["train-diffusion", "--run", str(run), "--epochs", "1", "--prediction-type", "v_prediction"]
@@ -350,9 +348,8 @@ def test_a_resume_that_changes_the_unets_inputs_is_refused_and_leaves_the_run_as
     with one line, before the stage's config.json is written."""
     from fovcompletion.training.config import set_conditioning
 
-    root, straight = trained_run
-    run = tmp_path / "conditioning"
-    shutil.copytree(straight, run)
+    root, _ = trained_run
+    run = copy_of_trained_run(trained_run, tmp_path / "conditioning")
     before = {name: (run / "diffusion" / name).read_bytes() for name in ("config.json", LAST)}
     current = json.loads(before["config.json"])["diffusion"]["conditioning"]
     other = "none" if current != "none" else "masked_latent"
@@ -374,9 +371,7 @@ def test_resumed_stage_follows_a_cosine_schedule_and_records_it(trained_run, tmp
     and the stage's config says so; an impossible floor is refused before anything runs."""
     from fovcompletion.training.lr_schedule import learning_rate
 
-    _, straight = trained_run
-    run = tmp_path / "cosine"
-    shutil.copytree(straight, run)
+    run = copy_of_trained_run(trained_run, tmp_path / "cosine")
     parser = training_parser()
     refused = parser.parse_args(["train-diffusion", "--run", str(run), "--resume", "--lr-min", "1"])
     with pytest.raises(InputError, match="--lr-min"):
@@ -405,10 +400,8 @@ def test_resumed_stage_follows_a_cosine_schedule_and_records_it(trained_run, tmp
 def test_resume_before_the_first_checkpoint_starts_the_stage_and_says_so(trained_run, tmp_path, capsys):
     """A time-sliced script may pass --resume from its first slice on: the stage starts, with a line that says
     there was nothing to resume."""
-    root, straight = trained_run
-    run = tmp_path / "first-slice"
-    shutil.copytree(straight, run)
-    shutil.rmtree(run / "diffusion")
+    root, _ = trained_run
+    run = copy_of_trained_run(trained_run, tmp_path / "first-slice", without_unet=True)
     config = tiny_config(root)
     config.diffusion.epochs = 1
     train_diffusion(config, run, resume=True)
@@ -420,9 +413,8 @@ def test_time_budget_is_per_invocation_and_stops_with_a_checkpoint(trained_run, 
     """`--max-minutes` slices a long run: a spent budget ends the stage after the epoch in hand with a
     checkpoint; a resume gets its own budget however long the run has already trained (the log still counts
     the run's whole time)."""
-    root, straight = trained_run
-    run = tmp_path / "sliced"
-    shutil.copytree(straight, run)
+    root, _ = trained_run
+    run = copy_of_trained_run(trained_run, tmp_path / "sliced")
     config = tiny_config(root)
     config.diffusion.epochs = 5
     config.max_minutes = 1e-9  # spent by the end of the first epoch
@@ -444,9 +436,7 @@ def test_time_budget_is_per_invocation_and_stops_with_a_checkpoint(trained_run, 
 def test_autoencoder_resumed_with_a_cosine_ends_at_its_floor(trained_run, tmp_path):
     """The autoencoder stage takes the same schedule options: a constant-rate run resumed with a cosine
     ends its planned iterations at `--lr-min`."""
-    _, straight = trained_run
-    run = tmp_path / "ae-cosine"
-    shutil.copytree(straight, run)
+    run = copy_of_trained_run(trained_run, tmp_path / "ae-cosine")
     args = training_parser().parse_args(
         ["train-autoencoder", "--run", str(run), "--resume", "--epochs", "4", "--lr-schedule", "cosine"]
         + ["--lr-min", "1e-5"]
