@@ -491,11 +491,12 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if folder:
             try:
                 self.logic.setupPythonRequirements()  # the engine verifies the bundle
+                python = self.logic.pythonExecutable()  # and loads its weights in a process of its own
             except Exception as failure:
                 error = failure
             else:
                 with slicer.util.WaitCursor():
-                    model, error = modelAfterAddingBundle(folder, model)
+                    model, error = modelAfterAddingBundle(folder, model, pythonExecutable=python)
         # Always, failure or not: the list is read again (with the new bundle), then the combo box shows the model
         # to use instead of staying on the "Add..." entry. The list first: a model missing from it is replaced.
         self.populateModels()

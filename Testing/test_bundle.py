@@ -95,6 +95,22 @@ def test_models_command_reports_a_corrupted_bundle(tiny_bundle, tmp_path, monkey
     assert "INVALID" in capsys.readouterr().out
 
 
+def test_models_check_loads_the_networks_that_the_listing_only_hashes(tiny_bundle, tmp_path, capsys):
+    """`models --check` is what Slicer's "Add a bundle" runs in the engine's process: weights that do not fit the
+    architecture pass the hash check (bundle.json is not hashed) and must be refused there, in one line."""
+    assert main(["models", "--check", str(tiny_bundle)]) == 0
+    assert "tiny-test: ok" in capsys.readouterr().out
+    folder = copy_bundle(tiny_bundle, tmp_path / "mismatch")
+    metadata = json.loads((folder / "bundle.json").read_text())
+    metadata["diffusion"]["args"]["channels"] = [16, 64]
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    verify_bundle(folder)  # metadata and hashes are fine
+    assert main(["models", "--check", str(folder)]) == 1
+    error = capsys.readouterr().err
+    assert "diffusion UNet weights do not match the bundle's architecture" in error
+    assert error.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     "corrupt",
     [

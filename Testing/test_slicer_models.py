@@ -80,6 +80,26 @@ def test_a_tampered_bundle_is_refused_and_not_copied(tiny_bundle, user_home, tmp
     assert not (user_home / "tampered").exists()
 
 
+def test_weights_that_do_not_fit_are_refused_by_the_engine_process_and_not_copied(
+    tiny_bundle, user_home, tmp_path
+):
+    """The GUI process hashes the weights; the engine, started as the panel starts it, loads them. A bundle.json
+    whose architecture its weights do not fit passes the first and must fail the second before anything is
+    copied, so the bundle is not listed as usable until its first run fails."""
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(tiny_bundle, mismatched)
+    metadata = json.loads((mismatched / "bundle.json").read_text())
+    metadata["autoencoder"]["args"]["num_embeddings"] += 1
+    (mismatched / "bundle.json").write_text(json.dumps(metadata))
+    model, error = modelAfterAddingBundle(mismatched, "tiny-test", pythonExecutable=sys.executable)
+    assert model == "tiny-test" and isinstance(error, BundleError)
+    assert str(error).startswith("autoencoder weights do not match the bundle's architecture")
+    assert "\n" not in str(error)
+    assert not (user_home / "mismatched").exists() and not list(user_home.parent.rglob("*.partial"))
+    good = addBundleFromFolder(tiny_bundle, pythonExecutable=sys.executable)
+    assert good == "tiny-test" and (user_home / tiny_bundle.name / "bundle.json").is_file()
+
+
 def test_duplicate_names_are_offered_by_folder(tiny_bundle, user_home, monkeypatch):
     addBundleFromFolder(tiny_bundle)
     monkeypatch.setenv(ENV_MODEL_PATH, str(tiny_bundle))

@@ -134,6 +134,12 @@ def buildCompletionCommand(
     return command
 
 
+def buildBundleCheckCommand(pythonExecutable: str | os.PathLike, folder: str | os.PathLike) -> list[str]:
+    """Arguments for subprocess: the engine loads the bundle's networks with its weights (`models --check`), the
+    one check of a bundle that needs torch, which the GUI process keeps out."""
+    return [str(pythonExecutable), "-m", "fovcompletion", "models", "--check", str(folder)]
+
+
 def engineEnvironment(
     baseEnvironment: Mapping[str, str] | None = None, moduleDir: str | os.PathLike = MODULE_DIR
 ) -> dict[str, str]:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine_command import MODULE_DIR
+from .engine_command import MODULE_DIR, buildBundleCheckCommand, engineEnvironment
 
 BUNDLED_MODELS_DIR = MODULE_DIR / "Resources" / "Models"
 BUNDLE_METADATA_FILE = "bundle.json"
 FALLBACK_DEFAULT_MODEL = "fovcompletion-spine-t2w-window"
+# `models --check` imports torch and loads the networks: seconds for a bundle of the extension's 50 MB.
+BUNDLE_CHECK_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
@@ -106,15 +109,43 @@ def _listedValue(folder: Path, name: str) -> str:
     return name
 
 
-def addBundleFromFolder(folder: str | os.PathLike, modelsDir: str | os.PathLike | None = None) -> str:
-    """Verify a bundle folder (its metadata and every weight file's sha256) and copy it into the user's model
-    folder. The weights are loaded into their networks only by the engine's process, at the first run (torch
-    stays out of Slicer's GUI process), so a bundle whose weights do not fit its architecture is refused then,
-    in one line.
+def checkBundleInEngine(folder: str | os.PathLike, pythonExecutable: str | os.PathLike) -> None:
+    """Load the bundle's networks with its weights in the engine's own process (`fovcompletion models --check`),
+    so that weights that do not fit their architecture are refused when the bundle is added, not at its first
+    run. Raises the engine's BundleError with the engine's one line."""
+    from fovcompletion.errors import BundleError
+
+    try:
+        finished = subprocess.run(
+            buildBundleCheckCommand(pythonExecutable, folder),
+            env=engineEnvironment(),
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=BUNDLE_CHECK_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise BundleError(f"the engine could not check the bundle: {error}") from None
+    if finished.returncode != 0:
+        lines = [line for line in finished.stderr.splitlines() if line.strip()]
+        if not lines:
+            raise BundleError(f"the engine's check of the bundle failed with exit code {finished.returncode}")
+        raise BundleError(lines[-1].removeprefix("fovcompletion: error: "))
+
+
+def addBundleFromFolder(
+    folder: str | os.PathLike,
+    modelsDir: str | os.PathLike | None = None,
+    pythonExecutable: str | os.PathLike | None = None,
+) -> str:
+    """Verify a bundle folder and copy it into the user's model folder: its metadata and every weight file's
+    sha256 here, and with `pythonExecutable` (the panel passes Slicer's) its weights loaded into their networks
+    by the engine in a process of its own (`checkBundleInEngine`; torch stays out of Slicer's GUI process).
 
     Returns the model-list value to select: the bundle's name, or its new folder when another bundle has the same
     name (`availableModels` lists those by folder). Raises the engine's BundleError (one clear line) for a bad bundle and
-    FileExistsError rather than overwrite a different bundle of the same name.
+    FileExistsError rather than overwrite a different bundle of the same name; nothing is copied then.
     """
     from fovcompletion.bundle import verify_bundle
     from fovcompletion.registry import user_models_dir
@@ -127,6 +158,8 @@ def addBundleFromFolder(folder: str | os.PathLike, modelsDir: str | os.PathLike 
         return _listedValue(destination, metadata.name)
     if destination.exists():
         raise FileExistsError(f"a bundle folder named {source.name!r} already exists in {target}")
+    if pythonExecutable is not None:
+        checkBundleInEngine(source, pythonExecutable)
     target.mkdir(parents=True, exist_ok=True)
     staging = target / f".{source.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -139,7 +172,10 @@ def addBundleFromFolder(folder: str | os.PathLike, modelsDir: str | os.PathLike 
 
 
 def modelAfterAddingBundle(
-    folder: str | os.PathLike, currentModel: str, modelsDir: str | os.PathLike | None = None
+    folder: str | os.PathLike,
+    currentModel: str,
+    modelsDir: str | os.PathLike | None = None,
+    pythonExecutable: str | os.PathLike | None = None,
 ) -> tuple[str, Exception | None]:
     """ "Add a bundle from a folder...": (the model to select, the error or None).
 
@@ -147,7 +183,7 @@ def modelAfterAddingBundle(
     always repopulates its list and shows a real model again instead of staying on the "Add..." entry.
     """
     try:
-        return addBundleFromFolder(folder, modelsDir), None
+        return addBundleFromFolder(folder, modelsDir, pythonExecutable), None
     except Exception as error:
         return currentModel, error
 

@@ -15,6 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List bundles: bundled, the user folder, FOVCOMPLETION_MODEL_PATH.",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--check",
+        metavar="FOLDER",
+        help="check one bundle folder as a run would load it: its metadata, every weight file's sha256 and that "
+        "the weights fit its networks; one line, exit 1 if not (the listing checks metadata and hashes only)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -24,7 +30,19 @@ def sampler_summary(sampler: dict) -> str:
     return f"{sampler['steps']} steps{best_of}, guidance {sampler['guidance']:g}, eta {sampler['eta']:g}"
 
 
+def check(folder: str) -> int:
+    """Load the bundle's networks with its weights, what `complete` does first, so that a bundle whose weights
+    do not fit its architecture is refused before it is installed, not at its first run."""
+    from ..bundle import load_bundle
+
+    bundle = load_bundle(folder)  # raises BundleError (one line) for any mismatch
+    print(f"{bundle.metadata.name}: ok ({bundle.path}): metadata, sha256 and networks")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.check is not None:
+        return check(args.check)
     from ..bundle import verify_bundle
     from ..registry import ENV_MODEL_PATH, bundle_folders_with_source, user_models_dir
 
