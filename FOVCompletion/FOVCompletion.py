@@ -459,6 +459,11 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.warning(
                 f"FOVCompletion: the model {model!r} is not installed; using {replacement or 'the default'}"
             )
+            # In the panel too: a saved run re-run with another model is not the run that was saved.
+            self.ui.statusLabel.text = _(
+                "The scene's model {model} is not installed here; {replacement} is selected instead. "
+                "Add the model's bundle to repeat the saved run."
+            ).format(model=model, replacement=replacement or _("the default model"))
             if self._parameterNode:
                 self._parameterNode.model = replacement
         wasBlocked = comboBox.blockSignals(True)
