@@ -63,9 +63,15 @@ def test_default_range_is_centred_on_the_volume():
     assert defaultSliceRange(5000)[1] <= SLICE_INDEX_RANGE[1]
 
 
-def test_no_input_gives_the_smallest_limits():
+def test_no_input_keeps_the_parameter_ranges_so_no_spin_box_clamps_a_saved_count():
+    """The panel sets the spin boxes' maxima from these limits; with no volume yet, a maximum of 1 clamped the
+    count of 5 to 1 and the parameter node kept it for the volume loaded next."""
     assert sliceLimits(0) == sliceLimits(-3)
-    assert sliceLimits(0).countMaximum == SLICE_COUNT_RANGE[0] and sliceLimits(0).indexMaximum == 0
+    assert (
+        sliceLimits(0).countMaximum == SLICE_COUNT_RANGE[1]
+        and sliceLimits(0).indexMaximum == SLICE_INDEX_RANGE[1]
+    )
+    assert sliceLimits(0).countMaximum >= 5  # the default count survives
 
 
 def parameter_fields() -> list[ast.AnnAssign]:

@@ -31,8 +31,12 @@ class SliceLimits:
 
 
 def sliceLimits(sagittalSlices: int) -> SliceLimits:
-    """Limits for an input with `sagittalSlices` slices (0 without an input), never beyond the parameters' ranges."""
+    """Limits for an input with `sagittalSlices` slices, never beyond the parameters' ranges. Without an input
+    (0) the parameters' own ranges: a spin box whose maximum drops below its value clamps it, and the parameter
+    node stores the clamped value, so a panel opened before its volume is loaded would lose the slice count."""
     count = max(0, int(sagittalSlices))
+    if count == 0:
+        return SliceLimits(countMaximum=SLICE_COUNT_RANGE[1], indexMaximum=SLICE_INDEX_RANGE[1])
     return SliceLimits(
         countMaximum=max(SLICE_COUNT_RANGE[0], min(count, SLICE_COUNT_RANGE[1])),
         indexMaximum=max(SLICE_INDEX_RANGE[0], min(count - 1, SLICE_INDEX_RANGE[1])),
