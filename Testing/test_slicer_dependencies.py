@@ -241,7 +241,32 @@ def fake_pytorch_utils(installed: bool, installs: bool = True):
     return SimpleNamespace(PyTorchUtilsLogic=Logic), calls
 
 
-def test_torch_comes_from_the_pytorch_extension():
+def without_torch(monkeypatch) -> None:
+    """importlib.metadata as if torch were not installed (the GUI process reads versions, never imports)."""
+    real = importlib.metadata.version
+
+    def version(name):
+        if name == "torch":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+
+
+def test_a_torch_new_enough_is_kept_without_the_extension_importing_it():
+    """PyTorchUtils' torchInstalled() imports torch into Slicer's GUI process; with torch >= the minimum
+    installed (as here) neither the extension nor its check is needed."""
+    ensureTorch(None, testing=False)  # no PyTorch extension: fine, torch is there
+
+    class ImportsTorch:
+        def torchInstalled(self):
+            raise AssertionError("the extension was asked, and would have imported torch")
+
+    ensureTorch(SimpleNamespace(PyTorchUtilsLogic=ImportsTorch), testing=True)
+
+
+def test_torch_comes_from_the_pytorch_extension(monkeypatch):
+    without_torch(monkeypatch)
     with pytest.raises(DependencyError, match="PyTorch extension"):
         ensureTorch(None, testing=False)
     module, calls = fake_pytorch_utils(installed=False)
@@ -254,6 +279,14 @@ def test_torch_comes_from_the_pytorch_extension():
     module, _ = fake_pytorch_utils(installed=False, installs=False)
     with pytest.raises(DependencyError, match="not installed"):
         ensureTorch(module, testing=False)
+
+
+def test_a_torch_too_old_is_reported_with_what_to_do(monkeypatch):
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: "1.13.1" if name == "torch" else real(name)
+    )
     module, calls = fake_pytorch_utils(installed=True)
-    ensureTorch(module, testing=False)  # the installed torch (>= 2.2 here) is kept
+    with pytest.raises(DependencyError, match=r"PyTorch 1\.13\.1 is too old .*PyTorch Utils"):
+        ensureTorch(module, testing=False)
     assert calls == []

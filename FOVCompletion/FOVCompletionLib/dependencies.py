@@ -156,8 +156,12 @@ def slicerPackagingModule(name: str = "slicer.packaging"):
 def ensureTorch(pyTorchUtils, testing: bool) -> None:
     """torch >= MINIMUM_TORCH_VERSION through the PyTorch extension, which asks before installing.
 
-    In testing mode nothing is installed: a missing torch raises DependencyError.
+    In testing mode nothing is installed: a missing torch raises DependencyError. A torch that is new enough is
+    kept without asking the extension, whose check imports torch into Slicer's GUI process (seconds, and the
+    engine, which runs in its own process, is the only user of it).
     """
+    if torchMissing() is None:
+        return
     if pyTorchUtils is None:
         raise DependencyError(
             "FOVCompletion needs the PyTorch extension: install 'PyTorch' from the Extensions Manager and restart."
