@@ -122,15 +122,18 @@ def phantomCachePath() -> str:
 
 
 def loadPhantomSample(source=None):
-    """Generate the cervical phantom (first time only, offline) and load it through the Sample Data module."""
+    """Generate the cervical phantom (first time only, offline) and load it through the Sample Data module.
+
+    The phantom needs only numpy and scipy, which Slicer ships: loading the sample installs nothing (the engine's
+    torch and MONAI are asked for when a completion runs). Sample Data calls this without catching, so a failure
+    is shown here, not only in the Python console."""
     import SampleData
 
     path = phantomCachePath()
     if not os.path.isfile(path):
-        # The engine generates it: a person who loads the sample is asked before anything is installed (and in
-        # testing mode nothing is: DependencyError). The self-test checks the dependencies before it gets here.
-        FOVCompletionLogic().setupPythonRequirements()
-        with slicer.util.WaitCursor():
+        with slicer.util.tryWithErrorDisplay(
+            _("The phantom sample could not be generated."), waitCursor=True
+        ):
             writePhantomFile(path)
     if source is None:
         return SampleData.downloadSample(PHANTOM_SAMPLE_NAME)

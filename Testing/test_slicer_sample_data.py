@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,31 @@ def test_phantom_file_loads_with_the_same_world_geometry(tmp_path):
     loaded_array, loaded_affine = arrayAndAffineFromVolume(node)
     direct_array, direct_affine = arrayAndAffineFromVolume(direct)
     assert sameImageInWorld(direct_array, direct_affine, loaded_array, loaded_affine)
+
+
+def test_the_sample_is_generated_without_the_engines_packages(tmp_path):
+    """Loading the sample installs nothing: the phantom is numpy and scipy (which Slicer ships) and Slicer's own
+    writer, so a Slicer without torch, MONAI or nibabel generates it (they are blocked in the child process)."""
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc
+        import sys
+
+        class Absent(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in ("torch", "monai", "nibabel", "safetensors"):
+                    raise ImportError(f"{{name}} is not installed")
+
+        sys.meta_path.insert(0, Absent())
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / "FOVCompletion")!r})
+        from FOVCompletionLib.sample_data import writePhantomFile
+        print(writePhantomFile({str(tmp_path / PHANTOM_FILE_NAME)!r}, seed=3, spacingMm={SPACING}))
+        """
+    )
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    node = readVolumeFromFile(slicer.vtkMRMLScene(), tmp_path / PHANTOM_FILE_NAME, "phantom")
+    assert sagittalSliceCount(node) > 0
 
 
 class SampleDataLogic58:
