@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,23 @@ def test_enums_have_labels_and_match_the_engine():
         labels = [member.label() for member in enum_type]
         assert all(labels) and len(set(labels)) == len(labels)
     assert {device.value for device in ComputeDevice} == set(DEVICE_CHOICES)
+
+
+def test_labels_go_through_slicers_translation_where_it_exists(monkeypatch):
+    """The parameter node's enum connector shows `label()` as it is: the labels must be translated themselves,
+    in the module's context as the panel's `_()` strings are (plain English where there is no `slicer.i18n`)."""
+    english = {
+        member: member.label()
+        for enum_type in (ExtensionPreset, SliceSelection, ComputeDevice)
+        for member in enum_type
+    }
+    asked = []
+
+    def translate(context, text):
+        asked.append(context)
+        return f"<{text}>"
+
+    monkeypatch.setitem(sys.modules, "slicer.i18n", types.SimpleNamespace(translate=translate))
+    for member, text in english.items():
+        assert member.label() == f"<{text}>"
+    assert set(asked) == {"FOVCompletion"}

@@ -8,6 +8,16 @@ from __future__ import annotations
 import enum
 
 
+def translate(context: str, text: str) -> str:
+    """Slicer's `slicer.i18n.translate` where it exists (the panel), else the English text (tests, plain Python):
+    the labels are shown by the parameter node's enum connector, which does not translate them itself."""
+    try:
+        from slicer.i18n import translate as slicerTranslate
+    except ImportError:
+        return text
+    return slicerTranslate(context, text)
+
+
 class SliceSelection(enum.Enum):
     """How the sagittal slices to complete are chosen."""
 
@@ -15,7 +25,10 @@ class SliceSelection(enum.Enum):
     RANGE = "range"
 
     def label(self) -> str:
-        return {"count": "Centred on the middle", "range": "Range"}[self.value]
+        return {
+            "count": translate("FOVCompletion", "Centred on the middle"),
+            "range": translate("FOVCompletion", "Range"),
+        }[self.value]
 
 
 class ComputeDevice(enum.Enum):
@@ -28,8 +41,8 @@ class ComputeDevice(enum.Enum):
 
     def label(self) -> str:
         return {
-            "auto": "Automatic (GPU if available)",
-            "cpu": "CPU",
-            "cuda": "CUDA (NVIDIA GPU)",
-            "mps": "MPS (Apple GPU)",
+            "auto": translate("FOVCompletion", "Automatic (GPU if available)"),
+            "cpu": translate("FOVCompletion", "CPU"),
+            "cuda": translate("FOVCompletion", "CUDA (NVIDIA GPU)"),
+            "mps": translate("FOVCompletion", "MPS (Apple GPU)"),
         }[self.value]

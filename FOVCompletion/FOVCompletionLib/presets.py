@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 
+from .choices import translate
+
 WHOLE_SPINE_FIELD_OF_VIEW_MM = 720.0
 
 
@@ -19,10 +21,10 @@ class ExtensionPreset(enum.Enum):
 
     def label(self) -> str:
         return {
-            "cervical": "Whole spine from a cervical scan",
-            "thoracic": "Whole spine from a thoracic scan",
-            "lumbar": "Whole spine from a lumbar scan",
-            "custom": "Custom",
+            "cervical": translate("FOVCompletion", "Whole spine from a cervical scan"),
+            "thoracic": translate("FOVCompletion", "Whole spine from a thoracic scan"),
+            "lumbar": translate("FOVCompletion", "Whole spine from a lumbar scan"),
+            "custom": translate("FOVCompletion", "Custom"),
         }[self.value]
 
 
