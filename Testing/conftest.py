@@ -21,6 +21,16 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bench_bundle(tmp_path_factory) -> Path:
+    """Tiny networks on a tall, coarse canvas (1024 x 256 mm at 8 mm) so the reference sampler fits a whole spine;
+    its training list names sub-a and holds out sub-b, for the benchmark's subject rules."""
+    canvas = CanvasSpec(shape=(128, 32), spacing_mm=(8.0, 8.0))
+    folder = tmp_path_factory.mktemp("bench") / "bundle"
+    training = {"scans": [{"subject": "sub-a"}], "held_out": ["sub-b"]}
+    return create_random_bundle(folder, canvas=canvas, name="tiny-bench", training=training)
+
+
+@pytest.fixture(scope="session")
 def tiny_fixed_bundle(tmp_path_factory) -> Path:
     """Like `tiny_bundle` with a fixed-width canvas, as the reference implementation uses."""
     canvas = CanvasSpec(shape=(48, 32), spacing_mm=(2.0, 2.0), padding_value=0.0, ap_policy="fixed")

@@ -38,15 +38,6 @@ REQUIRED = {
 FAST = ["--steps", "2", "--resample", "2", "--resample-steps", "2", "--reference-steps", "3", "--no-speed"]
 
 
-@pytest.fixture(scope="module")
-def bench_bundle(tmp_path_factory) -> Path:
-    """Tiny networks on a tall, coarse canvas (1024 x 256 mm at 8 mm) so the reference sampler fits a whole spine."""
-    canvas = CanvasSpec(shape=(128, 32), spacing_mm=(8.0, 8.0))
-    folder = tmp_path_factory.mktemp("bench") / "bundle"
-    training = {"scans": [{"subject": "sub-a"}], "held_out": ["sub-b"]}
-    return create_random_bundle(folder, canvas=canvas, name="tiny-bench", training=training)
-
-
 def tiny_bids(root: Path) -> Path:
     """Three 2 mm subjects, 160 mm tall; participants.tsv gives their regions."""
     affine = np.diag([-2.0, 2.0, 2.0, 1.0])  # axis 0 R->L, axis 1 P->A, axis 2 I->S

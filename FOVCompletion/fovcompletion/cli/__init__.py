@@ -9,7 +9,16 @@ import sys
 from ..errors import FOVCompletionError
 
 # Each module has register(subparsers) adding its subcommand with set_defaults(handler=run).
-COMMAND_MODULES = ("complete", "demo", "phantom", "models", "import_checkpoint", "train", "benchmark")
+COMMAND_MODULES = (
+    "complete",
+    "demo",
+    "phantom",
+    "models",
+    "import_checkpoint",
+    "train",
+    "benchmark",
+    "compare",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -397,6 +397,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         "slices": settings.slices or (metadata.default_slices if metadata else 5),
         "phantom_keep": args.phantom_keep,
         "reference_steps": reference_steps,
+        "seed": args.seed,  # `fovcompletion compare` pairs runs of the same seeds only
     }
     if not args.no_speed and learned:
         extra["speed"] = _speed(args, preset["speed_steps"])
