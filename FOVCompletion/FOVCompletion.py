@@ -504,7 +504,9 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 error = failure
             else:
                 with slicer.util.WaitCursor():
-                    model, error = modelAfterAddingBundle(folder, model, pythonExecutable=python)
+                    model, error = modelAfterAddingBundle(
+                        folder, model, pythonExecutable=python, environment=slicer.util.startupEnvironment()
+                    )
         # Always, failure or not: the list is read again (with the new bundle), then the combo box shows the model
         # to use instead of staying on the "Add..." entry. The list first: a model missing from it is replaced.
         self.populateModels()

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,16 +110,21 @@ def _listedValue(folder: Path, name: str) -> str:
     return name
 
 
-def checkBundleInEngine(folder: str | os.PathLike, pythonExecutable: str | os.PathLike) -> None:
+def checkBundleInEngine(
+    folder: str | os.PathLike,
+    pythonExecutable: str | os.PathLike,
+    environment: Mapping[str, str] | None = None,
+) -> None:
     """Load the bundle's networks with its weights in the engine's own process (`fovcompletion models --check`),
     so that weights that do not fit their architecture are refused when the bundle is added, not at its first
-    run. Raises the engine's BundleError with the engine's one line."""
+    run. `environment`: the child's base environment, as for a completion (Slicer's startup environment).
+    Raises the engine's BundleError with the engine's one line."""
     from fovcompletion.errors import BundleError
 
     try:
         finished = subprocess.run(
             buildBundleCheckCommand(pythonExecutable, folder),
-            env=engineEnvironment(),
+            env=engineEnvironment(environment),
             capture_output=True,
             text=True,
             encoding="utf-8",
@@ -138,10 +144,12 @@ def addBundleFromFolder(
     folder: str | os.PathLike,
     modelsDir: str | os.PathLike | None = None,
     pythonExecutable: str | os.PathLike | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> str:
     """Verify a bundle folder and copy it into the user's model folder: its metadata and every weight file's
-    sha256 here, and with `pythonExecutable` (the panel passes Slicer's) its weights loaded into their networks
-    by the engine in a process of its own (`checkBundleInEngine`; torch stays out of Slicer's GUI process).
+    sha256 here, and with `pythonExecutable` (the panel passes Slicer's, and Slicer's startup `environment`) its
+    weights loaded into their networks by the engine in a process of its own (`checkBundleInEngine`; torch stays
+    out of Slicer's GUI process).
 
     Returns the model-list value to select: the bundle's name, or its new folder when another bundle has the same
     name (`availableModels` lists those by folder). Raises the engine's BundleError (one clear line) for a bad bundle and
@@ -159,7 +167,7 @@ def addBundleFromFolder(
     if destination.exists():
         raise FileExistsError(f"a bundle folder named {source.name!r} already exists in {target}")
     if pythonExecutable is not None:
-        checkBundleInEngine(source, pythonExecutable)
+        checkBundleInEngine(source, pythonExecutable, environment)
     target.mkdir(parents=True, exist_ok=True)
     staging = target / f".{source.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -176,6 +184,7 @@ def modelAfterAddingBundle(
     currentModel: str,
     modelsDir: str | os.PathLike | None = None,
     pythonExecutable: str | os.PathLike | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> tuple[str, Exception | None]:
     """ "Add a bundle from a folder...": (the model to select, the error or None).
 
@@ -183,7 +192,7 @@ def modelAfterAddingBundle(
     always repopulates its list and shows a real model again instead of staying on the "Add..." entry.
     """
     try:
-        return addBundleFromFolder(folder, modelsDir, pythonExecutable), None
+        return addBundleFromFolder(folder, modelsDir, pythonExecutable, environment), None
     except Exception as error:
         return currentModel, error
 
