@@ -1,5 +1,6 @@
-"""`fovcompletion compare`: two real benchmark runs (a tiny random bundle on a coarse phantom) paired by case and
-draw, the mean differences checked against the runs' own per-case rows, and runs that cannot be paired refused."""
+"""`fovcompletion compare`: real benchmark runs (a tiny random bundle on a coarse phantom) paired by case and seed,
+the differences checked against the runs' own per-case rows; pairing, the standard error over cases and the
+refusals checked on small results documents."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fovcompletion.benchmark.paired import compare_runs, load_results, run_seed
+from fovcompletion.benchmark.paired import compare_runs, comparison_markdown, load_results, run_seed
 from fovcompletion.cli import main
 from fovcompletion.errors import InputError
 
@@ -32,50 +33,47 @@ def comparison_json(capsys, *argv: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_the_differences_are_the_mean_of_the_paired_rows(two_draws, capsys):
+def test_each_completion_records_its_seed_and_the_differences_are_the_rows(two_draws, capsys):
     results = load_results(two_draws)
-    ours = {(r["case"], r["draw"]): r for r in results["per_case"] if r["method"] == "ours-steps2"}
-    mirror = {(r["case"], r["draw"]): r["mae"] for r in results["per_case"] if r["method"] == "mirror"}
-    assert len(ours) == 2 and len(mirror) == 1  # the mirror is drawn once: it has no seed
-    comparison = comparison_json(capsys, str(two_draws), str(two_draws), "--method", "ours-steps2")
-    section = comparison["sources"]["phantom"]
-    assert section["pairs"] == 2 and section["cases"] == 1
+    assert results["seed"] == 0
+    ours = [r for r in results["per_case"] if r["method"] == "ours-steps2"]
+    (mirror,) = [r for r in results["per_case"] if r["method"] == "mirror"]  # drawn once: it has no seed
+    assert len({r["seed"] for r in ours}) == 2 and mirror["seed"] is None
+
+    itself = comparison_json(capsys, str(two_draws), str(two_draws), "--method", "ours-steps2")
+    section = itself["sources"]["phantom"]
+    assert (section["pairs"], section["cases"]) == (2, 1) and itself["unpaired"] == {"base": 0, "new": 0}
     for key in ("ssim", "mae", "canal_continuity", "disc_f1"):
         row = section["measures"][key]
-        assert row["difference"] == 0.0 and row["new_better"] == row["new_worse"] == 0  # a run against itself
+        assert row["difference"] == 0.0 and row["new_better"] == row["new_worse"] == 0
 
-    # our sampler's first draw against the mirror (draw 0 of both): the difference of the rows themselves
-    against_mirror = comparison_json(
+    # the mirror draws no noise: it stands beside each of our sampler's draws of its case
+    against = comparison_json(
         capsys, str(two_draws), str(two_draws), "--method", "mirror", "--new-method", "ours-steps2"
     )
-    mae = against_mirror["sources"]["phantom"]["measures"]["mae"]
-    (case,) = {case for case, _ in mirror}
-    assert mae["pairs"] == 1
-    assert mae["difference"] == pytest.approx(ours[(case, 0)]["mae"] - mirror[(case, 0)])
-    assert (mae["new_better"], mae["new_worse"]) == ((1, 0) if mae["difference"] < 0 else (0, 1))
-    assert mae["standard_error"] is None  # one pair has no spread (JSON null, not NaN)
+    mae = against["sources"]["phantom"]["measures"]["mae"]
+    assert mae["pairs"] == 2 and mae["cases"] == 1
+    assert mae["difference"] == pytest.approx(np.mean([r["mae"] for r in ours]) - mirror["mae"])
+    assert mae["new_better"] == sum(r["mae"] < mirror["mae"] for r in ours)
+    assert mae["standard_error"] is None  # one case: no spread over cases (JSON null, not NaN)
 
 
 def test_the_tables_are_written_where_asked(two_draws, tmp_path, capsys):
     table = tmp_path / "comparison.md"
-    assert (
-        main(
-            [
-                "compare",
-                str(two_draws),
-                str(two_draws / "results.json"),
-                "--method",
-                "ours-steps2",
-                "-o",
-                str(table),
-            ]
-        )
-        == 0
-    )
+    argv = [
+        "compare",
+        str(two_draws),
+        str(two_draws / "results.json"),
+        "--method",
+        "ours-steps2",
+        "-o",
+        str(table),
+    ]
+    assert main(argv) == 0
     text = table.read_text()
     assert text == capsys.readouterr().out
     assert "## phantoms (1 case, 2 pairs)" in text and "| SSIM |" in text and "| disc F1 |" in text
-    assert not list(tmp_path.glob("*.partial"))
+    assert [p.name for p in tmp_path.iterdir()] == ["comparison.md"]  # no temporary file left
 
 
 def test_runs_that_are_not_counterparts_are_refused_in_one_line(two_draws, bench_bundle, tmp_path, capsys):
@@ -89,6 +87,10 @@ def test_runs_that_are_not_counterparts_are_refused_in_one_line(two_draws, bench
 
     assert main(["compare", str(two_draws), str(two_draws)]) == 1  # two methods in common: which one?
     assert "several methods (mirror, ours-steps2)" in capsys.readouterr().err
+    assert main(["compare", str(two_draws), str(two_draws), "--method", "resample"]) == 1
+    assert (
+        "BASE has no completions of method 'resample' (it has mirror, ours-steps2)" in capsys.readouterr().err
+    )
     assert main(["compare", str(two_draws), str(tmp_path / "nothing-here")]) == 1
     assert "no benchmark results" in capsys.readouterr().err
     (tmp_path / "not.json").write_text("{")
@@ -96,20 +98,69 @@ def test_runs_that_are_not_counterparts_are_refused_in_one_line(two_draws, bench
     assert "not readable as benchmark results" in capsys.readouterr().err
 
 
-def rows(method: str, values: dict[str, list[float]]) -> dict:
-    """A results document of one real case drawn len(values) times (what `compare_runs` reads)."""
-    count = len(next(iter(values.values())))
-    per_case = [
-        {"case": "sub-x/inferior", "source": "real", "method": method, "draw": draw}
-        | {key: column[draw] for key, column in values.items()}
-        for draw in range(count)
-    ]
-    return {"hide_mm": 64.0, "slices": 5, "direction": "both", "seed": 0, "per_case": per_case}
+def document(rows: list[dict], **settings) -> dict:
+    """A results document as `compare_runs` reads it: real cases, one method `ours`."""
+    per_case = [{"source": "real", "method": "ours", "draw": 0, **row} for row in rows]
+    return {"hide_mm": 64.0, "slices": 5, "direction": "both", "seed": 0, **settings, "per_case": per_case}
+
+
+def test_the_standard_error_is_over_cases_and_each_case_counts_once():
+    base = document(
+        [
+            {"case": "a", "seed": 1, "ssim": 0.5},
+            {"case": "a", "seed": 2, "ssim": 0.5},
+            {"case": "b", "seed": 3, "ssim": 0.5},
+        ]
+    )
+    new = document(
+        [
+            {"case": "a", "seed": 1, "ssim": 0.6},
+            {"case": "a", "seed": 2, "ssim": 0.8},
+            {"case": "b", "seed": 3, "ssim": 0.5},
+        ]
+    )
+    ssim = compare_runs(base, new, "ours")["sources"]["real"]["measures"]["ssim"]
+    # case a differs by 0.2 on average over its two draws, case b by 0: the mean of the cases, not of the draws
+    assert ssim["difference"] == pytest.approx(0.1) and ssim["standard_error"] == pytest.approx(0.1)
+    assert (ssim["pairs"], ssim["cases"], ssim["new_better"], ssim["new_worse"]) == (3, 2, 2, 0)
+
+
+def test_completions_pair_by_seed_and_the_rest_is_reported_as_left_out():
+    base = document([{"case": "a", "seed": 1, "ssim": 0.5}, {"case": "b", "seed": 2, "ssim": 0.5}])
+    new = document(
+        [{"case": "a", "seed": 1, "ssim": 0.7}, {"case": "b", "seed": 9, "ssim": 0.1}]
+    )  # another seed
+    comparison = compare_runs(base, new, "ours")
+    assert comparison["unpaired"] == {"base": 1, "new": 1}
+    assert comparison["sources"]["real"]["measures"]["ssim"]["difference"] == pytest.approx(0.2)
+    text = comparison_markdown(comparison, "v1", "v2")
+    assert "1 completion of the base run, 1 of the new one" in text
+
+
+def test_runs_from_before_each_row_had_its_seed_pair_by_the_runners_rule():
+    """Old results name no seed per row: it is the run's --seed plus the case's place plus 1000 per draw, so the
+    same case in another place of another run's list is another completion, not a counterpart."""
+    base = document([{"case": "a", "ssim": 0.5}, {"case": "b", "ssim": 0.5}])
+    reordered = document([{"case": "b", "ssim": 0.6}, {"case": "a", "ssim": 0.6}])
+    with pytest.raises(InputError, match="share no completion of the same case and seed"):
+        compare_runs(base, reordered, "ours")
+    same_order = document([{"case": "a", "ssim": 0.6}, {"case": "b", "ssim": 0.6}])
+    assert compare_runs(base, same_order, "ours")["sources"]["real"]["pairs"] == 2
 
 
 def test_seam_brightness_is_better_nearer_one_and_missing_values_leave_their_pair_out():
-    base = rows("ours", {"seam_brightness": [0.8, 1.3, 0.9], "canal_reach": [0.5, float("nan"), 0.5]})
-    new = rows("ours", {"seam_brightness": [0.9, 1.1, 1.2], "canal_reach": [0.7, 1.0, None]})
+    base = document(
+        [
+            {"case": c, "seed": i, "seam_brightness": b, "canal_reach": r}
+            for i, (c, b, r) in enumerate([("a", 0.8, 0.5), ("b", 1.3, float("nan")), ("c", 0.9, 0.5)])
+        ]
+    )
+    new = document(
+        [
+            {"case": c, "seed": i, "seam_brightness": b, "canal_reach": r}
+            for i, (c, b, r) in enumerate([("a", 0.9, 0.7), ("b", 1.1, 1.0), ("c", 1.2, None)])
+        ]
+    )
     measures = compare_runs(base, new, "ours")["sources"]["real"]["measures"]
     brightness = measures["seam_brightness"]
     assert (brightness["new_better"], brightness["new_worse"]) == (
@@ -124,13 +175,12 @@ def test_seam_brightness_is_better_nearer_one_and_missing_values_leave_their_pai
 
 
 def test_other_hidden_rows_are_not_paired():
-    base = rows("ours", {"ssim": [0.5]})
-    new = rows("ours", {"ssim": [0.6]}) | {"hide_mm": 32.0}
+    base = document([{"case": "a", "seed": 1, "ssim": 0.5}])
     with pytest.raises(InputError, match="hidden millimetres"):
-        compare_runs(base, new, "ours")
+        compare_runs(base, document([{"case": "a", "seed": 1, "ssim": 0.6}], hide_mm=32.0), "ours")
 
 
 def test_runs_from_before_the_seed_was_recorded_name_it_in_their_command():
     assert run_seed({"seed": 3, "command": "fovcompletion benchmark --seed 7"}) == 3
-    assert run_seed({"command": "fovcompletion benchmark --out x --seed 7 --repeats 3"}) == 7
+    assert run_seed({"seed": None, "command": "fovcompletion benchmark --out x --seed 7 --repeats 3"}) == 7
     assert run_seed({"command": "fovcompletion benchmark --out x"}) == 0  # the default

@@ -25,6 +25,14 @@ CANCEL_REQUEST = "cancel\n"
 GRACE_PERIOD_S = 3.0  # how long a cancelled child may take to stop by itself before its tree is killed
 
 
+def childProcessOptions() -> dict:
+    """subprocess options for an engine process: no console window on Windows, and a process group of its own
+    everywhere, so that a cancel can kill the whole tree (`killProcessTree`)."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
 def killProcessTree(process: subprocess.Popen) -> None:
     """Kill a process and every descendant (its process group on POSIX, `taskkill /T` on Windows)."""
     descendants = []
@@ -79,11 +87,7 @@ class BackgroundProcess:
     def start(self) -> None:
         if self.process is not None:
             raise RuntimeError("the process was already started")
-        options = {}
-        if os.name == "nt":
-            options["creationflags"] = subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP
-        else:
-            options["start_new_session"] = True  # its own process group, so cancel can kill the whole tree
+        options = childProcessOptions()
         self.process = subprocess.Popen(
             self.args,
             stdin=subprocess.PIPE,  # kept open: closing it (or our death) tells the child to stop

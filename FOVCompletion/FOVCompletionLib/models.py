@@ -16,13 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .background_process import childProcessOptions
 from .engine_command import MODULE_DIR, buildBundleCheckCommand, engineEnvironment
 
 BUNDLED_MODELS_DIR = MODULE_DIR / "Resources" / "Models"
 BUNDLE_METADATA_FILE = "bundle.json"
 FALLBACK_DEFAULT_MODEL = "fovcompletion-spine-t2w-window"
-# `models --check` imports torch and loads the networks: seconds for a bundle of the extension's 50 MB.
-BUNDLE_CHECK_TIMEOUT_S = 300
+# `models --check` imports torch and loads the networks: seconds for a bundle of the extension's 50 MB; a
+# check that takes minutes has hung (the GUI waits for it).
+BUNDLE_CHECK_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ def checkBundleInEngine(
             encoding="utf-8",
             errors="replace",
             timeout=BUNDLE_CHECK_TIMEOUT_S,
+            **childProcessOptions(),  # no console window flashing up on Windows
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise BundleError(f"the engine could not check the bundle: {error}") from None

@@ -2,9 +2,10 @@
 with the same sampler seed in the other (`fovcompletion compare`).
 
 Why: the seed alone moves a case's SSIM by up to 0.08 and its canal continuity from 0.7 to 1.0, so two runs'
-means with their intervals over cases cannot tell models a few hundredths apart; paired by case and draw, the
-seed's share of the difference cancels and the standard error of the mean difference is the honest yardstick.
-Runs are only paired when they hid the same rows of the same cases with the same seeds.
+means with their intervals over cases cannot tell models a few hundredths apart; paired by case and seed, the
+seed's share of the difference cancels. Each case's mean difference over its draws is one observation, as the
+benchmark's intervals are over cases: the draws of one case are not independent of each other. Runs are only
+paired when they hid the same rows of the same cases, each completion with the other's of the same seed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+
+DRAW_SEED_STRIDE = 1000  # `runner.DRAW_SEED_STRIDE`, for runs made before each row recorded its seed
 
 # (measure, which way is better: +1 higher, -1 lower, 0 nearer to 1), as the benchmark's tables name them.
 MEASURES = (
@@ -51,14 +54,17 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: no benchmark results (results.json) there") from None
     except (OSError, ValueError) as error:
         raise InputError(f"{file}: not readable as benchmark results: {error}") from None
-    if not isinstance(results, dict) or not isinstance(results.get("per_case"), list):
+    rows = results.get("per_case") if isinstance(results, dict) else None
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and "case" in r and "method" in r for r in rows
+    ):
         raise InputError(f"{file}: not a benchmark's results.json (it has no per-case rows)")
     return results
 
 
 def run_seed(results: dict[str, Any]) -> int:
     """The run's `--seed` (recorded since 2026-12-05; earlier runs name it in their command, else 0)."""
-    if "seed" in results:
+    if isinstance(results.get("seed"), int):
         return int(results["seed"])
     found = re.search(r"--seed[ =](\d+)", str(results.get("command", "")))
     return int(found.group(1)) if found else 0
@@ -77,16 +83,42 @@ def pairing_problem(base: dict[str, Any], new: dict[str, Any]) -> str | None:
     return None
 
 
-def _rows(results: dict[str, Any], method: str) -> dict[tuple[str, int], dict[str, Any]]:
-    return {
-        (row["case"], int(row.get("draw") or 0)): row
-        for row in results["per_case"]
-        if row.get("method") == method and not row.get("skipped")
-    }
+def _rows(results: dict[str, Any], method: str) -> dict[tuple[str, Any], dict[str, Any]]:
+    """The method's completions keyed by (case, sampler seed); seed None for a method that draws no noise.
+
+    Runs made before each row recorded its seed get it back from the runner's rule (the run's --seed, plus the
+    case's place in the run, plus 1000 per draw), the cases numbered in the order the rows list them."""
+    numbers: dict[str, int] = {}
+    for row in results["per_case"]:
+        numbers.setdefault(row["case"], len(numbers))
+    first = run_seed(results)
+    keyed: dict[tuple[str, Any], dict[str, Any]] = {}
+    for row in results["per_case"]:
+        if row.get("method") != method or row.get("skipped"):
+            continue
+        implied = first + numbers[row["case"]] + DRAW_SEED_STRIDE * int(row.get("draw") or 0)
+        keyed[(row["case"], row.get("seed", implied))] = row
+    return keyed
 
 
-def common_method(base: dict[str, Any], new: dict[str, Any]) -> str:
-    """The one method both runs measured, when there is exactly one."""
+def _pairs(base_rows: dict, new_rows: dict) -> list[tuple[dict, dict]]:
+    """Counterparts: the same case and seed; a completion that draws no noise (seed None) stands beside each of
+    the other run's completions of its case."""
+    pairs = []
+    for (case, seed), row in base_rows.items():
+        if seed is None:
+            pairs += [(row, other) for (other_case, _), other in new_rows.items() if other_case == case]
+        elif (case, seed) in new_rows:
+            pairs.append((row, new_rows[(case, seed)]))
+        elif (case, None) in new_rows:
+            pairs.append((row, new_rows[(case, None)]))
+    return pairs
+
+
+def default_base_method(base: dict[str, Any], new: dict[str, Any], new_method: str | None = None) -> str:
+    """BASE's row when none is named: the one method both runs have, or, when NEW's is named, BASE's only one."""
+    if new_method is not None and len(_methods(base)) == 1:
+        return next(iter(_methods(base)))
     methods = sorted(_methods(base) & _methods(new))
     if len(methods) == 1:
         return methods[0]
@@ -115,18 +147,26 @@ def _better(difference: float, base: float, new: float, direction: int) -> int:
 
 
 def _measure(pairs: list[tuple[dict, dict]], key: str, direction: int, levels: bool) -> dict[str, Any] | None:
-    values = np.array([(_value(b, key, levels), _value(n, key, levels)) for b, n in pairs], dtype=float)
-    values = values[np.isfinite(values).all(axis=1)]
-    if not len(values):
+    """Means of base, new and their difference over cases (each case the mean over its pairs), the standard
+    error over cases (None for one case), and the pairs each way."""
+    by_case: dict[str, list[tuple[float, float]]] = {}
+    verdicts = []
+    for b, n in pairs:
+        values = (_value(b, key, levels), _value(n, key, levels))
+        if not all(math.isfinite(v) for v in values):
+            continue
+        by_case.setdefault(b["case"], []).append(values)
+        verdicts.append(_better(values[1] - values[0], values[0], values[1], direction))
+    if not by_case:
         return None
-    differences = values[:, 1] - values[:, 0]
-    verdicts = [_better(d, b, n, direction) for d, (b, n) in zip(differences, values)]
-    # None (JSON's null) for one pair, which has no spread to estimate
+    means = np.array([np.mean(case_values, axis=0) for case_values in by_case.values()])
+    differences = means[:, 1] - means[:, 0]
     error = float(differences.std(ddof=1) / math.sqrt(len(differences))) if len(differences) > 1 else None
     return {
-        "pairs": len(differences),
-        "base": float(values[:, 0].mean()),
-        "new": float(values[:, 1].mean()),
+        "pairs": len(verdicts),
+        "cases": len(by_case),
+        "base": float(means[:, 0].mean()),
+        "new": float(means[:, 1].mean()),
         "difference": float(differences.mean()),
         "standard_error": error,
         "new_better": verdicts.count(1),
@@ -139,33 +179,49 @@ def compare_runs(
 ) -> dict[str, Any]:
     """Mean paired differences (new - base) by source, with their standard errors and how many pairs each way.
 
-    Raises InputError when the runs cannot be paired or share no case and draw for these methods."""
+    Raises InputError when the runs cannot be paired or share no case and seed for these methods."""
     problem = pairing_problem(base, new)
     if problem:
         raise InputError(f"cannot pair these runs: {problem}")
     new_method = new_method or base_method
     base_rows, new_rows = _rows(base, base_method), _rows(new, new_method)
-    if not base_rows or not new_rows:
-        missing = base_method if not base_rows else new_method
+    for label, rows, method, results in (
+        ("BASE", base_rows, base_method, base),
+        ("NEW", new_rows, new_method, new),
+    ):
+        if not rows:
+            raise InputError(
+                f"{label} has no completions of method {method!r} (it has {', '.join(sorted(_methods(results)))})"
+            )
+    pairs = _pairs(base_rows, new_rows)
+    if not pairs:
         raise InputError(
-            f"no completions of method {missing!r} in that run (see its results.md for its rows)"
+            "the runs share no completion of the same case and seed: were they run on the same subjects, "
+            "phantoms and templates?"
         )
-    keys = sorted(set(base_rows) & set(new_rows))
-    if not keys:
-        raise InputError("the runs share no case and draw: were they run on the same subjects and phantoms?")
-    comparison: dict[str, Any] = {"base_method": base_method, "new_method": new_method, "sources": {}}
-    for source, _ in SOURCES:
-        pairs = [(base_rows[k], new_rows[k]) for k in keys if base_rows[k].get("source") == source]
-        if not pairs:
+    comparison: dict[str, Any] = {
+        "base_method": base_method,
+        "new_method": new_method,
+        "unpaired": {
+            "base": len(base_rows) - len({id(b) for b, _ in pairs}),
+            "new": len(new_rows) - len({id(n) for _, n in pairs}),
+        },
+        "sources": {},
+    }
+    known = [source for source, _ in SOURCES]
+    present = {str(b.get("source")) for b, _ in pairs}
+    for source in known + sorted(present - set(known)):
+        of_source = [(b, n) for b, n in pairs if str(b.get("source")) == source]
+        if not of_source:
             continue
         measures = {}
         for key, _, direction in MEASURES:
-            measures[key] = _measure(pairs, key, direction, levels=False)
+            measures[key] = _measure(of_source, key, direction, levels=False)
         for key, _, direction in LEVEL_MEASURES:
-            measures[key] = _measure(pairs, key, direction, levels=True)
+            measures[key] = _measure(of_source, key, direction, levels=True)
         comparison["sources"][source] = {
-            "pairs": len(pairs),
-            "cases": len({base_rows[k]["case"] for k in keys if base_rows[k].get("source") == source}),
+            "pairs": len(of_source),
+            "cases": len({b["case"] for b, _ in of_source}),
             "measures": {key: value for key, value in measures.items() if value is not None},
         }
     return comparison
@@ -187,15 +243,24 @@ def comparison_markdown(comparison: dict[str, Any], base_label: str, new_label: 
         "",
         f"`{comparison['new_method']}` of {new_label} against `{comparison['base_method']}` of {base_label}, "
         "each completion paired with the other run's completion of the same case with the same sampler seed. "
-        "Difference: the mean of new - base over the pairs, +- its standard error; better / worse: the pairs in "
-        "which the new completion is better or worse on that measure (seam brightness: nearer to 1); a measure "
-        "that is not a number in some pairs names the count of pairs it has.",
+        "Base, new, difference: means over cases of each case's mean over its draws; +- the difference's "
+        "standard error over cases (the benchmark's intervals are over cases too: one case's draws are not "
+        "independent); better / worse: the pairs in which the new completion is better or worse on that "
+        "measure (seam brightness: nearer to 1); a measure that is not a number in some pairs names the count "
+        "of pairs it has.",
     ]
+    unpaired = comparison["unpaired"]
+    if unpaired["base"] or unpaired["new"]:
+        lines += [
+            "",
+            "Left out, without a counterpart of the same case and seed: "
+            f"{_count(unpaired['base'], 'completion')} of the base run, {unpaired['new']} of the new one.",
+        ]
     sources = dict(SOURCES)
     for source, section in comparison["sources"].items():
         lines += [
             "",
-            f"## {sources[source]} ({_count(section['cases'], 'case')}, {_count(section['pairs'], 'pair')})",
+            f"## {sources.get(source, source)} ({_count(section['cases'], 'case')}, {_count(section['pairs'], 'pair')})",
             "",
             "| measure | base | new | difference | better / worse |",
             "|---|---|---|---|---|",

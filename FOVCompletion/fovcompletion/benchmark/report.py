@@ -68,6 +68,7 @@ def build_results(run: BenchmarkRun, hide_mm: float, extra: dict[str, Any]) -> d
             "source": o.source,
             "method": o.method,
             "draw": o.draw,
+            "seed": o.seed,
             **o.metrics,
             "nfe": o.nfe,
             "seconds": o.seconds,

@@ -175,6 +175,7 @@ class Outcome:
     levels: dict[str, float] | None = None
     skipped: str | None = None
     draw: int = 0  # which of our sampler's draws on this case (`Settings.repeats`)
+    seed: int | None = None  # the sampler's seed of this completion (None: a method that draws no noise)
 
 
 @dataclass
@@ -307,6 +308,7 @@ def run_benchmark(
             reset_peak_rss()
             try:
                 if method.learned:
+                    outcome.seed = draw_seed(settings.seed, number, draw)
                     with UNetTimer(bundle.unet) as timer:
                         result = run_learned(
                             method,
@@ -314,7 +316,7 @@ def run_benchmark(
                             bundle,
                             settings,
                             truth.shape[0],
-                            draw_seed(settings.seed, number, draw),
+                            outcome.seed,
                         )
                     on_truth_grid(result, case, start, stop)
                     pred = result.image
@@ -329,6 +331,7 @@ def run_benchmark(
                     started = time.perf_counter()
                     if method.ceiling:
                         seed = draw_seed(settings.seed, number, draw)
+                        outcome.seed = seed if method.noise_level else None  # the denoise rows draw noise
                         pred = ceiling_fill(
                             method.family, case, bundle, truth.shape[0], method.noise_level, seed
                         )

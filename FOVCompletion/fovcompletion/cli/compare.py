@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -29,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--method",
         default=None,
-        help="BASE's row to compare, e.g. ours-steps25-best3 (default: the one method both runs have)",
+        help="BASE's row to compare, e.g. ours-steps25-best3 (default: the one method both runs have, or with "
+        "--new-method BASE's only method)",
     )
     parser.add_argument("--new-method", default=None, help="NEW's row to compare (default: --method)")
     parser.add_argument(
@@ -40,21 +40,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..benchmark.paired import common_method, compare_runs, comparison_markdown, load_results
+    from ..benchmark.paired import compare_runs, comparison_markdown, default_base_method, load_results
+    from ..image_io import atomic_write
 
     base, new = load_results(args.base), load_results(args.new)
-    method = args.method or common_method(base, new)
+    method = args.method or default_base_method(base, new, args.new_method)
     comparison = compare_runs(base, new, method, args.new_method)
     text = comparison_markdown(comparison, _label(args.base, base), _label(args.new, new))
     if args.output is not None:
-        partial = args.output.with_name(args.output.name + ".partial")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, args.output)
-    print(json.dumps(comparison, indent=2) if args.json else text, end="" if not args.json else "\n")
+        atomic_write(args.output, lambda path: path.write_text(text, encoding="utf-8"))
+    print(json.dumps(comparison, indent=2) if args.json else text, end="\n" if args.json else "")
     return 0
 
 
 def _label(path: Path, results: dict) -> str:
-    """The run as a reader knows it: its model's name and its folder."""
-    folder = path if path.is_dir() else path.parent
-    return f"{Path(str(results.get('model', '?'))).name} ({folder})"
+    """The run as a reader knows it: its model's name and where its results are."""
+    return f"{Path(str(results.get('model', '?'))).name} ({path})"
