@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-
-DRAW_SEED_STRIDE = 1000  # `runner.DRAW_SEED_STRIDE`, for runs made before each row recorded its seed
+from .seeds import draw_seed
 
 # (measure, which way is better: +1 higher, -1 lower, 0 nearer to 1), as the benchmark's tables name them.
 MEASURES = (
@@ -96,7 +95,7 @@ def _rows(results: dict[str, Any], method: str) -> dict[tuple[str, Any], dict[st
     for row in results["per_case"]:
         if row.get("method") != method or row.get("skipped"):
             continue
-        implied = first + numbers[row["case"]] + DRAW_SEED_STRIDE * int(row.get("draw") or 0)
+        implied = draw_seed(first, numbers[row["case"]], int(row.get("draw") or 0))
         keyed[(row["case"], row.get("seed", implied))] = row
     return keyed
 

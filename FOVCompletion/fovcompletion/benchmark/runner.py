@@ -26,9 +26,9 @@ from .ceiling import CEILINGS, DENOISE_LEVELS, ceiling_fill, denoise_name
 from .levels import level_counts
 from .metrics import NEAR_MM, quality
 from .resources import describe_device, peak_rss_mb, reset_peak_rss, threads
+from .seeds import draw_seed
 from .timing import UNetTimer
 
-DRAW_SEED_STRIDE = 1000
 FAMILIES = (*CEILINGS, "ours", "resample", "reference", "constant", "mirror", "retrieval")
 LEARNED = ("ours", "resample", "reference")
 
@@ -199,12 +199,6 @@ class Settings:
     examples: int = 3
     near_mm: float = NEAR_MM
     repeats: int = 1  # draws of our sampler's rows per case, each with a seed of its own
-
-
-def draw_seed(first: int, case_number: int, draw: int) -> int:
-    """The sampler seed of one draw on one case: draw 0 is the seed a single-draw run uses, so adding draws never
-    changes the first; later draws step by DRAW_SEED_STRIDE, past any case number of a run."""
-    return first + case_number + DRAW_SEED_STRIDE * draw
 
 
 @dataclass
