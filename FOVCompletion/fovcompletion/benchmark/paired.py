@@ -1,5 +1,5 @@
-"""Two benchmark runs compared draw by draw: each completion of one run against the completion of the same case
-with the same sampler seed in the other (`fovcompletion compare`).
+"""Two benchmark runs compared completion by completion: each completion of one run against the completion of
+the same case with the same sampler seed in the other (`fovcompletion compare`).
 
 Why: the seed alone moves a case's SSIM by up to 0.08 and its canal continuity from 0.7 to 1.0, so two runs'
 means with their intervals over cases cannot tell models a few hundredths apart; paired by case and seed, the
@@ -130,7 +130,7 @@ def default_base_method(base: dict[str, Any], new: dict[str, Any], new_method: s
 
 
 def _methods(results: dict[str, Any]) -> set[str]:
-    return {row["method"] for row in results["per_case"] if "method" in row}
+    return {row["method"] for row in results["per_case"]}  # `load_results` made sure each row names one
 
 
 def _value(row: dict[str, Any], key: str, levels: bool) -> float:
@@ -139,9 +139,9 @@ def _value(row: dict[str, Any], key: str, levels: bool) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def _better(difference: float, base: float, new: float, direction: int) -> int:
+def _better(base: float, new: float, direction: int) -> int:
     """+1 when the new value is better, -1 when worse, 0 when alike (within a millionth)."""
-    gain = abs(base - 1.0) - abs(new - 1.0) if direction == 0 else direction * difference
+    gain = abs(base - 1.0) - abs(new - 1.0) if direction == 0 else direction * (new - base)
     return 0 if abs(gain) < 1e-6 else (1 if gain > 0 else -1)
 
 
@@ -155,7 +155,7 @@ def _measure(pairs: list[tuple[dict, dict]], key: str, direction: int, levels: b
         if not all(math.isfinite(v) for v in values):
             continue
         by_case.setdefault(b["case"], []).append(values)
-        verdicts.append(_better(values[1] - values[0], values[0], values[1], direction))
+        verdicts.append(_better(*values, direction))
     if not by_case:
         return None
     means = np.array([np.mean(case_values, axis=0) for case_values in by_case.values()])

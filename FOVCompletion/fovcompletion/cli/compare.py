@@ -1,4 +1,4 @@
-"""`fovcompletion compare`: two benchmark runs paired by case and draw (see `benchmark.paired`).
+"""`fovcompletion compare`: two benchmark runs paired by case and sampler seed (see `benchmark.paired`).
 
 Why: deciding whether a retrained model or a sampler setting is better needs the difference of each completion
 from its counterpart with the same seed, not two means whose intervals overlap by the seed's spread.
@@ -15,8 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="compare two benchmark runs completion by completion (same case, same seed)",
-        description="Pair every completion of NEW's method with BASE's completion of the same case and draw "
-        "(the same sampler seed) and report the mean difference of each measure, its standard error and how "
+        description="Pair every completion of NEW's method with BASE's completion of the same case and sampler "
+        "seed (a method that draws no noise, such as the mirror, with each draw of its case) and report the mean difference of each measure, its standard error over cases and how "
         "many pairs went each way, for the real scans, the phantoms and the templates. The runs must have "
         "hidden the same rows with the same --seed. Compare a model at two sets of seeds (the benchmark's "
         "--seed) before trusting a difference of a few hundredths.",
