@@ -422,9 +422,10 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self._task is not None and self._task.running
         parameters = self._parameterNode
         if running:
-            self.ui.applyButton.text = _("Cancel")
+            cancelling = self._task.cancelling
+            self.ui.applyButton.text = _("Cancelling...") if cancelling else _("Cancel")
             self.ui.applyButton.toolTip = _("Stop the completion now; nothing is added to the scene.")
-            self.ui.applyButton.enabled = True
+            self.ui.applyButton.enabled = not cancelling
             return
         self.ui.applyButton.text = _("Apply")
         ready = bool(parameters and parameters.inputVolume and parameters.inputVolume.GetImageData())
@@ -540,9 +541,11 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         if self._task is not None and self._task.running:
+            # Without blocking: the poll timer ends the task when the engine has stopped (it is killed if it
+            # has not after a few seconds), and onTaskFinished says so.
+            self._task.requestCancel()
             self.ui.statusLabel.text = _("Cancelling...")
-            slicer.app.processEvents()  # show it: the engine gets a few seconds to stop before it is killed
-            self._task.cancel()
+            self._updateApplyButton()
             return
         self.ui.logTextEdit.clear()
         self.ui.statusLabel.text = _("Checking dependencies...")
@@ -587,10 +590,12 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.appendPlainText(text)
 
     def onEngineEvent(self, event) -> None:
+        cancelling = self._task is not None and self._task.cancelling  # the status line keeps saying so
         if isinstance(event, LogLine):
             self.appendLog(event.text)
         elif isinstance(event, StartEvent):
-            self.ui.statusLabel.text = describeStart(event)
+            if not cancelling:
+                self.ui.statusLabel.text = describeStart(event)
             self.appendLog(describeStart(event))
             self.ui.progressBar.setRange(0, max(1, event.totalSteps))
             self.ui.progressBar.value = 0
@@ -603,7 +608,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showPreviewOnce()
         elif isinstance(event, ErrorEvent):
             self.appendLog(_("Error: {message}").format(message=event.message))
-        elif isinstance(event, DoneEvent):
+        elif isinstance(event, DoneEvent) and not cancelling:
             self.ui.statusLabel.text = _("Loading the results...")
 
     def _showPreviewOnce(self) -> None:

@@ -1,5 +1,5 @@
 """The background process runner: non-blocking output, exit codes, cancel asking through stdin first and then
-killing the whole tree."""
+killing the whole tree, blocking (`cancel`) or from later polls (`requestCancel`)."""
 
 from __future__ import annotations
 
@@ -158,3 +158,45 @@ def test_stdin_is_closed_when_the_child_ends(script):
     assert process.returnCode == 0 and process.process.stdin.closed
     process.cancel()  # after the end: nothing to do, no error
     assert not process.cancelled
+
+
+def test_request_cancel_returns_while_the_child_stops_by_itself(script):
+    process = BackgroundProcess([sys.executable, str(script), "watch"])
+    process.start()
+    wait_for_progress(process)
+    process.requestCancel(gracePeriod=60)  # it obeys: no kill is ever needed
+    assert process.cancelled
+    lines = process.wait(timeout=10)
+    assert "stdin said cancel" in lines and process.returnCode == 130
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="uses /proc to observe the grandchild")
+def test_request_cancel_leaves_the_kill_to_a_poll_after_the_grace_period(script, tmp_path):
+    pid_file = tmp_path / "pid"
+    process = BackgroundProcess([sys.executable, str(script), "hang", str(pid_file)])
+    process.start()
+    wait_for_progress(process)
+    grandchild = int(pid_file.read_text())
+    process.requestCancel(gracePeriod=0.5)  # this child ignores its stdin
+    # returned without waiting: the child still runs until a poll after the grace period kills its tree
+    assert process.cancelled and process.running and process.process.poll() is None
+    process.requestCancel(gracePeriod=0)  # a second request does not move the first one's deadline
+    process.poll()
+    assert process.process.poll() is None
+    process.wait(timeout=10)
+    assert process.returnCode != 0 and process.returnCode != 130
+    deadline = time.monotonic() + 5
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(grandchild)
+
+
+def test_cancel_after_a_request_kills_without_a_second_grace_period(script, tmp_path):
+    process = BackgroundProcess([sys.executable, str(script), "hang", str(tmp_path / "pid")])
+    process.start()
+    wait_for_progress(process)
+    process.requestCancel(gracePeriod=60)
+    process.cancel(gracePeriod=0)  # e.g. the scene closes while a cancel is pending: stop now
+    assert process.process.poll() is not None
+    process.wait(timeout=10)
+    assert process.cancelled and process.returnCode not in (0, 130)

@@ -247,6 +247,41 @@ def test_cancel_stops_at_once_and_cleans_up(scene, input_node, fake_python, tmp_
         task.wait()
 
 
+def test_a_requested_cancel_ends_the_task_at_a_later_poll(scene, input_node, fake_python, tmp_path):
+    before = volume_nodes(scene)
+    task, events, finished = task_for(input_node, fake_python, tmp_path, mode="hang")
+    task.start()
+    deadline = time.monotonic() + 30
+    while not any(isinstance(e, ProgressEvent) for e in events):
+        assert time.monotonic() < deadline
+        task.poll()
+        time.sleep(0.05)
+    task.requestCancel()
+    # asked, not waited for: the task runs until a poll sees the engine gone
+    assert task.running and task.cancelling and finished == []
+    with pytest.raises(RuntimeError, match="cancelled"):
+        task.wait(timeout=30)
+    assert task.process.returnCode == 130 and "cancelled; nothing was written" in task.log
+    assert task.state is TaskState.CANCELLED and not task.cancelling and finished == [task]
+    assert volume_nodes(scene) == before and list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_finishes_after_a_cancel_request_adds_nothing(scene, input_node, fake_python, tmp_path):
+    """The engine may write its results before it reads the request: the user asked for nothing, so nothing
+    is added, and a preview that arrives meanwhile is not shown."""
+    before = volume_nodes(scene)
+    options = CompletionOptions(extendInferiorMm=20.0, steps=4, previewEvery=1)
+    task, events, finished = task_for(input_node, fake_python, tmp_path, mode="preview", options=options)
+    task.start()
+    task.requestCancel()  # before any output was read
+    with pytest.raises(RuntimeError, match="cancelled"):
+        task.wait(timeout=60)
+    assert any(isinstance(e, DoneEvent) for e in events)  # it did finish
+    assert task.preview.updates == 0 and task.previewNode is None
+    assert task.state is TaskState.CANCELLED and task.result is None and finished == [task]
+    assert volume_nodes(scene) == before and list(tmp_path.iterdir()) == []
+
+
 def test_results_are_tagged_for_the_display(scene, input_node, fake_python, tmp_path):
     options = CompletionOptions(extendInferiorMm=10.0, samples=2)
     task, _, _ = task_for(input_node, fake_python, tmp_path, options=options)

@@ -3,9 +3,11 @@
 The Slicer widget calls `poll()` from a QTimer, so lines are handled on the GUI thread while the thread only
 reads. The child's stdin is a pipe kept open for its whole life: `cancel()` first asks politely (a `cancel` line,
 then end-of-file), and a child that watches its stdin (the engine's `--watch-stdin`) also stops by itself when
-this process dies and the pipe closes. After a short grace period `cancel()` kills the whole process tree:
-`PythonSlicer` is a launcher that starts the real Python as a child, so killing only the direct child would leave
-the computation running.
+this process dies and the pipe closes. After a short grace period the whole process tree is killed: `PythonSlicer`
+is a launcher that starts the real Python as a child, so killing only the direct child would leave the computation
+running. `requestCancel()` does this without blocking (the kill, if needed, happens in a later `poll()`), so the GUI
+stays responsive while the child stops; `cancel()` blocks until the child is gone, for callers that must not
+return before (a scene that closes, a module that unloads).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class BackgroundProcess:
         self.process: subprocess.Popen | None = None
         self.returnCode: int | None = None
         self.cancelled = False
+        self._killDeadline: float | None = None  # set by requestCancel(): when poll() kills the tree
         self._queue: queue.Queue = queue.Queue()
         self._reader: threading.Thread | None = None
 
@@ -121,7 +124,9 @@ class BackgroundProcess:
         return self.process is not None and self.returnCode is None
 
     def poll(self) -> list[str]:
-        """Lines received since the last call; sets `returnCode` once the process ended and all output is read."""
+        """Lines received since the last call; sets `returnCode` once the process ended and all output is read.
+        After `requestCancel()`, also kills the process tree once its grace period is over."""
+        self._killIfOverdue()
         lines = []
         while True:
             try:
@@ -158,16 +163,33 @@ class BackgroundProcess:
             self.process.stdin.flush()
         self._closeStdin()
 
-    def cancel(self, gracePeriod: float = GRACE_PERIOD_S, timeout: float = 10.0) -> None:
-        """Ask the child to stop, give it `gracePeriod` seconds, then kill the process tree and wait (briefly)
-        until it is gone; the output read so far stays in the queue."""
-        if self.process is None or self.returnCode is not None:
+    def requestCancel(self, gracePeriod: float = GRACE_PERIOD_S) -> None:
+        """Ask the child to stop and return at once; a child still running `gracePeriod` seconds later has its
+        process tree killed by the next `poll()`. `returnCode` is set, as always, by the `poll()` that reads
+        the end of the output."""
+        if self.process is None or self.returnCode is not None or self.cancelled:
             return
         self.cancelled = True
         self.requestStop()
-        deadline = time.monotonic() + gracePeriod
+        self._killDeadline = time.monotonic() + gracePeriod
+
+    def _killIfOverdue(self) -> None:
+        if self._killDeadline is None or time.monotonic() < self._killDeadline:
+            return
+        self._killDeadline = None
+        if self.process.poll() is None:
+            killProcessTree(self.process)
+
+    def cancel(self, gracePeriod: float = GRACE_PERIOD_S, timeout: float = 10.0) -> None:
+        """Ask the child to stop, give it `gracePeriod` seconds (at most what an earlier `requestCancel()` left),
+        then kill the process tree and wait (briefly) until it is gone; the output read so far stays queued."""
+        if self.process is None or self.returnCode is not None:
+            return
+        self.requestCancel(gracePeriod)
+        deadline = min(self._killDeadline or 0.0, time.monotonic() + gracePeriod)
         while self.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        self._killDeadline = None
         if self.process.poll() is None:
             killProcessTree(self.process)
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -172,8 +172,23 @@ class CompletionTask:
             return self.result
         raise RuntimeError(self.errorMessage or f"completion {self.state.value}")
 
+    @property
+    def cancelling(self) -> bool:
+        """A cancel was requested and the engine has not stopped yet (`poll()` concludes the task)."""
+        return self.running and self.process.cancelled
+
+    def requestCancel(self) -> None:
+        """Ask the engine to stop and return at once (the panel's Cancel: the GUI stays responsive). The task
+        stays RUNNING until a later `poll()` sees the engine gone, killed after the grace period if it did not
+        stop by itself, and then ends CANCELLED: nothing is added to the scene, even if the engine finished in
+        the meantime, and live previews that arrive meanwhile are not shown."""
+        if self.state is TaskState.RUNNING:
+            self.process.requestCancel()
+
     def cancel(self) -> None:
-        """Stop the engine now (the process tree is killed); nothing is added to the scene."""
+        """Stop the engine before returning (the process tree is killed after the grace period); nothing is
+        added to the scene. For callers that cannot wait for `poll()`: a scene that closes, a module that
+        unloads, a timeout."""
         if self.state is not TaskState.RUNNING:
             return
         self.process.cancel()
@@ -203,7 +218,7 @@ class CompletionTask:
             self.lastProgress = event
             if event.message:  # a note of the engine's own, such as which candidate a window kept
                 self._addLog(event.message)
-            if event.preview:
+            if event.preview and not self.cancelling:
                 self._showPreview(event.preview)
         elif isinstance(event, DoneEvent):
             self._done = event
