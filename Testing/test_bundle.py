@@ -109,6 +109,15 @@ def test_models_check_loads_the_networks_that_the_listing_only_hashes(tiny_bundl
     error = capsys.readouterr().err
     assert "diffusion UNet weights do not match the bundle's architecture" in error
     assert error.count("\n") == 1
+    assert main(["models", "--check", str(folder), "--json"]) == 1  # the same refusal, for a program
+    row = json.loads(capsys.readouterr().out)
+    assert row["status"].startswith("INVALID: ") and "do not match the bundle's architecture" in row["status"]
+    assert main(["models", "--check", str(tiny_bundle), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "name": "tiny-test",
+        "path": str(tiny_bundle),
+        "status": "ok",
+    }
 
 
 @pytest.mark.parametrize(

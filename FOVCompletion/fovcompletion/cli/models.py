@@ -17,9 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--check",
-        metavar="FOLDER",
-        help="check one bundle folder as a run would load it: its metadata, every weight file's sha256 and that "
-        "the weights fit its networks; one line, exit 1 if not (the listing checks metadata and hashes only)",
+        metavar="BUNDLE",
+        help="check one bundle (a folder, or a name from the listing) as a run would load it: its metadata, every "
+        "weight file's sha256 and that the weights fit its networks; one line (with --json, one object with the "
+        "listing's name, path and status), exit 1 if not (the listing checks metadata and hashes only)",
     )
     parser.set_defaults(handler=run)
 
@@ -30,19 +31,27 @@ def sampler_summary(sampler: dict) -> str:
     return f"{sampler['steps']} steps{best_of}, guidance {sampler['guidance']:g}, eta {sampler['eta']:g}"
 
 
-def check(folder: str) -> int:
+def check(bundle: str, as_json: bool = False) -> int:
     """Load the bundle's networks with its weights, what `complete` does first, so that a bundle whose weights
     do not fit its architecture is refused before it is installed, not at its first run."""
     from ..bundle import load_bundle
 
-    bundle = load_bundle(folder)  # raises BundleError (one line) for any mismatch
-    print(f"{bundle.metadata.name}: ok ({bundle.path}): metadata, sha256 and networks")
+    if not as_json:
+        loaded = load_bundle(bundle)  # raises BundleError (one line) for any mismatch
+        print(f"{loaded.metadata.name}: ok ({loaded.path}): metadata, sha256 and networks")
+        return 0
+    try:
+        loaded = load_bundle(bundle)
+    except FOVCompletionError as error:
+        print(json.dumps({"name": bundle, "path": None, "status": f"INVALID: {error}"}))
+        return 1
+    print(json.dumps({"name": loaded.metadata.name, "path": str(loaded.path), "status": "ok"}))
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     if args.check is not None:
-        return check(args.check)
+        return check(args.check, args.json)
     from ..bundle import verify_bundle
     from ..registry import ENV_MODEL_PATH, bundle_folders_with_source, user_models_dir
 
