@@ -37,6 +37,19 @@ def test_find_and_split(bids):
         find_scans([str(bids / "sub-c01")], [])
 
 
+def test_a_root_under_a_folder_named_like_a_subject_keeps_its_subjects(bids, tmp_path):
+    """The subject is the nearest `sub-*` of a scan's path: a study kept under `sub-study/` is still four
+    subjects with their regions and licences, and one of them can be held out."""
+    import shutil
+
+    nested = tmp_path / "sub-study" / "bids"
+    shutil.copytree(bids, nested)
+    records = find_scans([str(nested)], [])
+    assert [r.subject for r in records] == ["sub-c01", "sub-c02", "sub-l01", "sub-l02"]
+    assert records[0].region == "cervical" and records[0].licence == "CC0"
+    assert [r.subject for r in split_scans(records, ["sub-c02"])[1]] == ["sub-c02"]
+
+
 def test_slab_uses_inference_preprocessing(bids):
     config = tiny_config(bids)
     slab = load_slab(find_scans([str(bids)], [])[0], config)

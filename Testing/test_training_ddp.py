@@ -51,6 +51,8 @@ def test_two_process_gloo_training(tmp_path, capfd):
     for stage in ("autoencoder", "diffusion"):
         state = load_checkpoint(run / stage / LAST, restore_rng=False)
         assert state["epoch"] == 1 and state["step"] == 4  # steps per process: 2 epochs x 2 iterations
+        ranks = state["rng_ranks"]  # each rank's own stream, for a resume: they must not draw alike
+        assert len(ranks) == WORLD and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
         with open(run / stage / "log.csv") as stream:
             assert [int(r["epoch"]) for r in csv.DictReader(stream)] == [0, 1]  # rank 0 only logs
     logged = capfd.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import nibabel as nib
 import pytest
 import torch
 from training_helpers import run_training_command, tiny_config, training_parser, write_bids
@@ -13,9 +14,12 @@ from training_helpers import run_training_command, tiny_config, training_parser,
 from fovcompletion.bundle import load_bundle, load_state_dict_file
 from fovcompletion.errors import FOVCompletionError, InputError
 from fovcompletion.memory import estimate_peak_bytes
+from fovcompletion.networks import build_from_spec
+from fovcompletion.residual_latent import apply_residual_factors
 from fovcompletion.training.autoencoder import train_autoencoder
 from fovcompletion.training.checkpoints import LAST, load_checkpoint
-from fovcompletion.training.diffusion import train_diffusion
+from fovcompletion.training.config import set_conditioning
+from fovcompletion.training.diffusion import load_trained_autoencoder, train_diffusion
 from fovcompletion.training.export import export_bundle
 from fovcompletion.training.initialise import adopt_bundle_autoencoder, adopt_bundle_unet, initial_weights
 
@@ -335,3 +339,54 @@ def test_decoders_that_would_change_the_latent_are_refused(trained_bundle, tmp_p
     )
     with pytest.raises(InputError, match="needs 2 widths"):
         args.handler(args)
+
+
+def _residual_run(bundle, root, run, held_out_pixels_scale: float = 1.0, sliced: bool = False) -> dict:
+    """Residual channels (2) on a codebook-free start from the bundle, 2 epochs straight or one per invocation."""
+    config = tiny_config(root)
+    config.autoencoder.codebook = False
+    config.data.intensity_clip = False
+    config.autoencoder.epochs = 2
+    adopt_bundle_autoencoder(config, str(bundle))
+    config.autoencoder.residual = {"latent_channels": 2}
+    set_conditioning(config, config.diffusion.conditioning)
+    if sliced:
+        config.max_minutes = 1e-9  # each invocation stops after its first epoch, with a checkpoint
+        train_autoencoder(config, run)
+        train_autoencoder(config, run, resume=True)
+    else:
+        train_autoencoder(config, run)
+    return load_checkpoint(run / "autoencoder" / LAST, restore_rng=False)
+
+
+def test_residual_channels_resume_exactly_and_take_their_scale_from_training_scans(trained_bundle, tmp_path):
+    """The residual channels' spread is matched to the bundle's at every save, beside the weights: a run in
+    slices continues the same weights as one straight through, the factors come from training windows (the
+    held-out scan's pixels do not move them), and the run's autoencoder is read with them applied."""
+    root, bundle = trained_bundle
+    straight = _residual_run(bundle, root, tmp_path / "straight")
+    sliced = _residual_run(bundle, root, tmp_path / "sliced", sliced=True)
+    assert straight["step"] == sliced["step"] == 4
+    assert _equal(straight["model"], sliced["model"])
+    assert torch.equal(straight["residual_factors"], sliced["residual_factors"])
+    assert straight["residual_factors"].shape == (2,)
+    assert not torch.allclose(straight["residual_factors"], torch.ones(2))
+
+    changed = tmp_path / "bids-changed"
+    shutil.copytree(root, changed)
+    for path in (changed / "sub-c02").rglob("*_T2w.nii.gz"):  # the held-out subject
+        image = nib.load(path)
+        nib.save(nib.Nifti1Image(image.get_fdata() * 0.5 + 7.0, image.affine), path)
+    other = _residual_run(bundle, changed, tmp_path / "other-held-out")
+    assert torch.equal(other["residual_factors"], straight["residual_factors"])
+
+    config = tiny_config(root)
+    config.autoencoder.codebook = False
+    config.data.intensity_clip = False
+    adopt_bundle_autoencoder(config, str(bundle))
+    config.autoencoder.residual = {"latent_channels": 2}
+    read = load_trained_autoencoder(tmp_path / "straight", config, torch.device("cpu"))
+    expected = build_from_spec(config.autoencoder.spec())
+    expected.load_state_dict(straight["model"])
+    apply_residual_factors(expected, straight["residual_factors"])
+    assert _equal(read.state_dict(), expected.state_dict())

@@ -14,10 +14,11 @@ import torch
 from training_helpers import LIA_AFFINE, spine_like, tiny_config, training_parser, write_bids
 
 from fovcompletion.bundle import load_bundle, read_metadata
-from fovcompletion.errors import InputError
+from fovcompletion.errors import FOVCompletionError, InputError
 from fovcompletion.estimate import estimate_seconds
+from fovcompletion.networks import build_network
 from fovcompletion.training.autoencoder import train_autoencoder
-from fovcompletion.training.checkpoints import LAST, load_checkpoint, save_checkpoint
+from fovcompletion.training.checkpoints import LAST, load_checkpoint, rng_state, save_checkpoint
 from fovcompletion.training.diffusion import EMA, latent_spread_ratio, masked_mse, train_diffusion
 from fovcompletion.training.export import export_bundle
 
@@ -180,6 +181,28 @@ def test_export_refuses_measurements_it_cannot_read_and_writes_nothing(trained_r
     assert not (tmp_path / "bundle").exists()
 
 
+@pytest.mark.parametrize("setting", [{"steps": 0}, {"candidates": 0}, {"eta": -1.0}, {"eta": float("nan")}])
+def test_export_with_sampler_settings_out_of_range_writes_nothing(trained_run, tmp_path, setting):
+    """The bundle is verified before it appears: a refused setting leaves no folder, so the export can be run
+    again at the same path."""
+    _, run = trained_run
+    with pytest.raises(FOVCompletionError) as raised:
+        export_bundle(run, tmp_path / "bundle", **setting)
+    assert "\n" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
+    assert read_metadata(export_bundle(run, tmp_path / "bundle")).steps == 50
+
+
+def test_export_refuses_an_extra_file_that_would_replace_the_bundles_own(trained_run, tmp_path):
+    _, run = trained_run
+    impostor = tmp_path / "extras" / "diffusion.safetensors"
+    impostor.parent.mkdir()
+    impostor.write_bytes(b"not weights")
+    with pytest.raises(FOVCompletionError, match="would replace the bundle's own diffusion.safetensors"):
+        export_bundle(run, tmp_path / "bundle", extra_files=[impostor])
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_export_records_the_sampler_settings_and_runs_default_to_them(trained_run, tmp_path):
     """`export-bundle --steps --candidates` name the settings the model was measured best with; the estimate of
     a run that does not choose its own counts them (here 25 steps x 3 candidates: 1.5 times 50 steps)."""
@@ -216,6 +239,71 @@ def test_checkpoint_round_trip_restores_rng(tmp_path):
     assert torch.equal(
         again.state_dict()["state"][0]["exp_avg"], optimiser.state_dict()["state"][0]["exp_avg"]
     )
+
+
+def test_each_rank_resumes_its_own_random_stream(tmp_path):
+    """Under DDP rank 0 saves every rank's RNG state; each rank restores its own, and a rank the run did not
+    have keeps the seed it was given rather than take rank 0's (the ranks would draw the same noise)."""
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        states.append(rng_state())
+    torch.manual_seed(1)
+    path = save_checkpoint(tmp_path / "c.pt", {}, rank_rng=states)
+    expected = [torch.rand(3)]
+    torch.manual_seed(2)
+    expected.append(torch.rand(3))
+    for rank in (0, 1):
+        torch.manual_seed(99)
+        load_checkpoint(path, rank=rank)
+        assert torch.equal(torch.rand(3), expected[rank])
+    torch.manual_seed(7)
+    mine = torch.rand(3)
+    torch.manual_seed(7)
+    load_checkpoint(path, rank=2)
+    assert torch.equal(torch.rand(3), mine)
+
+
+def test_a_resume_that_turns_the_ema_on_starts_it_from_the_trained_weights(trained_run, tmp_path):
+    """A UNet trained without an EMA, resumed with one: the EMA starts from the weights it resumes, not from the
+    freshly built network (export ships the EMA)."""
+    run = copy_of_trained_run(trained_run, tmp_path / "ema")
+    last = run / "diffusion" / LAST
+    state = load_checkpoint(last, restore_rng=False)
+    state["ema"] = None  # as a run with --ema-decay 0 saves it
+    state["step"] = 20_000  # a long run: past the EMA's warm-up, so whatever it starts from stays in it
+    torch.manual_seed(0)
+    trained = {
+        k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state["model"].items()
+    }
+    state["model"] = (
+        trained  # far from the network a resume builds before loading (the tiny run barely moved)
+    )
+    torch.save(state, last)
+    args = training_parser().parse_args(
+        ["train-diffusion", "--run", str(run), "--resume", "--epochs", "3", "--ema-decay", "0.999"]
+    )
+    assert args.handler(args) == 0
+    resumed = load_checkpoint(last, restore_rng=False)
+
+    def distance(a: dict, b: dict) -> float:
+        return sum(float((a[k].float() - b[k].float()).norm()) for k in a)
+
+    built = build_network("DiffusionModelUNet", tiny_config(trained_run[0]).diffusion.args).state_dict()
+    assert distance(resumed["ema"], resumed["model"]) < 0.1 * distance(built, trained)
+
+
+def test_a_resumed_autoencoder_stage_keeps_what_the_unet_stage_recorded(trained_run, tmp_path):
+    """data.json says which phantoms, composites and templates the UNet saw; an autoencoder stage resumed with
+    nothing left to train must not erase that (the UNet's latents are still valid, so nothing writes it again)."""
+    root, _ = trained_run
+    run, _, _ = _resume_one_more_epoch(trained_run, tmp_path, phantoms=1)
+    recorded = json.loads((run / "data.json").read_text())
+    assert recorded["phantoms_diffusion"] == 1
+    train_autoencoder(tiny_config(root), run, resume=True)  # its 2 epochs are done: nothing to train
+    assert json.loads((run / "data.json").read_text()) == recorded
+    bundle = read_metadata(export_bundle(run, tmp_path / "bundle"))
+    assert bundle.training["phantoms"]["diffusion"] == 1
 
 
 def test_masked_loss_ignores_padding_and_ema_tracks():

@@ -380,12 +380,17 @@ def save_bundle(
 ) -> Path:
     """Write a complete bundle atomically: weights as safetensors, their sha256 in `bundle.json`.
 
-    The folder appears only once everything is written, so an interrupted export leaves nothing behind.
+    The folder appears only once everything is written and verified, so an interrupted or invalid export
+    leaves nothing behind.
     `extra_files` maps names inside the bundle (a model card, example images) to files to copy.
     """
     target = Path(folder)
     if target.exists() and any(target.iterdir()):
         raise BundleError(f"{target} already exists and is not empty")
+    reserved = {f"{role}.safetensors" for role in ("autoencoder", "diffusion")} | {METADATA_FILE}
+    clashing = sorted(reserved & set(extra_files or {}))
+    if clashing:
+        raise BundleError(f"a file to include would replace the bundle's own {', '.join(clashing)}")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -398,6 +403,7 @@ def save_bundle(
             shutil.copyfile(source, staging / name)
         final = BundleMetadata(**{**metadata.__dict__, "weights": weights})
         (staging / METADATA_FILE).write_text(json.dumps(final.to_dict(), indent=2) + "\n")
+        verify_bundle(staging)  # an invalid bundle (sampler settings out of range, say) is never published
         _apply_umask(staging)
         if target.exists():
             target.rmdir()

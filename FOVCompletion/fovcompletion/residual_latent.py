@@ -97,23 +97,41 @@ def _first_decoder_convolution(decoder: torch.nn.Module) -> torch.nn.Conv2d:
 
 
 @torch.no_grad()
-def match_residual_spread(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Rescale each residual channel to the base channels' spread (standard deviation) over `batches` of images,
-    by scaling the residual encoder's last convolution and the decoder's matching inputs inversely: the decoded
-    images do not change, and the bundle's one latent scale factor fits every channel. Returns the factors."""
-    base_channels = (
-        _first_decoder_convolution(model.decoder).in_channels
-        - _last_encoder_convolution(model.encoder.residual).out_channels
-    )
+def residual_spread_factors(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Per residual channel, the factor that brings its spread (standard deviation over `batches` of images) to
+    the base channels' mean spread, so that the bundle's one latent scale factor fits every channel."""
+    base_channels = _base_channels(model)
     latents = torch.cat([model.encoder(images) for images in batches])
     spread = latents.transpose(0, 1).flatten(1).std(dim=1)
-    factors = spread[:base_channels].mean() / spread[base_channels:].clamp(min=1e-6)
+    return spread[:base_channels].mean() / spread[base_channels:].clamp(min=1e-6)
+
+
+@torch.no_grad()
+def apply_residual_factors(model: torch.nn.Module, factors: torch.Tensor) -> None:
+    """Scale the residual channels by `factors` (the residual encoder's last convolution) and the decoder's
+    matching inputs inversely: the decoded images do not change."""
+    base_channels = _base_channels(model)
+    factors = factors.to(next(model.parameters()).device)
     last = _last_encoder_convolution(model.encoder.residual)
     last.weight.mul_(factors[:, None, None, None])
     if last.bias is not None:
         last.bias.mul_(factors)
     _first_decoder_convolution(model.decoder).weight[:, base_channels:].div_(factors[None, :, None, None])
+
+
+def match_residual_spread(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Rescale each residual channel to the base channels' spread over `batches` (the two functions above);
+    returns the factors."""
+    factors = residual_spread_factors(model, batches)
+    apply_residual_factors(model, factors)
     return factors
+
+
+def _base_channels(model: torch.nn.Module) -> int:
+    return (
+        _first_decoder_convolution(model.decoder).in_channels
+        - _last_encoder_convolution(model.encoder.residual).out_channels
+    )
 
 
 def unet_channel_sources(old_latent: int, new_latent: int, conditioning: str) -> dict[int, int]:

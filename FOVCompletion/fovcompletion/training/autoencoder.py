@@ -11,11 +11,20 @@ import torch
 from ..errors import InputError
 from ..latent_codec import decode, encode
 from ..networks import build_from_spec, count_parameters
-from ..residual_latent import hold_base_frozen, match_residual_spread, trainable_parameters
+from ..residual_latent import hold_base_frozen, residual_spread_factors, trainable_parameters
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import AutoencoderConfig, TrainConfig, check_counts
 from .data import WindowDataset, WindowSampler, fixed_windows
-from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
+from .distributed import (
+    barrier,
+    gather_rng_states,
+    loader,
+    mean_over_ranks,
+    setup,
+    teardown,
+    unwrap,
+    wrap,
+)
 from .initialise import initial_weights, load_starting_autoencoder
 from .logs import CsvLog, Progress, format_row, log_line, save_grid
 from .lr_schedule import check_lr_schedule, learning_rate
@@ -206,7 +215,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     scaler_g, scaler_d = grad_scaler(device), grad_scaler(device)
     start_epoch, step, elapsed = 0, 0, 0.0
     if resuming:
-        state = load_checkpoint(last)
+        state = load_checkpoint(last, rank=context.rank)
         model.load_state_dict(state["model"])
         discriminator.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["optimizer"])
@@ -247,8 +256,31 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         cfg.epochs * cfg.iterations_per_epoch, start_epoch * cfg.iterations_per_epoch, cfg.network, main
     )
 
+    # Residual channels: the factors that match their spread to the bundle's channels (one latent scale factor
+    # for all, so the UNet's noise fits each alike), measured on training windows at every save and kept beside
+    # the weights, never applied to the weights being trained, so that a resumed run continues them exactly; the
+    # run's autoencoder is read with them applied (`diffusion.load_trained_autoencoder`).
+    residual_windows = None
+    if cfg.residual and main:
+        residual_windows = fixed_windows(
+            WindowSampler(data.train, config, augment=False), cfg.validation_windows, config.seed
+        )[0]
+
+    saved_factors: list[torch.Tensor] = []  # the last save's, for the log
+
+    def residual_factors() -> torch.Tensor | None:
+        if residual_windows is None:
+            return None
+        was_training = model.training
+        model.eval()
+        factors = residual_spread_factors(model, residual_windows.to(device).split(cfg.batch_size))
+        model.train(was_training)
+        saved_factors[:] = [factors.cpu()]
+        return saved_factors[0]
+
     def checkpoint(epoch: int, step: int) -> dict:
         return {
+            "residual_factors": residual_factors(),
             "stage": STAGE,
             "epoch": epoch,
             "step": step,
@@ -326,6 +358,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         }
         last_epoch = epoch == cfg.epochs - 1
         stop = budget.exhausted(context)
+        rank_rng = gather_rng_states(context)  # every rank, before rank 0 validates and saves
         if main:
             if (epoch + 1) % config.validate_every == 0 or last_epoch or stop:
                 row.update(validate(model, val_images, val_masks, device, cfg.batch_size))
@@ -333,21 +366,21 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
                 write_samples(stage_dir / "samples" / f"epoch{epoch:04d}.png", model, val_images, device)
             row["elapsed_s"] = round(budget.elapsed, 1)
             log.write(row)
-            save_checkpoint(last, checkpoint(epoch, step))
+            save_checkpoint(last, checkpoint(epoch, step), rank_rng)
             saved_epoch = epoch
             log_line(format_row(row))
         barrier(context)
         if stop and not last_epoch:
             log_line(f"time budget of {config.max_minutes} min reached; resume with --resume", main)
             break
-    if main and cfg.residual:  # one latent scale factor for all channels: the UNet's noise fits each alike
-        model.eval()
-        factors = match_residual_spread(model, val_images.to(device).split(cfg.batch_size))
-        log_line(
-            f"residual channels scaled to the bundle's channels' spread (x{factors.min():.3g}-{factors.max():.3g})"
-        )
-    if main and (cfg.residual or not last.exists()):  # 0 epochs: the starting point is the result
+    if main and not last.exists():  # 0 epochs: the starting point is the result
         save_checkpoint(last, checkpoint(saved_epoch, step))
+    if saved_factors:
+        factors = saved_factors[0]
+        log_line(
+            f"residual channels to be read at x{factors.min():.3g}-{factors.max():.3g}: the bundle's channels' "
+            "spread"
+        )
     progress.close()
     teardown(context)
     return last

@@ -42,10 +42,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """Atomic save of a checkpoint dict (`rng` is added here)."""
+def save_checkpoint(
+    path: Path, payload: dict[str, Any], rank_rng: list[dict[str, Any]] | None = None
+) -> Path:
+    """Atomic save of a checkpoint dict (`rng`, this process's RNG state, is added here). `rank_rng`: under DDP,
+    every process's state (`distributed.gather_rng_states`), so that each rank resumes its own stream."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**payload, "rng": rng_state()}
+    if rank_rng is not None:
+        payload["rng_ranks"] = rank_rng
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)
     try:
@@ -57,14 +62,19 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, restore_rng: bool = True) -> dict[str, Any]:
-    """Load a checkpoint on the CPU; with `restore_rng` the global RNGs continue where the run stopped."""
+def load_checkpoint(path: Path, restore_rng: bool = True, rank: int = 0) -> dict[str, Any]:
+    """Load a checkpoint on the CPU; with `restore_rng` the global RNGs continue where the run stopped: rank 0
+    from the state saved with the checkpoint, another rank from its own (`rng_ranks`), or, where the run had no
+    such rank, from the seed it was given (never rank 0's, which would make the ranks draw alike)."""
     if not path.is_file():
         raise InputError(f"no checkpoint to resume from at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is a user-facing problem
         raise InputError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
-    if restore_rng and "rng" in payload:
-        set_rng_state(payload["rng"])
+    if restore_rng:
+        ranks = payload.get("rng_ranks") or []
+        own = payload.get("rng") if rank == 0 else (ranks[rank] if rank < len(ranks) else None)
+        if own is not None:
+            set_rng_state(own)
     return payload

@@ -51,8 +51,13 @@ class ScanRecord:
 
 
 def subject_of(path: Path) -> str:
-    match = re.search(r"(sub-[A-Za-z0-9]+)", str(path))
-    return match.group(1) if match else path.name.split(".")[0]
+    """The BIDS subject of a scan: the nearest `sub-*` of its name and folders, so that a root stored under a
+    folder named `sub-...` does not make every scan one subject."""
+    for part in reversed(Path(path).parts):
+        match = re.match(r"sub-[A-Za-z0-9]+", part)
+        if match:
+            return match.group(0)
+    return Path(path).name.split(".")[0]
 
 
 def read_participants(root: Path) -> dict[str, dict[str, str]]:

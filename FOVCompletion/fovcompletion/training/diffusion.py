@@ -17,11 +17,21 @@ from ..conditioning import conditioned_input, outpainting_masks
 from ..errors import InputError
 from ..latent_codec import decode, latent_downsample_factor
 from ..networks import build_from_spec, build_network, count_parameters
+from ..residual_latent import apply_residual_factors
 from ..sampling import LatentInpainter, SamplerOptions, alphas_cumprod
 from .autoencoder import STAGE as AUTOENCODER_STAGE
 from .checkpoints import LAST, load_checkpoint, save_checkpoint
 from .config import TrainConfig, check_counts
-from .distributed import barrier, loader, mean_over_ranks, setup, teardown, unwrap, wrap
+from .distributed import (
+    barrier,
+    gather_rng_states,
+    loader,
+    mean_over_ranks,
+    setup,
+    teardown,
+    unwrap,
+    wrap,
+)
 from .initialise import starting_unet_weights
 from .latents import LatentWindowDataset, encode_maps, pack, scale_factor, unpack
 from .logs import CsvLog, Progress, format_row, log_line, save_grid
@@ -31,6 +41,7 @@ from .runner import (
     DATA_FILE,
     Budget,
     TrainingData,
+    add_templates,
     autocast,
     configure_threads,
     continues_checkpoint,
@@ -48,7 +59,10 @@ def load_trained_autoencoder(run_dir: Path, config: TrainConfig, device: torch.d
     if not path.is_file():
         raise InputError(f"no trained autoencoder in {run_dir} ({path} missing): run train-autoencoder first")
     model = build_from_spec(config.autoencoder.spec())
-    model.load_state_dict(load_checkpoint(path, restore_rng=False)["model"])
+    state = load_checkpoint(path, restore_rng=False)
+    model.load_state_dict(state["model"])
+    if state.get("residual_factors") is not None:  # residual channels at the bundle's channels' spread
+        apply_residual_factors(model, state["residual_factors"])
     return model.to(device).eval()
 
 
@@ -232,10 +246,7 @@ def record_synthetic_data(run_dir: Path, data: TrainingData) -> None:
     manifest = json.loads(path.read_text()) if path.is_file() else {}
     manifest["phantoms_diffusion"] = data.phantoms
     manifest["whole_spine_diffusion"] = data.whole_spine
-    known = {t["subject"] for t in manifest.get("templates", [])}
-    manifest["templates"] = manifest.get("templates", []) + [
-        r.describe() for r in data.template_records if r.subject not in known
-    ]
+    add_templates(manifest, [r.describe() for r in data.template_records])
     path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -353,7 +364,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     autoencoder.load_state_dict(cached["autoencoder"])
     start_epoch, step, elapsed = 0, 0, 0.0
     if continues_checkpoint(last, resume, main):
-        state = load_checkpoint(last)
+        state = load_checkpoint(last, rank=context.rank)
         try:
             unet.load_state_dict(state["model"])
         except RuntimeError as error:
@@ -363,8 +374,8 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
             ) from None
         optimiser.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.model.load_state_dict(state["ema"])
+        if ema is not None:  # a run that trained without an EMA starts one from its weights, not from scratch
+            ema.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
         start_epoch, step, elapsed = state["epoch"] + 1, state["step"], state["elapsed_s"]
         log_line(f"resumed {last} at epoch {start_epoch} (step {step})", main)
     elif cfg.init_from:
@@ -443,6 +454,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         last_epoch = epoch == cfg.epochs - 1
         stop = budget.exhausted(context)
         sampler_net = ema.model if ema is not None else unet
+        rank_rng = gather_rng_states(context)  # every rank, before rank 0 validates and saves
         if main:
             if (epoch + 1) % config.validate_every == 0 or last_epoch or stop:
                 row["val_loss"] = validate(unet, val_latents, val_inside, alphas, device, config)
@@ -468,7 +480,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
                     )
             row["elapsed_s"] = round(budget.elapsed, 1)
             log.write(row)
-            save_checkpoint(last, checkpoint(epoch, step))
+            save_checkpoint(last, checkpoint(epoch, step), rank_rng)
             log_line(format_row(row))
         barrier(context)
         if stop and not last_epoch:

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from ..device import resolve_device
+from .checkpoints import rng_state
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,15 @@ def wrap(module: torch.nn.Module, context: DistributedContext) -> torch.nn.Modul
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
+
+
+def gather_rng_states(context: DistributedContext) -> list | None:
+    """Every process's RNG state (None in a single process), for rank 0's checkpoint; all ranks must call it."""
+    if not context.enabled:
+        return None
+    states: list = [None] * context.world_size
+    dist.all_gather_object(states, rng_state())
+    return states
 
 
 def mean_over_ranks(value: float, context: DistributedContext) -> float:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..bundle import save_bundle, verify_bundle
+from ..bundle import save_bundle
 from ..errors import InputError
 from ..networks import build_from_spec, build_network, count_parameters
 from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
@@ -158,6 +158,4 @@ def export_bundle(
         quality=measured.get("quality", {}),
         speed=measured.get("speed", {}),
     )
-    folder = save_bundle(output, metadata, autoencoder.eval(), unet.eval(), extra_files=extras)
-    verify_bundle(folder)
-    return folder
+    return save_bundle(output, metadata, autoencoder.eval(), unet.eval(), extra_files=extras)

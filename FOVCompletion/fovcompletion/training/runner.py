@@ -96,7 +96,11 @@ def load_training_data(config: TrainConfig, verbose: bool = True) -> TrainingDat
 
 
 def write_data_manifest(run_dir: Path, data: TrainingData) -> None:
-    """Names and sources of the scans used (never the images), for the bundle's training record."""
+    """Names and sources of the scans used (never the images), for the bundle's training record. What the UNet
+    stage added (`diffusion.record_synthetic_data`: its phantoms, composites and templates) is kept: a resumed
+    autoencoder stage rewrites this file, and the UNet's latents, which that record describes, stay valid."""
+    path = run_dir / DATA_FILE
+    previous = json.loads(path.read_text()) if path.is_file() else {}
     manifest = {
         "training": [r.describe() for r in data.train_records],
         "held_out": [r.describe() for r in data.val_records],
@@ -104,7 +108,19 @@ def write_data_manifest(run_dir: Path, data: TrainingData) -> None:
         "templates": [r.describe() for r in data.template_records],
         "whole_spine": data.whole_spine,
     }
-    (run_dir / DATA_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    for key in ("phantoms_diffusion", "whole_spine_diffusion"):
+        if key in previous:
+            manifest[key] = previous[key]
+    add_templates(manifest, previous.get("templates", []))
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def add_templates(manifest: dict, templates: list[dict]) -> None:
+    """Add template entries to a data manifest, each subject once (either stage may use a template)."""
+    known = {t["subject"] for t in manifest.get("templates", [])}
+    manifest["templates"] = manifest.get("templates", []) + [
+        t for t in templates if t["subject"] not in known
+    ]
 
 
 def autocast(device: torch.device):
