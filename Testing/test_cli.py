@@ -266,6 +266,16 @@ BAD_INPUTS = {
         ["--candidates", "0"],
         "candidates must be at least 1 (got 0)",
     ),
+    "negative seed": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--seed", "-1", "--candidates", "3"],  # it failed after the first candidate, with a traceback
+        "the seed must be a whole number from 0 to 2**64 - 1 (got -1)",
+    ),
+    "seed past 64 bits": (
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--seed", str(2**64)],
+        "the seed must be a whole number from 0 to 2**64 - 1",
+    ),
     "a spread map of one sample": (
         lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
         ["--spread-output", "{tmp}/spread.nii.gz"],
@@ -530,6 +540,24 @@ def test_nrrd_input_and_output_keep_the_geometry(tiny_bundle, scan_file, tmp_pat
     back = read_volume(tmp_path / "out.nrrd")
     np.testing.assert_allclose(back.affine, result.affine, atol=1e-5)
     np.testing.assert_allclose(back.array, result.image, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["Scan.Nii", "Scan.Nii.gz", "SCAN.NII.GZ", "scan.nii.Gz"])
+def test_extensions_in_any_case_are_written_and_read(tiny_bundle, scan_file, tmp_path, name):
+    """nibabel knows its extensions in lower case only: `Out.Nii.gz` was written as an empty file beside a
+    stray hidden one, reported as done, and a `.Nii` input was looked for under another name."""
+    from fovcompletion.image_io import read_volume, write_volume
+
+    folder = tmp_path / "case"
+    folder.mkdir()
+    written = write_volume(read_volume(scan_file), folder / name)
+    assert [p.name for p in folder.iterdir()] == [name]
+    again = read_volume(written)
+    np.testing.assert_array_equal(again.array, read_volume(scan_file).array)
+    np.testing.assert_allclose(again.affine, AFFINE, atol=1e-6)
+    complete_file(written, folder / ("out-" + name), model=tiny_bundle, extend_inferior_mm=20, steps=2)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([name, "out-" + name])
+    assert read_volume(folder / ("out-" + name)).array.shape[1] > again.array.shape[1]
 
 
 def test_too_little_memory_is_refused_before_starting(tiny_bundle, scan_file, tmp_path, capsys, monkeypatch):

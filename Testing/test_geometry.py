@@ -58,6 +58,42 @@ def test_known_region_lies_exactly_over_the_input(tiny_bundle, tmp_path, spacing
     assert sorted(set(source_idx[:, 0])) == [2, 3, 4]
 
 
+@pytest.mark.parametrize("kind", ["float64", "int32", "scale factor"])
+def test_known_voxels_keep_a_precision_float32_cannot_hold(tiny_bundle, tmp_path, kind):
+    """float64 data, int32 values past 2**24 and NIfTI scale factors come back exactly, not to float32's
+    rounding (written as float64); the usual int16 scans stay float32."""
+    scan = synthetic_scan((3, 30, 24)).astype(np.float64)
+    if kind == "float64":
+        data = scan + np.random.default_rng(0).random(scan.shape) * 1e-4
+    elif kind == "int32":
+        data = (scan * 1000 + 20_000_001).astype(np.int32)  # odd values above 2**24
+    else:
+        data = scan.astype(np.int16)
+    source = tmp_path / "in.nii"
+    image = nib.Nifti1Image(data, oblique_affine((1.0, 1.0, 1.0), 0.0))
+    if kind == "scale factor":
+        image.header.set_slope_inter(0.1234567, 0.0)
+    nib.save(image, source)
+    given = np.asanyarray(nib.load(str(source)).dataobj)
+    result = complete_file(
+        source, tmp_path / "out.nii", model=tiny_bundle, slices=3, steps=2, extend_inferior_mm=20
+    )
+    written = np.asanyarray(nib.load(str(tmp_path / "out.nii")).dataobj)
+    assert written.dtype == np.float64 and result.image.dtype == np.float64
+    np.testing.assert_array_equal(written[:, : given.shape[1]], given)
+    assert (
+        complete(
+            scan.astype(np.int16),
+            oblique_affine((1.0, 1.0, 1.0), 0.0),
+            model=tiny_bundle,
+            slices=1,
+            steps=2,
+            extend_inferior_mm=20,
+        ).image.dtype
+        == np.float32
+    )
+
+
 def test_extension_goes_the_requested_way_in_world_space(tiny_bundle):
     scan = synthetic_scan((5, 40, 30))
     affine = oblique_affine((1.0, 1.0, 1.0), 0.0)
@@ -68,6 +104,17 @@ def test_extension_goes_the_requested_way_in_world_space(tiny_bundle):
     top_out = max((result.affine @ np.array([[0, j, 0, 1] for j in (0, result.image.shape[1] - 1)]).T)[2])
     assert np.isclose(top_out, corners_in[2].max())
     assert result.image.shape == (1, 64, 30)
+
+
+def test_a_scan_with_fewer_slices_than_the_models_default_completes_them_all(tiny_bundle):
+    """Slices not asked for: the model's default (5) where the scan has them, else every slice it has; a count
+    asked for and not there is still refused."""
+    scan = synthetic_scan((2, 30, 24))
+    affine = oblique_affine((1.0, 1.0, 1.0), 0.0)
+    result = complete(scan, affine, model=tiny_bundle, steps=2, extend_inferior_mm=20)
+    assert result.image.shape[0] == 2 and list(result.slice_indices) == [0, 1]
+    with pytest.raises(InputError, match="3 slices requested but the scan has only 2"):
+        complete(scan, affine, model=tiny_bundle, slices=3, steps=2, extend_inferior_mm=20)
 
 
 def test_isotropic_axially_stored_scan_is_resliced(tiny_bundle):

@@ -18,7 +18,12 @@ from fovcompletion.seam import crossfade_weights
 
 @pytest.mark.parametrize(
     ("top", "bottom", "known", "height", "context"),
-    [(-10, 200, (0, 30), 32, 16), (-150, 40, (0, 40), 32, 8), (-50, 90, (0, 10), 64, 32)],
+    [
+        (-10, 200, (0, 30), 32, 16),
+        (-150, 40, (0, 40), 32, 8),
+        (-50, 90, (0, 10), 64, 32),
+        (-60, 10, (0, 10), 40, 30),  # upwards only, from a scan shorter than the context
+    ],
 )
 def test_windows_cover_every_row_and_keep_context(top, bottom, known, height, context):
     starts = plan_windows(top, bottom, known, height, context)
@@ -81,6 +86,20 @@ def test_windowed_outpainting_stitches_without_gaps(tiny_bundle):
     assert (plane > padding_value).all()
     row_std = plane.std(axis=1)
     assert (row_std > 0).all()
+
+
+def test_a_scan_shorter_than_the_context_extends_upwards_over_several_windows(tiny_bundle):
+    """Upwards only, the first window must still end at the scan's last row (it ran past it, and the paste
+    failed on mismatched shapes)."""
+    result = complete(
+        synthetic_scan((3, 10, 30)),
+        oblique_affine((2.0, 2.0, 2.0), 0.0),
+        model=tiny_bundle,
+        slices=1,
+        steps=2,
+        extend_superior_mm=60,
+    )
+    assert result.image.shape[1] == 10 + 30 and np.isfinite(result.image).all()
 
 
 def test_crossfade_weights_fade_only_rows_an_earlier_window_made():

@@ -47,6 +47,12 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def exact_float_type(dtype: np.dtype) -> type:
+    """float32 where it holds every value of `dtype` (the usual int16, uint8 and float32 scans), else float64
+    (int32 and float64 data, NIfTI scale factors): the completion's known voxels are the input's, exactly."""
+    return np.float32 if np.can_cast(dtype, np.float32, casting="safe") else np.float64
+
+
 def validate_volume(array: np.ndarray, affine: np.ndarray, label: str = "input") -> Volume:
     """Refuse what cannot be completed: not 3D, NaN/inf, constant, degenerate geometry."""
     array = np.asarray(array)
@@ -59,7 +65,7 @@ def validate_volume(array: np.ndarray, affine: np.ndarray, label: str = "input")
         raise InputError(f"{label} is empty (shape {array.shape})")
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise InputError(f"{label} has a non-real voxel type ({array.dtype})")
-    array = array.astype(np.float32, copy=False)
+    array = array.astype(exact_float_type(array.dtype), copy=False)
     if not np.all(np.isfinite(array)):
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise InputError(f"{label} contains {bad} NaN or infinite voxels; clean or mask them first")
@@ -101,9 +107,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
         if suffix in NRRD_SUFFIXES:
             array, affine = _read_nrrd(path)
         else:
-            import nibabel as nib
-
-            image = nib.load(str(path))
+            image = _load_nifti(path, suffix)
             array, affine = np.asanyarray(image.dataobj), image.affine
     except InputError:
         raise
@@ -111,6 +115,24 @@ def read_volume(path: str | os.PathLike) -> Volume:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise InputError(f"{path.name} is not a readable NIfTI or NRRD image ({detail})") from None
     return validate_volume(array, affine, label=path.name)
+
+
+def _load_nifti(path: Path, suffix: str):
+    """nibabel chooses the format by the name's extension and knows only lower case: a `.Nii` or `.NII.GZ`
+    file is read from its bytes instead of being looked for under another name."""
+    import nibabel as nib
+
+    if path.name.endswith(suffix):
+        return nib.load(str(path))
+    raw = path.read_bytes()
+    if suffix == ".nii.gz":
+        import gzip
+
+        raw = gzip.decompress(raw)
+    try:
+        return nib.Nifti1Image.from_bytes(raw)
+    except Exception:  # noqa: BLE001 - not NIfTI-1: NIfTI-2, or not an image (its error is the one to report)
+        return nib.Nifti2Image.from_bytes(raw)
 
 
 def _nifti_bytes_writer(volume: Volume, path: Path) -> None:
@@ -138,12 +160,12 @@ def _nrrd_writer(volume: Volume, path: Path) -> None:
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(temporary_path)` in the target folder, then rename: a reader never sees a partial file.
 
-    The temporary file gets the permissions a plain new file would have (umask), not mkstemp's 0600.
+    The temporary file gets the permissions a plain new file would have (umask), not mkstemp's 0600, and the
+    target's extension in lower case: writers that choose the format by the name (nibabel) know no other, and
+    given `.Nii` nibabel wrote beside the temporary file, which was renamed onto the target empty.
     """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix="".join(path.suffixes), dir=path.parent
-    )
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_suffix(path), dir=path.parent)
     os.close(handle)
     try:
         write(Path(temporary))

@@ -75,7 +75,8 @@ def plan_windows(top: int, bottom: int, known: tuple[int, int], height: int, con
         known_bottom = start + height
         known_top = min(known_top, start)
     while known_top > top:
-        start = max(top, known_top + context - height)
+        # Never past the bottom either: a scan shorter than the context leaves the first window short of it.
+        start = max(top, min(known_top + context - height, bottom - height))
         starts.append(start)
         known_top = start
     return starts

@@ -49,6 +49,7 @@ from .seam import blend_seam, crossfade_weights
 
 DEFAULT_FEATHER_MM = 16.0
 DEFAULT_WINDOW_OVERLAP_MM = 32.0
+MAX_SEED = 2**64  # torch generators and numpy seed sequences both take 0 .. 2**64 - 1
 # Live preview: receives the current estimate of the completed volume (output geometry, scanner units) every few
 # steps and returns what the progress events report for it (the file it was written to), or None.
 PreviewCallback = Callable[[Volume], Optional[str]]  # evaluated at import: no `X | Y` (Python 3.9)
@@ -371,6 +372,8 @@ def complete(
     volume = validate_volume(*((image.array, image.affine) if isinstance(image, Volume) else (image, affine)))
     if samples < 1:
         raise InputError(f"samples must be at least 1 (got {samples})")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
+        raise InputError(f"the seed must be a whole number from 0 to 2**64 - 1 (got {seed!r})")
     check_extension(extend_superior_mm, extend_inferior_mm)  # before the model loads: a typo fails at once
     if preview_every < 0:
         raise InputError(f"the preview interval must be 0 (off) or a number of steps (got {preview_every})")
@@ -472,10 +475,10 @@ def complete(
             ) from None
         raise
     stack = np.stack(outputs)
-    mean = stack.mean(axis=0).astype(np.float32)
+    mean = stack.mean(axis=0).astype(np.result_type(np.float32, slab.exact.dtype))
     spread = stack.std(axis=0).astype(np.float32) if samples > 1 else None
-    if not reference:  # exact, not just to rounding: the known region is the input
-        mean[:, known_rows] = slab.native
+    if not reference:  # exact, not just to rounding: the known region is the input, at its own precision
+        mean[:, known_rows] = slab.exact
         if spread is not None:
             spread[:, known_rows] = 0.0
     out_image, final_affine = reorient(mean, out_affine, codes)

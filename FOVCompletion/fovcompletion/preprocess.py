@@ -26,13 +26,15 @@ from .intensity import IntensityScaling, divide_gain, row_gain
 class PreparedSlab:
     """Chosen sagittal slices, in model orientation, at native and at model in-plane spacing.
 
-    `native` keeps the scan's own samples for the exact paste-back; `model` is what the networks see.
+    `native` holds the scan's own samples (float32, computed with) and `exact` the same at the input's own
+    precision, for the exact paste-back (float64 for data float32 cannot hold); `model` is what the networks see.
     `native_affine` maps native voxel indices of the slab to RAS; `model_to_native` maps model-grid
     indices to native-slab indices. `gain` is the superior-inferior gain divided out before normalisation
     (one value per native row; all ones unless the bundle flattens it).
     """
 
     native: np.ndarray
+    exact: np.ndarray
     native_affine: np.ndarray
     model: np.ndarray
     model_to_native: np.ndarray
@@ -121,9 +123,10 @@ def prepare_slab(
         start, stop = slice_range
         check_slice_range(start, stop, volume.array.shape[lr_axis])
         model_range = (n_slices - stop, n_slices - start) if flipped else (start, stop)
-    count = metadata.default_slices if slices is None else slices
+    count = min(metadata.default_slices, n_slices) if slices is None else slices  # not asked: what there is
     start, stop = select_slices(n_slices, count, model_range)
-    native = array[start:stop].astype(np.float32)
+    exact = array[start:stop]
+    native = exact.astype(np.float32)
     shift = np.eye(4)
     shift[0, 3] = start
     native_affine = affine @ shift
@@ -142,6 +145,7 @@ def prepare_slab(
     input_indices = (n_slices - 1 - indices) if flipped else indices
     return PreparedSlab(
         native=native,
+        exact=exact,
         native_affine=native_affine,
         model=scaling.normalise(model),
         model_to_native=model_to_native,
