@@ -560,6 +560,24 @@ def test_extensions_in_any_case_are_written_and_read(tiny_bundle, scan_file, tmp
     assert read_volume(folder / ("out-" + name)).array.shape[1] > again.array.shape[1]
 
 
+def test_nrrd_axes_without_a_direction(tmp_path):
+    """A list axis of one value (`space directions ... none`) is not a fourth spatial axis, and a header with
+    spacings but no directions is refused for what it lacks."""
+    import nrrd
+
+    from fovcompletion.image_io import read_volume
+
+    voxels = synthetic_scan()[..., None]
+    directions = np.vstack([np.diag([1.0, 1.0, 1.0]), np.full(3, np.nan)])
+    nrrd.write(str(tmp_path / "list.nrrd"), voxels, {"space": "LPS", "space directions": directions})
+    volume = read_volume(tmp_path / "list.nrrd")
+    assert volume.array.shape == voxels.shape[:3]
+    np.testing.assert_allclose(volume.affine[:3, :3], np.diag([-1.0, -1.0, 1.0]))
+    nrrd.write(str(tmp_path / "spacings.nrrd"), voxels[..., 0], {"spacings": [1.0, 1.0, 1.0]})
+    with pytest.raises(InputError, match="no space directions, so its orientation is unknown"):
+        read_volume(tmp_path / "spacings.nrrd")
+
+
 def test_too_little_memory_is_refused_before_starting(tiny_bundle, scan_file, tmp_path, capsys, monkeypatch):
     import fovcompletion.memory as memory
 

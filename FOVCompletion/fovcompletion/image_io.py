@@ -83,8 +83,16 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import nrrd
 
     data, header = nrrd.read(str(path))
-    directions = np.asarray(header.get("space directions"), dtype=object)
-    rows = [d for d in directions if d is not None and not (isinstance(d, float) and np.isnan(d))]
+    if header.get("space directions") is None:
+        raise InputError(
+            f"{path.name}: the NRRD header has no space directions, so its orientation is unknown"
+        )
+    # A non-spatial axis (a list of values, a time point) has no direction: pynrrd gives None or a row of NaN.
+    rows = [
+        d
+        for d in header["space directions"]
+        if d is not None and not np.all(np.isnan(np.asarray(d, dtype=float)))
+    ]
     space = str(header.get("space", "left-posterior-superior")).lower()
     if space not in _NRRD_TO_RAS or len(rows) != 3:
         raise InputError(
