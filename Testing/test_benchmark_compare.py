@@ -98,6 +98,38 @@ def test_runs_that_are_not_counterparts_are_refused_in_one_line(two_draws, bench
     assert "not readable as benchmark results" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"draw": "x"}, "its draw must be a whole number"),
+        ({"seed": [1]}, "its seed must be a whole number"),
+        ({"case": ["a"]}, "its case and method must be names"),
+        ({"levels": [1, 2]}, "its levels must be a table of measures"),
+    ],
+)
+def test_malformed_rows_are_refused_in_one_line(two_draws, tmp_path, capsys, change, match):
+    results = json.loads((two_draws / "results.json").read_text())
+    results["per_case"][0].update(change)
+    (tmp_path / "edited.json").write_text(json.dumps(results))
+    assert main(["compare", str(two_draws), str(tmp_path / "edited.json"), "--method", "mirror"]) == 1
+    error = capsys.readouterr().err
+    assert "per-case row 0 is malformed: " + match in error and error.count("\n") == 1
+
+
+def test_the_table_never_replaces_a_results_file(two_draws, tmp_path, capsys):
+    """`-o` takes a Markdown file in a folder that exists: `-o results.json` once replaced a run's results."""
+    copy = tmp_path / "copy.json"
+    copy.write_text((two_draws / "results.json").read_text())
+    before = copy.read_bytes()
+    for output, match in (
+        (copy, "use a file name ending in .md"),
+        (tmp_path / "no" / "t.md", "does not exist"),
+    ):
+        assert main(["compare", str(copy), str(copy), "--method", "mirror", "-o", str(output)]) == 1
+        assert match in capsys.readouterr().err
+    assert copy.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["copy.json"]
+
+
 def document(rows: list[dict], **settings) -> dict:
     """A results document as `compare_runs` reads it: real cases, one method `ours`."""
     per_case = [{"source": "real", "method": "ours", "draw": 0, **row} for row in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -149,6 +150,102 @@ def test_a_malformed_bundle_json_is_one_line_and_never_hides_the_other_bundles(
         resolve_bundle("broken")  # named, but unreadable: why, not "no model bundle named"
     assert main(["models"]) == 1
     assert "INVALID" in capsys.readouterr().out
+
+
+def _edited(metadata: dict, path: str, value) -> dict:
+    """A copy of bundle.json with the entry at `path` ("a/b/c") set to `value`."""
+    edited = json.loads(json.dumps(metadata))
+    *parents, last = path.split("/")
+    target = edited
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return edited
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "match"),
+    [
+        ("latent_scale_factor", float("nan"), "latent_scale_factor must be a number > 0"),
+        ("latent_scale_factor", 0, "latent_scale_factor must be a number > 0"),
+        ("steps", float("inf"), "malformed"),
+        ("weights/diffusion/file", None, "weight file must be a file name in the bundle"),
+        (
+            "weights/diffusion/file",
+            "../elsewhere.safetensors",
+            "weight file must be a file name in the bundle",
+        ),
+        ("weights/diffusion/sha256", ["abc"], "sha256 must be 64 hex digits"),
+        ("scheduler/schedule", "bogus", "noise schedule 'bogus'"),
+        ("scheduler/prediction_type", "bogus", "prediction type 'bogus'"),
+        ("scheduler/beta_end", 2.0, "betas between 0 and 1"),
+        ("canvas/spacing_mm", [0, 0], "a spacing of two numbers > 0"),
+        ("canvas/spacing_mm", [-2, -2], "a spacing of two numbers > 0"),
+    ],
+)
+def test_hand_edited_settings_are_refused_before_any_run(
+    tiny_bundle, tmp_path, monkeypatch, capsys, path, value, match
+):
+    """bundle.json is not hashed: a value no run can use is refused in one line when the bundle is read (it
+    gave NaN completions, mid-run errors or tracebacks), and listing still shows the other bundles."""
+    models = tmp_path / "models"
+    copy_bundle(tiny_bundle, models / "good")
+    broken = copy_bundle(tiny_bundle, models / "broken")
+    metadata = json.loads((broken / "bundle.json").read_text())
+    (broken / "bundle.json").write_text(json.dumps(_edited(metadata, path, value)))
+    with pytest.raises(BundleError, match=match) as raised:
+        read_metadata(broken)
+    assert "\n" not in str(raised.value)
+    monkeypatch.setenv(ENV_MODEL_PATH, str(models))
+    monkeypatch.setenv("FOVCOMPLETION_HOME", str(tmp_path / "home"))
+    assert [info.path for info in list_bundles() if info.source == "env"] == [models / "good"]
+    assert main(["models", "--json"]) == 1
+    rows = {row["path"]: row["status"] for row in json.loads(capsys.readouterr().out)}
+    assert rows[str(models / "good")] == "ok" and rows[str(broken)].startswith("INVALID")
+
+
+def test_network_arguments_torch_refuses_are_a_bundle_error(tiny_bundle, tmp_path):
+    folder = copy_bundle(tiny_bundle, tmp_path / "negative")
+    metadata = json.loads((folder / "bundle.json").read_text())
+    channels = metadata["diffusion"]["args"]["channels"]
+    metadata["diffusion"]["args"]["channels"] = [-c for c in channels]
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match="cannot build DiffusionModelUNet") as raised:
+        load_bundle(folder)
+    assert "\n" not in str(raised.value)
+
+
+def test_an_upper_case_sha256_is_the_same_digest(tiny_bundle, tmp_path):
+    folder = copy_bundle(tiny_bundle, tmp_path / "upper")
+    metadata = json.loads((folder / "bundle.json").read_text())
+    for weight in metadata["weights"].values():
+        weight["sha256"] = weight["sha256"].upper()
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    verify_bundle(folder)
+
+
+def test_an_unreadable_folder_on_the_search_path_is_skipped(tiny_bundle, tmp_path, monkeypatch):
+    """A folder the user cannot read (here: every look inside it is refused, as without permission) must not stop
+    the runs and listings of every other bundle."""
+    locked = tmp_path / "locked"
+    copy_bundle(tiny_bundle, locked / "inside")
+    good = copy_bundle(tiny_bundle, tmp_path / "models" / "good")
+    is_file, iterdir = Path.is_file, Path.iterdir
+
+    def refused(method):
+        def look(path, *args):
+            if locked in (path, *path.parents):
+                raise PermissionError(13, "Permission denied", str(path))
+            return method(path, *args)
+
+        return look
+
+    monkeypatch.setattr(Path, "is_file", refused(is_file))
+    monkeypatch.setattr(Path, "iterdir", refused(iterdir))
+    monkeypatch.setenv(ENV_MODEL_PATH, os.pathsep.join([str(locked), str(tmp_path / "models")]))
+    monkeypatch.setenv("FOVCOMPLETION_HOME", str(tmp_path / "home"))
+    assert [info.path for info in list_bundles() if info.source == "env"] == [good]
+    assert resolve_bundle("tiny-test") == good
 
 
 def test_listing_and_estimating_never_import_torch():

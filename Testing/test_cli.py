@@ -17,6 +17,7 @@ from PIL import Image
 from conftest import file_digest, oblique_affine, synthetic_scan, write_nifti
 from fovcompletion.cli import main
 from fovcompletion.errors import InputError, OutOfMemoryError
+from fovcompletion.pipeline import complete as fovcompletion_complete
 from fovcompletion.pipeline import complete_file, get_bundle
 from fovcompletion.preview import montage
 
@@ -177,6 +178,33 @@ def test_cancel_from_the_parent_process_leaves_nothing(how, tiny_bundle, scan_fi
     assert json.loads(remaining.strip().splitlines()[-1])["event"] == "error"
     assert stderr.strip().splitlines()[-1].startswith("fovcompletion: error: cancelled")
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGTERM cannot be caught on Windows")
+def test_sigterm_ends_a_run_like_ctrl_c_and_leaves_nothing(tiny_bundle, scan_file, tmp_path):
+    """`kill` or a batch system's time limit: the clean-up runs (no live preview, no partial file), exit 130."""
+    import signal
+
+    out = tmp_path / "out.nii.gz"
+    command = [sys.executable, "-m", "fovcompletion", "complete", str(scan_file), "-o", str(out)]
+    command += ["--model", str(tiny_bundle), "--steps", "1000", "--extend-inferior", "30"]
+    command += ["--progress", "json", "--preview-every", "1", "--mask-output", str(tmp_path / "mask.nii.gz")]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    for line in process.stdout:
+        if "preview" in json.loads(line):  # a live preview file exists now
+            process.send_signal(signal.SIGTERM)
+            break
+    process.stdout.read()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 130
+    assert stderr.strip().splitlines()[-1] == "fovcompletion: cancelled; nothing was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
 
 
 def _nifti(tmp_path: Path, name: str, array: np.ndarray, affine=AFFINE) -> Path:
@@ -576,6 +604,62 @@ def test_nrrd_axes_without_a_direction(tmp_path):
     nrrd.write(str(tmp_path / "spacings.nrrd"), voxels[..., 0], {"spacings": [1.0, 1.0, 1.0]})
     with pytest.raises(InputError, match="no space directions, so its orientation is unknown"):
         read_volume(tmp_path / "spacings.nrrd")
+
+
+def test_a_weight_file_changed_after_a_run_is_verified_again(tiny_bundle, scan_file, tmp_path):
+    """Loaded bundles are cached by the API; a weight file replaced since (corrupted, or a new training) must be
+    checked against its sha256 again, not run from the cache."""
+    import shutil
+
+    from fovcompletion.errors import BundleError
+    from fovcompletion.image_io import read_volume
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, folder)
+    volume = read_volume(scan_file)
+    complete_kwargs = {"model": str(folder), "steps": 2, "extend_inferior_mm": 20}
+    fovcompletion_complete(volume, **complete_kwargs)
+    weights = folder / "diffusion.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="diffusion.safetensors has sha256"):
+        fovcompletion_complete(volume, **complete_kwargs)
+
+
+def test_a_model_that_computes_nan_writes_nothing(tiny_bundle, scan_file, tmp_path, capsys):
+    """Weights with a NaN in them (their sha256 recorded, so the bundle verifies): refused in one line, not a
+    volume of NaN."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from fovcompletion.bundle import sha256_of
+
+    folder = tmp_path / "nan-bundle"
+    shutil.copytree(tiny_bundle, folder)
+    weights = load_file(str(folder / "diffusion.safetensors"))
+    name = next(k for k, v in weights.items() if v.is_floating_point() and k.endswith("bias"))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, str(folder / "diffusion.safetensors"))
+    metadata = json.loads((folder / "bundle.json").read_text())
+    metadata["weights"]["diffusion"]["sha256"] = sha256_of(folder / "diffusion.safetensors")
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    out = tmp_path / "out.nii.gz"
+    argv = ["complete", str(scan_file), "-o", str(out), "--model", str(folder), "--steps", "2"]
+    argv += ["--extend-inferior", "20", "--progress", "none"]  # the error is the one line on stderr
+    refuse(argv, capsys, scan_file, out, "produced values that are not numbers")
+
+
+def test_a_device_name_torch_does_not_know_is_refused_in_one_line(monkeypatch):
+    """`cuda:x` passes the name check and reaches torch only where CUDA is there (simulated here)."""
+    from fovcompletion.device import resolve_device
+
+    with pytest.raises(InputError, match="unknown device 'tpu0'"):
+        resolve_device("tpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(InputError, match="unknown device 'cuda:x': use auto, cpu, cuda, cuda:N or mps"):
+        resolve_device("cuda:x")
 
 
 def test_too_little_memory_is_refused_before_starting(tiny_bundle, scan_file, tmp_path, capsys, monkeypatch):

@@ -185,12 +185,28 @@ class BundleMetadata:
                 speed=dict(data.get("speed", {})),
             )
             metadata.validate()
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError) as error:
             raise BundleError(f"{METADATA_FILE} is incomplete or malformed: {error!r}") from None
         return metadata
 
     def validate(self) -> None:
-        """Refuse settings the networks cannot process or the window planner cannot move along."""
+        """Refuse settings the networks cannot process or the window planner cannot move along (bundle.json is
+        not hashed: a hand-edited value must fail here, in one line, not mid-run or as NaN in the output)."""
+        for role, weight in self.weights.items():
+            if not (isinstance(weight.file, str) and weight.file and Path(weight.file).name == weight.file):
+                raise BundleError(
+                    f"bundle {self.name!r}: the {role} weight file must be a file name in the bundle"
+                )
+            if not (isinstance(weight.sha256, str) and len(weight.sha256) == 64):
+                raise BundleError(f"bundle {self.name!r}: the {role} weights' sha256 must be 64 hex digits")
+        if not (math.isfinite(self.latent_scale_factor) and self.latent_scale_factor > 0):
+            raise BundleError(f"bundle {self.name!r}: latent_scale_factor must be a number > 0")
+        _validate_scheduler(self.name, self.scheduler)
+        shape, spacing = self.canvas.shape, self.canvas.spacing_mm
+        if len(shape) != 2 or len(spacing) != 2 or not all(math.isfinite(v) and v > 0 for v in spacing):
+            raise BundleError(
+                f"bundle {self.name!r}: the canvas needs a shape and a spacing of two numbers > 0"
+            )
         for role, spec in (("autoencoder", self.autoencoder), ("diffusion", self.diffusion)):
             if not isinstance(spec.get("class"), str) or not isinstance(spec.get("args"), dict):
                 raise BundleError(
@@ -240,6 +256,21 @@ class BundleMetadata:
             )
 
 
+def _validate_scheduler(name: str, spec: SchedulerSpec) -> None:
+    from .schedule import NOISE_SCHEDULES, PREDICTION_TYPES
+
+    if spec.schedule not in NOISE_SCHEDULES or spec.prediction_type not in PREDICTION_TYPES:
+        raise BundleError(
+            f"bundle {name!r}: noise schedule {spec.schedule!r} with prediction type {spec.prediction_type!r}: "
+            f"expected one of {', '.join(NOISE_SCHEDULES)} and one of {', '.join(PREDICTION_TYPES)}"
+        )
+    betas_ok = all(math.isfinite(b) and 0 < b < 1 for b in (spec.beta_start, spec.beta_end))
+    if int(spec.num_train_timesteps) < 1 or not betas_ok:
+        raise BundleError(
+            f"bundle {name!r}: the noise schedule needs timesteps >= 1 and betas between 0 and 1"
+        )
+
+
 @dataclass
 class Bundle:
     """A loaded, verified model: metadata plus the two networks in eval mode."""
@@ -271,9 +302,9 @@ def read_metadata(path: str | os.PathLike) -> BundleMetadata:
     """Read and validate `bundle.json` of a bundle folder (no weights loaded)."""
     folder = Path(path)
     metadata_path = folder / METADATA_FILE
-    if not metadata_path.is_file():
-        raise BundleError(f"{folder} is not a model bundle: {METADATA_FILE} is missing")
     try:
+        if not metadata_path.is_file():
+            raise BundleError(f"{folder} is not a model bundle: {METADATA_FILE} is missing")
         data = json.loads(metadata_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"cannot read {metadata_path}: {error}") from None
@@ -291,8 +322,13 @@ def verify_bundle(path: str | os.PathLike) -> BundleMetadata:
         weight_path = folder / weight.file
         if not weight_path.is_file():
             raise BundleError(f"bundle {metadata.name!r}: weight file {weight.file} ({role}) is missing")
-        actual = sha256_of(weight_path)
-        if actual != weight.sha256:
+        try:
+            actual = sha256_of(weight_path)
+        except OSError as error:
+            raise BundleError(
+                f"bundle {metadata.name!r}: cannot read {weight.file}: {error.strerror}"
+            ) from None
+        if actual != weight.sha256.lower():  # hex digits in either case
             raise BundleError(
                 f"bundle {metadata.name!r}: {weight.file} has sha256 {actual[:12]}..., expected "
                 f"{weight.sha256[:12]}... (corrupted or modified file)"

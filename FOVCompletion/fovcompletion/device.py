@@ -32,7 +32,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise InputError("CUDA was requested but no CUDA GPU is available; use --device cpu or auto")
     if name == "mps" and not mps_available:
         raise InputError("MPS was requested but is not available on this machine; use --device cpu or auto")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:

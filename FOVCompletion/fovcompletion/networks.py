@@ -77,8 +77,14 @@ def build_network(class_name: str, args: dict[str, Any]) -> torch.nn.Module:
     kwargs = {key: _tuples(value) for key, value in args.items()}
     try:
         return getattr(nets, class_name)(**kwargs)
-    except (TypeError, ValueError) as error:
-        raise BundleError(f"cannot build {class_name} from the bundle's arguments: {error}") from None
+    except (
+        TypeError,
+        ValueError,
+        RuntimeError,
+        AssertionError,
+    ) as error:  # MONAI and torch check differently
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BundleError(f"cannot build {class_name} from the bundle's arguments: {detail}") from None
 
 
 def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:

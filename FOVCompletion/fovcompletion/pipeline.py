@@ -24,7 +24,7 @@ import torch
 from .bundle import METADATA_FILE, Bundle, BundleMetadata, load_bundle, read_metadata
 from .candidates import best_candidate, canal_score
 from .device import autocast_dtype, is_out_of_memory, resolve_device
-from .errors import InputError, OutOfMemoryError
+from .errors import BundleError, InputError, OutOfMemoryError
 from .estimate import estimate_run
 from .geometry import axcodes_of, reorient, sample_at
 from .image_io import Volume, check_output_path, read_volume, same_file, validate_volume, write_volume
@@ -81,18 +81,28 @@ class CompletionResult:
 
 
 @lru_cache(maxsize=4)
-def _cached_bundle(path: str, device: str, stamp: int) -> Bundle:
+def _cached_bundle(path: str, device: str, stamp: tuple) -> Bundle:
     return load_bundle(path, device)
 
 
 def get_bundle(model: str | os.PathLike | Bundle | None, device: torch.device) -> Bundle:
-    """A loaded bundle: an object as is, else by path or name (verified once, then cached)."""
+    """A loaded bundle: an object as is, else by path or name (verified once, then cached while neither its
+    metadata nor any weight file changes: a replaced or corrupted file is verified again)."""
     if isinstance(model, Bundle):
         return model.to(device)
     folder = resolve_bundle(str(model) if model else None)
-    read_metadata(folder)  # a clear BundleError for anything that is not a bundle folder
-    stamp = (folder / METADATA_FILE).stat().st_mtime_ns
+    metadata = read_metadata(folder)  # a clear BundleError for anything that is not a bundle folder
+    files = [METADATA_FILE] + sorted(weight.file for weight in metadata.weights.values())
+    try:
+        stamp = tuple(_file_stamp(folder / name) for name in files)
+    except OSError:  # a missing weight file: loading says which, in one line
+        stamp = ()
     return _cached_bundle(str(folder.resolve()), str(device), stamp)
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    status = path.stat()
+    return status.st_mtime_ns, status.st_size, status.st_ino
 
 
 def _mosaic(slab: PreparedSlab, layout: CanvasLayout, padding: float) -> tuple[np.ndarray, np.ndarray]:
@@ -475,6 +485,8 @@ def complete(
             ) from None
         raise
     stack = np.stack(outputs)
+    if not np.isfinite(stack).all():  # never written: a NaN completion looks like a result in a viewer
+        raise BundleError(f"bundle {metadata.name!r} produced values that are not numbers (NaN or infinite)")
     mean = stack.mean(axis=0).astype(np.result_type(np.float32, slab.exact.dtype))
     spread = stack.std(axis=0).astype(np.float32) if samples > 1 else None
     if not reference:  # exact, not just to rounding: the known region is the input, at its own precision

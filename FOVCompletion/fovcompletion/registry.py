@@ -56,11 +56,24 @@ def _candidate_folders() -> list[tuple[Path, str]]:
 
 
 def _bundle_folders(root: Path) -> list[Path]:
-    if (root / METADATA_FILE).is_file():
-        return [root]
-    if not root.is_dir():
+    """The bundles in one search folder; a folder or bundle that cannot be read is left out (a user's unreadable
+    folder on the search path must not stop runs of every other bundle)."""
+    try:
+        if (root / METADATA_FILE).is_file():
+            return [root]
+        if not root.is_dir():
+            return []
+        children = sorted(root.iterdir())
+    except OSError:
         return []
-    return sorted(child for child in root.iterdir() if (child / METADATA_FILE).is_file())
+    found = []
+    for child in children:
+        try:
+            if (child / METADATA_FILE).is_file():
+                found.append(child)
+        except OSError:
+            continue
+    return found
 
 
 def list_bundles() -> list[BundleInfo]:

@@ -58,7 +58,24 @@ def load_results(path: str | Path) -> dict[str, Any]:
         isinstance(r, dict) and "case" in r and "method" in r for r in rows
     ):
         raise InputError(f"{file}: not a benchmark's results.json (it has no per-case rows)")
+    for number, row in enumerate(rows):
+        problem = _row_problem(row)
+        if problem:
+            raise InputError(f"{file}: per-case row {number} is malformed: {problem}")
     return results
+
+
+def _row_problem(row: dict[str, Any]) -> str | None:
+    """What in a per-case row the pairing cannot use (a hand-edited or foreign file), or None."""
+    if not isinstance(row["case"], str) or not isinstance(row["method"], str):
+        return "its case and method must be names"
+    for key in ("draw", "seed"):
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"its {key} must be a whole number"
+    if not isinstance(row.get("levels") or {}, dict):
+        return "its levels must be a table of measures"
+    return None
 
 
 def run_seed(results: dict[str, Any]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from ..errors import FOVCompletionError
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _interrupt_on_termination()
     try:
         return int(args.handler(args) or 0)
     except FOVCompletionError as error:
@@ -52,3 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fovcompletion: cancelled; nothing was written", file=sys.stderr)
         return 130
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(signum, handler)
+
+
+def _interrupt_on_termination() -> dict:
+    """SIGTERM (`kill`, a batch system's time limit) and SIGHUP (a closed terminal) end a command as Ctrl-C
+    does, so that its clean-up runs and no partial file is left; returns the handlers they replaced."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is None:  # SIGHUP on Windows
+            continue
+        try:
+            previous[signum] = signal.signal(signum, interrupt)
+        except ValueError:  # not the main thread (a caller's worker): its process's handlers stay
+            continue
+    return previous

@@ -41,8 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..benchmark.paired import compare_runs, comparison_markdown, default_base_method, load_results
-    from ..image_io import atomic_write
+    from ..image_io import atomic_write, check_output_path
 
+    if args.output is not None:  # a Markdown file in a writable folder (never a run's results.json)
+        check_output_path(args.output, (".md",))
     base, new = load_results(args.base), load_results(args.new)
     method = args.method or default_base_method(base, new, args.new_method)
     comparison = compare_runs(base, new, method, args.new_method)

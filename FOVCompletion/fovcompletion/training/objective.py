@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+from ..schedule import PREDICTION_TYPES
 
 
 def _alpha(alphas: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
