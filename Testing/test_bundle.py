@@ -88,6 +88,18 @@ def test_registry_finds_bundles_on_the_environment_path(tiny_bundle, tmp_path, m
     assert "tiny-test" in capsys.readouterr().out
 
 
+def test_a_folder_here_named_like_a_bundle_does_not_hide_it(tiny_bundle, tmp_path, monkeypatch):
+    """`--model tiny-test` with an unrelated folder of that name in the working directory: the registered
+    bundle; written as a path (`./tiny-test`), the folder."""
+    monkeypatch.setenv(ENV_MODEL_PATH, str(tiny_bundle.parent))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-test").mkdir()
+    assert resolve_bundle("tiny-test") == tiny_bundle
+    assert resolve_bundle("./tiny-test") == Path("./tiny-test")
+    with pytest.raises(BundleError, match="bundle.json is missing"):
+        read_metadata(resolve_bundle("./tiny-test"))
+
+
 def test_models_command_reports_a_corrupted_bundle(tiny_bundle, tmp_path, monkeypatch, capsys):
     folder = copy_bundle(tiny_bundle, tmp_path / "models" / "broken")
     (folder / "diffusion.safetensors").write_bytes(b"not weights")

@@ -588,6 +588,14 @@ def test_extensions_in_any_case_are_written_and_read(tiny_bundle, scan_file, tmp
     assert read_volume(folder / ("out-" + name)).array.shape[1] > again.array.shape[1]
 
 
+def test_trailing_axes_of_length_one_are_not_dimensions(scan_file, tmp_path):
+    from fovcompletion.image_io import read_volume
+
+    scan = read_volume(scan_file)
+    padded = write_nifti(tmp_path / "5d.nii.gz", scan.array[..., None, None], scan.affine)
+    np.testing.assert_array_equal(read_volume(padded).array, scan.array)
+
+
 def test_nrrd_axes_without_a_direction(tmp_path):
     """A list axis of one value (`space directions ... none`) is not a fourth spatial axis, and a header with
     spacings but no directions is refused for what it lacks."""

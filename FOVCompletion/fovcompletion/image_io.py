@@ -56,7 +56,7 @@ def exact_float_type(dtype: np.dtype) -> type:
 def validate_volume(array: np.ndarray, affine: np.ndarray, label: str = "input") -> Volume:
     """Refuse what cannot be completed: not 3D, NaN/inf, constant, degenerate geometry."""
     array = np.asarray(array)
-    if array.ndim == 4 and array.shape[3] == 1:
+    while array.ndim > 3 and array.shape[-1] == 1:  # NIfTI keeps trailing axes of length 1 (time, components)
         array = array[..., 0]
     if array.ndim != 3:
         kind = {2: "a 2D image", 4: "a 4D series"}.get(array.ndim, f"{array.ndim}D data")
