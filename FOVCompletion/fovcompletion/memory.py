@@ -2,7 +2,8 @@
 
 On Linux a CPU run that exhausts RAM is usually killed without a Python error, so an estimate up front
 is the only way to give a clear message. The estimate is deliberately generous (activations kept for
-the skip connections, plus attention matrices, plus the networks' weights).
+the skip connections, plus attention matrices). The networks' weights are not in it: the check runs once the
+bundle is loaded, so the free memory it compares with already excludes them.
 """
 
 from __future__ import annotations
