@@ -70,7 +70,7 @@ from FOVCompletionLib.sample_data import (
 )
 from FOVCompletionLib.self_test import runSelfTest
 from FOVCompletionLib.view_fit import stopKeepingFitted
-from FOVCompletionLib.volume_geometry import extentAlongMm, sagittalSliceCount
+from FOVCompletionLib.volume_geometry import extentAlongMm, firstScalarVolume, sagittalSliceCount
 
 POLL_INTERVAL_MS = 200
 # A live preview costs about two denoising steps (decoding the estimate): every 10 steps made a 50-step run 8% slower.
@@ -276,7 +276,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            firstVolumeNode = firstScalarVolume(slicer.mrmlScene)
             if firstVolumeNode:
                 self._parameterNode.inputVolume = firstVolumeNode
 
@@ -292,7 +292,9 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self._lastPreset = self._parameterNode.extensionPreset
-            self._lastInputId = None
+            # The input it was saved with is not a new input: its slice range (0..0 included) stays as saved.
+            inputNode = self._parameterNode.inputVolume
+            self._lastInputId = inputNode.GetID() if inputNode else None
             self.onParameterNodeModified()
 
     # -- keeping the panel consistent ------------------------------------------------------------------------

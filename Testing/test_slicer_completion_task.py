@@ -549,6 +549,59 @@ def test_a_chosen_output_node_gets_its_content_back_after_a_cancel(scene, input_
     assert target.GetScene() is scene and target.GetAttribute(ROLE_ATTRIBUTE) is None
 
 
+def test_a_cancel_gives_a_chosen_output_node_its_display_back(scene, input_node, fake_python, tmp_path):
+    """The preview shows the output in the input's window/level; a cancel puts the node's own back (and removes
+    a display node the run made for a node that had none)."""
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my result")
+    setVolumeFromArrayAndAffine(target, np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.eye(4))
+    target.CreateDefaultDisplayNodes()
+    target.GetDisplayNode().SetAutoWindowLevel(False)
+    target.GetDisplayNode().SetWindowLevel(23.0, 11.5)
+    bare = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "no display")
+    setVolumeFromArrayAndAffine(bare, np.ones((2, 3, 4), np.float32), np.eye(4))
+    options = CompletionOptions(extendInferiorMm=20.0, steps=4, previewEvery=1)
+    for node in (target, bare):
+        task, _, _ = task_for(input_node, fake_python, tmp_path, "preview-hang", options, outputNode=node)
+        task.start()
+        deadline = time.monotonic() + 30
+        while task.preview.updates < 1:
+            assert time.monotonic() < deadline
+            task.poll()
+            time.sleep(0.05)
+        assert node.GetDisplayNode().GetWindow() == 400  # the input's, while it runs
+        task.cancel()
+    display = target.GetDisplayNode()
+    assert (display.GetAutoWindowLevel(), display.GetWindow(), display.GetLevel()) == (0, 23.0, 11.5)
+    assert bare.GetDisplayNode() is None
+
+
+def test_a_result_for_an_output_node_removed_during_the_run_goes_into_a_new_node(
+    scene, input_node, fake_python, tmp_path
+):
+    """The chosen output node deleted while the engine runs: the completion is not read into a node nobody can
+    see (and reported as done); it gets a node of its own."""
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my result")
+    task, _, _ = task_for(input_node, fake_python, tmp_path, outputNode=target)
+    task.start()
+    scene.RemoveNode(target)
+    result = task.wait(timeout=60)
+    assert task.state is TaskState.SUCCEEDED and result.output is not target
+    assert result.output.GetScene() is scene and result.mask.GetScene() is scene
+
+
+def test_a_run_whose_input_leaves_the_scene_adds_nothing(scene, input_node, fake_python, tmp_path):
+    """The scene closed (or the input deleted) during a run that the module does not track, e.g. the console's
+    blocking `complete`: the engine is stopped and nothing goes into the scene."""
+    task, _, finished = task_for(input_node, fake_python, tmp_path, mode="hang")
+    task.start()
+    scene.Clear(0)
+    with pytest.raises(RuntimeError, match="the input volume left the scene"):
+        task.wait(timeout=60)
+    assert task.state is TaskState.CANCELLED and finished == [task]
+    assert volume_nodes(scene) == 0 and list(tmp_path.iterdir()) == []
+    assert task.process.process.poll() is not None
+
+
 def test_a_chosen_output_node_gets_its_content_back_when_the_results_fail_to_load(
     scene, input_node, fake_python, tmp_path, monkeypatch
 ):

@@ -125,6 +125,22 @@ def test_imported_packages_need_a_restart():
     assert importedAmong(["numpy>=1", "surely-not-installed-fovc"]) == ["numpy"]
 
 
+def test_imported_packages_are_found_by_their_modules_on_python_39(monkeypatch):
+    """Python 3.9 (Slicer 5.8) has no packages_distributions: Pillow, imported as PIL, and pynrrd, as nrrd, must
+    still be seen as imported (their upgrade needs a restart)."""
+    import importlib.metadata
+
+    import nrrd  # noqa: F401
+    import PIL  # noqa: F401
+
+    monkeypatch.delattr(importlib.metadata, "packages_distributions")
+    assert importedAmong(["pillow>=9", "pynrrd", "numpy", "surely-not-installed-fovc"]) == [
+        "pillow",
+        "pynrrd",
+        "numpy",
+    ]
+
+
 class FakeSlicer:
     """Records what the dependency code asks of Slicer (and of `slicer.packaging`, passed separately)."""
 

@@ -16,6 +16,7 @@ from FOVCompletionLib.volume_geometry import (
     arrayAndAffineFromVolume,
     axisClosestTo,
     extentAlongMm,
+    firstScalarVolume,
     ijkToRas,
     middleSliceCentreRas,
     sagittalSliceCount,
@@ -117,3 +118,25 @@ def test_to_world_applies_parent_transform(scene):
     node.SetAndObserveTransformNodeID(transform.GetID())
     np.testing.assert_allclose(toWorld(node, [1, 2, 3]), [11, -3, 5])
     np.testing.assert_allclose(ijkToRas(node), np.eye(4))  # the node's own matrix is not changed
+
+
+def test_an_image_whose_extent_starts_past_zero_keeps_its_place(scene):
+    """VTK images may start at a non-zero extent: the first voxel then sits at IJK = that start."""
+    image = vtk.vtkImageData()
+    image.SetExtent(3, 6, 0, 4, 0, 5)
+    image.AllocateScalars(vtk.VTK_FLOAT, 1)
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "shifted")
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(vtkMatrixFromArray(np.diag([2.0, 1.0, 1.0, 1.0])))
+    voxels, affine = arrayAndAffineFromVolume(node)
+    assert voxels.shape == (4, 5, 6)
+    np.testing.assert_allclose(affine @ [0, 0, 0, 1], [6.0, 0, 0, 1])
+
+
+def test_the_default_input_is_a_plain_scalar_volume(scene):
+    """Label maps and vector volumes are scalar-volume subclasses the input selector hides: never the default."""
+    assert firstScalarVolume(scene) is None
+    scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "colour")
+    scan = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "scan")
+    assert firstScalarVolume(scene) is scan

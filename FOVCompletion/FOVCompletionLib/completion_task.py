@@ -143,6 +143,9 @@ class CompletionTask:
         """
         if self.state is not TaskState.RUNNING:
             return False
+        if self.inputNode.GetScene() is not self.scene:  # the scene was closed, or the input deleted
+            self._stop(TaskState.CANCELLED, "the input volume left the scene; nothing was added")
+            return False
         try:
             for line in self.process.poll():
                 self._handle(parseEngineLine(line))
@@ -198,11 +201,14 @@ class CompletionTask:
 
     def fail(self, message: str) -> None:
         """End a running task as FAILED with `message`: the engine is stopped, nothing is added to the scene."""
+        self._stop(TaskState.FAILED, message)
+
+    def _stop(self, state: TaskState, message: str) -> None:
         if self.state is not TaskState.RUNNING:
             return
         if self.process is not None:
             self.process.cancel(gracePeriod=0)
-        self._conclude(TaskState.FAILED, message)
+        self._conclude(state, message)
 
     # -- internals -------------------------------------------------------------------------------------------
 

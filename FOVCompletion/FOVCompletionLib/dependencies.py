@@ -105,19 +105,31 @@ def importedAmong(requirements: Iterable[str]) -> list[str]:
 
     try:
         modules = importlib.metadata.packages_distributions()  # novermin (guarded: 3.10+)
-    except AttributeError:  # Python < 3.10
-        modules = {}
+    except AttributeError:  # Python < 3.10 (Slicer 5.8): each distribution's top_level.txt, below
+        modules = None
     imported = []
     for text in requirements:
         name = Requirement(text).name
-        topLevel = [
-            module
-            for module, distributions in modules.items()
-            if name.lower() in map(str.lower, distributions)
-        ]
+        if modules is None:
+            topLevel = _topLevelModules(name)
+        else:
+            topLevel = [
+                module
+                for module, distributions in modules.items()
+                if name.lower() in map(str.lower, distributions)
+            ]
         if any(module in sys.modules for module in (topLevel or [name])):
             imported.append(name)
     return imported
+
+
+def _topLevelModules(distribution: str) -> list[str]:
+    """The modules a distribution installs, from its top_level.txt (Pillow installs PIL, pynrrd nrrd)."""
+    try:
+        text = importlib.metadata.distribution(distribution).read_text("top_level.txt") or ""
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 class DependencyError(RuntimeError):

@@ -20,8 +20,8 @@ from .volume_files import readVolumeFromFile
 
 
 def snapshotNode(node) -> tuple:
-    """What a preview or a run's result changes in a chosen node (voxels, geometry, parent transform, role),
-    to give it back."""
+    """What a preview or a run's result changes in a chosen node (voxels, geometry, parent transform, role, and
+    its display's window/level, which takes the input's), to give it back."""
     image = node.GetImageData()
     copy = None
     if image is not None:
@@ -29,11 +29,15 @@ def snapshotNode(node) -> tuple:
         copy.DeepCopy(image)
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
-    return copy, matrix, node.GetTransformNodeID(), node.GetAttribute(ROLE_ATTRIBUTE)
+    display = node.GetDisplayNode()
+    windowLevel = None
+    if display is not None and hasattr(display, "GetWindow"):
+        windowLevel = (display.GetAutoWindowLevel(), display.GetWindow(), display.GetLevel())
+    return copy, matrix, node.GetTransformNodeID(), node.GetAttribute(ROLE_ATTRIBUTE), display, windowLevel
 
 
 def restoreNode(node, saved: tuple) -> None:
-    image, matrix, transformId, role = saved
+    image, matrix, transformId, role, display, windowLevel = saved
     node.SetAndObserveImageData(image)
     node.SetIJKToRASMatrix(matrix)
     node.SetAndObserveTransformNodeID(transformId)
@@ -41,6 +45,13 @@ def restoreNode(node, saved: tuple) -> None:
         node.RemoveAttribute(ROLE_ATTRIBUTE)
     else:
         node.SetAttribute(ROLE_ATTRIBUTE, role)
+    current = node.GetDisplayNode()
+    if display is None and current is not None and node.GetScene() is not None:
+        node.GetScene().RemoveNode(current)  # made for the result: the node had none
+    elif windowLevel is not None and current is display:
+        auto, window, level = windowLevel
+        display.SetWindowLevel(window, level)
+        display.SetAutoWindowLevel(auto)
 
 
 class PreviewVolume:
@@ -79,6 +90,10 @@ class PreviewVolume:
         return True
 
     def _read(self, path: Path) -> None:
+        if self.node is not None and self.node.GetScene() is not self.scene:
+            self.node, self._saved = None, None  # removed during the run: the next preview makes a new node
+        if self.targetNode is not None and self.targetNode.GetScene() is not self.scene:
+            self.targetNode = None
         first = self.node is None
         if first and self.targetNode is not None:
             self._saved = snapshotNode(self.targetNode)

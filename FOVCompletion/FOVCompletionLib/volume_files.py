@@ -35,13 +35,16 @@ def readVolumeFromFile(
     nodeClass: str = "vtkMRMLScalarVolumeNode",
     targetNode=None,
 ):
-    """Load a volume file into `targetNode` or a new node, leaving no storage node pointing at the (temporary) file.
+    """Load a volume file into `targetNode` (when it is still in the scene) or a new node, leaving no storage node
+    pointing at the (temporary) file.
 
     The node is then like one made in Slicer and never saved, so "Save" proposes a fresh file name.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"result file is missing: {path}")
+    if targetNode is not None and targetNode.GetScene() is not scene:
+        targetNode = None  # removed from the scene since it was chosen: a new node, not one nobody can see
     createdNode = targetNode is None
     node = scene.AddNewNodeByClass(nodeClass, scene.GenerateUniqueName(name)) if createdNode else targetNode
     previousStorageNodeId = None if createdNode else node.GetStorageNodeID()

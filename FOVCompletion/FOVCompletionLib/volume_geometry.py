@@ -34,13 +34,25 @@ def ijkToRas(volumeNode) -> np.ndarray:
 
 
 def arrayAndAffineFromVolume(volumeNode) -> tuple[np.ndarray, np.ndarray]:
-    """A copy of the voxels indexed [i, j, k] and the voxel-to-RAS affine, as the engine expects them."""
+    """A copy of the voxels indexed [i, j, k] and the voxel-to-RAS affine, as the engine expects them (an image
+    whose extent does not start at 0 has its first voxel at IJK = the extent's start)."""
     if volumeNode is None or volumeNode.GetImageData() is None:
         raise ValueError("the volume node has no image data")
     voxels = slicer.util.arrayFromVolume(volumeNode)
     if voxels.ndim != 3:
         raise ValueError(f"a 3D scalar volume is required (voxel array shape {voxels.shape})")
-    return np.array(voxels.transpose(2, 1, 0)), ijkToRas(volumeNode)
+    start = np.eye(4)
+    start[:3, 3] = volumeNode.GetImageData().GetExtent()[::2]
+    return np.array(voxels.transpose(2, 1, 0)), ijkToRas(volumeNode) @ start
+
+
+def firstScalarVolume(scene):
+    """The first plain scalar volume (not a label map or vector volume, which the input selector hides), or None."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        if node.GetClassName() == "vtkMRMLScalarVolumeNode":
+            return node
+    return None
 
 
 def setVolumeFromArrayAndAffine(volumeNode, array: np.ndarray, affine: np.ndarray) -> None:
