@@ -69,7 +69,8 @@ def phantom_bids(root: Path, subjects: dict[str, tuple[int, str]]) -> Path:
 
 def phantom_template(root: Path, seed: int = 5) -> Path:
     """A template root like the PAM50 one, made from a 4 mm phantom: one labelled voxel per disc, on the canal,
-    value k for the disc below vertebra k (2 = C2/C3 ... 19 = T12/L1)."""
+    numbered as the PAM50's by the vertebra below it (3 = C2/C3 ... 19 = T11/T12), and the canal labelled with
+    the vertebral level beside it (1 = C1 ... 20 = L1)."""
     import nibabel as nib
 
     from fovcompletion.anatomy import DISC_LABEL_OFFSET
@@ -83,11 +84,16 @@ def phantom_template(root: Path, seed: int = 5) -> Path:
     save_phantom(phantom, anat / "sub-tpl_T2w.nii.gz")
     discs = np.zeros(phantom.image.shape, dtype=np.float32)
     mid = phantom.labels[phantom.mid_slice]
-    for k in range(2, 20):
+    levels = np.zeros(phantom.image.shape, dtype=np.float32)
+    for k in range(2, 19):  # the disc below vertebra k carries k + 1
         rows = np.flatnonzero((mid == DISC_LABEL_OFFSET + k).any(axis=1))
         row = int(round(rows.mean()))
-        discs[phantom.mid_slice, row, int(round(phantom.canal_cols[row]))] = k
+        discs[phantom.mid_slice, row, int(round(phantom.canal_cols[row]))] = k + 1
+    for vertebra in range(1, 21):
+        for row in np.flatnonzero((mid == vertebra).any(axis=1)):
+            levels[phantom.mid_slice, row, int(round(phantom.canal_cols[row]))] = vertebra
     nib.save(nib.Nifti1Image(discs, phantom.affine), str(labels / "sub-tpl_T2w_label-discs_dseg.nii.gz"))
+    nib.save(nib.Nifti1Image(levels, phantom.affine), str(labels / "sub-tpl_T2w_label-levels_dseg.nii.gz"))
     (root / "participants.tsv").write_text("participant_id\tregion\nsub-tpl\twhole-spine template\n")
     return root
 
@@ -217,7 +223,7 @@ def test_a_template_case_keeps_the_cervical_spine_and_gets_level_metrics(tmp_pat
     argv = ["benchmark", "--templates", str(templates), "--out", str(out), "--model", str(bench_bundle)]
     assert main([*argv, "--phantoms", "0", "--methods", "grid,autoencoder,ours,mirror,retrieval", *FAST]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["source"] == "template" and results["case_names"] == ["sub-tpl/C1-C7"]
+    assert results["source"] == "template" and results["case_names"] == ["sub-tpl/cervical"]
     for name, row in results["methods"].items():
         levels = row["levels"]
         assert levels["vertebrae_true"] == 13 and levels["discs_true"] == 12, name  # T1-L1, T1/T2-T12/L1

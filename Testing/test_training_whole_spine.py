@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from training_helpers import LIA_AFFINE, spine_like, tiny_config
 
@@ -112,10 +113,17 @@ def write_labelled_bids(root, template_root, cervical_fade_from_mm: int | None =
     )
     tshape = (7, 480, 40)
     save(template_root / "sub-tpl/anat/sub-tpl_T2w.nii.gz", spine_like(tshape, 2))
+    discs = np.zeros(tshape, np.float32)
     levels = np.zeros(tshape, np.float32)
-    for label in range(2, 20):  # C2/C3 at 80 mm, then a disc every 20 mm
-        levels[:, 80 + 20 * (label - 2), 20] = label
-    save(template_root / "derivatives/labels/sub-tpl/anat/sub-tpl_T2w_label-discs_dseg.nii.gz", levels)
+    for vertebra in range(2, 19):  # C2/C3 at 80 mm, then a disc every 20 mm, down to T11/T12 at 400 mm
+        discs[:, 80 + 20 * (vertebra - 2), 20] = vertebra + 1  # as the PAM50's: the vertebra below the disc
+    for vertebra in range(
+        2, 21
+    ):  # the cord labelled by vertebral level (2 = C2 ... 20 = L1), T12/L1 at 420 mm
+        top = 60 + 20 * (vertebra - 2)
+        levels[:, top : top + 20, 18:23] = vertebra
+    save(template_root / "derivatives/labels/sub-tpl/anat/sub-tpl_T2w_label-discs_dseg.nii.gz", discs)
+    save(template_root / "derivatives/labels/sub-tpl/anat/sub-tpl_T2w_label-levels_dseg.nii.gz", levels)
     save(template_root / "derivatives/labels/sub-tpl/anat/sub-tpl_T2w_label-SC_seg.nii.gz", cord(tshape, 20))
     (template_root / "participants.tsv").write_text(
         "participant_id\tregion\tsource\tlicense\nsub-tpl\ttemplate\ttest template\tMIT\n"
@@ -135,7 +143,10 @@ def test_composites_join_cervical_template_and_lumbar_at_the_level_rows(tmp_path
     assert slabs[1].record.licence == "CC0; MIT; CC0"
 
     template = template_part(templates[0], config)
-    assert template.discs[2][0] == 39.75 and template.discs[19][0] == 209.75  # 2 mm rows, pixel centres
+    # 2 mm rows, pixel centres; the PAM50's label 3 is C2/C3, and T12/L1, which it does not label, lies where
+    # its level labels pass from T12 to L1 (between 1 mm rows 419 and 420)
+    assert template.discs[2][0] == 39.75 and template.discs[18][0] == 199.75
+    assert template.discs[19][0] == pytest.approx(209.5) and template.discs[20][0] == pytest.approx(219.25)
     cervical = cervical_part(scans[0], config, template)
     # the cervical scan starts 40 mm above its C2/C3: C7/T1 (60 rows below C2/C3) at row 20 + 60
     assert abs(cervical.discs[8][0] - (-0.5 + 20 + 60)) < 1e-6
@@ -148,6 +159,23 @@ def test_composites_join_cervical_template_and_lumbar_at_the_level_rows(tmp_path
         narrow = int(np.flatnonzero(width[: width.size // 2] < width[0])[0])
         assert min(abs(narrow - (row + half)) for row in join_rows) <= 1
         assert np.all(slab.image[~slab.valid] == config.data.padding_value)
+
+
+def test_a_templates_planes_without_signal_are_unknown(tmp_path):
+    """The PAM50's last plane is empty and its first ones have zero corners: edges it has no data for, which a
+    bent copy must not teach as black tissue."""
+    root, template_root = tmp_path / "bids", tmp_path / "templates"
+    write_labelled_bids(root, template_root)
+    path = template_root / "sub-tpl/anat/sub-tpl_T2w.nii.gz"
+    image = nib.load(str(path))
+    voxels = np.asanyarray(image.dataobj).astype(np.float32)
+    voxels = np.maximum(voxels, 1.0)  # signal everywhere in the field, as an average of scans has
+    voxels[:, -10:] = 0.0  # the last 10 mm: no data
+    nib.save(nib.Nifti1Image(voxels, image.affine), str(path))
+    config = tiny_config(root, held_out=())
+    template = template_part(find_scans([str(template_root)], [])[0], config)
+    known_rows = template.valid.all(axis=(0, 2))
+    assert known_rows[:-5].all() and not known_rows[-4:].any()  # 2 mm rows; the one at the edge is half data
 
 
 def test_composites_join_above_the_cervical_scans_coil_fade(tmp_path):

@@ -3,10 +3,10 @@
 The PAM50 T2w template (`../shared/data/spine-t2w-templates`, read its README) is the only real-MRI source here
 that spans the thoracic spine, so it gives level counts on more than phantoms. The case keeps everything down
 to the C7/T1 disc (the skull base and C1-C7, as a cervical scan shows them) and hides the rest down to L1 (a
-little above the L1/L2 disc, which carries no label). Levels are scored on the hidden rows from the
-template's disc labels, one labelled voxel per disc, value 2 = C2/C3 ... 19 = T12/L1 (the labels agree with the
-image: the first disc below the tall C2 body carries 2). The template's `label-levels_dseg` cord labels sit
-one vertebra higher than that and are not used. Vertebral bodies are the rows between consecutive discs.
+little above the L1/L2 disc). Levels are scored on the hidden rows from the template's disc labels, read in this
+project's names by `template_labels` (their own convention names a disc by the vertebra below it; until
+2026-12-05 they were read one level off, so the case named C1-C7 kept C1-C6 and ended in T12). Vertebral
+bodies are the rows between consecutive discs.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from ..anatomy import DISC_LABEL_OFFSET, DISC_LABELS, VERTEBRA_LABELS
 from ..errors import InputError
 from ..geometry import MODEL_AXCODES, reorient
 from ..image_io import read_volume
+from ..template_labels import T12_L1, template_disc_rows
 from .cases import Case, bids_subjects, to_model_orientation
 
-KEPT_DISC = 7  # C7/T1: the last disc a cervical scan shows
-LAST_DISC = 19  # T12/L1
+KEPT_DISC = 7  # C7/T1 (discs by the vertebra above them): the last disc a cervical scan shows
+LAST_DISC = T12_L1
 L1_FRACTION = 0.8  # how much of L1 (in units of T12's height) the case goes on below the T12/L1 disc
 
 
@@ -42,14 +43,26 @@ def labels_on_grid(path: Path, image_affine: np.ndarray, image_shape: tuple[int,
     return reorient(np.rint(labels.array).astype(np.int16), labels.affine, MODEL_AXCODES)[0]
 
 
-def disc_positions(discs: np.ndarray) -> dict[int, tuple[float, float]]:
-    """Label value -> (mean S-I row, mean A-P column) of its voxels, in the model orientation."""
-    positions = {}
+def disc_positions(discs: np.ndarray, levels: np.ndarray | None = None) -> dict[int, tuple[float, float]]:
+    """(S-I row, A-P column) of each of the template's discs, keyed by the vertebra above it, in the model
+    orientation: its disc labels' mean voxel; T12/L1 from its level labels (`template_labels`), on the canal they
+    label; a disc placed one level below the two above it, in their line."""
+    labelled = {}
     for value in np.unique(discs):
         if value <= 0:
             continue
         _, rows, cols = np.nonzero(discs == value)
-        positions[int(value)] = (float(rows.mean()), float(cols.mean()))
+        labelled[int(value)] = (float(rows.mean()), float(cols.mean()))
+    positions = {value - 1: position for value, position in labelled.items()}
+    rows = template_disc_rows({value: row for value, (row, _) in labelled.items()}, levels)
+    for disc in sorted(set(rows) - set(positions)):
+        row = rows[disc]
+        beside = None if levels is None else np.nonzero(levels[:, int(row) - 1 : int(row) + 3] > 0)[2]
+        if beside is not None and beside.size:
+            positions[disc] = (row, float(beside.mean()))
+        else:
+            (r0, c0), (r1, c1) = positions[disc - 2], positions[disc - 1]
+            positions[disc] = (row, c1 + (row - r1) * (c1 - c0) / max(r1 - r0, 1e-6))
     return positions
 
 
@@ -97,10 +110,16 @@ def cord_columns(cord: np.ndarray | None, discs: dict[int, tuple[float, float]],
 
 
 def template_case(
-    subject: str, volume, discs_volume: np.ndarray, cord: np.ndarray | None, region: str = "whole-spine"
+    subject: str,
+    volume,
+    discs_volume: np.ndarray,
+    cord: np.ndarray | None,
+    region: str = "whole-spine",
+    levels: np.ndarray | None = None,
 ) -> Case:
-    """The cervical-kept case of one template volume (model orientation) and its disc labels."""
-    discs = disc_positions(discs_volume)
+    """The cervical-kept case of one template volume (model orientation), its disc labels and, if it has them,
+    its level labels."""
+    discs = disc_positions(discs_volume, levels)
     for needed in (KEPT_DISC, LAST_DISC, LAST_DISC - 1):
         if needed not in discs:
             raise InputError(f"{subject}: the disc labels lack {DISC_LABELS[DISC_LABEL_OFFSET + needed]}")
@@ -116,7 +135,7 @@ def template_case(
     centre = cord_columns(None if cord is None else cord[:, : bottom + 1], scored, truth.shape[1])
     names = {**{k: v for k, v in VERTEBRA_LABELS.items()}, **DISC_LABELS}
     return Case(
-        f"{subject}/C1-C7",
+        f"{subject}/cervical",  # as the phantoms' cases; "C1-C7" until 2026-12-05, which kept C1-C6
         subject,
         "template",
         region,
@@ -143,7 +162,9 @@ def template_cases(root: str | Path, log: Callable[[str], None] = print) -> list
         discs = labels_on_grid(discs_path, original.affine, shape)
         cord_path = label_file(root, subject, "SC_seg")
         cord = labels_on_grid(cord_path, original.affine, shape) if cord_path else None
-        cases.append(template_case(subject, to_model_orientation(original), discs, cord))
+        levels_path = label_file(root, subject, "levels_dseg")
+        levels = labels_on_grid(levels_path, original.affine, shape) if levels_path else None
+        cases.append(template_case(subject, to_model_orientation(original), discs, cord, levels=levels))
     if not cases:
         raise InputError(
             f"no template with disc labels under {root} (derivatives/labels/sub-*/anat/*discs_dseg*)"

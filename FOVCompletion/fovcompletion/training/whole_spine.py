@@ -9,7 +9,8 @@ downwards needs. This module makes it from what exists:
 - **bent templates**: the whole template with a random smooth curvature, since a straightened template alone
   would teach a straight spine.
 
-Levels use the template's disc labels (2 = C2/C3 ... 19 = T12/L1; 20 = L1/L2, extrapolated one level below).
+Discs are keyed by the vertebra above them (2 = C2/C3 ... 19 = T12/L1, 20 = L1/L2), as the lumbar labels and the
+phantoms name them; the template's own labels are read in those names by `template_labels`.
 A lumbar scan's discs come from its labels (vertebral bodies or discs); a cervical scan has no level labels,
 so its discs are placed from the top of its field of view (these scans start at about C1), a few millimetres
 of error that the feathered join absorbs. Scans without the labels a join needs are not used in composites.
@@ -25,6 +26,7 @@ import numpy as np
 from ..geometry import MODEL_AXCODES, reorient
 from ..image_io import read_volume
 from ..preprocess import prepare_slab, select_slices
+from ..template_labels import L1_L2, T12_L1, template_disc_rows
 from .composites import (
     PlacedPart,
     join_parts,
@@ -36,7 +38,7 @@ from .composites import (
 from .config import TrainConfig
 from .data import ScanRecord, Slab
 
-C2_C3, T12_L1, L1_L2 = 2, 19, 20
+C2_C3 = 2  # discs keyed by the vertebra above them
 CERVICAL_JOIN_LEVELS = (5, 6, 7, 8, 9)  # C5/C6 ... T2/T3 (2 = C2/C3); a composite joins at one above the fade
 # A cervical scan's receive coil fades towards its inferior edge: in the three labelled cervical scans the canal
 # at T1/T2 is 0.5-0.7 and at T3/T4 0.2-0.3 as bright as over the scan's median row. A join there matched the
@@ -117,7 +119,8 @@ def cord_columns(cord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def template_part(record: ScanRecord, config: TrainConfig) -> SpinePart | None:
-    """The template with its labelled discs (and L1/L2 one level below T12/L1); None without its labels."""
+    """The template with its labelled discs, T12/L1 from its level labels (or one level below T11/T12 without
+    them) and L1/L2 one level below T12/L1; None without its disc and cord labels."""
     files = label_files(record)
     if "discs_dseg" not in files or "SC_seg" not in files:
         return None
@@ -125,15 +128,22 @@ def template_part(record: ScanRecord, config: TrainConfig) -> SpinePart | None:
     discs_native = grid.load(files["discs_dseg"])
     _, cord_cols = cord_columns(grid.load(files["SC_seg"]) > 0)
     canal = float(np.median(cord_cols))
+    label_rows = {
+        int(label): float(np.argwhere(discs_native == label)[:, 1].mean())
+        for label in np.unique(discs_native[discs_native > 0])
+    }
+    levels = grid.load(files["levels_dseg"]) if "levels_dseg" in files else None
+    rows = template_disc_rows(label_rows, levels)  # native rows, keyed by the vertebra above
     discs = {}
-    for level in np.unique(discs_native[discs_native > 0]):
-        row = float(np.argwhere(discs_native == level)[:, 1].mean())
+    for key, row in rows.items():
         model_row, model_col = grid.to_model(np.array([row]), np.array([canal]))
-        discs[int(level)] = (float(model_row[0]), float(model_col[0]))
-    if T12_L1 in discs and T12_L1 - 1 in discs:
-        (r1, c1), (r0, _) = discs[T12_L1], discs[T12_L1 - 1]
-        discs[L1_L2] = (2 * r1 - r0, c1)
-    return grid.part(record, discs)
+        discs[key] = (float(model_row[0]), float(model_col[0]))
+    part = grid.part(record, discs)
+    # An average of scans has signal everywhere in its field: exact zeros are the edges it has no data for
+    # (its last plane, the corners of its first ones), not black tissue to learn.
+    no_signal = float(grid.prepared.scaling.normalise(np.zeros(1, np.float32))[0])
+    part.valid &= part.image > no_signal + 1e-6
+    return part
 
 
 def cervical_part(record: ScanRecord, config: TrainConfig, template: SpinePart) -> SpinePart | None:
