@@ -206,6 +206,31 @@ def test_seam_brightness_is_better_nearer_one_and_missing_values_leave_their_pai
     assert "mae" not in measures  # measured in neither run
 
 
+def test_sharpness_is_better_nearer_one():
+    """1 is as much detail as the anatomy; noise drives it past 1 and must not count as a gain."""
+    base = document([{"case": "a", "seed": 0, "sharpness": 0.9, "edge_sharpness": 0.9}])
+    noisy = document([{"case": "a", "seed": 0, "sharpness": 3.0, "edge_sharpness": 1.5}])
+    for key in ("sharpness", "edge_sharpness"):
+        measure = compare_runs(base, noisy, "ours")["sources"]["real"]["measures"][key]
+        assert (measure["new_better"], measure["new_worse"]) == (0, 1)
+
+
+def test_in_runs_without_row_seeds_a_method_without_noise_stands_beside_every_draw():
+    """The published results name no seed per row: the mirror, drawn once, must still pair with each of our
+    sampler's three draws of its case, not with the first alone."""
+    rows = [{"case": "a", "method": "ours-steps25", "draw": d, "ssim": 0.5 + d / 10} for d in range(3)]
+    rows.append({"case": "a", "method": "mirror", "draw": 0, "ssim": 0.4})
+    old = {
+        "hide_mm": 64.0,
+        "slices": 5,
+        "direction": "both",
+        "per_case": [{"source": "real", **r} for r in rows],
+    }
+    comparison = compare_runs(old, old, "mirror", "ours-steps25")
+    assert comparison["sources"]["real"]["pairs"] == 3 and comparison["unpaired"] == {"base": 0, "new": 0}
+    assert comparison["sources"]["real"]["measures"]["ssim"]["difference"] == pytest.approx(0.2)
+
+
 def test_other_hidden_rows_are_not_paired():
     base = document([{"case": "a", "seed": 1, "ssim": 0.5}])
     with pytest.raises(InputError, match="hidden millimetres"):

@@ -26,13 +26,16 @@ MEASURES = (
     ("ssim", "SSIM", 1),
     ("ssim_tissue", "tissue SSIM", 1),
     ("mae", "MAE", -1),
-    ("sharpness", "sharpness", 1),
-    ("edge_sharpness", "edge sharpness", 1),
+    ("sharpness", "sharpness", 0),  # 1 = as much detail as the anatomy; noise raises it past 1
+    ("edge_sharpness", "edge sharpness", 0),
     ("seam_brightness", "seam brightness", 0),
     ("canal_continuity", "canal continuity", 1),
     ("canal_reach", "canal reach", 1),
     ("ssim_seam", "SSIM <=8 mm", 1),
 )
+# The method families whose rows draw noise from a seed (our sampler's rows and the denoise ceilings): in runs
+# made before each row recorded its seed, only these get one back; the rest stand beside every draw.
+NOISE_FAMILIES = ("ours", "resample", "reference", "denoise")
 LEVEL_MEASURES = (
     ("vertebra_count_error", "vertebra count error", -1),
     ("vertebra_count_error_along_own_canal", "along its own canal", -1),
@@ -103,7 +106,8 @@ def _rows(results: dict[str, Any], method: str) -> dict[tuple[str, Any], dict[st
     """The method's completions keyed by (case, sampler seed); seed None for a method that draws no noise.
 
     Runs made before each row recorded its seed get it back from the runner's rule (the run's --seed, plus the
-    case's place in the run, plus 1000 per draw), the cases numbered in the order the rows list them."""
+    case's place in the run, plus 1000 per draw), the cases numbered in the order the rows list them, for the
+    rows that draw noise (`NOISE_FAMILIES`)."""
     numbers: dict[str, int] = {}
     for row in results["per_case"]:
         numbers.setdefault(row["case"], len(numbers))
@@ -112,7 +116,9 @@ def _rows(results: dict[str, Any], method: str) -> dict[tuple[str, Any], dict[st
     for row in results["per_case"]:
         if row.get("method") != method or row.get("skipped"):
             continue
-        implied = draw_seed(first, numbers[row["case"]], int(row.get("draw") or 0))
+        implied = None
+        if method.split("-")[0] in NOISE_FAMILIES:
+            implied = draw_seed(first, numbers[row["case"]], int(row.get("draw") or 0))
         keyed[(row["case"], row.get("seed", implied))] = row
     return keyed
 
