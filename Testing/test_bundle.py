@@ -125,6 +125,7 @@ def test_models_check_loads_the_networks_that_the_listing_only_hashes(tiny_bundl
     assert main(["models", "--check", str(folder), "--json"]) == 1  # the same refusal, for a program
     row = json.loads(capsys.readouterr().out)
     assert row["status"].startswith("INVALID: ") and "do not match the bundle's architecture" in row["status"]
+    assert (row["name"], row["path"]) == ("mismatch", str(folder))  # as the listing names it
     assert main(["models", "--check", str(tiny_bundle), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "name": "tiny-test",

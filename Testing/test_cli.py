@@ -207,6 +207,25 @@ def test_sigterm_ends_a_run_like_ctrl_c_and_leaves_nothing(tiny_bundle, scan_fil
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="no SIGHUP on Windows")
+def test_a_hang_up_that_nohup_ignores_stays_ignored():
+    """`nohup fovcompletion train-diffusion ...` must outlive its terminal: the command turns SIGTERM and SIGHUP
+    into a clean cancel, but leaves a signal its caller chose to ignore ignored."""
+    import signal
+
+    from fovcompletion.cli import _interrupt_on_termination
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGHUP, signal.SIGTERM)}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        replaced = _interrupt_on_termination()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and signal.SIGHUP not in replaced
+        assert signal.SIGTERM in replaced and signal.getsignal(signal.SIGTERM) is not replaced[signal.SIGTERM]
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 def _nifti(tmp_path: Path, name: str, array: np.ndarray, affine=AFFINE) -> Path:
     return write_nifti(tmp_path / name, array, affine)
 
@@ -668,6 +687,9 @@ def test_a_device_name_torch_does_not_know_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(InputError, match="unknown device 'cuda:x': use auto, cpu, cuda, cuda:N or mps"):
         resolve_device("cuda:x")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(InputError, match="cuda:3 was requested but this machine has 1 CUDA GPU"):
+        resolve_device("cuda:3")
 
 
 def test_too_little_memory_is_refused_before_starting(tiny_bundle, scan_file, tmp_path, capsys, monkeypatch):

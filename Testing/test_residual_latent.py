@@ -20,7 +20,12 @@ from fovcompletion.errors import BundleError, InputError
 from fovcompletion.latent_codec import latent_channels
 from fovcompletion.networks import build_from_spec, build_network
 from fovcompletion.pipeline import complete_file
-from fovcompletion.residual_latent import match_residual_spread, widen_autoencoder_state, widen_unet_state
+from fovcompletion.residual_latent import (
+    apply_residual_factors,
+    residual_spread_factors,
+    widen_autoencoder_state,
+    widen_unet_state,
+)
 from fovcompletion.training.autoencoder import train_autoencoder
 from fovcompletion.training.checkpoints import LAST, load_checkpoint
 from fovcompletion.training.diffusion import train_diffusion
@@ -63,7 +68,8 @@ def test_matching_the_residual_spread_rescales_the_latent_and_not_the_image():
     pixels = torch.rand(4, 1, 32, 32)
     with torch.no_grad():
         before = widened.decode_stage_2_outputs(widened.encode_stage_2_inputs(pixels))
-        factors = match_residual_spread(widened, [pixels[:2], pixels[2:]])
+        factors = residual_spread_factors(widened, [pixels[:2], pixels[2:]])
+        apply_residual_factors(widened, factors)
         latent = widened.encode_stage_2_inputs(pixels)
         after = widened.decode_stage_2_outputs(latent)
     assert factors.shape == (3,) and not torch.allclose(factors, torch.ones(3))

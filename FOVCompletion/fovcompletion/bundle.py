@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import string
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -197,7 +198,10 @@ class BundleMetadata:
                 raise BundleError(
                     f"bundle {self.name!r}: the {role} weight file must be a file name in the bundle"
                 )
-            if not (isinstance(weight.sha256, str) and len(weight.sha256) == 64):
+            digest = weight.sha256
+            if not (
+                isinstance(digest, str) and len(digest) == 64 and all(c in string.hexdigits for c in digest)
+            ):
                 raise BundleError(f"bundle {self.name!r}: the {role} weights' sha256 must be 64 hex digits")
         if not (math.isfinite(self.latent_scale_factor) and self.latent_scale_factor > 0):
             raise BundleError(f"bundle {self.name!r}: latent_scale_factor must be a number > 0")

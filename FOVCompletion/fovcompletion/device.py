@@ -33,9 +33,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "mps" and not mps_available:
         raise InputError("MPS was requested but is not available on this machine; use --device cpu or auto")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise InputError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"{name} was requested but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:

@@ -116,9 +116,12 @@ def resolve_bundle(name_or_path: str | None) -> Path:
     # A path: anything that names a folder by its location, or a bundle folder here. A folder in the working
     # directory that merely has a bundle's name (and no bundle.json) does not hide the registered bundle.
     separators = [sep for sep in (os.sep, os.altsep) if sep]
-    names_a_path = any(sep in name_or_path for sep in separators) or (candidate / METADATA_FILE).is_file()
-    if candidate.exists() and names_a_path:
-        return candidate
+    try:
+        names_a_path = any(sep in name_or_path for sep in separators) or (candidate / METADATA_FILE).is_file()
+        if candidate.exists() and names_a_path:
+            return candidate
+    except OSError:  # a folder here that cannot be read is not a bundle given by its path
+        pass
     for info in list_bundles():
         if name_or_path in (info.name, info.path.name):
             return info.path

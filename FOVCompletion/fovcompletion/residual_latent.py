@@ -119,14 +119,6 @@ def apply_residual_factors(model: torch.nn.Module, factors: torch.Tensor) -> Non
     _first_decoder_convolution(model.decoder).weight[:, base_channels:].div_(factors[None, :, None, None])
 
 
-def match_residual_spread(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Rescale each residual channel to the base channels' spread over `batches` (the two functions above);
-    returns the factors."""
-    factors = residual_spread_factors(model, batches)
-    apply_residual_factors(model, factors)
-    return factors
-
-
 def _base_channels(model: torch.nn.Module) -> int:
     return (
         _first_decoder_convolution(model.decoder).in_channels

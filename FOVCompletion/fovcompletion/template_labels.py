@@ -17,18 +17,28 @@ T12, L1 = 19, 20  # the level labels' vertebrae
 T12_L1, L1_L2 = 19, 20  # discs, by the vertebra above
 
 
-def template_disc_rows(label_rows: dict[int, float], levels: np.ndarray | None = None) -> dict[int, float]:
-    """Rows of the template's discs keyed by the vertebra above them, from the rows of its disc labels
-    (label -> row) and, when given, its level labels (slices, rows, columns) for T12/L1."""
-    rows = {label - 1: row for label, row in label_rows.items()}
-    if T12_L1 not in rows and levels is not None:
-        boundary = level_boundary(levels, T12, L1)
-        if boundary is not None:
-            rows[T12_L1] = boundary
+def template_discs(discs: np.ndarray, levels: np.ndarray | None = None) -> dict[int, tuple[float, float]]:
+    """(row, column) of each of the template's discs, keyed by the vertebra above it, from its disc labels and,
+    when given, its level labels (both slices x rows x columns, rows superior to inferior): a labelled disc at its
+    voxels' mean; T12/L1 where the level labels pass from T12 to L1, in the column of the canal they label; a
+    disc the labels do not give one level below the two above it, in their line."""
+    positions = {}
+    for label in np.unique(discs[discs > 0]):
+        _, rows, cols = np.nonzero(discs == label)
+        positions[int(label) - 1] = (
+            float(rows.mean()),
+            float(cols.mean()),
+        )  # their vertebra below, ours above
+    if T12_L1 not in positions and levels is not None:
+        row = level_boundary(levels, T12, L1)
+        beside = None if row is None else np.nonzero(levels[:, int(row) - 1 : int(row) + 3] > 0)[2]
+        if beside is not None and beside.size:
+            positions[T12_L1] = (row, float(beside.mean()))
     for disc in (T12_L1, L1_L2):
-        if disc not in rows and disc - 1 in rows and disc - 2 in rows:
-            rows[disc] = 2 * rows[disc - 1] - rows[disc - 2]
-    return rows
+        if disc not in positions and disc - 1 in positions and disc - 2 in positions:
+            (r0, c0), (r1, c1) = positions[disc - 2], positions[disc - 1]
+            positions[disc] = (2 * r1 - r0, 2 * c1 - c0)
+    return positions
 
 
 def level_boundary(levels: np.ndarray, upper: int, lower: int) -> float | None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .seeds import draw_seed
+from .seeds import draw_seed, draws_noise
 
 # (measure, which way is better: +1 higher, -1 lower, 0 nearer to 1), as the benchmark's tables name them.
 MEASURES = (
@@ -33,9 +33,6 @@ MEASURES = (
     ("canal_reach", "canal reach", 1),
     ("ssim_seam", "SSIM <=8 mm", 1),
 )
-# The method families whose rows draw noise from a seed (our sampler's rows and the denoise ceilings): in runs
-# made before each row recorded its seed, only these get one back; the rest stand beside every draw.
-NOISE_FAMILIES = ("ours", "resample", "reference", "denoise")
 LEVEL_MEASURES = (
     ("vertebra_count_error", "vertebra count error", -1),
     ("vertebra_count_error_along_own_canal", "along its own canal", -1),
@@ -107,7 +104,7 @@ def _rows(results: dict[str, Any], method: str) -> dict[tuple[str, Any], dict[st
 
     Runs made before each row recorded its seed get it back from the runner's rule (the run's --seed, plus the
     case's place in the run, plus 1000 per draw), the cases numbered in the order the rows list them, for the
-    rows that draw noise (`NOISE_FAMILIES`)."""
+    rows that draw noise (`seeds.draws_noise`)."""
     numbers: dict[str, int] = {}
     for row in results["per_case"]:
         numbers.setdefault(row["case"], len(numbers))
@@ -117,7 +114,7 @@ def _rows(results: dict[str, Any], method: str) -> dict[tuple[str, Any], dict[st
         if row.get("method") != method or row.get("skipped"):
             continue
         implied = None
-        if method.split("-")[0] in NOISE_FAMILIES:
+        if draws_noise(method.split("-")[0]):  # rows are named by their family first
             implied = draw_seed(first, numbers[row["case"]], int(row.get("draw") or 0))
         keyed[(row["case"], row.get("seed", implied))] = row
     return keyed
@@ -268,7 +265,8 @@ def comparison_markdown(comparison: dict[str, Any], base_label: str, new_label: 
         "Base, new, difference: means over cases of each case's mean over its draws; +- the difference's "
         "standard error over cases (the benchmark's intervals are over cases too: one case's draws are not "
         "independent); better / worse: the pairs in which the new completion is better or worse on that "
-        "measure (seam brightness: nearer to 1); a measure that is not a number in some pairs names the count "
+        "measure (sharpness, edge sharpness and seam brightness: nearer to 1); a measure that is not a number "
+        "in some pairs names the count "
         "of pairs it has.",
     ]
     unpaired = comparison["unpaired"]

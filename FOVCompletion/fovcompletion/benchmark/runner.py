@@ -26,7 +26,7 @@ from .ceiling import CEILINGS, DENOISE_LEVELS, ceiling_fill, denoise_name
 from .levels import level_counts
 from .metrics import NEAR_MM, quality
 from .resources import describe_device, peak_rss_mb, reset_peak_rss, threads
-from .seeds import draw_seed
+from .seeds import draw_seed, draws_noise
 from .timing import UNetTimer
 
 FAMILIES = (*CEILINGS, "ours", "resample", "reference", "constant", "mirror", "retrieval")
@@ -325,7 +325,7 @@ def run_benchmark(
                     started = time.perf_counter()
                     if method.ceiling:
                         seed = draw_seed(settings.seed, number, draw)
-                        outcome.seed = seed if method.noise_level else None  # the denoise rows draw noise
+                        outcome.seed = seed if draws_noise(method.family) else None  # the denoise rows
                         pred = ceiling_fill(
                             method.family, case, bundle, truth.shape[0], method.noise_level, seed
                         )

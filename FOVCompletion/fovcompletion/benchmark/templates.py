@@ -20,7 +20,7 @@ from ..anatomy import DISC_LABEL_OFFSET, DISC_LABELS, VERTEBRA_LABELS
 from ..errors import InputError
 from ..geometry import MODEL_AXCODES, reorient
 from ..image_io import read_volume
-from ..template_labels import T12_L1, template_disc_rows
+from ..template_labels import T12_L1, template_discs
 from .cases import Case, bids_subjects, to_model_orientation
 
 KEPT_DISC = 7  # C7/T1 (discs by the vertebra above them): the last disc a cervical scan shows
@@ -41,29 +41,6 @@ def labels_on_grid(path: Path, image_affine: np.ndarray, image_shape: tuple[int,
     if labels.array.shape != tuple(image_shape) or not np.allclose(labels.affine, image_affine, atol=1e-3):
         raise InputError(f"{path.name} is not on the grid of its image (shape or affine differ)")
     return reorient(np.rint(labels.array).astype(np.int16), labels.affine, MODEL_AXCODES)[0]
-
-
-def disc_positions(discs: np.ndarray, levels: np.ndarray | None = None) -> dict[int, tuple[float, float]]:
-    """(S-I row, A-P column) of each of the template's discs, keyed by the vertebra above it, in the model
-    orientation: its disc labels' mean voxel; T12/L1 from its level labels (`template_labels`), on the canal they
-    label; a disc placed one level below the two above it, in their line."""
-    labelled = {}
-    for value in np.unique(discs):
-        if value <= 0:
-            continue
-        _, rows, cols = np.nonzero(discs == value)
-        labelled[int(value)] = (float(rows.mean()), float(cols.mean()))
-    positions = {value - 1: position for value, position in labelled.items()}
-    rows = template_disc_rows({value: row for value, (row, _) in labelled.items()}, levels)
-    for disc in sorted(set(rows) - set(positions)):
-        row = rows[disc]
-        beside = None if levels is None else np.nonzero(levels[:, int(row) - 1 : int(row) + 3] > 0)[2]
-        if beside is not None and beside.size:
-            positions[disc] = (row, float(beside.mean()))
-        else:
-            (r0, c0), (r1, c1) = positions[disc - 2], positions[disc - 1]
-            positions[disc] = (row, c1 + (row - r1) * (c1 - c0) / max(r1 - r0, 1e-6))
-    return positions
 
 
 def level_labels(
@@ -119,7 +96,7 @@ def template_case(
 ) -> Case:
     """The cervical-kept case of one template volume (model orientation), its disc labels and, if it has them,
     its level labels."""
-    discs = disc_positions(discs_volume, levels)
+    discs = template_discs(discs_volume, levels)
     for needed in (KEPT_DISC, LAST_DISC, LAST_DISC - 1):
         if needed not in discs:
             raise InputError(f"{subject}: the disc labels lack {DISC_LABELS[DISC_LABEL_OFFSET + needed]}")

@@ -70,7 +70,7 @@ def _interrupt_on_termination() -> dict:
     previous = {}
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)
-        if signum is None:  # SIGHUP on Windows
+        if signum is None or signal.getsignal(signum) is signal.SIG_IGN:  # SIGHUP on Windows; under nohup
             continue
         try:
             previous[signum] = signal.signal(signum, interrupt)

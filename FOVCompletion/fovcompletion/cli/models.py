@@ -43,7 +43,14 @@ def check(bundle: str, as_json: bool = False) -> int:
     try:
         loaded = load_bundle(bundle)
     except FOVCompletionError as error:
-        print(json.dumps({"name": bundle, "path": None, "status": f"INVALID: {error}"}))
+        from ..registry import resolve_bundle
+
+        try:  # where the bundle was found, as the listing gives it; not found: the name asked for
+            folder = resolve_bundle(bundle)
+            name, path = folder.name, str(folder)
+        except FOVCompletionError:
+            name, path = bundle, None
+        print(json.dumps({"name": name, "path": path, "status": f"INVALID: {error}"}))
         return 1
     print(json.dumps({"name": loaded.metadata.name, "path": str(loaded.path), "status": "ok"}))
     return 0

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..geometry import MODEL_AXCODES, reorient
+from ..geometry import MODEL_AXCODES, reorient, resample_inplane
 from ..image_io import read_volume
 from ..preprocess import prepare_slab, select_slices
-from ..template_labels import L1_L2, T12_L1, template_disc_rows
+from ..template_labels import L1_L2, T12_L1, template_discs
 from .composites import (
     PlacedPart,
     join_parts,
@@ -128,21 +128,20 @@ def template_part(record: ScanRecord, config: TrainConfig) -> SpinePart | None:
     discs_native = grid.load(files["discs_dseg"])
     _, cord_cols = cord_columns(grid.load(files["SC_seg"]) > 0)
     canal = float(np.median(cord_cols))
-    label_rows = {
-        int(label): float(np.argwhere(discs_native == label)[:, 1].mean())
-        for label in np.unique(discs_native[discs_native > 0])
-    }
     levels = grid.load(files["levels_dseg"]) if "levels_dseg" in files else None
-    rows = template_disc_rows(label_rows, levels)  # native rows, keyed by the vertebra above
     discs = {}
-    for key, row in rows.items():
+    for key, (row, _) in template_discs(discs_native, levels).items():  # native rows, by the vertebra above
         model_row, model_col = grid.to_model(np.array([row]), np.array([canal]))
         discs[key] = (float(model_row[0]), float(model_col[0]))
     part = grid.part(record, discs)
     # An average of scans has signal everywhere in its field: exact zeros are the edges it has no data for
-    # (its last plane, the corners of its first ones), not black tissue to learn.
-    no_signal = float(grid.prepared.scaling.normalise(np.zeros(1, np.float32))[0])
-    part.valid &= part.image > no_signal + 1e-6
+    # (its last plane, the corners of its first ones), not black tissue to learn. Taken from the scan's own
+    # values, on the model grid as the image is: the normalisation may map more than zero to its floor.
+    prepared = grid.prepared
+    signal, _ = resample_inplane(
+        (prepared.native > 0).astype(np.float32), prepared.native_spacing, config.data.spacing_mm
+    )
+    part.valid &= signal >= 0.5
     return part
 
 
