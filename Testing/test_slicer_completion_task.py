@@ -147,6 +147,15 @@ def volume_nodes(scene) -> int:
     return scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode")
 
 
+def poll_until(task, condition, timeout: float = 30.0) -> None:
+    """Poll the running task, as the module's timer does, until `condition(task)` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition(task):
+        assert time.monotonic() < deadline
+        task.poll()
+        time.sleep(0.05)
+
+
 def assert_input_untouched(node, array, mtime):
     current, affine = arrayAndAffineFromVolume(node)
     np.testing.assert_array_equal(current, array)
@@ -229,11 +238,7 @@ def test_cancel_stops_at_once_and_cleans_up(scene, input_node, fake_python, tmp_
     before = volume_nodes(scene)
     task, events, finished = task_for(input_node, fake_python, tmp_path, mode="hang")
     task.start()
-    deadline = time.monotonic() + 30
-    while not any(isinstance(e, ProgressEvent) for e in events):
-        assert time.monotonic() < deadline
-        task.poll()
-        time.sleep(0.05)
+    poll_until(task, lambda _: any(isinstance(e, ProgressEvent) for e in events))
     started = time.monotonic()
     task.cancel()
     # the engine stopped when asked: no grace period spent, nothing killed
@@ -251,11 +256,7 @@ def test_a_requested_cancel_ends_the_task_at_a_later_poll(scene, input_node, fak
     before = volume_nodes(scene)
     task, events, finished = task_for(input_node, fake_python, tmp_path, mode="hang")
     task.start()
-    deadline = time.monotonic() + 30
-    while not any(isinstance(e, ProgressEvent) for e in events):
-        assert time.monotonic() < deadline
-        task.poll()
-        time.sleep(0.05)
+    poll_until(task, lambda _: any(isinstance(e, ProgressEvent) for e in events))
     task.requestCancel()
     # asked, not waited for: the task runs until a poll sees the engine gone
     assert task.running and task.cancelling and finished == []
@@ -516,11 +517,7 @@ def test_cancelled_live_preview_leaves_nothing(scene, input_node, fake_python, t
     options = CompletionOptions(extendInferiorMm=20.0, steps=4, previewEvery=1)
     task, events, finished = task_for(input_node, fake_python, tmp_path, mode="preview-hang", options=options)
     task.start()
-    deadline = time.monotonic() + 30
-    while task.preview.updates < 3:
-        assert time.monotonic() < deadline
-        task.poll()
-        time.sleep(0.05)
+    poll_until(task, lambda t: t.preview.updates >= 3)
     assert task.previewNode is not None and volume_nodes(scene) == before + 1
     task.cancel()
     assert task.state is TaskState.CANCELLED and task.previewNode is None
@@ -536,11 +533,7 @@ def test_a_chosen_output_node_gets_its_content_back_after_a_cancel(scene, input_
         input_node, fake_python, tmp_path, mode="preview-hang", options=options, outputNode=target
     )
     task.start()
-    deadline = time.monotonic() + 30
-    while task.preview.updates < 1:
-        assert time.monotonic() < deadline
-        task.poll()
-        time.sleep(0.05)
+    poll_until(task, lambda t: t.preview.updates >= 1)
     assert task.previewNode is target and arrayAndAffineFromVolume(target)[0].shape != content.shape
     task.cancel()
     voxels, affine = arrayAndAffineFromVolume(target)
@@ -563,11 +556,7 @@ def test_a_cancel_gives_a_chosen_output_node_its_display_back(scene, input_node,
     for node in (target, bare):
         task, _, _ = task_for(input_node, fake_python, tmp_path, "preview-hang", options, outputNode=node)
         task.start()
-        deadline = time.monotonic() + 30
-        while task.preview.updates < 1:
-            assert time.monotonic() < deadline
-            task.poll()
-            time.sleep(0.05)
+        poll_until(task, lambda t: t.preview.updates >= 1)
         assert node.GetDisplayNode().GetWindow() == 400  # the input's, while it runs
         task.cancel()
     display = target.GetDisplayNode()
