@@ -25,10 +25,8 @@ def template_discs(discs: np.ndarray, levels: np.ndarray | None = None) -> dict[
     positions = {}
     for label in np.unique(discs[discs > 0]):
         _, rows, cols = np.nonzero(discs == label)
-        positions[int(label) - 1] = (
-            float(rows.mean()),
-            float(cols.mean()),
-        )  # their vertebra below, ours above
+        # named by the vertebra below it there, by the one above it here
+        positions[int(label) - 1] = (float(rows.mean()), float(cols.mean()))
     if T12_L1 not in positions and levels is not None:
         row = level_boundary(levels, T12, L1)
         beside = None if row is None else np.nonzero(levels[:, int(row) - 1 : int(row) + 3] > 0)[2]
