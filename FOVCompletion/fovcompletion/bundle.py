@@ -420,8 +420,8 @@ def save_bundle(
 ) -> Path:
     """Write a complete bundle atomically: weights as safetensors, their sha256 in `bundle.json`.
 
-    The folder appears only once everything is written and verified, so an interrupted or invalid export
-    leaves nothing behind.
+    The folder appears only once everything is written and its metadata validated, so an interrupted or invalid
+    export leaves nothing behind.
     `extra_files` maps names inside the bundle (a model card, example images) to files to copy.
     """
     target = Path(folder)
@@ -443,7 +443,7 @@ def save_bundle(
             shutil.copyfile(source, staging / name)
         final = BundleMetadata(**{**metadata.__dict__, "weights": weights})
         (staging / METADATA_FILE).write_text(json.dumps(final.to_dict(), indent=2) + "\n")
-        verify_bundle(staging)  # an invalid bundle (sampler settings out of range, say) is never published
+        read_metadata(staging)  # validated as a reader sees it: an invalid bundle is never published
         _apply_umask(staging)
         if target.exists():
             target.rmdir()

@@ -77,12 +77,8 @@ def build_network(class_name: str, args: dict[str, Any]) -> torch.nn.Module:
     kwargs = {key: _tuples(value) for key, value in args.items()}
     try:
         return getattr(nets, class_name)(**kwargs)
-    except (
-        TypeError,
-        ValueError,
-        RuntimeError,
-        AssertionError,
-    ) as error:  # MONAI and torch check differently
+    # MONAI and torch refuse bad arguments in different ways
+    except (TypeError, ValueError, RuntimeError, AssertionError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BundleError(f"cannot build {class_name} from the bundle's arguments: {detail}") from None
 

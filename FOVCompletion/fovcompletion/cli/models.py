@@ -35,24 +35,23 @@ def check(bundle: str, as_json: bool = False) -> int:
     """Load the bundle's networks with its weights, what `complete` does first, so that a bundle whose weights
     do not fit its architecture is refused before it is installed, not at its first run."""
     from ..bundle import load_bundle
+    from ..registry import resolve_bundle
 
-    if not as_json:
-        loaded = load_bundle(bundle)  # raises BundleError (one line) for any mismatch
-        print(f"{loaded.metadata.name}: ok ({loaded.path}): metadata, sha256 and networks")
-        return 0
+    folder = None
     try:
-        loaded = load_bundle(bundle)
+        folder = resolve_bundle(bundle)
+        loaded = load_bundle(folder)  # raises BundleError (one line) for any mismatch
     except FOVCompletionError as error:
-        from ..registry import resolve_bundle
-
-        try:  # where the bundle was found, as the listing gives it; not found: the name asked for
-            folder = resolve_bundle(bundle)
-            name, path = folder.name, str(folder)
-        except FOVCompletionError:
-            name, path = bundle, None
+        if not as_json:
+            raise
+        # named as the listing names it where the folder was found, else as asked for
+        name, path = (folder.name, str(folder)) if folder is not None else (bundle, None)
         print(json.dumps({"name": name, "path": path, "status": f"INVALID: {error}"}))
         return 1
-    print(json.dumps({"name": loaded.metadata.name, "path": str(loaded.path), "status": "ok"}))
+    if as_json:
+        print(json.dumps({"name": loaded.metadata.name, "path": str(loaded.path), "status": "ok"}))
+    else:
+        print(f"{loaded.metadata.name}: ok ({loaded.path}): metadata, sha256 and networks")
     return 0
 
 

@@ -266,8 +266,6 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
             WindowSampler(data.train, config, augment=False), cfg.validation_windows, config.seed
         )[0]
 
-    saved_factors: list[torch.Tensor] = []  # the last save's, for the log
-
     def residual_factors() -> torch.Tensor | None:
         if residual_windows is None:
             return None
@@ -275,12 +273,11 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
         model.eval()
         factors = residual_spread_factors(model, residual_windows.to(device).split(cfg.batch_size))
         model.train(was_training)
-        saved_factors[:] = [factors.cpu()]
-        return saved_factors[0]
+        return factors.cpu()
 
-    def checkpoint(epoch: int, step: int) -> dict:
+    def checkpoint(epoch: int, step: int, factors: torch.Tensor | None) -> dict:
         return {
-            "residual_factors": residual_factors(),
+            "residual_factors": factors,
             "stage": STAGE,
             "epoch": epoch,
             "step": step,
@@ -294,7 +291,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
             "config": config.to_dict(),
         }
 
-    saved_epoch = start_epoch - 1
+    saved_epoch, factors = start_epoch - 1, None
     for epoch in range(start_epoch, cfg.epochs):
         dataset.set_epoch(epoch)
         batches.sampler.set_epoch(epoch)
@@ -366,7 +363,8 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
                 write_samples(stage_dir / "samples" / f"epoch{epoch:04d}.png", model, val_images, device)
             row["elapsed_s"] = round(budget.elapsed, 1)
             log.write(row)
-            save_checkpoint(last, checkpoint(epoch, step), rank_rng)
+            factors = residual_factors()
+            save_checkpoint(last, checkpoint(epoch, step, factors), rank_rng)
             saved_epoch = epoch
             log_line(format_row(row))
         barrier(context)
@@ -374,9 +372,9 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
             log_line(f"time budget of {config.max_minutes} min reached; resume with --resume", main)
             break
     if main and not last.exists():  # 0 epochs: the starting point is the result
-        save_checkpoint(last, checkpoint(saved_epoch, step))
-    if saved_factors:
-        factors = saved_factors[0]
+        factors = residual_factors()
+        save_checkpoint(last, checkpoint(saved_epoch, step, factors))
+    if factors is not None:
         log_line(
             f"residual channels to be read at x{factors.min():.3g}-{factors.max():.3g}: the bundle's channels' "
             "spread"
