@@ -560,6 +560,32 @@ def test_a_failure_while_writing_keeps_the_earlier_results_and_leaves_no_new_fil
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii.gz", "out.nii.gz", scan_file.name]
 
 
+@pytest.mark.parametrize("failure", [OSError(13, "Permission denied"), KeyboardInterrupt()])
+def test_a_failure_while_renaming_the_results_puts_the_earlier_ones_back(
+    failure, tiny_bundle, scan_file, tmp_path, monkeypatch
+):
+    """The renames that publish the results are all or none too: a failure or an interrupt at the second
+    rename takes back the first, restores the earlier files and leaves no temporary file."""
+    import fovcompletion.pipeline as pipeline
+
+    out, mask = tmp_path / "out.nii.gz", tmp_path / "mask.nii.gz"
+    out.write_bytes(b"an earlier completion")
+    real_replace = os.replace
+
+    def replace(source, target):
+        if Path(source).name.startswith(".partial-") and Path(target) == mask:
+            raise failure
+        real_replace(source, target)
+
+    monkeypatch.setattr(pipeline.os, "replace", replace)
+    with pytest.raises(type(failure)):
+        complete_file(
+            scan_file, out, mask_path=mask, model=tiny_bundle, extend_inferior_mm=20, steps=2, slices=1
+        )
+    assert out.read_bytes() == b"an earlier completion"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz", scan_file.name]
+
+
 def test_a_live_preview_file_the_run_never_wrote_is_left_alone(tiny_bundle, scan_file, tmp_path):
     watched = tmp_path / "watched.nii"
     watched.write_bytes(b"not this run's")

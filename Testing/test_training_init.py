@@ -152,6 +152,18 @@ def test_bundles_a_run_cannot_continue_are_refused(trained_bundle, tmp_path):
         adopt_bundle_autoencoder(tiny_config(root), str(tmp_path / "not-a-bundle"))
 
 
+def test_a_unet_started_on_another_autoencoders_latents_is_pointed_out(trained_bundle, capsys):
+    """The UNet stage can start from a bundle whose autoencoder the run did not start from (same architecture):
+    allowed, as a new encoder may be meant, but said, since the UNet's weights were made for other latents."""
+    root, bundle = trained_bundle
+    adopt_bundle_unet(tiny_config(root), str(bundle))
+    assert "did not start from bundle" in capsys.readouterr().err
+    config = tiny_config(root)
+    adopt_bundle_autoencoder(config, str(bundle))
+    adopt_bundle_unet(config, str(bundle))
+    assert "did not start from" not in capsys.readouterr().err
+
+
 def test_a_bundles_gain_flattening_is_taken_with_its_weights(trained_bundle, tmp_path):
     """Its networks saw flattened scans, so a run started from it prepares scans the same way, unless the
     command asks for another setting."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +241,42 @@ def test_checkpoint_round_trip_restores_rng(tmp_path):
     assert torch.equal(
         again.state_dict()["state"][0]["exp_avg"], optimiser.state_dict()["state"][0]["exp_avg"]
     )
+
+
+def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_good_one(tmp_path, monkeypatch):
+    """The new file's bytes are synced before the rename and the folder after it (a crashed machine could
+    otherwise keep the rename and lose the bytes: an empty last checkpoint); a save that fails leaves the last
+    good one as it was and no temporary file."""
+    import fovcompletion.training.checkpoints as checkpoints
+
+    path = save_checkpoint(tmp_path / "c.pt", {"step": 1})
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(handle):
+        status = os.fstat(handle)
+        events.append(("fsync", "folder" if stat.S_ISDIR(status.st_mode) else status.st_size > 0))
+        real_fsync(handle)
+
+    def replace(source, target):
+        events.append(("replace", Path(target).name))
+        real_replace(source, target)
+
+    monkeypatch.setattr(checkpoints.os, "fsync", fsync)
+    monkeypatch.setattr(checkpoints.os, "replace", replace)
+    save_checkpoint(path, {"step": 2})
+    assert events == [("fsync", True), ("replace", "c.pt"), ("fsync", "folder")]
+    assert load_checkpoint(path, restore_rng=False)["step"] == 2
+
+    def broken_save(payload, stream):
+        stream.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"step": 3})
+    assert load_checkpoint(path, restore_rng=False)["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
 
 
 def test_each_rank_resumes_its_own_random_stream(tmp_path):

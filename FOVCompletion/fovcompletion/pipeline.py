@@ -523,19 +523,43 @@ def _write_live_preview(estimate: Volume, path: Path) -> str | None:
 
 
 def _write_all_or_none(writers: list[tuple[Path, Callable[[Path], Path]]]) -> None:
-    """Write every file beside its target under a temporary name, then rename them all: a failure part-way
-    leaves no new file and every file that was there before (an earlier run's output) as it was."""
+    """Write every file beside its target under a temporary name, then rename them all: a failure part-way,
+    while writing or while renaming (an interrupt included), leaves no new file and every file that was there
+    before (an earlier run's output) as it was."""
     staged: list[tuple[Path, Path]] = []
     try:
         for target, write in writers:
             temporary = target.with_name(f".partial-{os.getpid()}-{target.name}")  # keeps the extension
             staged.append((write(temporary), target))
+        _rename_together(staged)
     except BaseException:
         for temporary, _ in staged:
             temporary.unlink(missing_ok=True)
         raise
-    for temporary, target in staged:
-        os.replace(temporary, target)
+
+
+def _rename_together(staged: list[tuple[Path, Path]]) -> None:
+    """Rename each (temporary, target) onto its target, an existing target first set aside; if any rename
+    fails, every target is put back as it was."""
+    placed: list[tuple[Path, Path | None]] = []  # (target, its earlier file set aside, or None)
+    try:
+        for temporary, target in staged:
+            earlier = None
+            if target.exists():
+                earlier = target.with_name(f".earlier-{os.getpid()}-{target.name}")
+                os.replace(target, earlier)
+            placed.append((target, earlier))
+            os.replace(temporary, target)
+    except BaseException:
+        for target, earlier in reversed(placed):
+            if earlier is not None:
+                os.replace(earlier, target)
+            else:
+                target.unlink(missing_ok=True)
+        raise
+    for _, earlier in placed:
+        if earlier is not None:
+            earlier.unlink(missing_ok=True)
 
 
 def complete_file(

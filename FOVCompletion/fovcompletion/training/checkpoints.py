@@ -1,7 +1,8 @@
 """Checkpoints that make any run resumable: models, optimisers, scaler, epoch, step and every RNG state.
 
-Written atomically (temporary file, then rename) so an interrupted save never corrupts the last good one,
-and read with `weights_only=True`: a checkpoint holds tensors and plain data, never code.
+Written atomically (temporary file, flushed to disk, then rename) so an interrupted save, a killed job or a
+crashed machine never corrupts the last good one, and read with `weights_only=True`: a checkpoint holds tensors
+and plain data, never code.
 """
 
 from __future__ import annotations
@@ -52,14 +53,32 @@ def save_checkpoint(
     if rank_rng is not None:
         payload["rng_ranks"] = rank_rng
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
     try:
-        torch.save(payload, temporary)
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())  # on disk before it replaces the last good one, not just cached
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    sync_folder(path.parent)
     return path
+
+
+def sync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` durable (POSIX: fsync the directory); a no-op where folders cannot be
+    opened (Windows), where the rename is durable once it returns."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # some file systems refuse fsync on a directory; the checkpoint itself is on disk
+    finally:
+        os.close(handle)
 
 
 def load_checkpoint(path: Path, restore_rng: bool = True, rank: int = 0) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..latent_codec import latent_channels, uses_codebook
 from ..registry import resolve_bundle
 from .config import TrainConfig, set_conditioning
+from .logs import log_line
 
 
 def _as_json(value: Any) -> Any:
@@ -148,6 +149,13 @@ def adopt_bundle_unet(config: TrainConfig, bundle: str) -> None:
         raise InputError(
             f"the run prepares scans at {run_grid[0]} mm padded with {run_grid[1]:g}, bundle "
             f"{metadata.name!r} at {bundle_grid[0]} mm padded with {bundle_grid[1]:g}"
+        )
+    started = (config.autoencoder.init_from or {}).get("sha256")
+    if started != metadata.weights["autoencoder"].sha256:  # legitimate (a new encoder), rarely meant
+        log_line(
+            f"note: the run's autoencoder did not start from bundle {metadata.name!r}'s, whose latents its UNet "
+            "learned; the UNet starts from weights made for other latents (train-autoencoder --init-from the "
+            "same bundle keeps them)"
         )
     config.diffusion.args = dict(metadata.diffusion["args"])
     config.diffusion.scheduler = asdict(metadata.scheduler)
