@@ -46,10 +46,10 @@ from FOVCompletionLib.panel import (
     SLICE_INDEX_RANGE,
     STEPS_RANGE,
     ExtensionProblem,
-    defaultSliceRange,
     extensionProblem,
     modelSampling,
     sliceLimits,
+    sliceRangeForNewInput,
 )
 from FOVCompletionLib.presets import ExtensionPreset, matchingPreset, presetExtensionMm
 from FOVCompletionLib.progress_events import (
@@ -212,6 +212,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.pollTimer = None  # made in setup(); cleanup() runs even where setup() failed
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._task = None
@@ -246,9 +247,11 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The application closes or the module is reloaded: no engine process may outlive the module."""
         if self._task is not None and self._task.running:
             self._task.cancel()
-        self.pollTimer.stop()
+        if self.pollTimer is not None:
+            self.pollTimer.stop()
         if self.logic is not None:
             self.logic.cancelBackgroundTasks()
+        stopKeepingFitted()  # its observer on the slice view would outlive the module
         self.removeObservers()
 
     def enter(self) -> None:
@@ -290,7 +293,11 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             # Each widget with a "SlicerParameterName" property in the .ui is bound to that parameter.
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            # Below the default priority: after the wrapper's own observers have refreshed the values it caches
+            # (VTK calls observers of equal priority newest first, and the input's is among the oldest).
+            self.addObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified, priority=-1.0
+            )
             self._lastPreset = self._parameterNode.extensionPreset
             # The input it was saved with is not a new input: its slice range (0..0 included) stays as saved.
             inputNode = self._parameterNode.inputVolume
@@ -324,16 +331,18 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         inputId = inputNode.GetID() if inputNode else None
         hasImage = bool(inputNode and inputNode.GetImageData())
         count = sagittalSliceCount(inputNode) if hasImage else 0
+        newInput = inputId != self._lastInputId and hasImage
+        if newInput:  # before the new limits, which would clamp the range set (sliceRangeForNewInput)
+            sliceRange = sliceRangeForNewInput(
+                self._parameterNode.sliceRangeFirst, self._parameterNode.sliceRangeLast, count
+            )
         limits = sliceLimits(count)  # within the parameters' ranges, whatever the volume
         for spinBox in (self.ui.sliceRangeFirstSpinBox, self.ui.sliceRangeLastSpinBox):
             spinBox.maximum = limits.indexMaximum
         self.ui.sliceCountSpinBox.maximum = limits.countMaximum
-        if inputId != self._lastInputId and hasImage:
+        if newInput:
             self._lastInputId = inputId
-            if self._parameterNode.sliceRangeLast == 0 or self._parameterNode.sliceRangeLast >= count:
-                self._parameterNode.sliceRangeFirst, self._parameterNode.sliceRangeLast = defaultSliceRange(
-                    count
-                )
+            self._parameterNode.sliceRangeFirst, self._parameterNode.sliceRangeLast = sliceRange
             self._applyPreset(self._parameterNode.extensionPreset)
         self.ui.sliceInfoLabel.text = (
             _("The input has {count} sagittal slices (0 to {last}).").format(count=count, last=count - 1)

@@ -27,6 +27,7 @@ from FOVCompletionLib.panel import (
     extensionProblem,
     modelSampling,
     sliceLimits,
+    sliceRangeForNewInput,
 )
 from FOVCompletionLib.volume_geometry import sagittalSliceCount, setVolumeFromArrayAndAffine
 
@@ -61,6 +62,39 @@ def test_default_range_is_centred_on_the_volume():
     assert defaultSliceRange(600) == (298, 302)
     assert defaultSliceRange(3) == (0, 2)
     assert defaultSliceRange(5000)[1] <= SLICE_INDEX_RANGE[1]
+
+
+def test_a_new_input_keeps_a_range_it_has_and_otherwise_gets_its_middle_slices():
+    """Decided from the range set before the spin boxes take the new input's limits: a range past a narrower
+    input's slices (150..160 on a 20-slice input) gives its middle slices, not the clamped last slice 19..19."""
+    assert sliceRangeForNewInput(150, 160, 20) == defaultSliceRange(20) == (8, 12)
+    assert sliceRangeForNewInput(3, 7, 20) == (3, 7)
+    assert sliceRangeForNewInput(0, 0, 20) == (8, 12)  # untouched: the middle
+    assert sliceRangeForNewInput(15, 19, 20) == (15, 19)
+    assert sliceRangeForNewInput(15, 20, 20) == (8, 12)
+
+
+def test_the_panel_decides_a_new_inputs_range_before_it_lowers_the_spin_boxes_limits():
+    """A spin box clamps its value to a lowered maximum and the parameter node follows it, so the panel must read
+    the range set before giving the slice spin boxes a new input's limits."""
+    tree = ast.parse((MODULE / "FOVCompletion.py").read_text())
+    follow = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name == "_followInputVolume"
+    )
+    decided = min(
+        node.lineno
+        for node in ast.walk(follow)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "sliceRangeForNewInput"
+    )
+    limited = min(
+        node.lineno
+        for node in ast.walk(follow)
+        if isinstance(node, ast.Assign)
+        and any(isinstance(target, ast.Attribute) and target.attr == "maximum" for target in node.targets)
+    )
+    assert decided < limited
 
 
 def test_no_input_keeps_the_parameter_ranges_so_no_spin_box_clamps_a_saved_count():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -83,7 +84,11 @@ class SampleDataLogic58:
 
     @classmethod
     def registerCustomSampleDataSource(cls, category="Custom", **source):
-        cls.sources.setdefault(category, []).append(source)
+        cls.sources.setdefault(category, []).append(SimpleNamespace(**source))
+
+    @classmethod
+    def sampleDataSourcesByCategory(cls, category):
+        return cls.sources.get(category, [])  # as Slicer's: the live list where the category has one
 
     @classmethod
     def shownTitle(cls, category):
@@ -117,8 +122,22 @@ def test_the_sample_category_reads_well_in_every_slicer(logic, tmp_path):
         logic, path, path.as_uri(), tmp_path / "icon.png", downloader, "FOV-Vervollständigung"
     )
     [source] = logic.sources[category]
-    assert source["sampleName"] == PHANTOM_SAMPLE_NAME and source["fileNames"] == PHANTOM_FILE_NAME
-    assert source["uris"] == path.as_uri() and source["customDownloader"] is downloader
+    assert source.sampleName == PHANTOM_SAMPLE_NAME and source.fileNames == PHANTOM_FILE_NAME
+    assert source.uris == path.as_uri() and source.customDownloader is downloader
     expected = "FOV-Vervollständigung" if logic is SampleDataLogic512 else "FOV Completion"
     assert logic.shownTitle(category) == expected
     assert SAMPLE_CATEGORY == "FOV Completion"
+
+
+def test_registering_again_after_a_reload_replaces_the_sample_instead_of_adding_a_second(tmp_path):
+    """A "Reload and Test" registers the phantom again with a new downloader function; Slicer's duplicate check
+    compares the downloader too, so the panel would list the phantom twice. Other samples stay."""
+    logic = SampleDataLogic512
+    logic.sources = {SAMPLE_CATEGORY: [SimpleNamespace(sampleName="Another sample")]}
+    path = tmp_path / PHANTOM_FILE_NAME
+    downloaders = [lambda source=None: None, lambda source=None: None]  # the module before and after a reload
+    for downloader in downloaders:
+        registerPhantomSample(logic, path, path.as_uri(), tmp_path / "icon.png", downloader)
+    names = [source.sampleName for source in logic.sources[SAMPLE_CATEGORY]]
+    assert names == ["Another sample", PHANTOM_SAMPLE_NAME]
+    assert logic.sources[SAMPLE_CATEGORY][-1].customDownloader is downloaders[1]

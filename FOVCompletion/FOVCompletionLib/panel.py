@@ -51,6 +51,16 @@ def defaultSliceRange(sagittalSlices: int) -> tuple[int, int]:
     return first, min(limits.indexMaximum, middle + DEFAULT_RANGE_HALF_WIDTH)
 
 
+def sliceRangeForNewInput(first: int, last: int, sagittalSlices: int) -> tuple[int, int]:
+    """The slice range a newly chosen input gets: the one set, where the input has those slices and it is not the
+    untouched 0..0; else the input's middle slices (`defaultSliceRange`). Decided from the values set before the
+    spin boxes take the new input's limits (a lowered maximum clamps a spin box's value, and the parameter node
+    follows its spin box)."""
+    if last == 0 or last >= sagittalSlices:
+        return defaultSliceRange(sagittalSlices)
+    return first, last
+
+
 def modelSampling(steps: int | None, candidates: int | None) -> tuple[int, int] | None:
     """(steps, candidates) a model was measured best with, inside the parameters' ranges; None when the model
     does not say (the panel then keeps what is set)."""

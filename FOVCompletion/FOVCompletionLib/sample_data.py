@@ -73,6 +73,10 @@ def registerPhantomSample(
     """
     if hasattr(sampleDataLogic, "registerCustomSampleDataCategory"):  # Slicer >= 5.12
         sampleDataLogic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, title=categoryTitle)
+    # An earlier registration (before "Reload and Test") is replaced, not shown twice: Slicer's own duplicate check
+    # compares the downloader too, and a reloaded module's is a new function. Slicer returns the live list.
+    registered = sampleDataLogic.sampleDataSourcesByCategory(SAMPLE_CATEGORY)
+    registered[:] = [source for source in registered if source.sampleName != PHANTOM_SAMPLE_NAME]
     sampleDataLogic.registerCustomSampleDataSource(
         category=SAMPLE_CATEGORY,
         sampleName=PHANTOM_SAMPLE_NAME,
