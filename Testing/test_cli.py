@@ -298,6 +298,11 @@ BAD_INPUTS = {
         ["--slice-range", "2:12"],
         "outside the scan's 9 sagittal slices",
     ),
+    "slice range before the scan": (  # "-1:2" is the range's value, not an option argparse would complain of
+        lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
+        ["--slice-range", "-1:2"],
+        "outside the scan's 9 sagittal slices",
+    ),
     "guidance for an unconditional model": (
         lambda p: _nifti(p, "s.nii.gz", synthetic_scan()),
         ["--guidance", "2"],
@@ -771,6 +776,32 @@ def test_demo_runs_the_whole_job_offline(tiny_bundle, tmp_path, capsys):
     result = nib.load(str(completed))
     assert result.shape[1] == partial.shape[1] + 40  # 1 mm phantom, 40 mm more inferiorly
     np.testing.assert_allclose(result.affine[:3, :3], partial.affine[:3, :3])
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_cancelled_demo_leaves_its_folder_as_it_found_it(
+    existing, tiny_bundle, tmp_path, monkeypatch, capsys
+):
+    """The demo's "cancelled; nothing was written" holds: no phantom files, no folder it made itself, and an
+    earlier file in a folder that was there stays."""
+    import fovcompletion.pipeline as pipeline
+
+    out = tmp_path / "demo"
+    if existing:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+
+    def cancelled(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "complete", cancelled)
+    code = main(["demo", "--out", str(out), "--model", str(tiny_bundle), "--steps", "1", "--slices", "1"])
+    assert code == 130
+    assert capsys.readouterr().err.strip().endswith("cancelled; nothing was written")
+    if existing:
+        assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    else:
+        assert not out.exists()
 
 
 def test_time_estimate_grows_with_slices_steps_extent_samples_and_candidates(tiny_bundle):

@@ -36,9 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose values may start with "-" without being negative numbers (argparse would take them for options).
+DASH_VALUE_OPTIONS = ("--slice-range",)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_dash_values(sys.argv[1:] if argv is None else list(argv)))
     previous = _interrupt_on_termination()
     try:
         return int(args.handler(args) or 0)
@@ -58,6 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         for signum, handler in previous.items():
             if handler is not None:  # None: installed outside Python, cannot be put back
                 signal.signal(signum, handler)
+
+
+def attach_dash_values(argv: list[str]) -> list[str]:
+    """`--slice-range -1:2` as `--slice-range=-1:2`: argparse reads a value that starts with "-" and is not a
+    plain number as the next option, and prints its usage instead of the range's own one-line error."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in DASH_VALUE_OPTIONS and token.startswith("-") and ":" in token:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
 
 
 def _interrupt_on_termination() -> dict:

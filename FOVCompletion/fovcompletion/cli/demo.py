@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from ..progress import TextProgressBar
@@ -39,26 +42,37 @@ def run(args: argparse.Namespace) -> int:
     from ..phantom import crop_phantom, generate_phantom, save_phantom
     from ..pipeline import complete_file
 
+    created = not args.out.exists()
     args.out.mkdir(parents=True, exist_ok=True)
-    whole = generate_phantom(seed=args.phantom_seed)
-    partial = crop_phantom(whole, args.region)
-    input_path = args.out / f"phantom_{args.region}.nii.gz"
-    save_phantom(whole, args.out / "phantom_whole.nii.gz", args.out / "phantom_whole_labels.nii.gz")
-    save_phantom(partial, input_path)
-    output = args.out / f"phantom_{args.region}_completed.nii.gz"
-    mask = args.out / f"phantom_{args.region}_known_mask.nii.gz"
-    preview = args.out / f"phantom_{args.region}_preview.png"
-    spread = args.out / f"phantom_{args.region}_spread.nii.gz" if args.samples > 1 else None
-    result = complete_file(
-        input_path,
-        output,
-        mask_path=mask,
-        spread_path=spread,
-        preview_path=preview,
-        steps=args.steps,
-        progress=TextProgressBar(),
-        **completion_kwargs(args),
-    )
+    # The phantoms wait in a folder of their own until the completion is written: a failed or cancelled demo
+    # leaves the output folder as it found it (the completion's own files are written all or none).
+    staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=args.out))
+    try:
+        whole = generate_phantom(seed=args.phantom_seed)
+        inputs = [f"phantom_{args.region}.nii.gz", "phantom_whole.nii.gz", "phantom_whole_labels.nii.gz"]
+        save_phantom(whole, staging / inputs[1], staging / inputs[2])
+        save_phantom(crop_phantom(whole, args.region), staging / inputs[0])
+        output = args.out / f"phantom_{args.region}_completed.nii.gz"
+        mask = args.out / f"phantom_{args.region}_known_mask.nii.gz"
+        preview = args.out / f"phantom_{args.region}_preview.png"
+        spread = args.out / f"phantom_{args.region}_spread.nii.gz" if args.samples > 1 else None
+        result = complete_file(
+            staging / inputs[0],
+            output,
+            mask_path=mask,
+            spread_path=spread,
+            preview_path=preview,
+            steps=args.steps,
+            progress=TextProgressBar(),
+            **completion_kwargs(args),
+        )
+        for name in inputs:
+            os.replace(staging / name, args.out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(args.out.iterdir()):
+            args.out.rmdir()
+    input_path = args.out / inputs[0]
     print(f"partial input:      {input_path}")
     print(
         f"completed volume:   {output}  ({result.seconds:.1f} s, {result.nfe} UNet evaluations, {result.device})"
