@@ -8,10 +8,11 @@ from scipy import ndimage
 
 from conftest import predicting_bundle, synthetic_scan
 from fovcompletion.benchmark.runner import build_methods
+from fovcompletion.bundle import read_metadata
 from fovcompletion.candidates import CanalScore, best_candidate, canal_score
 from fovcompletion.errors import InputError
 from fovcompletion.pipeline import complete
-from fovcompletion.schedule import DEFAULT_STEPS, SamplerOptions
+from fovcompletion.schedule import SamplerOptions
 
 SPACING = (1.0, 1.0)
 SHAPE = (3, 120, 90)  # slices, S-I rows (1 mm), A-P cols (1 mm)
@@ -105,12 +106,14 @@ def test_a_run_uses_the_bundles_steps_and_candidates_unless_told_otherwise(tmp_p
     explicit = complete(scan, AFFINE, **kwargs, steps=3, sampler=SamplerOptions(candidates=2))
     np.testing.assert_array_equal(default.image, explicit.image)
     assert complete(scan, AFFINE, **kwargs, steps=2, sampler=SamplerOptions(candidates=1)).nfe == 2
-    # The reference algorithm runs as the original, one draw: the bundle's counts are its DDIM sampler's.
+    # The reference algorithm runs as the original, one draw over every training timestep: the bundle's counts
+    # are its DDIM sampler's.
     started = []
     reference = complete(
         scan, AFFINE, **kwargs, sampler=SamplerOptions(method="reference"), progress=started.append
     )
-    assert reference.nfe == DEFAULT_STEPS and started[0].details["candidates"] == 1
+    timesteps = read_metadata(tuned).scheduler.num_train_timesteps
+    assert reference.nfe == timesteps != 3 and started[0].details["candidates"] == 1
 
 
 def scripted_scores(monkeypatch, winner: int) -> list[tuple]:

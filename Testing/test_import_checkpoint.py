@@ -18,14 +18,19 @@ from fovcompletion.reference_import import import_reference_checkpoints
 
 
 def to_old_unet_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What monai-generative 0.2.x saved: attention projections not nested under `.attn`, `conv` not `postconv`."""
+    """What monai-generative 0.2.x saved: attention projections not nested under `.attn`, `conv` not `postconv`,
+    and in every attention block a `proj_attn` layer that it built but never applied (MONAI issue 7991): the
+    network it ran is MONAI's with `include_fc=False`, the `proj_attn` weights random (never trained)."""
     old = {}
     for key, value in state.items():
         new_key = key
         for name in ("to_q", "to_k", "to_v"):
             new_key = new_key.replace(f".attn.{name}.", f".{name}.")
-        new_key = new_key.replace(".attn.out_proj.", ".proj_attn.").replace("postconv", "conv")
-        old[new_key] = value.clone()
+        old[new_key.replace("postconv", "conv")] = value.clone()
+        if key.endswith(".attn.to_q.weight"):
+            block = key.removesuffix(".attn.to_q.weight")
+            old[f"{block}.proj_attn.weight"] = torch.randn(value.shape[0], value.shape[0])
+            old[f"{block}.proj_attn.bias"] = torch.randn(value.shape[0])
     return old
 
 
@@ -33,7 +38,7 @@ def to_old_unet_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 def reference_checkpoints(tmp_path):
     torch.manual_seed(1)
     autoencoder = build_network("VQVAE", tiny_autoencoder_args())
-    unet = build_network("DiffusionModelUNet", tiny_unet_args())
+    unet = build_network("DiffusionModelUNet", {**tiny_unet_args(), "include_fc": False})
     old_state = to_old_unet_layout(unet.state_dict())
     assert any(".proj_attn." in k for k in old_state) and not any(".attn.to_q" in k for k in old_state)
     torch.save(autoencoder.state_dict(), tmp_path / "vqvae.pth")
@@ -70,10 +75,16 @@ def test_old_layout_checkpoints_import_into_an_identical_bundle(reference_checkp
     assert bundle.metadata.canvas.ap_policy == "fixed"
     intensity = bundle.metadata.intensity  # the reference's normalisation, whatever newer recipes use
     assert (intensity.lower_percentile, intensity.upper_percentile, intensity.clip) == (0.0, 95.0, True)
+    assert bundle.metadata.diffusion["args"]["include_fc"] is False
+    assert bundle.unet.state_dict().keys() == unet.state_dict().keys()
     for key, value in unet.state_dict().items():
         assert torch.equal(bundle.unet.state_dict()[key], value), key
     for key, value in autoencoder.state_dict().items():
         assert torch.equal(bundle.autoencoder.state_dict()[key], value), key
+    # The network the reference ran: no output layer in the attention blocks, whatever proj_attn held.
+    latent, timesteps = torch.randn(2, 4, 16, 16), torch.tensor([999, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.unet(latent, timesteps), unet(latent, timesteps))
 
 
 def test_scale_factor_is_computed_from_training_scans(reference_checkpoints, tmp_path):
@@ -128,6 +139,21 @@ def test_mismatched_checkpoint_is_refused(reference_checkpoints, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "does not match" in err
     assert not (tmp_path / "nope").exists()
+
+
+def test_a_pickled_model_is_refused_without_torchs_advice_to_load_it_unsafely(
+    reference_checkpoints, tmp_path
+):
+    folder, _, _ = reference_checkpoints
+    torch.save(
+        build_network("DiffusionModelUNet", tiny_unet_args()), folder / "whole.pth"
+    )  # a model, pickled
+    with pytest.raises(BundleError, match="pickled objects, not only tensors") as refused:
+        import_reference_checkpoints(
+            folder / "vqvae.pth", folder / "whole.pth", tmp_path / "b", "x", scale_factor=1.0,
+            autoencoder_args=tiny_autoencoder_args(), unet_args=tiny_unet_args(),
+        )  # fmt: skip
+    assert "weights_only" not in str(refused.value) and not (tmp_path / "b").exists()
 
 
 def test_checkpoint_with_missing_keys_is_refused(reference_checkpoints, tmp_path):

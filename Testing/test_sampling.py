@@ -241,3 +241,39 @@ def test_a_start_level_must_be_a_timestep_and_the_reference_sampler_refuses_one(
             inpainter().run(known, mask, SamplerOptions(steps=10), start=(truth, level))
     with pytest.raises(InputError, match="pure noise"):
         inpainter().run(known, mask, SamplerOptions(method="reference", steps=10), start=(truth, 20))
+
+
+def test_the_reference_sampler_is_the_reference_inferers_loop_draw_for_draw():
+    """The reference's `paint` loop (disc-labeling-playground, MONAI's DDPMScheduler, all its timesteps): the
+    known latent noised to level t replaces the known area after each step, with the initial noise the first time
+    and fresh noise, drawn after the step's own, every later time. Same generator, same draws, same result."""
+    from monai.networks.schedulers import DDPMScheduler
+
+    from fovcompletion.bundle import SchedulerSpec
+    from fovcompletion.bundle_factory import tiny_unet_args
+    from fovcompletion.networks import build_network
+    from fovcompletion.sampling import LatentInpainter, SamplerOptions
+
+    torch.manual_seed(0)
+    unet = build_network("DiffusionModelUNet", tiny_unet_args()).eval()
+    spec = SchedulerSpec(num_train_timesteps=40)
+    known = torch.randn(2, 4, 8, 8)
+    mask = torch.zeros(2, 4, 8, 8)
+    mask[:, :, :4] = 1.0
+
+    inpainter = LatentInpainter(unet, spec, torch.Generator().manual_seed(3))
+    ours = inpainter.reference(known, mask, SamplerOptions(method="reference", steps=40))
+
+    generator = torch.Generator().manual_seed(3)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=40, schedule=spec.schedule, beta_start=spec.beta_start, beta_end=spec.beta_end
+    )
+    noise = torch.randn(known.shape, generator=generator)
+    out, new_noise = noise, noise
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            noisy = scheduler.add_noise(original_samples=known, noise=new_noise, timesteps=t)
+            step, _ = scheduler.step(unet(out, timesteps=torch.Tensor((t,))), t, out, generator=generator)
+            out = step * (1 - mask) + noisy * mask
+            new_noise = torch.randn(known.shape, generator=generator)
+    torch.testing.assert_close(ours, out, atol=1e-4, rtol=1e-4)

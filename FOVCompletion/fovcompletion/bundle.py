@@ -351,7 +351,10 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure to parse a weight file is a bundle error
-        raise BundleError(f"cannot read weights {path.name}: {str(error).splitlines()[0]}") from None
+        reason = str(error).splitlines()[0]
+        if "Weights only load failed" in reason:  # torch's own advice, to load unsafely, is not ours to give
+            reason = "it holds pickled objects, not only tensors (save the network's state_dict() instead)"
+        raise BundleError(f"cannot read weights {path.name}: {reason}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -32,7 +32,8 @@ def reference_autoencoder_args() -> dict[str, Any]:
 
 
 def reference_unet_args() -> dict[str, Any]:
-    """Latent diffusion UNet of the reference implementation (about 254 M parameters)."""
+    """Latent diffusion UNet of the reference implementation (about 254 M parameters). Its attention blocks have
+    no output layer: monai-generative 0.2, which trained it, built one and never applied it (MONAI issue 7991)."""
     return {
         "spatial_dims": 2,
         "in_channels": 16,
@@ -41,6 +42,7 @@ def reference_unet_args() -> dict[str, Any]:
         "attention_levels": [False, True, True, True],
         "num_head_channels": [0, 32, 32, 32],
         "num_res_blocks": 2,
+        "include_fc": False,
     }
 
 

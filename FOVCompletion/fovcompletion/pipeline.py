@@ -44,7 +44,7 @@ from .sampling import (
     latent_mask,
     nearest_latent_mask,
 )
-from .schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS, unet_batch_size
+from .schedule import DEFAULT_CANDIDATES, unet_batch_size
 from .seam import blend_seam, crossfade_weights
 
 DEFAULT_FEATHER_MM = 16.0
@@ -304,12 +304,12 @@ def _refuse_what_the_reference_lacks(options: SamplerOptions) -> None:
 
 def resolve_sampler(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
     """The caller's steps, candidates, guidance and eta, else the bundle's (the settings its model was measured
-    best with), validated; the reference algorithm runs as the original, one draw of `DEFAULT_STEPS` unless told
-    otherwise (the bundle's settings are its DDIM sampler's), and it and unconditional UNets have no guidance,
-    which only an explicit request makes an error."""
+    best with), validated; the reference algorithm runs as the original, one draw over every training timestep
+    unless told otherwise (the bundle's settings are its DDIM sampler's), and it and unconditional UNets have no
+    guidance, which only an explicit request makes an error."""
     if options.method == "reference":
         _refuse_what_the_reference_lacks(options)
-        steps = DEFAULT_STEPS if options.steps is None else options.steps
+        steps = metadata.scheduler.num_train_timesteps if options.steps is None else options.steps
         candidates = DEFAULT_CANDIDATES if options.candidates is None else options.candidates
     else:
         steps, candidates = metadata.sampler_counts(options.steps, options.candidates)

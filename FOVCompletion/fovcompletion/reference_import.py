@@ -17,6 +17,7 @@ from .bundle import (
     CanvasSpec,
     IntensitySpec,
     SchedulerSpec,
+    first_mismatch,
     load_state_dict_file,
     load_weights,
     save_bundle,
@@ -31,23 +32,39 @@ REFERENCE_CANVAS = CanvasSpec(shape=(1280, 512), spacing_mm=(1.0, 1.0), padding_
 REFERENCE_SOURCE = "spinalcordtoolbox/disc-labeling-playground (FOV generation using latent diffusion model)"
 
 
+def is_old_unet_layout(state: dict[str, torch.Tensor]) -> bool:
+    """A monai-generative 0.2 UNet state dict: attention projections not yet nested under `.attn`."""
+    return any(
+        ".proj_attn." in key or key.endswith((".to_q.weight", ".to_q.bias")) for key in state
+    ) and not any(".attn.to_q." in key for key in state)
+
+
 def load_old_unet_state(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a monai-generative UNet state dict (attention keys renamed in MONAI 1.4); any gap is a mismatch.
 
     MONAI's converter leaves keys the old dict lacks at their random initialisation, so the old keys must
-    map one-to-one onto the new ones: every key consumed, none left over.
+    map one-to-one onto the new ones: every key consumed, none left over. monai-generative 0.2 built each
+    attention block's `proj_attn` but never applied it (MONAI issue 7991): its untrained weights are dropped
+    where the UNet, built with `include_fc=False` as the reference's architecture is, has no output layer.
     """
     expected = set(unet.state_dict())
     if set(state) == expected:  # already in the new layout
         load_weights(unet, state, "diffusion UNet")
         return
+    if not any(key.endswith(".attn.out_proj.weight") for key in expected):
+        state = {key: value for key, value in state.items() if ".proj_attn." not in key}
     remaining = dict(state)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             unet.load_old_state_dict(remaining)
-    except (KeyError, RuntimeError) as error:
-        detail = str(error).splitlines()[0][:200]
-        raise BundleError(f"diffusion UNet checkpoint does not match the architecture: {detail}") from None
+    except KeyError as error:
+        raise BundleError(
+            f"diffusion UNet checkpoint does not match the architecture: missing key {error.args[0]!r}"
+        ) from None
+    except RuntimeError as error:
+        raise BundleError(
+            f"diffusion UNet checkpoint does not match the architecture: {first_mismatch(error)}"
+        ) from None
     consumed = len(state) - len(remaining)
     if remaining or consumed != len(expected):
         detail = (
@@ -100,11 +117,16 @@ def import_reference_checkpoints(
             "give exactly one of a scale factor or a folder of training scans to compute it from"
         )
     autoencoder_args = autoencoder_args or reference_autoencoder_args()
-    unet_args = unet_args or reference_unet_args()
+    unet_state = load_state_dict_file(Path(unet_path))
+    unet_args = dict(unet_args or reference_unet_args())
+    if is_old_unet_layout(
+        unet_state
+    ):  # the attention blocks as monai-generative 0.2 ran them: no output layer
+        unet_args["include_fc"] = False
     autoencoder = build_network("VQVAE", autoencoder_args)
     unet = build_network("DiffusionModelUNet", unet_args)
     load_weights(autoencoder, load_state_dict_file(Path(vqvae_path)), "VQ-VAE")
-    load_old_unet_state(unet, load_state_dict_file(Path(unet_path)))
+    load_old_unet_state(unet, unet_state)
     metadata = BundleMetadata(
         name=name,
         autoencoder={"class": "VQVAE", "args": autoencoder_args},

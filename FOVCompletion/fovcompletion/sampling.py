@@ -200,12 +200,13 @@ class LatentInpainter:
 
     def reference(self, known: torch.Tensor, mask: torch.Tensor, options: SamplerOptions) -> torch.Tensor:
         """The reference algorithm: ancestral DDPM over `steps` (1000 in the original) with MONAI's default
-        x0 clipping to [-1, 1]; after each step the known latent, noised with the initial noise to level t (one
-        level noisier than the sample just produced), replaces the known area."""
+        x0 clipping to [-1, 1]; after each step the known latent, noised to level t (one level noisier than the
+        sample just produced), replaces the known area: with the initial noise after the first step, then with
+        noise drawn afresh after each step's own, as the reference's inferer does."""
         n = self.schedule.num_train_timesteps
         timesteps = list(range(n - 1, -1, -max(1, n // options.steps)))[: options.steps]
-        initial_noise = self._noise(known)
-        z = initial_noise
+        known_noise = self._noise(known)
+        z = known_noise
         for done, t in enumerate(timesteps, start=1):
             t_prev = timesteps[done] if done < len(timesteps) else -1
             _, x0 = self._eps_and_x0(z, t, known, mask)
@@ -216,7 +217,8 @@ class LatentInpainter:
             variance = beta * (1 - a_prev) / (1 - a_t)
             z = mean + (variance**0.5 * self._noise(z) if t_prev >= 0 else 0.0)
             a_known = self._alpha(t)
-            z = mask * (a_known**0.5 * known + (1 - a_known) ** 0.5 * initial_noise) + (1 - mask) * z
+            z = mask * (a_known**0.5 * known + (1 - a_known) ** 0.5 * known_noise) + (1 - mask) * z
+            known_noise = self._noise(known)
             self._estimate(done, len(timesteps), known, mask, x0)
             self.on_step(done, len(timesteps))
         return z

@@ -15,7 +15,7 @@ from .errors import InputError
 METHODS = ("ddim", "reference")
 NOISE_SCHEDULES = ("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine")  # MONAI's NoiseSchedules
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # what a UNet may have been trained to predict
-DEFAULT_STEPS = 50  # for a bundle that names no steps, and for the reference algorithm unless told otherwise
+DEFAULT_STEPS = 50  # for a bundle that names no steps
 DEFAULT_CANDIDATES = 1
 
 

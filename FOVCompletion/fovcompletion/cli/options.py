@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..device import DEVICE_CHOICES
-from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS, SamplerOptions
+from ..schedule import DEFAULT_CANDIDATES, SamplerOptions
 
 
 def slice_range(text: str) -> tuple[int, int]:
@@ -48,8 +48,8 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
         "--steps",
         type=int,
         default=None,
-        help="denoising steps, 1..1000 (default: the model's setting, `fovcompletion models` lists it; "
-        f"{DEFAULT_STEPS} with --sampler reference)",
+        help="denoising steps, 1..1000 (default: the model's setting, `fovcompletion models` lists it; with "
+        "--sampler reference every training timestep, 1000, as the original ran)",
     )
     parser.add_argument(
         "--extend-superior", type=float, default=0.0, metavar="MM", help="millimetres to add above the scan"
