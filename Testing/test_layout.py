@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -153,3 +154,54 @@ def test_a_seam_or_overlap_that_is_not_a_length_is_refused(tiny_bundle, option, 
         complete(
             synthetic_scan(), oblique_affine(), model=tiny_bundle, extend_inferior_mm=40, **{option: value}
         )
+
+
+def test_the_reference_placement_is_its_centre_crop_and_symmetric_padding(tmp_path):
+    """The reference cut each scan to its central 192 mm from back to front (MONAI's centre crop: from
+    n // 2 - 96) and padded it symmetrically onto its canvas, (canvas - n) // 2 before: odd differences put the
+    scan one row and one column higher and further back than rounding the other way."""
+    from fovcompletion.bundle import CanvasSpec
+    from fovcompletion.bundle_factory import create_random_bundle
+    from fovcompletion.layout import reference_strip
+
+    canvas = CanvasSpec(shape=(1280, 512), spacing_mm=(1.0, 1.0), padding_value=0.0, ap_policy="fixed")
+    metadata = read_metadata(create_random_bundle(tmp_path / "b", canvas=canvas, name="ref-canvas"))
+    assert reference_strip(301, 1.0) == (54, 246) and reference_strip(150, 1.0) == (0, 150)
+    assert reference_strip(301, 2.0) == (102, 198)  # 192 mm at 2 mm: 96 columns
+    layout = plan_layout(metadata, 301, 301, 0.0, 100.0, reference_placement=True)
+    assert layout.known_cols == (54, 246)
+    assert layout.col_offset + 54 == (512 - 192) // 2  # the strip's first column on the canvas
+    assert layout.top == -((1280 - 301) // 2) == -489
+    narrow = plan_layout(metadata, 301, 151, 0.0, 100.0, reference_placement=True)
+    assert narrow.known_cols == (0, 151) and narrow.col_offset == (512 - 151) // 2
+
+    scan = (
+        np.arange(301 * 301, dtype=np.float32).reshape(1, 301, 301) + 1.0
+    )  # the mosaic needs its model grid
+    image, known = pipeline._mosaic(SimpleNamespace(model=scan), layout, 0.0)
+    columns = np.flatnonzero(known[0].any(axis=0))
+    assert (columns[0], columns[-1] + 1) == (160, 352)  # the strip alone is known, the rest is padding
+    assert np.array_equal(image[0, -layout.top, 160:352], scan[0, 0, 54:246])
+    assert not image[0, :, :160].any() and not image[0, :, 352:].any()
+
+
+def test_the_reference_sampler_fits_the_intensities_on_the_central_strip(tiny_fixed_bundle):
+    """Bright tissue outside the central 192 mm (a coil's hot spot, the back's fat) moves the reference's
+    scaling not at all: its percentiles saw the strip alone. The DDIM sampler fits the whole scan."""
+    from fovcompletion.image_io import Volume
+    from fovcompletion.preprocess import prepare_slab
+
+    metadata = read_metadata(tiny_fixed_bundle)  # 2 mm: the strip is 96 columns of the model grid
+    scan = synthetic_scan(
+        (6, 300, 40)
+    )  # this affine's axes: right-left, anterior-posterior, inferior-superior
+    bright = scan.copy()
+    bright[:, :20] = 50 * scan.max()  # the first 20 mm from the front, far outside the central 192 mm
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    fits = [
+        prepare_slab(Volume(image, affine), metadata, slices=1, fit_reference_strip=strip).scaling
+        for strip in (True, False)
+        for image in (scan, bright)
+    ]
+    assert fits[0] == fits[1]  # the strip alone
+    assert fits[2] != fits[3]  # the whole scan

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from .bundle import BundleMetadata
 from .errors import InputError
 
+# The reference cut each scan to its central 192 mm from back to front before anything else (MONAI's
+# CenterSpatialCropd): its intensity scaling saw that strip alone, and only that strip was known on its canvas.
+REFERENCE_STRIP_MM = 192.0
+
 # The most the two extensions may add together. A whole adult spine, skull base to coccyx, is well under a
 # metre, so no body needs more: a larger value is a typo (100000 for 100 mm) that would otherwise run for hours.
 MAX_TOTAL_EXTENSION_MM = 1500.0
@@ -38,6 +42,16 @@ def check_extension(extend_superior_mm: float, extend_inferior_mm: float) -> Non
         )
 
 
+def reference_strip(n_cols: int, spacing_ap_mm: float) -> tuple[int, int]:
+    """Columns [start, stop) of the reference's central strip, as MONAI's centre crop takes it (from
+    n // 2 - width // 2); the whole scan when it is no wider."""
+    width = int(round(REFERENCE_STRIP_MM / spacing_ap_mm))
+    if n_cols <= width:
+        return 0, n_cols
+    start = n_cols // 2 - width // 2
+    return start, start + width
+
+
 def round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
 
@@ -57,6 +71,7 @@ class CanvasLayout:
     window_height: int
     window_starts: tuple[int, ...]  # first row of each window, in scan rows, in processing order
     context: int = 0  # rows each later window takes from those already filled (0: the reference's one canvas)
+    known_cols: tuple[int, int] | None = None  # the scan's columns put on the canvas (None: all of them)
 
     @property
     def windows(self) -> int:
@@ -102,14 +117,19 @@ def plan_layout(
     col_offset = (width - n_cols) // 2
     requested = n_rows + above + below
     if reference_placement:
-        # The reference centres the scan on its single canvas; we shift only as far as the request needs.
+        # The reference centres the scan's central strip on its single canvas, padding (canvas - n) // 2 before
+        # it; we shift only as far as the request needs.
         if requested > canvas_h:
             raise InputError(
                 f"the reference sampler has one canvas of {canvas_h * spacing_si:.0f} mm; the scan plus the "
                 f"extension need {requested * spacing_si:.0f} mm"
             )
-        top = min(max((n_rows - canvas_h) // 2, n_rows + below - canvas_h), -above)
-        return CanvasLayout(n_rows, n_cols, above, below, top, canvas_h, width, col_offset, canvas_h, (top,))
+        top = min(max(-((canvas_h - n_rows) // 2), n_rows + below - canvas_h), -above)
+        known_cols = reference_strip(n_cols, metadata.canvas.spacing_mm[1])
+        col_offset = (width - (known_cols[1] - known_cols[0])) // 2 - known_cols[0]
+        return CanvasLayout(
+            n_rows, n_cols, above, below, top, canvas_h, width, col_offset, canvas_h, (top,), 0, known_cols
+        )
     window_height = canvas_h if fixed else min(canvas_h, round_up(requested, multiple))
     height = max(requested, window_height)
     # Spare rows (window taller than requested) go to the unknown ends, split evenly.

@@ -114,7 +114,8 @@ def _mosaic(slab: PreparedSlab, layout: CanvasLayout, padding: float) -> tuple[n
     rows = slice(max(row0, 0), min(row0 + layout.n_rows, layout.height))
     source_rows = slice(rows.start - row0, rows.stop - row0)
     col0 = layout.col_offset
-    cols = slice(max(col0, 0), min(col0 + layout.n_cols, layout.width))
+    first, last = layout.known_cols or (0, layout.n_cols)  # the reference's central strip, or every column
+    cols = slice(max(col0 + first, 0), min(col0 + last, layout.width))
     source_cols = slice(cols.start - col0, cols.stop - col0)
     image[:, rows, cols] = slab.model[:, source_rows, source_cols]
     known[:, rows, cols] = True
@@ -397,8 +398,8 @@ def complete(
     bundle = get_bundle(model, torch_device)
     metadata = bundle.metadata
     options = resolve_sampler(options, metadata)
-    slab = prepare_slab(volume, metadata, slices, slice_range)
     reference = options.method == "reference"
+    slab = prepare_slab(volume, metadata, slices, slice_range, fit_reference_strip=reference)
     layout = plan_layout(
         metadata,
         slab.model.shape[1],

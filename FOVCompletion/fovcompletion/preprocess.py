@@ -20,6 +20,7 @@ from .geometry import (
 )
 from .image_io import Volume
 from .intensity import IntensityScaling, divide_gain, row_gain
+from .layout import reference_strip
 
 
 @dataclass
@@ -105,13 +106,15 @@ def prepare_slab(
     slices: int | None = None,
     slice_range: tuple[int, int] | None = None,
     intensity: tuple[IntensityScaling, np.ndarray] | None = None,
+    fit_reference_strip: bool = False,
 ) -> PreparedSlab:
     """Reorient, check, pick slices, resample to the model spacing and normalise intensities.
 
     `slice_range` counts along the input's own left-right axis (as a viewer shows it), end excluded.
     `intensity` = (scaling, gain of each superior-inferior row) to apply instead of fitting them to this volume:
     the benchmark's ceiling rows put a whole truth through the normalisation the engine fitted to its visible
-    part.
+    part. `fit_reference_strip`: fit the scaling as the reference did, on the model grid's central strip
+    (`layout.reference_strip`) alone.
     """
     array, affine = reorient(volume.array, volume.affine, MODEL_AXCODES)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
@@ -139,7 +142,10 @@ def prepare_slab(
         gain = np.ones(native.shape[1], np.float32)
     flattened = divide_gain(native, gain)
     model, model_to_native = resample_inplane(flattened, spacing, metadata.canvas.spacing_mm)
-    if intensity is None:
+    if intensity is None and fit_reference_strip:
+        first, last = reference_strip(model.shape[2], metadata.canvas.spacing_mm[1])
+        scaling = IntensityScaling.fit(model[:, :, first:last], metadata.intensity)
+    elif intensity is None:
         scaling = IntensityScaling.fit(flattened, metadata.intensity)
     indices = np.arange(start, stop)
     input_indices = (n_slices - 1 - indices) if flipped else indices
