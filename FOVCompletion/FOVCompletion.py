@@ -294,7 +294,7 @@ class FOVCompletionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # Each widget with a "SlicerParameterName" property in the .ui is bound to that parameter.
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             # Below the default priority: after the wrapper's own observers have refreshed the values it caches
-            # (VTK calls observers of equal priority newest first, and the input's is among the oldest).
+            # (among observers of equal priority VTK calls the oldest last, and the input's is among the oldest).
             self.addObserver(
                 self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified, priority=-1.0
             )

@@ -565,30 +565,40 @@ def test_a_failure_while_writing_keeps_the_earlier_results_and_leaves_no_new_fil
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii.gz", "out.nii.gz", scan_file.name]
 
 
-@pytest.mark.parametrize("failure", [OSError(13, "Permission denied"), KeyboardInterrupt()])
+@pytest.mark.parametrize(
+    ("failure", "when"),
+    [
+        (OSError(13, "Permission denied"), "placing"),
+        (KeyboardInterrupt(), "placing"),
+        (KeyboardInterrupt(), "setting aside"),  # the earlier mask just moved aside, the new one not yet in
+    ],
+)
 def test_a_failure_while_renaming_the_results_puts_the_earlier_ones_back(
-    failure, tiny_bundle, scan_file, tmp_path, monkeypatch
+    failure, when, tiny_bundle, scan_file, tmp_path, monkeypatch
 ):
     """The renames that publish the results are all or none too: a failure or an interrupt at the second
-    rename takes back the first, restores the earlier files and leaves no temporary file."""
+    file takes back the first, restores the earlier files and leaves no temporary file."""
     import fovcompletion.pipeline as pipeline
 
     out, mask = tmp_path / "out.nii.gz", tmp_path / "mask.nii.gz"
     out.write_bytes(b"an earlier completion")
+    mask.write_bytes(b"an earlier mask")
     real_replace = os.replace
 
     def replace(source, target):
-        if Path(source).name.startswith(".partial-") and Path(target) == mask:
+        if when == "placing" and Path(source).name.startswith(".partial-") and Path(target) == mask:
             raise failure
         real_replace(source, target)
+        if when == "setting aside" and Path(source) == mask:
+            raise failure
 
     monkeypatch.setattr(pipeline.os, "replace", replace)
     with pytest.raises(type(failure)):
         complete_file(
             scan_file, out, mask_path=mask, model=tiny_bundle, extend_inferior_mm=20, steps=2, slices=1
         )
-    assert out.read_bytes() == b"an earlier completion"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz", scan_file.name]
+    assert (out.read_bytes(), mask.read_bytes()) == (b"an earlier completion", b"an earlier mask")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii.gz", "out.nii.gz", scan_file.name]
 
 
 def test_a_live_preview_file_the_run_never_wrote_is_left_alone(tiny_bundle, scan_file, tmp_path):
@@ -786,7 +796,7 @@ def test_a_cancelled_demo_leaves_its_folder_as_it_found_it(
     earlier file in a folder that was there stays."""
     import fovcompletion.pipeline as pipeline
 
-    out = tmp_path / "demo"
+    out = tmp_path / "demo" if existing else tmp_path / "new" / "folders" / "demo"
     if existing:
         out.mkdir()
         (out / "notes.txt").write_text("mine")
@@ -801,7 +811,7 @@ def test_a_cancelled_demo_leaves_its_folder_as_it_found_it(
     if existing:
         assert [p.name for p in out.iterdir()] == ["notes.txt"]
     else:
-        assert not out.exists()
+        assert not (tmp_path / "new").exists()  # every folder it made
 
 
 def test_time_estimate_grows_with_slices_steps_extent_samples_and_candidates(tiny_bundle):

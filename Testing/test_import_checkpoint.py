@@ -172,3 +172,28 @@ def test_checkpoint_with_missing_keys_is_refused(reference_checkpoints, tmp_path
             unet_args=tiny_unet_args(),
         )
     assert not (tmp_path / "b").exists()
+
+
+def test_a_checkpoint_in_monais_own_layout_keeps_the_output_layer_it_has(tmp_path):
+    """A UNet saved by MONAI itself (attention under `.attn`, an output layer `out_proj`) imports as it is: the
+    checkpoint's keys, not the reference's default, say whether its attention blocks have that layer."""
+    torch.manual_seed(2)
+    autoencoder = build_network("VQVAE", tiny_autoencoder_args())
+    unet = build_network("DiffusionModelUNet", tiny_unet_args())  # MONAI's default: include_fc
+    assert any(".attn.out_proj." in key for key in unet.state_dict())
+    torch.save(autoencoder.state_dict(), tmp_path / "vqvae.pth")
+    torch.save(unet.state_dict(), tmp_path / "unet.pth")
+    bundle = load_bundle(
+        import_reference_checkpoints(
+            tmp_path / "vqvae.pth",
+            tmp_path / "unet.pth",
+            tmp_path / "b",
+            "x",
+            scale_factor=1.0,
+            autoencoder_args=tiny_autoencoder_args(),
+            unet_args=tiny_unet_args(),
+        )  # fmt: skip
+    )
+    assert bundle.metadata.diffusion["args"]["include_fc"] is True
+    for key, value in unet.state_dict().items():
+        assert torch.equal(bundle.unet.state_dict()[key], value), key

@@ -277,3 +277,21 @@ def test_the_reference_sampler_is_the_reference_inferers_loop_draw_for_draw():
             out = step * (1 - mask) + noisy * mask
             new_noise = torch.randn(known.shape, generator=generator)
     torch.testing.assert_close(ours, out, atol=1e-4, rtol=1e-4)
+
+
+def test_the_reference_samplers_known_region_is_its_central_strip(tmp_path):
+    """The reference knew only the central 192 mm of a scan from back to front; the mask of its result says so,
+    the columns beyond were drawn by the model."""
+    from fovcompletion.bundle import CanvasSpec
+    from fovcompletion.bundle_factory import create_random_bundle
+
+    canvas = CanvasSpec(shape=(48, 128), spacing_mm=(2.0, 2.0), padding_value=0.0, ap_policy="fixed")
+    bundle = create_random_bundle(tmp_path / "wide", canvas=canvas, name="wide-fixed")  # 256 mm wide
+    scan = synthetic_scan((3, 240, 40))  # 240 mm from front to back at 1 mm (AFFINE: axis 1 is A-P)
+    options = SamplerOptions(method="reference", steps=2)
+    result = complete(scan, AFFINE, model=bundle, slices=1, sampler=options, extend_inferior_mm=20)
+    known = result.mask[0].astype(bool)  # the output keeps the input's axes: (A-P, S-I) here
+    columns = np.flatnonzero(known.any(axis=1))
+    assert (columns[0], columns[-1] + 1) == (24, 216)  # 240 // 2 - 96 and 192 further
+    ddim = complete(scan, AFFINE, model=bundle, slices=1, steps=2, extend_inferior_mm=20)
+    assert ddim.mask[0].astype(bool).any(axis=1).all()  # the DDIM sampler knows every column

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_requirements_come_from_the_module_resources(tmp_path):
     assert REQUIREMENTS_FILE == ROOT / "FOVCompletion" / "Resources" / "requirements.txt"
-    assert tuple(loadRequirements()) == REQUIREMENTS and "monai>=1.4" in REQUIREMENTS
+    assert tuple(loadRequirements()) == REQUIREMENTS and "monai>=1.5" in REQUIREMENTS
     sample = tmp_path / "requirements.txt"
     sample.write_text("# comment\n\n  numpy>=1.24  \n-c constraints.txt\n--index-url https://x\nscipy\n")
     # as slicer.packaging.load_requirements reads it
@@ -240,7 +240,7 @@ def test_missing_engine_dependencies_are_listed_without_importing_them(monkeypat
 
     monkeypatch.setattr(importlib.metadata, "version", version)
     missing = dependencies.missingEngineDependencies()
-    assert missing[0] == f"torch>={MINIMUM_TORCH_VERSION}" and "monai>=1.4" in missing
+    assert missing[0] == f"torch>={MINIMUM_TORCH_VERSION}" and "monai>=1.5" in missing
 
 
 def fake_pytorch_utils(installed: bool, installs: bool = True):

@@ -9,6 +9,7 @@ pasted back exactly -> input axis order.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -438,9 +439,12 @@ def complete(
     known_native = slab.normalised_native()
     known_rows = np.zeros(len(native_rows), dtype=bool)
     known_rows[above : above + slab.native.shape[1]] = True
-    known_mask = np.broadcast_to(
-        known_rows[None, :, None], (slab.native.shape[0], len(native_rows), slab.native.shape[2])
-    )
+    known_cols = np.ones(slab.native.shape[2], dtype=bool)
+    if layout.known_cols is not None:  # the reference's central strip: the columns beyond it were drawn
+        first, last = (layout.col_offset + c - 0.5 for c in layout.known_cols)
+        known_cols = (mosaic_cols >= first) & (mosaic_cols < last)
+    known_mask = known_rows[None, :, None] & known_cols[None, None, :]
+    known_mask = np.broadcast_to(known_mask, (slab.native.shape[0], *known_mask.shape[1:]))
     input_range = (float(np.min(volume.array)), float(np.max(volume.array)))
     shift = np.eye(4)
     shift[1, 3] = -above
@@ -542,25 +546,25 @@ def _write_all_or_none(writers: list[tuple[Path, Callable[[Path], Path]]]) -> No
 def _rename_together(staged: list[tuple[Path, Path]]) -> None:
     """Rename each (temporary, target) onto its target, an existing target first set aside; if any rename
     fails, every target is put back as it was."""
-    placed: list[tuple[Path, Path | None]] = []  # (target, its earlier file set aside, or None)
+    placed: list[tuple[Path, Path | None]] = []  # (target, where its earlier file is set aside, or None)
     try:
         for temporary, target in staged:
-            earlier = None
-            if target.exists():
-                earlier = target.with_name(f".earlier-{os.getpid()}-{target.name}")
+            earlier = target.with_name(f".earlier-{os.getpid()}-{target.name}") if target.exists() else None
+            placed.append((target, earlier))  # before the move: an interrupt during it is rolled back too
+            if earlier is not None:
                 os.replace(target, earlier)
-            placed.append((target, earlier))
             os.replace(temporary, target)
     except BaseException:
         for target, earlier in reversed(placed):
-            if earlier is not None:
+            if earlier is not None and earlier.exists():
                 os.replace(earlier, target)
-            else:
+            elif earlier is None:
                 target.unlink(missing_ok=True)
         raise
-    for _, earlier in placed:
-        if earlier is not None:
-            earlier.unlink(missing_ok=True)
+    with contextlib.suppress(OSError, KeyboardInterrupt):  # the results are in place: the run has succeeded
+        for _, earlier in placed:
+            if earlier is not None:
+                earlier.unlink(missing_ok=True)
 
 
 def complete_file(

@@ -119,10 +119,10 @@ def import_reference_checkpoints(
     autoencoder_args = autoencoder_args or reference_autoencoder_args()
     unet_state = load_state_dict_file(Path(unet_path))
     unet_args = dict(unet_args or reference_unet_args())
-    if is_old_unet_layout(
-        unet_state
-    ):  # the attention blocks as monai-generative 0.2 ran them: no output layer
-        unet_args["include_fc"] = False
+    # monai-generative 0.2's attention blocks had no output layer in use; a checkpoint in MONAI's own layout says
+    # by its keys whether its blocks have one.
+    old_layout = is_old_unet_layout(unet_state)
+    unet_args["include_fc"] = not old_layout and any(".attn.out_proj." in key for key in unet_state)
     autoencoder = build_network("VQVAE", autoencoder_args)
     unet = build_network("DiffusionModelUNet", unet_args)
     load_weights(autoencoder, load_state_dict_file(Path(vqvae_path)), "VQ-VAE")

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..phantom import crop_phantom, generate_phantom, save_phantom
     from ..pipeline import complete_file
 
-    created = not args.out.exists()
+    made = [folder for folder in (args.out, *args.out.parents) if not folder.exists()]  # innermost first
     args.out.mkdir(parents=True, exist_ok=True)
     # The phantoms wait in a folder of their own until the completion is written: a failed or cancelled demo
     # leaves the output folder as it found it (the completion's own files are written all or none).
@@ -70,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
             os.replace(staging / name, args.out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if created and not any(args.out.iterdir()):
-            args.out.rmdir()
+        for folder in made:  # the folders this run made, left empty by a failure or a cancel
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
     input_path = args.out / inputs[0]
     print(f"partial input:      {input_path}")
     print(
