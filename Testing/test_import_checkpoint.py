@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +33,14 @@ def to_old_unet_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             old[f"{block}.proj_attn.weight"] = torch.randn(value.shape[0], value.shape[0])
             old[f"{block}.proj_attn.bias"] = torch.randn(value.shape[0])
     return old
+
+
+def import_tiny(vqvae: Path, unet: Path, output: Path) -> Path:
+    """`import_reference_checkpoints` of the tests' tiny networks, with a given scale factor."""
+    return import_reference_checkpoints(
+        vqvae, unet, output, "x", scale_factor=1.0, autoencoder_args=tiny_autoencoder_args(),
+        unet_args=tiny_unet_args(),
+    )  # fmt: skip
 
 
 @pytest.fixture()
@@ -149,10 +158,7 @@ def test_a_pickled_model_is_refused_without_torchs_advice_to_load_it_unsafely(
         build_network("DiffusionModelUNet", tiny_unet_args()), folder / "whole.pth"
     )  # a model, pickled
     with pytest.raises(BundleError, match="pickled objects, not only tensors") as refused:
-        import_reference_checkpoints(
-            folder / "vqvae.pth", folder / "whole.pth", tmp_path / "b", "x", scale_factor=1.0,
-            autoencoder_args=tiny_autoencoder_args(), unet_args=tiny_unet_args(),
-        )  # fmt: skip
+        import_tiny(folder / "vqvae.pth", folder / "whole.pth", tmp_path / "b")
     assert "weights_only" not in str(refused.value) and not (tmp_path / "b").exists()
 
 
@@ -162,15 +168,7 @@ def test_checkpoint_with_missing_keys_is_refused(reference_checkpoints, tmp_path
     state.pop(next(key for key in state if key.startswith("out.")))
     torch.save(state, folder / "partial.pth")
     with pytest.raises(BundleError, match="keys missing"):
-        import_reference_checkpoints(
-            folder / "vqvae.pth",
-            folder / "partial.pth",
-            tmp_path / "b",
-            "x",
-            scale_factor=1.0,
-            autoencoder_args=tiny_autoencoder_args(),
-            unet_args=tiny_unet_args(),
-        )
+        import_tiny(folder / "vqvae.pth", folder / "partial.pth", tmp_path / "b")
     assert not (tmp_path / "b").exists()
 
 
@@ -183,17 +181,7 @@ def test_a_checkpoint_in_monais_own_layout_keeps_the_output_layer_it_has(tmp_pat
     assert any(".attn.out_proj." in key for key in unet.state_dict())
     torch.save(autoencoder.state_dict(), tmp_path / "vqvae.pth")
     torch.save(unet.state_dict(), tmp_path / "unet.pth")
-    bundle = load_bundle(
-        import_reference_checkpoints(
-            tmp_path / "vqvae.pth",
-            tmp_path / "unet.pth",
-            tmp_path / "b",
-            "x",
-            scale_factor=1.0,
-            autoencoder_args=tiny_autoencoder_args(),
-            unet_args=tiny_unet_args(),
-        )  # fmt: skip
-    )
+    bundle = load_bundle(import_tiny(tmp_path / "vqvae.pth", tmp_path / "unet.pth", tmp_path / "b"))
     assert bundle.metadata.diffusion["args"]["include_fc"] is True
     for key, value in unet.state_dict().items():
         assert torch.equal(bundle.unet.state_dict()[key], value), key
