@@ -13,7 +13,7 @@ import torch
 
 from fovcompletion.bundle import load_bundle, load_state_dict_file, read_metadata, verify_bundle
 from fovcompletion.cli import main
-from fovcompletion.errors import BundleError
+from fovcompletion.errors import BundleError, InputError
 from fovcompletion.registry import ENV_MODEL_PATH, list_bundles, resolve_bundle
 
 
@@ -33,6 +33,16 @@ def test_round_trip_loads_the_saved_networks(tiny_bundle):
     assert list(first) == list(second)
     for a, b in zip(first.values(), second.values()):
         assert torch.equal(a, b)
+
+
+def test_a_device_is_named_as_the_engine_names_it(tiny_bundle):
+    """The Python API takes the command line's device names; one this machine lacks is a one-line user error."""
+    assert next(load_bundle(tiny_bundle, "auto").unet.parameters()).device.type in ("cpu", "cuda", "mps")
+    with pytest.raises(InputError, match="unknown device 'gpu'"):
+        load_bundle(tiny_bundle, "gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            load_bundle(tiny_bundle, "cuda")
 
 
 def test_modified_weight_file_is_refused(tiny_bundle, tmp_path):
@@ -182,6 +192,13 @@ def _edited(metadata: dict, path: str, value) -> dict:
         ("latent_scale_factor", float("nan"), "latent_scale_factor must be a number > 0"),
         ("latent_scale_factor", 0, "latent_scale_factor must be a number > 0"),
         ("steps", float("inf"), "malformed"),
+        ("speed", {"cpu": "fast"}, r"speed\['cpu'\] must be an object"),
+        (
+            "speed",
+            {"cpu": {"seconds_per_unet_step_per_slice": "slow"}},
+            "seconds_per_unet_step_per_slice must be",
+        ),
+        ("speed", {"cpu": {"seconds_per_unet_call": {"two": 0.1}}}, "seconds_per_unet_call must map"),
         ("weights/diffusion/file", None, "weight file must be a file name in the bundle"),
         (
             "weights/diffusion/file",

@@ -167,6 +167,26 @@ def test_every_window_is_scored_on_the_scans_scale_and_keeps_the_winner(bundle, 
         assert np.all(np.diff(known_rows.astype(int)) <= 0)  # one seam
 
 
+def test_only_the_rows_the_output_keeps_decide_the_choice(bundle, monkeypatch):
+    """A canvas taller than the extension makes rows past it that are cut off: a canal drawn there must not win,
+    nor be reported as lasting further than the completion reaches."""
+    calls = scripted_scores(monkeypatch, winner=1)
+    events = []
+    kwargs = {"model": bundle, "slices": 2, "steps": 2, "seed": 0, "progress": events.append}
+    complete(
+        synthetic_scan((6, 40, 30)),
+        AFFINE,
+        **kwargs,
+        extend_inferior_mm=10,
+        sampler=SamplerOptions(candidates=2),
+    )
+    assert events[0].details["windows"] == 1 and len(calls) == 2
+    for window, known_rows, *_ in calls:
+        assert known_rows.shape == (window.shape[1],)
+        assert np.count_nonzero(~known_rows) == 5  # 10 mm on the 2 mm canvas, not the rest of the window
+        assert known_rows[0] and not known_rows[-1]
+
+
 def test_no_candidates_is_refused_by_the_engine_and_the_benchmark(bundle):
     with pytest.raises(InputError, match="candidates must be at least 1"):
         complete(

@@ -172,7 +172,16 @@ def test_export_records_the_guidance_and_the_estimate_counts_it(trained_run, tmp
     assert estimate_seconds(guided, *run_size) == pytest.approx(2 * estimate_seconds(plain, *run_size))
 
 
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"foo": 1}',  # not a measurement: a typo, or another file
+        '{"speed": {"cpu": "fast"}}',  # the run-time estimate of every completion would fail on it
+        '{"speed": {"cpu": {"seconds_per_unet_step_per_slice": -1}}}',
+    ],
+)
 def test_export_refuses_measurements_it_cannot_read_and_writes_nothing(trained_run, tmp_path, text):
     _, run = trained_run
     measurements = tmp_path / "metadata.json"

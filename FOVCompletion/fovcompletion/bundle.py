@@ -247,6 +247,9 @@ class BundleMetadata:
             raise BundleError(
                 f"bundle {self.name!r}: guidance needs a conditioned UNet (conditioning is 'none')"
             )
+        problem = speed_problem(self.speed)
+        if problem:
+            raise BundleError(f"bundle {self.name!r}: {problem}")
         uses_codebook(self.autoencoder)  # refuses a malformed "codebook"
         if "decoder" in self.autoencoder:
             decoder_args(self.autoencoder)  # refuses a malformed "decoder"
@@ -258,6 +261,39 @@ class BundleMetadata:
                 f"bundle {self.name!r}: a {self.conditioning!r} UNet on {latent}-channel latents needs "
                 f"{expected} input and {latent} output channels, the bundle says {unet_in} and {unet_out}"
             )
+
+
+def _positive(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
+
+
+def speed_problem(speed: Any) -> str | None:
+    """What is wrong with a bundle's `speed` (None: nothing) among the figures the run-time estimate reads: per
+    device kind ("cpu", "cuda", "mps") an object with `seconds_per_unet_step_per_slice` (> 0), optionally
+    `seconds_per_unet_call` ({batch: seconds}) and the `canvas` ([rows, cols]) they were timed on. Checked on
+    load and on export, so a wrong entry fails in one line there, not as a traceback in every run."""
+    if not isinstance(speed, dict):
+        return "speed must be an object keyed by device kind (cpu, cuda, mps)"
+    for kind, figures in speed.items():
+        where = f"speed[{kind!r}]"
+        if not isinstance(figures, dict):
+            return f"{where} must be an object with seconds_per_unet_step_per_slice"
+        per_slice = figures.get("seconds_per_unet_step_per_slice", 1.0)
+        if not _positive(per_slice):
+            return (
+                f"{where}.seconds_per_unet_step_per_slice must be a number of seconds > 0 (got {per_slice!r})"
+            )
+        calls = figures.get("seconds_per_unet_call", {})
+        if not isinstance(calls, dict) or not all(
+            str(batch).isdigit() and int(batch) > 0 and _positive(seconds) for batch, seconds in calls.items()
+        ):
+            return f"{where}.seconds_per_unet_call must map batch sizes to seconds > 0 (got {calls!r})"
+        canvas = figures.get("canvas", [1, 1])
+        if not (isinstance(canvas, (list, tuple)) and len(canvas) == 2 and all(_positive(v) for v in canvas)):
+            return f"{where}.canvas must be two numbers > 0, the rows and columns timed (got {canvas!r})"
+    return None
 
 
 def _validate_scheduler(name: str, spec: SchedulerSpec) -> None:
@@ -381,10 +417,14 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], label:
 
 
 def load_bundle(path: str | os.PathLike, device: torch.device | str = "cpu") -> Bundle:
-    """Verify and load a bundle folder (or a bundle name known to the registry)."""
+    """Verify and load a bundle folder (or a bundle name known to the registry) onto `device`: a torch device, or
+    a name as `complete` takes it (auto, cpu, cuda, cuda:N, mps), so that an absent one is an `InputError`."""
+    from .device import resolve_device
     from .networks import build_from_spec
     from .registry import resolve_bundle
 
+    if isinstance(device, str):
+        device = resolve_device(device)
     folder = resolve_bundle(str(path))
     metadata = verify_bundle(folder)
     autoencoder = build_from_spec(metadata.autoencoder)

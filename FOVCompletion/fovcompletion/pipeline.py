@@ -225,11 +225,14 @@ class _Completer:
         feather_px: float,
         where: tuple[int, int],
         scan_scale: tuple[float, float],
+        requested: np.ndarray,
     ) -> np.ndarray:
         """Complete one canvas window (slices as one batch) `options.candidates` times and place each; keep the
         candidate whose canal, on the scan's intensity scale, lasts furthest past the seam
         (`candidates.canal_score`; the first of equals), and report the choice as a progress event of its own.
-        `where` is (sample, window) of the run, for the candidates' seeds."""
+        `where` is (sample, window) of the run, for the candidates' seeds; `requested` marks the window's rows
+        that the output keeps (one contiguous run): a canvas taller than the extension makes rows beyond it,
+        which are cut off and must not decide the choice."""
         count = self.options.candidates
         given = known & (keep >= 1.0)[None, :, None]
         made = [self._place(pixels, known, keep, self.window(pixels, given), feather_px)]
@@ -243,8 +246,8 @@ class _Completer:
             made.append(self._place(pixels, known, keep, self.window(pixels, given), feather_px))
         self.generator.set_state(state)
         spacing = tuple(float(mm) for mm in self.bundle.metadata.canvas.spacing_mm)
-        given_rows = given.any(axis=(0, 2))
-        scores = [canal_score(candidate, given_rows, spacing, scan_scale) for candidate in made]
+        given_rows = given.any(axis=(0, 2))[requested]
+        scores = [canal_score(candidate[:, requested], given_rows, spacing, scan_scale) for candidate in made]
         kept = best_candidate(scores)
         lasts = (
             f"its canal lasts {scores[kept].reach_mm:.0f} mm past the seam"
@@ -270,13 +273,15 @@ class _Completer:
         image, known = _mosaic(slab, layout, metadata.canvas.padding_value)
         scan_rows = known.any(axis=(0, 2))
         scan_scale = visible_range(image, scan_rows)
+        scan_row = np.arange(layout.height) + layout.top  # each mosaic row's row on the scan's model grid
+        requested = (scan_row >= -layout.above) & (scan_row < layout.n_rows + layout.below)
         filled = scan_rows.copy()
         for index, start in enumerate(layout.window_starts):
             rows = slice(start - layout.top, start - layout.top + layout.window_height)
             keep = crossfade_weights(filled[rows], ~scan_rows[rows], overlap_px)
             self._canvas = (image, rows, known[:, rows], keep, feather_px)
             image[:, rows] = self._best_window(
-                image[:, rows], known[:, rows], keep, feather_px, (number, index), scan_scale
+                image[:, rows], known[:, rows], keep, feather_px, (number, index), scan_scale, requested[rows]
             )
             known[:, rows] = True
             filled[rows] = True

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..bundle import save_bundle
+from ..bundle import save_bundle, speed_problem
 from ..errors import InputError
 from ..networks import build_from_spec, build_network, count_parameters
 from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
@@ -87,8 +87,15 @@ def read_measurements(path: Path) -> dict:
         measured = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"cannot read --metadata-json {path}: {str(error).splitlines()[0]}") from None
-    if not isinstance(measured, dict):
-        raise InputError(f"--metadata-json {path} must hold a JSON object with 'quality' and/or 'speed'")
+    unknown = sorted(set(measured) - {"quality", "speed"}) if isinstance(measured, dict) else []
+    if not isinstance(measured, dict) or unknown or not isinstance(measured.get("quality", {}), dict):
+        raise InputError(
+            f"--metadata-json {path} must hold a JSON object with 'quality' and/or 'speed' (objects)"
+            + (f", not {', '.join(map(repr, unknown))}" if unknown else "")
+        )
+    problem = speed_problem(measured.get("speed", {}))
+    if problem:
+        raise InputError(f"--metadata-json {path}: {problem}")
     return measured
 
 
