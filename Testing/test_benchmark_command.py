@@ -259,6 +259,29 @@ def test_benchmark_on_one_coarse_phantom(tmp_path, bench_bundle):
     assert "disc F1" in (out / "results.md").read_text()
 
 
+def test_an_interrupt_while_writing_the_reports_leaves_the_earlier_run_whole(
+    tmp_path, bench_bundle, monkeypatch
+):
+    """The four reports are written together or not at all: a cancel while the last one is drawn leaves an
+    earlier run's reports as they were (not a new results.json beside old figures), and a new folder gone."""
+    import fovcompletion.benchmark.report as report
+
+    out = tmp_path / "out"
+    command = ["benchmark", "--model", str(bench_bundle), "--phantoms", "1", "--phantom-spacing", "4"]
+    command += ["--methods", "constant,mirror", *FAST]
+    assert main([*command, "--out", str(out), "--seed", "1"]) == 0
+    earlier = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    def cancelled(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "plot_examples", cancelled)
+    assert main([*command, "--out", str(out), "--seed", "2"]) == 130
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
+    assert main([*command, "--out", str(tmp_path / "new"), "--seed", "2"]) == 130
+    assert not (tmp_path / "new").exists()
+
+
 def guided_phantom_arguments(folder: Path) -> list[str]:
     """Benchmark arguments for a tiny conditioned bundle with guidance 2, our sampler alone, on one phantom."""
     bundle = predicting_bundle(
@@ -391,6 +414,20 @@ def test_repeats_draw_our_sampler_with_new_seeds_and_report_its_noise(tmp_path, 
     assert main(["benchmark", "--out", str(tmp_path / "none"), *arguments, "--repeats", "0"]) == 1
     error = capsys.readouterr().err.strip()
     assert "--repeats must be at least 1" in error and "\n" not in error
+
+
+def test_an_axial_thick_slice_scan_is_refused_whichever_methods_are_scored(tmp_path, capsys):
+    """The baselines need no model, but a scan the engine refuses is no case of a completion benchmark."""
+    root = tiny_bids(tmp_path / "bids")
+    axial = root / "sub-c" / "anat" / "sub-c_T2w.nii.gz"
+    write_nifti(axial, synthetic_scan((40, 40, 16), seed=3), np.diag([-1.0, 1.0, 5.0, 1.0]))  # 5 mm S-I
+    command = ["benchmark", "--data", str(root), "--subjects", "sub-c", "--phantoms", "0", "--no-speed"]
+    assert main([*command, "--methods", "constant,mirror", "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(
+        "fovcompletion: error: sub-c (sub-c_T2w.nii.gz): input looks like an axial thick-slice"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):

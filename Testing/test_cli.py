@@ -135,6 +135,29 @@ def test_json_progress_lines_for_the_slicer_module(tiny_bundle, scan_file, tmp_p
     }
 
 
+def test_an_output_that_cannot_be_written_ends_with_an_error_event_naming_it(
+    tiny_bundle, scan_file, tmp_path, capsys, monkeypatch
+):
+    """A write that fails after the run (a full disk) is one line that names the file asked for, not its
+    temporary name, and the JSON progress ends with an error event, as for a user error."""
+    import errno
+
+    import fovcompletion.pipeline as pipeline
+
+    def full_disk(volume, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pipeline, "write_volume", full_disk)
+    out = tmp_path / "out.nii.gz"
+    command = ["complete", str(scan_file), "-o", str(out), "--model", str(tiny_bundle), "--steps", "2"]
+    assert main([*command, "--extend-inferior", "20", "--progress", "json"]) == 1
+    captured = capsys.readouterr()
+    last = json.loads(captured.out.strip().splitlines()[-1])
+    assert last == {"event": "error", "message": f"No space left on device: {out}"}
+    assert captured.err.strip().splitlines()[-1] == f"fovcompletion: error: {last['message']}"
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("how", ["cancel line", "closed stdin"])
 def test_cancel_from_the_parent_process_leaves_nothing(how, tiny_bundle, scan_file, tmp_path):
     out = tmp_path / "out.nii.gz"
@@ -200,10 +223,12 @@ def test_sigterm_ends_a_run_like_ctrl_c_and_leaves_nothing(tiny_bundle, scan_fil
         if "preview" in json.loads(line):  # a live preview file exists now
             process.send_signal(signal.SIGTERM)
             break
-    process.stdout.read()
+    remaining = process.stdout.read()
     stderr = process.stderr.read()
     assert process.wait(timeout=60) == 130
     assert stderr.strip().splitlines()[-1] == "fovcompletion: cancelled; nothing was written"
+    last = json.loads(remaining.strip().splitlines()[-1])  # the Slicer module reads how the run ended from it
+    assert last == {"event": "error", "message": "cancelled; nothing was written"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
 
 
@@ -344,6 +369,26 @@ BAD_INPUTS = {
         "resample 2 cannot be used: the reference sampler runs the original algorithm",
     ),
 }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"affine": None}, "an array needs its voxel-to-RAS affine"),
+        ({"slices": 3, "slice_range": (0, 2)}, "a number of slices or a slice range, not both"),
+        ({"slices": 2.7}, "the number of slices must be a whole number (got 2.7)"),
+        ({"slice_range": (0, 2.5)}, "the slice range must be two whole numbers"),
+    ],
+)
+def test_the_python_api_refuses_what_the_command_line_cannot_say(kwargs, message, tiny_bundle):
+    """The API takes what the command line's parser would have refused: each is a one-line user error before the
+    model loads, never a TypeError or a silently dropped choice."""
+    arguments = {"affine": np.diag([-1.0, -1.0, 1.0, 1.0]), **kwargs}
+    with pytest.raises(InputError) as raised:
+        fovcompletion_complete(
+            synthetic_scan(), model=tiny_bundle, steps=2, extend_inferior_mm=20, **arguments
+        )
+    assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

@@ -222,6 +222,31 @@ def test_count_levels_refuses_intensities_centred_on_zero(clean1):
     assert count_levels(centred + 1.0, (1.0, 1.0), cols)["discs"] == discs
 
 
+def test_a_cancel_while_the_labels_are_written_leaves_no_image_without_them(tmp_path, ph2, monkeypatch):
+    """The image and its label map are a pair: a cancel part-way leaves neither new file, and an earlier pair as
+    it was."""
+    import nibabel
+
+    part = crop_phantom(ph2, "thoracic")
+    image_path, labels_path = tmp_path / "p.nii.gz", tmp_path / "p_labels.nii.gz"
+    save_phantom(crop_phantom(ph2, "cervical"), image_path, labels_path)
+    earlier = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    save = nibabel.save
+
+    def cancel_on_the_labels(img, filename):
+        if img.get_data_dtype() == np.uint8:
+            raise KeyboardInterrupt
+        save(img, filename)
+
+    monkeypatch.setattr(nibabel, "save", cancel_on_the_labels)
+    with pytest.raises(KeyboardInterrupt):
+        save_phantom(part, image_path, labels_path)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == earlier
+    with pytest.raises(KeyboardInterrupt):
+        save_phantom(part, tmp_path / "q.nii.gz", tmp_path / "q_labels.nii.gz")
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(earlier)
+
+
 def test_save_phantom_round_trip(tmp_path, ph2):
     part = crop_phantom(ph2, "thoracic")
     image_path, labels_path = tmp_path / "t.nii.gz", tmp_path / "t_labels.nii.gz"

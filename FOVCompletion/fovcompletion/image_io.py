@@ -6,6 +6,7 @@ cancelled run never leaves a half-written file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -185,6 +186,52 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_all_or_none(writers: list[tuple[Path, Callable[[Path], Path]]]) -> None:
+    """Write every file beside its target under a temporary name, then rename them all: a failure part-way,
+    while writing or while renaming (an interrupt included), leaves no new file and every file that was there
+    before (an earlier run's output) as it was."""
+    staged: list[tuple[Path, Path]] = []
+    temporaries: list[Path] = []  # the one being written too: a writer may leave part of a file
+    try:
+        for target, write in writers:
+            temporaries.append(
+                target.with_name(f".partial-{os.getpid()}-{target.name}")
+            )  # keeps the extension
+            try:
+                staged.append((Path(write(temporaries[-1])), target))
+            except OSError as error:  # named by the file asked for, not by its temporary name
+                raise OSError(error.errno, error.strerror or str(error), str(target)) from None
+        rename_together(staged)
+    except BaseException:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+        raise
+
+
+def rename_together(staged: list[tuple[Path, Path]]) -> None:
+    """Rename each (temporary, target) onto its target, an existing target first set aside; if any rename
+    fails, every target is put back as it was."""
+    placed: list[tuple[Path, Path | None]] = []  # (target, where its earlier file is set aside, or None)
+    try:
+        for temporary, target in staged:
+            earlier = target.with_name(f".earlier-{os.getpid()}-{target.name}") if target.exists() else None
+            placed.append((target, earlier))  # before the move: an interrupt during it is rolled back too
+            if earlier is not None:
+                os.replace(target, earlier)
+            os.replace(temporary, target)
+    except BaseException:
+        for target, earlier in reversed(placed):
+            if earlier is not None and earlier.exists():
+                os.replace(earlier, target)
+            elif earlier is None:
+                target.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError, KeyboardInterrupt):  # the results are in place: the run has succeeded
+        for _, earlier in placed:
+            if earlier is not None:
+                earlier.unlink(missing_ok=True)
 
 
 def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = WRITABLE_SUFFIXES) -> Path:

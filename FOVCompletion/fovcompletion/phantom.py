@@ -24,6 +24,7 @@ import math
 import os
 import secrets
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from scipy.spatial import cKDTree
 
 from .anatomy import DISC_LABEL_OFFSET, DISC_LABELS, SACRUM_LABEL, VERTEBRA_LABELS
 from .errors import InputError
+from .image_io import write_all_or_none
 
 # --------------------------------------------------------------------------------------------------
 # Labels
@@ -318,10 +320,11 @@ def save_phantom(
     *,
     image_dtype: str = "int16",
 ) -> None:
-    """Write the image (and optionally the label map) as NIfTI, atomically.
+    """Write the image (and optionally the label map) as NIfTI, both or neither.
 
-    Each file is written to a temporary file in the destination folder and then renamed over the
-    target, so a reader never sees a half-written file. The image is stored as rounded ``int16`` by
+    The files are written under temporary names in their folders and then renamed over the targets
+    together (`image_io.write_all_or_none`), so a reader never sees a half-written file, and a failure or
+    a cancel leaves no image without its labels and any earlier pair as it was. The image is stored as rounded ``int16`` by
     default (like a scanner export, half the size of float32); pass ``image_dtype="float32"`` to keep
     the exact values.
     """
@@ -334,10 +337,11 @@ def save_phantom(
         data = np.clip(np.rint(data), -32768, 32767).astype(np.int16)
     else:
         data = data.astype(np.float32, copy=False)
-    _atomic_nifti(nib.Nifti1Image(data, phantom.affine), image_path, intent="image")
+    images = [(nib.Nifti1Image(data, phantom.affine), Path(image_path), "image")]
     if labels_path is not None:
-        lab_img = nib.Nifti1Image(np.asarray(phantom.labels, dtype=np.uint8), phantom.affine)
-        _atomic_nifti(lab_img, labels_path, intent="labels")
+        labels = nib.Nifti1Image(np.asarray(phantom.labels, dtype=np.uint8), phantom.affine)
+        images.append((labels, Path(labels_path), "labels"))
+    write_all_or_none([(path, partial(_atomic_nifti, img, intent=intent)) for img, path, intent in images])
 
 
 def _nifti_suffix(path: Path) -> str:
@@ -349,7 +353,7 @@ def _nifti_suffix(path: Path) -> str:
     raise InputError(f"{path} must end in .nii or .nii.gz")
 
 
-def _atomic_nifti(img, path: str | os.PathLike, intent: str) -> None:
+def _atomic_nifti(img, path: str | os.PathLike, intent: str) -> Path:
     import nibabel as nib
 
     path = Path(path)
@@ -375,6 +379,7 @@ def _atomic_nifti(img, path: str | os.PathLike, intent: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 # --------------------------------------------------------------------------------------------------

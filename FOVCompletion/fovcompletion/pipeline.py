@@ -9,7 +9,6 @@ pasted back exactly -> input axis order.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -28,12 +27,20 @@ from .device import autocast_dtype, is_out_of_memory, resolve_device
 from .errors import BundleError, InputError, OutOfMemoryError
 from .estimate import estimate_run
 from .geometry import axcodes_of, reorient, sample_at
-from .image_io import Volume, check_output_path, read_volume, same_file, validate_volume, write_volume
+from .image_io import (
+    Volume,
+    check_output_path,
+    read_volume,
+    same_file,
+    validate_volume,
+    write_all_or_none,
+    write_volume,
+)
 from .latent_codec import decode, encode
 from .layout import CanvasLayout, check_extension, plan_layout
 from .memory import advice as memory_advice
 from .memory import check_memory
-from .preprocess import PreparedSlab, prepare_slab
+from .preprocess import PreparedSlab, check_slice_choice, prepare_slab
 from .progress import ProgressCallback, ProgressTracker
 from .regions import visible_range
 from .registry import resolve_bundle
@@ -386,7 +393,10 @@ def complete(
     progress event as `preview`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
     """
     started = time.perf_counter()
+    if not isinstance(image, Volume) and affine is None:
+        raise InputError("an array needs its voxel-to-RAS affine (a 4 x 4 matrix), or pass a Volume")
     volume = validate_volume(*((image.array, image.affine) if isinstance(image, Volume) else (image, affine)))
+    check_slice_choice(slices, slice_range)
     if samples < 1:
         raise InputError(f"samples must be at least 1 (got {samples})")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
@@ -532,46 +542,6 @@ def _write_live_preview(estimate: Volume, path: Path) -> str | None:
         return None
 
 
-def _write_all_or_none(writers: list[tuple[Path, Callable[[Path], Path]]]) -> None:
-    """Write every file beside its target under a temporary name, then rename them all: a failure part-way,
-    while writing or while renaming (an interrupt included), leaves no new file and every file that was there
-    before (an earlier run's output) as it was."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for target, write in writers:
-            temporary = target.with_name(f".partial-{os.getpid()}-{target.name}")  # keeps the extension
-            staged.append((write(temporary), target))
-        _rename_together(staged)
-    except BaseException:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
-        raise
-
-
-def _rename_together(staged: list[tuple[Path, Path]]) -> None:
-    """Rename each (temporary, target) onto its target, an existing target first set aside; if any rename
-    fails, every target is put back as it was."""
-    placed: list[tuple[Path, Path | None]] = []  # (target, where its earlier file is set aside, or None)
-    try:
-        for temporary, target in staged:
-            earlier = target.with_name(f".earlier-{os.getpid()}-{target.name}") if target.exists() else None
-            placed.append((target, earlier))  # before the move: an interrupt during it is rolled back too
-            if earlier is not None:
-                os.replace(target, earlier)
-            os.replace(temporary, target)
-    except BaseException:
-        for target, earlier in reversed(placed):
-            if earlier is not None and earlier.exists():
-                os.replace(earlier, target)
-            elif earlier is None:
-                target.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError, KeyboardInterrupt):  # the results are in place: the run has succeeded
-        for _, earlier in placed:
-            if earlier is not None:
-                earlier.unlink(missing_ok=True)
-
-
 def complete_file(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -637,5 +607,5 @@ def complete_file(
         from .preview import write_preview
 
         writers.append((Path(preview_path), lambda path: write_preview(result, path, preview_even_fade)))
-    _write_all_or_none(writers)
+    write_all_or_none(writers)
     return result

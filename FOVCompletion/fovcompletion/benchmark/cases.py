@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..geometry import MODEL_AXCODES, reorient
+from ..geometry import MODEL_AXCODES, check_sagittal_resolution, reorient
 from ..image_io import Volume, read_volume
+from ..preprocess import max_inplane_spacing_mm
 from .baselines import LibraryEntry
 
 DIRECTIONS = ("superior", "inferior", "both")
@@ -130,12 +131,20 @@ def real_cases(
     hide_mm: float,
     direction: str,
     log: Callable[[str], None] = print,
+    max_inplane_mm: float | None = None,
 ) -> list[Case]:
-    """Hide `hide_mm` at one end (or each end in turn) of every evaluation subject's volume."""
+    """Hide `hide_mm` at one end (or each end in turn) of every evaluation subject's volume. A scan sampled more
+    coarsely than `max_inplane_mm` superior-inferior or anterior-posterior (an axial thick-slice scan; default:
+    what the engine accepts of any model) is refused as the engine refuses it, whichever methods are scored."""
+    limit = max_inplane_spacing_mm(None) if max_inplane_mm is None else max_inplane_mm
     cases: list[Case] = []
     for subject in evaluation:
         path, region = subjects[subject]
         volume = to_model_orientation(read_volume(path))
+        try:
+            check_sagittal_resolution(np.linalg.norm(volume.affine[:3, :3], axis=0), limit)
+        except InputError as error:
+            raise InputError(f"{subject} ({path.name}): {error}") from None
         spacing = float(np.linalg.norm(volume.affine[:3, 1]))
         n_rows = volume.array.shape[1]
         hidden = int(math.ceil(hide_mm / spacing - 1e-6))

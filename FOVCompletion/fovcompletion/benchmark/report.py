@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..image_io import write_all_or_none
 from ..regions import visible_range
 from .aggregate import summarise_run
 from .ceiling import is_ceiling
@@ -538,10 +541,27 @@ def plot_examples(run: BenchmarkRun, path: Path) -> Path:
 
 def write_reports(run: BenchmarkRun, out: Path, hide_mm: float, extra: dict[str, Any]) -> dict[str, Any]:
     """All four outputs; returns the results document."""
-    out.mkdir(parents=True, exist_ok=True)
     results = build_results(run, hide_mm, extra)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(results, out / "results.md")
-    plot_quality_vs_steps(results, run.methods, out / "quality_vs_steps.png")
-    plot_examples(run, out / "examples.png")
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write_json(path: Path) -> Path:
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        return path
+
+    # All four or none: an interrupt while writing leaves an earlier run's reports whole, never a mix.
+    try:
+        write_all_or_none(
+            [
+                (out / "results.json", write_json),
+                (out / "results.md", partial(write_markdown, results)),
+                (out / "quality_vs_steps.png", partial(plot_quality_vs_steps, results, run.methods)),
+                (out / "examples.png", partial(plot_examples, run)),
+            ]
+        )
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     return results

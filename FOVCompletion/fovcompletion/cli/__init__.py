@@ -47,21 +47,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except FOVCompletionError as error:
-        print(f"fovcompletion: error: {error}", file=sys.stderr)
+        print(f"fovcompletion: error: {error_line(error)}", file=sys.stderr)
         return error.exit_code
     except OSError as error:  # a full disk, a permission problem: one line, not a traceback
-        print(
-            f"fovcompletion: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "),
-            file=sys.stderr,
-        )
+        print(f"fovcompletion: error: {error_line(error)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("fovcompletion: cancelled; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        print(f"fovcompletion: {error_line(error)}", file=sys.stderr)
         return 130
     finally:
         for signum, handler in previous.items():
             if handler is not None:  # None: installed outside Python, cannot be put back
                 signal.signal(signum, handler)
+
+
+def error_line(error: BaseException) -> str:
+    """The one line a command reports for how it ended without a result: a user error's message, an OS error's
+    reason and file, or a cancel (Ctrl-C, SIGTERM)."""
+    if isinstance(error, KeyboardInterrupt):
+        return "cancelled; nothing was written"
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+    return str(error)
 
 
 def attach_dash_values(argv: list[str]) -> list[str]:

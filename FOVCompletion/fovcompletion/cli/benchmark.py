@@ -316,6 +316,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
     from ..benchmark.subjects import bundle_lists, choose_subjects
     from ..benchmark.templates import template_cases
     from ..bundle import read_metadata
+    from ..preprocess import max_inplane_spacing_mm
     from ..registry import resolve_bundle
 
     learned = bool(families & set(LEARNED))
@@ -356,7 +357,14 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
             f"real cases from {len(choice.evaluated)} subject(s): {choice.reason}; {skipped}"
             f"retrieval over {len(choice.library)} subject(s)"
         )
-        real = case_lib.real_cases(subjects, choice.evaluated, args.hide_mm, args.direction, log=log)
+        real = case_lib.real_cases(
+            subjects,
+            choice.evaluated,
+            args.hide_mm,
+            args.direction,
+            log=log,
+            max_inplane_mm=max_inplane_spacing_mm(metadata),
+        )
         if preset["real_cases"]:
             real = case_lib.pick_quick(real, preset["real_cases"])
         cases += real[: args.max_cases] if args.max_cases else real

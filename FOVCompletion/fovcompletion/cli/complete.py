@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import FOVCompletionError
 from ..progress import JsonLines, ProgressCallback, ProgressEvent, TextProgressBar
+from . import error_line
 from .options import add_completion_options, completion_kwargs
 
 
@@ -131,9 +132,10 @@ def run(args: argparse.Namespace) -> int:
             cancel=cancelled.is_set,
             **completion_kwargs(args),
         )
-    except FOVCompletionError as error:
+    except (FOVCompletionError, OSError, KeyboardInterrupt) as error:
+        # The Slicer module reads the last event: every way a run ends without a result ends with an error event.
         if json_lines is not None:
-            json_lines.send("error", message=str(error))
+            json_lines.send("error", message=error_line(error))
         raise
     spread = str(args.spread_output) if args.spread_output and result.spread is not None else None
     if json_lines is not None:

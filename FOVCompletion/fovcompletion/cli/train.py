@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from ..conditioning import CONDITIONING_MODES
@@ -427,8 +428,14 @@ def run_autoencoder(args: argparse.Namespace) -> int:
     _stage_overrides(cfg, args)
     _run_overrides(config, args)
     path = train_autoencoder(config, args.run, resume=args.resume)
-    print(f"autoencoder checkpoint: {path}")
+    _report(f"autoencoder checkpoint: {path}")
     return 0
+
+
+def _report(line: str) -> None:
+    """Rank 0 alone reports a stage's result, as it alone logs (torchrun starts one process per device)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(line)
 
 
 def run_diffusion(args: argparse.Namespace) -> int:
@@ -462,7 +469,7 @@ def run_diffusion(args: argparse.Namespace) -> int:
         config.data.flatten_sigma_mm = args.flatten_sigma_mm
     _run_overrides(config, args)
     path = train_diffusion(config, args.run, resume=args.resume)
-    print(f"UNet checkpoint: {path}")
+    _report(f"UNet checkpoint: {path}")
     return 0
 
 
