@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .conditioning import CONDITIONING_MODES, unet_input_channels
-from .errors import BundleError
+from .errors import BundleError, first_line
 from .latent_codec import (
     codebook_free,
     latent_channels,
@@ -387,7 +387,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure to parse a weight file is a bundle error
-        reason = str(error).splitlines()[0]
+        reason = first_line(error)
         if "Weights only load failed" in reason:  # torch's own advice, to load unsafely, is not ours to give
             reason = "it holds pickled objects, not only tensors (save the network's state_dict() instead)"
         raise BundleError(f"cannot read weights {path.name}: {reason}") from None
@@ -398,12 +398,11 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def first_mismatch(error: RuntimeError) -> str:
+def first_mismatch(error: Exception) -> str:
     """The first missing, unexpected or mis-shaped key of a failed `load_state_dict`, for a one-line error
-    (the error's own first line only names the network)."""
-    text = str(error)
-    first = text.split("\n\t")[1] if "\n\t" in text else text
-    return first.strip()[:300]
+    (the error's own first line only names the network); any other error's first line."""
+    parts = str(error).split("\n\t")
+    return (parts[1].strip() if len(parts) > 1 and parts[1].strip() else first_line(error))[:300]
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], label: str) -> None:

@@ -25,3 +25,10 @@ class CancelledError(FOVCompletionError):
     """The user cancelled a run; nothing was written."""
 
     exit_code = 130
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error's message, else its type's name: a user-facing error stays one line
+    even for an exception without a message (an empty file's EOFError)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

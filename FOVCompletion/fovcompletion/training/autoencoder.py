@@ -4,15 +4,16 @@ launched by torchrun."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..latent_codec import decode, encode
 from ..networks import build_from_spec, count_parameters
 from ..residual_latent import hold_base_frozen, residual_spread_factors, trainable_parameters
-from .checkpoints import LAST, load_checkpoint, save_checkpoint
+from .checkpoints import LAST, interrupts_deferred, load_checkpoint, restore, save_checkpoint
 from .config import AutoencoderConfig, TrainConfig, check_counts
 from .data import WindowDataset, WindowSampler, fixed_windows
 from .distributed import (
@@ -25,7 +26,7 @@ from .distributed import (
     unwrap,
     wrap,
 )
-from .initialise import initial_weights, load_starting_autoencoder
+from .initialise import initial_weights, load_starting_autoencoder, own_decoder
 from .logs import CsvLog, Progress, format_row, log_line, save_grid
 from .lr_schedule import check_lr_schedule, learning_rate
 from .runner import (
@@ -41,6 +42,15 @@ from .runner import (
 )
 
 STAGE = "autoencoder"
+# What a resume loads, each into the part these settings build (`checkpoints.restore`).
+RESUMED = (
+    ("model", "autoencoder"),
+    ("discriminator", "discriminator"),
+    ("optimizer", "optimiser"),
+    ("optimizer_discriminator", "discriminator's optimiser"),
+    ("scaler", "grad scaler"),
+    ("scaler_discriminator", "discriminator's grad scaler"),
+)
 
 
 def build_discriminator(config: AutoencoderConfig) -> torch.nn.Module:
@@ -75,7 +85,7 @@ def build_perceptual(
             pretrained_path=config.perceptual_weights,
         )
     except Exception as error:  # noqa: BLE001 - missing package, no network, bad file: all the same to the user
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        detail = first_line(error)
         raise InputError(
             f"perceptual loss ({config.perceptual_network}) needs pretrained weights that could not be loaded "
             f"({detail}); give a local file with --perceptual-weights or use --perceptual-weight 0"
@@ -186,10 +196,6 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     device = context.device
     torch.manual_seed(config.seed + context.rank)
     data = load_training_data(config, verbose=main)
-    if main:
-        write_run_config(run_dir, config)
-        write_data_manifest(run_dir, data)
-        stage_dir.mkdir(parents=True, exist_ok=True)
     sampler = WindowSampler(data.train, config, shape=cfg.crop, on_grid=cfg.crop_on_grid)
     val_images, val_masks = fixed_windows(
         WindowSampler(data.val or data.train, config, augment=False), cfg.validation_windows, config.seed
@@ -214,18 +220,23 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_discriminator)
     scaler_g, scaler_d = grad_scaler(device), grad_scaler(device)
     start_epoch, step, elapsed = 0, 0, 0.0
+    # This autoencoder's name, kept by its resumes: a UNet checkpoint names the latents it learned by it, so that
+    # another run's UNet, or one of an autoencoder trained since from scratch, is not resumed on these.
+    autoencoder_id = uuid.uuid4().hex  # os.urandom: no draw from the seeded RNGs
     if resuming:
-        state = load_checkpoint(last, rank=context.rank)
-        model.load_state_dict(state["model"])
-        discriminator.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["optimizer"])
-        opt_d.load_state_dict(state["optimizer_discriminator"])
-        scaler_g.load_state_dict(state["scaler"])
-        scaler_d.load_state_dict(state["scaler_discriminator"])
+        required = tuple(key for key, _ in RESUMED) + ("epoch", "step", "elapsed_s")
+        state = load_checkpoint(last, rank=context.rank, stage=STAGE, required=required)
+        parts = {"model": model, "discriminator": discriminator, "optimizer": opt_g}
+        parts.update(optimizer_discriminator=opt_d, scaler=scaler_g, scaler_discriminator=scaler_d)
+        for key, what in RESUMED:
+            restore(parts[key], state, key, last, what, "resume with the run's own")
         start_epoch, step, elapsed = state["epoch"] + 1, state["step"], state["elapsed_s"]
+        autoencoder_id = state.get("autoencoder_id") or autoencoder_id
         log_line(f"resumed {last} at epoch {start_epoch} (step {step})", main)
     elif cfg.init_from:
-        decoder_loaded = load_starting_autoencoder(model, initial_weights(cfg.init_from, "autoencoder"))
+        decoder_loaded = load_starting_autoencoder(
+            model, initial_weights(cfg.init_from, "autoencoder"), fresh_decoder=own_decoder(cfg)
+        )
         origin = cfg.init_from
         log_line(
             f"{cfg.network} starts from bundle {origin['bundle']} {origin['version']} ({origin['path']})"
@@ -247,6 +258,10 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
     )
     ddp_model, ddp_disc = wrap(model, context), wrap(discriminator, context)
     perceptual = build_perceptual(cfg, device, main)
+    if main:  # only settings that built and loaded everything are written: a failed start leaves no trace
+        write_run_config(run_dir, config)
+        write_data_manifest(run_dir, data)
+        stage_dir.mkdir(parents=True, exist_ok=True)
     from monai.losses import PatchAdversarialLoss
 
     adversarial_loss = PatchAdversarialLoss(criterion="least_squares")
@@ -289,6 +304,7 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
             "scaler": scaler_g.state_dict(),
             "scaler_discriminator": scaler_d.state_dict(),
             "config": config.to_dict(),
+            "autoencoder_id": autoencoder_id,
         }
 
     saved_epoch, factors = start_epoch - 1, None
@@ -362,9 +378,10 @@ def train_autoencoder(config: TrainConfig | None, run_dir: Path, resume: bool = 
             if (epoch + 1) % config.sample_every == 0 or last_epoch or stop:
                 write_samples(stage_dir / "samples" / f"epoch{epoch:04d}.png", model, val_images, device)
             row["elapsed_s"] = round(budget.elapsed, 1)
-            log.write(row)
             factors = residual_factors()
-            save_checkpoint(last, checkpoint(epoch, step, factors), rank_rng)
+            with interrupts_deferred():  # the log gets an epoch's row once its checkpoint is in place
+                save_checkpoint(last, checkpoint(epoch, step, factors), rank_rng)
+                log.write(row)
             saved_epoch = epoch
             log_line(format_row(row))
         barrier(context)

@@ -8,13 +8,14 @@ folder and copied into the exported bundle.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..bundle import BundleMetadata, CanvasSpec, IntensitySpec, SchedulerSpec
 from ..conditioning import unet_input_channels
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..latent_codec import latent_channels
 from ..networks import autoencoder_kl_args, reference_autoencoder_args, reference_unet_args
 
@@ -271,6 +272,22 @@ def set_conditioning(config: TrainConfig, mode: str) -> None:
     config.diffusion.args = {**config.diffusion.args, "in_channels": channels, "out_channels": latent}
 
 
+def latent_identity(config: TrainConfig) -> dict[str, Any]:
+    """What makes a run's latents what they are, short of the weights: the autoencoder's encoding side (class,
+    arguments, codebook, residual channels; a decoder of its own widths changes none of it) and how scans are
+    prepared for it. A UNet trained on latents of one identity is of no use on another's."""
+    spec = {key: value for key, value in config.autoencoder.spec().items() if key != "decoder"}
+    data = config.data
+    identity = {
+        "autoencoder": spec,
+        "spacing_mm": data.spacing_mm,
+        "padding_value": data.padding_value,
+        "intensity_percentiles": data.intensity_percentiles,
+        "intensity_clip": data.intensity_clip,
+    }
+    return json.loads(json.dumps(identity))  # tuples and lists alike, as they are once saved
+
+
 def check_counts(config: TrainConfig, stage: AutoencoderConfig | DiffusionConfig) -> None:
     """Counts the training loop divides or iterates by, checked before a stage starts (a zero found after its
     first epoch would cost that epoch and end in a traceback)."""
@@ -390,29 +407,41 @@ def preset_config(name: str) -> TrainConfig:
     raise InputError(f"unknown training preset {name!r} (choose from {', '.join(PRESETS)})")
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+def _from_dict(cls: type, data: Any, section: str = "") -> Any:
+    """A configuration from its JSON; a section that is not an object is one line (a hand-edited file), not a
+    TypeError deep in the stage that reads it."""
+    where = f"'{section}'" if section else "the training configuration"
+    if not isinstance(data, dict):
+        raise InputError(f"{where} must be a JSON object of settings, not {type(data).__name__} {data!r:.60}")
     known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
+    unknown = sorted(map(str, set(data) - set(known)))
     if unknown:
         raise InputError(f"unknown {cls.__name__} keys in the training configuration: {', '.join(unknown)}")
     values = {}
     defaults = cls()
     for key, value in data.items():
         current = getattr(defaults, key)
-        if is_dataclass(current) and isinstance(value, dict):
-            value = _from_dict(type(current), value)
+        if is_dataclass(current):
+            value = _from_dict(type(current), value, f"{section}.{key}" if section else key)
         elif isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
         values[key] = value
     return cls(**values)
 
 
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    return _from_dict(TrainConfig, data)
+def config_from_dict(data: Any, source: str | os.PathLike | None = None) -> TrainConfig:
+    """A configuration from its JSON; `source` (a file, a checkpoint) is named in a refusal."""
+    try:
+        return _from_dict(TrainConfig, data)
+    except InputError as error:
+        if source is None:
+            raise
+        raise InputError(f"{source}: {error}") from None
 
 
 def load_config(path: Path) -> TrainConfig:
     try:
-        return config_from_dict(json.loads(Path(path).read_text()))
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read training configuration {path}: {error}") from None
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read training configuration {path}: {first_line(error)}") from None
+    return config_from_dict(data, path)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..bundle import SchedulerSpec, first_mismatch
+from ..bundle import SchedulerSpec
 from ..conditioning import conditioned_input, outpainting_masks
 from ..errors import InputError
 from ..latent_codec import decode, latent_downsample_factor
@@ -20,8 +20,8 @@ from ..networks import build_from_spec, build_network, count_parameters
 from ..residual_latent import apply_residual_factors
 from ..sampling import LatentInpainter, SamplerOptions, alphas_cumprod
 from .autoencoder import STAGE as AUTOENCODER_STAGE
-from .checkpoints import LAST, load_checkpoint, save_checkpoint
-from .config import TrainConfig, check_counts
+from .checkpoints import LAST, continue_rng, interrupts_deferred, load_checkpoint, restore, save_checkpoint
+from .config import TrainConfig, check_counts, config_from_dict, latent_identity
 from .distributed import (
     barrier,
     gather_rng_states,
@@ -52,6 +52,9 @@ from .runner import (
 
 STAGE = "diffusion"
 LATENT_CACHE = "latents.pt"
+# What a resume reads from the stage's checkpoint.
+RESUMED = ("model", "optimizer", "scaler", "scale_factor", "config", "epoch", "step", "elapsed_s")
+RESUME_HINT = "resume with the run's own"
 
 
 def load_trained_autoencoder(run_dir: Path, config: TrainConfig, device: torch.device) -> torch.nn.Module:
@@ -59,8 +62,8 @@ def load_trained_autoencoder(run_dir: Path, config: TrainConfig, device: torch.d
     if not path.is_file():
         raise InputError(f"no trained autoencoder in {run_dir} ({path} missing): run train-autoencoder first")
     model = build_from_spec(config.autoencoder.spec())
-    state = load_checkpoint(path, restore_rng=False)
-    model.load_state_dict(state["model"])
+    state = load_checkpoint(path, restore_rng=False, stage=AUTOENCODER_STAGE, required=("model",))
+    restore(model, state, "model", path, "autoencoder", "the run's autoencoder stage must hold its own")
     if state.get("residual_factors") is not None:  # residual channels at the bundle's channels' spread
         apply_residual_factors(model, state["residual_factors"])
     return model.to(device).eval()
@@ -177,7 +180,13 @@ def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, ma
     under it, and a UNet started from a bundle keeps the bundle's."""
     cache = run_dir / STAGE / LATENT_CACHE
     key = latent_cache_key(config)
-    cached = load_checkpoint(cache, restore_rng=False) if main and cache.is_file() else None
+    cached = None
+    if main and cache.is_file():
+        try:
+            cached = load_checkpoint(cache, restore_rng=False)
+        except InputError as error:  # a cache, made again rather than refused
+            log_line(f"{error}: encoding again")
+            cache.unlink()
     if cached is not None:
         if cached.get("key") != key:
             stale = "the training data changed"
@@ -209,7 +218,9 @@ def write_latent_cache(
     )
     last = run_dir / STAGE / LAST
     if last.is_file():
-        scale = float(load_checkpoint(last, restore_rng=False)["scale_factor"])
+        scale = float(
+            load_checkpoint(last, restore_rng=False, stage=STAGE, required=("scale_factor",))["scale_factor"]
+        )
     elif config.diffusion.init_from:
         scale = float(config.diffusion.init_from["latent_scale_factor"])
     else:
@@ -233,6 +244,7 @@ def write_latent_cache(
             "autoencoder_config": autoencoder_state.get("config", {}),
             "autoencoder_elapsed_s": float(autoencoder_state.get("elapsed_s", 0.0)),
             "autoencoder_steps": int(autoencoder_state.get("step", 0)),
+            "autoencoder_id": autoencoder_state.get("autoencoder_id"),
         },
     )
     log_line(f"latent scale factor {scale:.5f}; {len(train)} training and {len(val)} validation maps")
@@ -320,6 +332,53 @@ def latent_spread_ratio(sampled: torch.Tensor, truth: torch.Tensor, generated: t
     return float(torch.stack(ratios).mean())
 
 
+def check_same_latents(state: dict, config: TrainConfig, path: Path, run_dir: Path) -> None:
+    """Refuse to resume a UNet trained on other latents (another run's, another preset's, those of an autoencoder
+    since trained anew): its architecture may well fit, and it would train on as if nothing had changed."""
+    recorded, own = latent_identity(config_from_dict(state["config"], path)), latent_identity(config)
+    differing = [key for key in own if recorded.get(key) != own[key]]
+    autoencoder = run_dir / AUTOENCODER_STAGE / LAST
+    if not differing and state.get("autoencoder_id") and autoencoder.is_file():
+        run_id = load_checkpoint(autoencoder, restore_rng=False, stage=AUTOENCODER_STAGE).get(
+            "autoencoder_id"
+        )
+        differing = ["autoencoder's weights"] if run_id and run_id != state["autoencoder_id"] else []
+    if differing:
+        raise InputError(
+            f"{path} is a UNet for other latents than this run's (its {', '.join(differing)} differ): resume it "
+            "in its own run, or start this run's UNet stage anew"
+        )
+
+
+def starting_point(
+    config: TrainConfig, run_dir: Path, resuming: bool
+) -> tuple[dict | None, dict[str, torch.Tensor] | None]:
+    """(the checkpoint a resume continues, the bundle weights a new UNet starts from), read and checked against
+    a UNet built on the side before the latents are encoded, so that one that does not fit is refused before
+    anything is written. The side UNet draws its initial weights from a forked RNG: the run's draws stay as
+    they were."""
+    cfg, last = config.diffusion, run_dir / STAGE / LAST
+    if not resuming and not cfg.init_from:
+        return None, None
+    with torch.random.fork_rng(devices=[]):
+        probe = build_network("DiffusionModelUNet", cfg.args)
+    if resuming:
+        state = load_checkpoint(last, restore_rng=False, stage=STAGE, required=RESUMED)
+        check_same_latents(state, config, last, run_dir)
+        restore(probe, state, "model", last, "UNet", RESUME_HINT)
+        return state, None
+    weights = starting_unet_weights(probe, cfg.init_from, cfg.conditioning)
+    restore(
+        probe,
+        {"weights": weights},
+        "weights",
+        Path(cfg.init_from["path"]),
+        "UNet",
+        "its weights are not those its bundle.json names: a damaged bundle",
+    )
+    return None, weights
+
+
 def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = False) -> Path:
     """Train (or resume) the UNet of `run_dir` on its autoencoder's latents; returns the last checkpoint's path."""
     run_dir = Path(run_dir)
@@ -338,6 +397,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     check_lr_schedule(cfg.lr_schedule, cfg.lr, cfg.lr_min)
     check_counts(config, cfg)
     torch.manual_seed(config.seed + 1 + context.rank)
+    state, starting = starting_point(config, run_dir, continues_checkpoint(last, resume, main))
     cached = prepare_latents(run_dir, config, device, main, context)
     scale = float(cached["scale"])
     factor = latent_downsample_factor(config.autoencoder.spec())
@@ -363,26 +423,21 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     autoencoder = build_from_spec(config.autoencoder.spec()).to(device).eval()
     autoencoder.load_state_dict(cached["autoencoder"])
     start_epoch, step, elapsed = 0, 0, 0.0
-    if continues_checkpoint(last, resume, main):
-        state = load_checkpoint(last, rank=context.rank)
-        try:
-            unet.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise InputError(
-                f"{last} does not fit the UNet these settings build (resume with the run's own): "
-                f"{first_mismatch(error)}"
-            ) from None
-        optimiser.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+    if state is not None:
+        continue_rng(state, last, context.rank)
+        restore(unet, state, "model", last, "UNet", RESUME_HINT)
+        restore(optimiser, state, "optimizer", last, "optimiser", RESUME_HINT)
+        restore(scaler, state, "scaler", last, "grad scaler", RESUME_HINT)
         if ema is not None:  # a run that trained without an EMA starts one from its weights, not from scratch
-            ema.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+            averaged = "ema" if state.get("ema") is not None else "model"
+            restore(ema.model, state, averaged, last, "UNet", RESUME_HINT)
         start_epoch, step, elapsed = state["epoch"] + 1, state["step"], state["elapsed_s"]
+        del state  # the networks hold it now
         log_line(f"resumed {last} at epoch {start_epoch} (step {step})", main)
-    elif cfg.init_from:
-        weights = starting_unet_weights(unet, cfg.init_from, cfg.conditioning)
-        unet.load_state_dict(weights)
+    elif starting is not None:
+        unet.load_state_dict(starting)
         if ema is not None:
-            ema.model.load_state_dict(weights)
+            ema.model.load_state_dict(starting)
         origin = cfg.init_from
         log_line(f"UNet starts from bundle {origin['bundle']} {origin['version']} ({origin['path']})", main)
     if (
@@ -420,6 +475,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
             "autoencoder_elapsed_s": float(cached.get("autoencoder_elapsed_s", 0.0)),
             "autoencoder_steps": int(cached.get("autoencoder_steps", 0)),
             "autoencoder_config": cached.get("autoencoder_config", {}),
+            "autoencoder_id": cached.get("autoencoder_id"),
         }
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -479,8 +535,9 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
                         f"samples' latent spread is {spread:.2f} x the data's: {verdict}; see {stage_dir / 'samples'}"
                     )
             row["elapsed_s"] = round(budget.elapsed, 1)
-            log.write(row)
-            save_checkpoint(last, checkpoint(epoch, step), rank_rng)
+            with interrupts_deferred():  # the log gets an epoch's row once its checkpoint is in place
+                save_checkpoint(last, checkpoint(epoch, step), rank_rng)
+                log.write(row)
             log_line(format_row(row))
         barrier(context)
         if stop and not last_epoch:

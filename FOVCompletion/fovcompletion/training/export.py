@@ -11,13 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from ..bundle import save_bundle, speed_problem
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..networks import build_from_spec, build_network, count_parameters
 from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
-from .checkpoints import LAST, load_checkpoint
+from .checkpoints import LAST, load_checkpoint, restore
 from .config import TrainConfig, config_from_dict
 from .diffusion import STAGE as DIFFUSION_STAGE
 from .runner import DATA_FILE
+
+# The checkpoint's networks are built from its own configuration: a part that does not fit is a damaged or
+# hand-assembled checkpoint.
+EXPORT_HINT = "its own recorded settings: a damaged or mixed-up checkpoint"
 
 
 def default_description(config: TrainConfig) -> str:
@@ -86,7 +90,7 @@ def read_measurements(path: Path) -> dict:
     try:
         measured = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read --metadata-json {path}: {str(error).splitlines()[0]}") from None
+        raise InputError(f"cannot read --metadata-json {path}: {first_line(error)}") from None
     unknown = sorted(set(measured) - {"quality", "speed"}) if isinstance(measured, dict) else []
     if not isinstance(measured, dict) or unknown or not isinstance(measured.get("quality", {}), dict):
         raise InputError(
@@ -123,13 +127,14 @@ def export_bundle(
     path = run_dir / DIFFUSION_STAGE / LAST
     if not path.is_file():
         raise InputError(f"no trained UNet in {run_dir} ({path} missing): run train-diffusion first")
-    state = load_checkpoint(path, restore_rng=False)
-    config = config_from_dict(state["config"])
+    required = ("config", "autoencoder", "model", "scale_factor")
+    state = load_checkpoint(path, restore_rng=False, stage=DIFFUSION_STAGE, required=required)
+    config = config_from_dict(state["config"], path)
     autoencoder = build_from_spec(config.autoencoder.spec())
-    autoencoder.load_state_dict(state["autoencoder"])
+    restore(autoencoder, state, "autoencoder", path, "autoencoder", EXPORT_HINT)
     unet = build_network("DiffusionModelUNet", config.diffusion.args)
-    weights = state.get("ema") if use_ema and state.get("ema") is not None else state["model"]
-    unet.load_state_dict(weights)
+    exported = "ema" if use_ema and state.get("ema") is not None else "model"
+    restore(unet, state, exported, path, "UNet", EXPORT_HINT)
     extras: dict[str, Path] = {}
     if model_card is not None:
         extras["MODEL_CARD.md"] = Path(model_card)
@@ -140,7 +145,7 @@ def export_bundle(
             raise InputError(f"file to include in the bundle not found: {source} ({target})")
     measured = read_measurements(Path(metadata_json)) if metadata_json else {}
     training = training_record(run_dir, state, state["config"])
-    training["ema_weights"] = weights is state.get("ema")
+    training["ema_weights"] = exported == "ema"
     training["parameters"] = {
         "autoencoder": count_parameters(autoencoder),
         "diffusion": count_parameters(unet),

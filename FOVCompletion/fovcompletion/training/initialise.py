@@ -27,8 +27,9 @@ from ..bundle import (
 )
 from ..errors import InputError
 from ..latent_codec import latent_channels, uses_codebook
+from ..networks import decoder_args
 from ..registry import resolve_bundle
-from .config import TrainConfig, set_conditioning
+from .config import AutoencoderConfig, TrainConfig, set_conditioning
 from .logs import log_line
 
 
@@ -192,27 +193,35 @@ def starting_unet_weights(
     return widen_unet_state(unet, weights, bundle_latent, conditioning)
 
 
-def load_starting_autoencoder(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
-    """Load a bundle's autoencoder weights into a run's model; a decoder of other widths than the bundle's keeps
-    its fresh weights while everything else (the encoder, which defines the latents) must fit exactly.
+def own_decoder(cfg: AutoencoderConfig) -> bool:
+    """Whether a run started from a bundle gives its decoder other widths than the bundle's (--decoder-channels,
+    --decoder-res-layers): only then may the decoder start fresh."""
+    bundle = read_metadata(Path(cfg.init_from["path"])).autoencoder
+    run = {key: value for key, value in cfg.spec().items() if key != "residual"}
+    if bundle.get("residual"):  # the bundle's own residual channels, which the run's decoder also takes
+        run["residual"] = bundle["residual"]
+    return _as_json(decoder_args(run)) != _as_json(decoder_args(bundle))
+
+
+def load_starting_autoencoder(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], fresh_decoder: bool = False
+) -> bool:
+    """Load a bundle's autoencoder weights into a run's model; with `fresh_decoder` (a decoder of other widths
+    than the bundle's, `own_decoder`) the decoder keeps its fresh weights. Everything loaded must fit exactly: a
+    bundle whose decoder does not fit its own widths is broken, not a reason to start one afresh.
     Returns whether the decoder was loaded too."""
-    if hasattr(model.encoder, "residual") and not any(key.startswith("encoder.base.") for key in state):
-        from ..residual_latent import widen_autoencoder_state
-
-        state = widen_autoencoder_state(model, state)  # the bundle's latent, widened by residual channels
-    own = model.state_dict()
-
-    def decoder_shapes(weights: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-        return {key: tuple(value.shape) for key, value in weights.items() if key.startswith("decoder.")}
-
-    decoder_fits = decoder_shapes(state) == decoder_shapes(own)
-    if not decoder_fits:
-        fresh = {key: value for key, value in own.items() if key.startswith("decoder.")}
-        state = {**{k: v for k, v in state.items() if not k.startswith("decoder.")}, **fresh}
     try:
+        if hasattr(model.encoder, "residual") and not any(key.startswith("encoder.base.") for key in state):
+            from ..residual_latent import widen_autoencoder_state
+
+            state = widen_autoencoder_state(model, state)  # the bundle's latent, widened by residual channels
+        if fresh_decoder:
+            own = model.state_dict()
+            fresh = {key: value for key, value in own.items() if key.startswith("decoder.")}
+            state = {**{k: v for k, v in state.items() if not k.startswith("decoder.")}, **fresh}
         model.load_state_dict(state)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, AttributeError) as error:
         raise InputError(
             f"the bundle's autoencoder does not fit the run's: {first_mismatch(error)}"
         ) from None
-    return decoder_fits
+    return not fresh_decoder
