@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -121,7 +121,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
     except InputError:
         raise
     except Exception as error:  # noqa: BLE001 - every parser failure means "not an image"
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        detail = first_line(error)
         raise InputError(f"{path.name} is not a readable NIfTI or NRRD image ({detail})") from None
     return validate_volume(array, affine, label=path.name)
 

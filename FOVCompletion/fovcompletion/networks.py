@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import BundleError
+from .errors import BundleError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -81,7 +81,7 @@ def build_network(class_name: str, args: dict[str, Any]) -> torch.nn.Module:
         return getattr(nets, class_name)(**kwargs)
     # MONAI and torch refuse bad arguments in different ways
     except (TypeError, ValueError, RuntimeError, AssertionError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        detail = first_line(error)
         raise BundleError(f"cannot build {class_name} from the bundle's arguments: {detail}") from None
 
 
