@@ -198,7 +198,15 @@ def _edited(metadata: dict, path: str, value) -> dict:
             {"cpu": {"seconds_per_unet_step_per_slice": "slow"}},
             "seconds_per_unet_step_per_slice must be",
         ),
-        ("speed", {"cpu": {"seconds_per_unet_call": {"two": 0.1}}}, "seconds_per_unet_call must map"),
+        ("speed", {"cpu": {}}, "seconds_per_unet_step_per_slice must be"),
+        *(
+            (
+                "speed",
+                {"cpu": {"seconds_per_unet_step_per_slice": 0.1, "seconds_per_unet_call": calls}},
+                "call must map",
+            )
+            for calls in ({"two": 0.1}, {"\u00b2": 0.1}, {"1": 0.1, "01": 0.2}, {"0": 0.1})
+        ),
         ("weights/diffusion/file", None, "weight file must be a file name in the bundle"),
         (
             "weights/diffusion/file",

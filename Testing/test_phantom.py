@@ -261,6 +261,11 @@ def test_save_phantom_round_trip(tmp_path, ph2):
     assert np.array_equal(np.asarray(nib.load(tmp_path / "f.nii").dataobj), part.image)
     with pytest.raises(InputError):
         save_phantom(part, tmp_path / "x.nrrd")
+    with pytest.raises(InputError, match=r"^\S*/y_labels\.txt must end in \.nii or \.nii\.gz$"):
+        save_phantom(
+            part, tmp_path / "y.nii.gz", tmp_path / "y_labels.txt"
+        )  # named as asked, nothing written
+    assert not (tmp_path / "y.nii.gz").exists()
     with pytest.raises(InputError):
         save_phantom(part, tmp_path / "missing" / "x.nii.gz")
 

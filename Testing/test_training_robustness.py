@@ -78,10 +78,9 @@ def without_decoder(state: dict) -> dict:
 # --- 1. a cancel that lands while a checkpoint is being written ---------------------------------------------
 
 
-@pytest.fixture
-def cancel_inside_the_first_epoch_save(monkeypatch):
-    """SIGTERM, as `kill` or a batch system sends it, delivered while torch.save writes the first epoch's
-    checkpoint (the latent cache, saved earlier, has no epoch)."""
+def signal_inside_the_first_epoch_save(monkeypatch, signum: int) -> list[bool]:
+    """`signum` delivered while torch.save writes the first epoch's checkpoint (the latent cache, saved earlier,
+    has no epoch); returns the list that records that it was sent."""
     real_save = torch.save
     sent: list[bool] = []
 
@@ -92,7 +91,7 @@ def cancel_inside_the_first_epoch_save(monkeypatch):
         def write(self, data) -> int:
             if not sent:
                 sent.append(True)
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signum)
             return self.stream.write(data)
 
         def __getattr__(self, name: str):
@@ -105,6 +104,31 @@ def cancel_inside_the_first_epoch_save(monkeypatch):
 
     monkeypatch.setattr(torch, "save", save)
     return sent
+
+
+@pytest.fixture
+def cancel_inside_the_first_epoch_save(monkeypatch):
+    """SIGTERM, as `kill` or a batch system sends it."""
+    return signal_inside_the_first_epoch_save(monkeypatch, signal.SIGTERM)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on Windows")
+def test_a_closed_terminal_during_a_save_also_waits_for_the_checkpoint(tmp_path, monkeypatch):
+    """The command line turns SIGHUP into a cancel as it does SIGTERM: the save it lands in finishes first."""
+    from fovcompletion.cli import _interrupt_on_termination
+
+    sent = signal_inside_the_first_epoch_save(monkeypatch, signal.SIGHUP)
+    previous = _interrupt_on_termination()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(
+                tmp_path / LAST, {"stage": "autoencoder", "epoch": 0, "model": {"w": torch.ones(3)}}
+            )
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert sent == [True]
+    assert torch.equal(load_checkpoint(tmp_path / LAST, restore_rng=False)["model"]["w"], torch.ones(3))
 
 
 @pytest.mark.parametrize("stage", ["autoencoder", "diffusion"])
@@ -386,3 +410,23 @@ def test_a_unet_resume_refuses_another_runs_checkpoint(trained, tmp_path, change
     text = one_line_refusal(train_diffusion, config, run, resume=True)
     assert "UNet for other latents than this run's" in text and differing in text
     assert snapshot(run) == before
+
+
+def test_a_unet_started_anew_on_an_autoencoder_trained_anew_can_be_resumed(trained, tmp_path):
+    """The autoencoder stage run again gives the same weights under a new id, so the latent cache is kept: the UNet
+    started anew, as the refusal above advises, names the run's autoencoder, not the cache's, and resumes."""
+    run = copy_run(trained, tmp_path / "run")
+    config = tiny_config(trained[0])
+    config.autoencoder.epochs = config.diffusion.epochs = 1
+    earlier = load_checkpoint(run / "autoencoder" / LAST, restore_rng=False)["autoencoder_id"]
+    shutil.rmtree(run / "autoencoder")
+    (run / "config.json").unlink()
+    train_autoencoder(config, run)
+    anew = load_checkpoint(run / "autoencoder" / LAST, restore_rng=False)["autoencoder_id"]
+    assert anew != earlier
+    (run / "diffusion" / LAST).unlink()
+    train_diffusion(config, run)
+    assert load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["autoencoder_id"] == anew
+    config.diffusion.epochs = 2
+    train_diffusion(config, run, resume=True)
+    assert load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["epoch"] == 1

@@ -280,16 +280,23 @@ def speed_problem(speed: Any) -> str | None:
         where = f"speed[{kind!r}]"
         if not isinstance(figures, dict):
             return f"{where} must be an object with seconds_per_unet_step_per_slice"
-        per_slice = figures.get("seconds_per_unet_step_per_slice", 1.0)
+        per_slice = figures.get("seconds_per_unet_step_per_slice")
         if not _positive(per_slice):
             return (
                 f"{where}.seconds_per_unet_step_per_slice must be a number of seconds > 0 (got {per_slice!r})"
             )
         calls = figures.get("seconds_per_unet_call", {})
-        if not isinstance(calls, dict) or not all(
-            str(batch).isdigit() and int(batch) > 0 and _positive(seconds) for batch, seconds in calls.items()
+        decimal = isinstance(calls, dict) and all(str(b).isascii() and str(b).isdecimal() for b in calls)
+        batches = {int(b) for b in calls} if decimal else set()
+        if (
+            not decimal
+            or len(batches) != len(calls)
+            or 0 in batches
+            or not all(map(_positive, calls.values()))
         ):
-            return f"{where}.seconds_per_unet_call must map batch sizes to seconds > 0 (got {calls!r})"
+            return (
+                f"{where}.seconds_per_unet_call must map distinct batch sizes to seconds > 0 (got {calls!r})"
+            )
         canvas = figures.get("canvas", [1, 1])
         if not (isinstance(canvas, (list, tuple)) and len(canvas) == 2 and all(_positive(v) for v in canvas)):
             return f"{where}.canvas must be two numbers > 0, the rows and columns timed (got {canvas!r})"

@@ -341,6 +341,8 @@ def save_phantom(
     if labels_path is not None:
         labels = nib.Nifti1Image(np.asarray(phantom.labels, dtype=np.uint8), phantom.affine)
         images.append((labels, Path(labels_path), "labels"))
+    for _, path, intent in images:  # refused by the names asked for, before anything is written
+        _check_nifti_target(path, intent)
     write_all_or_none([(path, partial(_atomic_nifti, img, intent=intent)) for img, path, intent in images])
 
 
@@ -353,14 +355,21 @@ def _nifti_suffix(path: Path) -> str:
     raise InputError(f"{path} must end in .nii or .nii.gz")
 
 
+def _check_nifti_target(path: Path, intent: str) -> Path:
+    """The folder a NIfTI file goes to, once its name and folder are known to be usable."""
+    _nifti_suffix(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"folder {folder} for the {intent} file does not exist")
+    return folder
+
+
 def _atomic_nifti(img, path: str | os.PathLike, intent: str) -> Path:
     import nibabel as nib
 
     path = Path(path)
     suffix = _nifti_suffix(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"folder {folder} for the {intent} file does not exist")
+    folder = _check_nifti_target(path, intent)
     img.header.set_xyzt_units("mm")
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)

@@ -50,7 +50,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while the block runs and deliver them once it is done: a cancel that lands
+    """Hold SIGINT, SIGTERM and SIGHUP back while the block runs and deliver them once it is done: a cancel that lands
     inside `torch.save` would otherwise tear its writer apart (a traceback, not a clean cancel) and lose the
     epoch being saved. Only the main thread can handle signals; elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
@@ -58,7 +58,7 @@ def interrupts_deferred() -> Iterator[None]:
         return
     received: list[int] = []
     previous = {}
-    for name in ("SIGINT", "SIGTERM"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # the command line turns each into a cancel
         signum = getattr(signal, name, None)
         handler = signal.getsignal(signum) if signum is not None else None
         if handler is None or handler is signal.SIG_IGN:  # set outside Python, or ignored: left alone

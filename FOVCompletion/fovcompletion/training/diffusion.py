@@ -196,6 +196,8 @@ def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, ma
             stale = "the autoencoder changed"
         else:
             stale = ""
+            # The same weights may come from an autoencoder stage run anew since: the UNet names the run's own.
+            cached["autoencoder_id"] = run_autoencoder_id(run_dir) or cached.get("autoencoder_id")
         if stale:
             log_line(f"{stale} since {cache} was written: encoding again")
             cached = None  # freed before encoding: the cache can take gigabytes
@@ -332,16 +334,23 @@ def latent_spread_ratio(sampled: torch.Tensor, truth: torch.Tensor, generated: t
     return float(torch.stack(ratios).mean())
 
 
+def run_autoencoder_id(run_dir: Path) -> str | None:
+    """The id the run's autoencoder stage recorded (None: none yet, or a checkpoint older than the ids)."""
+    path = run_dir / AUTOENCODER_STAGE / LAST
+    return (
+        load_checkpoint(path, restore_rng=False, stage=AUTOENCODER_STAGE).get("autoencoder_id")
+        if path.is_file()
+        else None
+    )
+
+
 def check_same_latents(state: dict, config: TrainConfig, path: Path, run_dir: Path) -> None:
     """Refuse to resume a UNet trained on other latents (another run's, another preset's, those of an autoencoder
     since trained anew): its architecture may well fit, and it would train on as if nothing had changed."""
     recorded, own = latent_identity(config_from_dict(state["config"], path)), latent_identity(config)
     differing = [key for key in own if recorded.get(key) != own[key]]
-    autoencoder = run_dir / AUTOENCODER_STAGE / LAST
-    if not differing and state.get("autoencoder_id") and autoencoder.is_file():
-        run_id = load_checkpoint(autoencoder, restore_rng=False, stage=AUTOENCODER_STAGE).get(
-            "autoencoder_id"
-        )
+    if not differing and state.get("autoencoder_id"):
+        run_id = run_autoencoder_id(run_dir)
         differing = ["autoencoder's weights"] if run_id and run_id != state["autoencoder_id"] else []
     if differing:
         raise InputError(
