@@ -145,6 +145,7 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
             "reference",
             "constant",
             "mirror",
+            "noise",
             "retrieval",
         },
     )
@@ -246,16 +247,17 @@ def test_benchmark_on_one_coarse_phantom(tmp_path, bench_bundle):
             "--phantom-spacing",
             "4",
             "--methods",
-            "ours,reference,constant,mirror,retrieval",
+            "ours,reference,constant,mirror,noise,retrieval",
             *FAST,
         ]
     )
     assert code == 0
-    results = check_results(out, {"ours-steps2", "reference", "constant", "mirror", "retrieval"})
+    results = check_results(out, {"ours-steps2", "reference", "constant", "mirror", "noise", "retrieval"})
     assert results["source"] == "phantom" and results["cases"] == 1
-    levels = results["methods"]["mirror"]["levels"]
-    assert levels["vertebrae_true"] > 0 and levels["discs_true"] > 0
-    assert 0.0 <= levels["disc_position_f1"] <= 1.0
+    for chance in ("mirror", "noise"):
+        levels = results["methods"][chance]["levels"]
+        assert levels["vertebrae_true"] > 0 and levels["discs_true"] > 0
+        assert 0.0 <= levels["disc_position_f1"] <= 1.0
     assert "disc F1" in (out / "results.md").read_text()
 
 

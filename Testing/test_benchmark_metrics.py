@@ -11,6 +11,7 @@ from fovcompletion.benchmark.baselines import (
     constant_fill,
     masked_ncc,
     mirror_fill,
+    noise_fill,
 )
 from fovcompletion.benchmark.cases import hide_rows, phantom_cases
 from fovcompletion.benchmark.levels import NEAR_SEAM_MM, level_counts, position_f1
@@ -125,6 +126,23 @@ def test_constant_and_mirror_fill():
     assert np.array_equal(mirrored[:, 1], visible[:, 1])  # reflected, boundary row not repeated
     assert np.array_equal(mirrored[:, 0], visible[:, 2])
     assert np.array_equal(mirrored[:, 6], visible[:, 2])
+
+
+def test_noise_fill_is_texture_without_anatomy_at_the_visible_level():
+    """The chance row: the visible rows as given, the hidden ones noise of the visible mean and spread, within
+    the visible range, of a 2 mm grain (neighbouring 1 mm rows alike, rows 10 mm apart not), one draw per seed."""
+    rng = np.random.default_rng(0)
+    visible = (200 + 50 * rng.standard_normal((3, 60, 40))).clip(0).astype(np.float32)
+    filled = noise_fill(visible, 40, 30, (1.0, 1.0), seed=5)
+    assert filled.shape == (3, 130, 40) and np.array_equal(filled[:, 40:100], visible)
+    hidden = np.concatenate([filled[:, :40], filled[:, 100:]], axis=1)
+    assert visible.min() <= hidden.min() and hidden.max() <= visible.max()
+    assert abs(hidden.mean() - visible.mean()) < 5 and 0.7 < hidden.std() / visible.std() < 1.1
+    rows = hidden[:, :, 20]
+    near, far = (np.corrcoef(rows[:, :-k].ravel(), rows[:, k:].ravel())[0, 1] for k in (1, 10))
+    assert near > 0.7 and abs(far) < 0.2
+    assert np.array_equal(noise_fill(visible, 40, 30, (1.0, 1.0), seed=5), filled)
+    assert not np.array_equal(noise_fill(visible, 40, 30, (1.0, 1.0), seed=6), filled)
 
 
 def test_masked_ncc_peaks_at_the_true_shift():

@@ -1,4 +1,5 @@
-"""Non-learned completions that any learned method must beat: constant, mirror and nearest-neighbour retrieval.
+"""Non-learned completions that any learned method must beat: constant, mirror, noise and nearest-neighbour
+retrieval.
 
 Each takes the visible rows of a slab (slices, S-I rows, A-P cols) and how many rows are hidden above and below,
 and returns the whole slab with the visible rows unchanged.
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.signal import fftconvolve
 
 from ..geometry import resample_inplane
@@ -18,6 +20,7 @@ from ..preprocess import select_slices
 
 MATCH_MM = 96.0  # the visible band next to the boundary that registration matches
 MIN_COLUMN_OVERLAP = 0.5
+NOISE_GRAIN_MM = 2.0  # the bundled model's canvas spacing: the finest texture a completion of it draws
 
 
 def constant_fill(visible: np.ndarray, above: int, below: int) -> np.ndarray:
@@ -35,6 +38,25 @@ def mirror_fill(visible: np.ndarray, above: int, below: int) -> np.ndarray:
     if visible.shape[1] < 2:
         return constant_fill(visible, above, below)
     return np.pad(visible, ((0, 0), (above, below), (0, 0)), mode="reflect").astype(np.float32)
+
+
+def noise_fill(
+    visible: np.ndarray, above: int, below: int, spacing_mm: tuple[float, float], seed: int
+) -> np.ndarray:
+    """Hidden rows as texture without anatomy: Gaussian noise of a 2 mm grain at each slice's visible mean and
+    spread, held within the visible range. What the measures give a completion that draws texture but no spine:
+    the chance level of the level counts (the profile detector finds "discs" in noise too) and of sharpness."""
+    out = constant_fill(visible, above, below)
+    hidden = np.ones(out.shape[1], dtype=bool)
+    hidden[above : above + visible.shape[1]] = False
+    sigma = (0.0, NOISE_GRAIN_MM / spacing_mm[0], NOISE_GRAIN_MM / spacing_mm[1])
+    field = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal(out.shape), sigma)
+    field /= max(float(field.std()), 1e-12)
+    mean = visible.mean(axis=(1, 2), keepdims=True)
+    spread = visible.std(axis=(1, 2), keepdims=True)
+    noisy = np.clip(mean + spread * field, visible.min(), visible.max())
+    out[:, hidden] = noisy[:, hidden]
+    return out.astype(np.float32)
 
 
 def central_slab(array: np.ndarray, count: int) -> np.ndarray:

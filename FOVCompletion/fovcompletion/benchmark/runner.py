@@ -20,7 +20,7 @@ from ..pipeline import CompletionResult, complete, get_bundle, resolve_sampler
 from ..preprocess import select_slices
 from ..sampling import SamplerOptions
 from ..schedule import check_resampling, unet_batch_size
-from .baselines import RetrievalBaseline, constant_fill, mirror_fill
+from .baselines import RetrievalBaseline, constant_fill, mirror_fill, noise_fill
 from .cases import Case
 from .ceiling import CEILINGS, DENOISE_LEVELS, ceiling_fill, denoise_name
 from .levels import level_counts
@@ -29,7 +29,7 @@ from .resources import describe_device, peak_rss_mb, reset_peak_rss, threads
 from .seeds import draw_seed, draws_noise
 from .timing import UNetTimer
 
-FAMILIES = (*CEILINGS, "ours", "resample", "reference", "constant", "mirror", "retrieval")
+FAMILIES = (*CEILINGS, "ours", "resample", "reference", "constant", "mirror", "noise", "retrieval")
 LEARNED = ("ours", "resample", "reference")
 
 
@@ -155,7 +155,9 @@ def build_methods(
             ]
     if "reference" in families:
         methods.append(Method("reference", "reference", reference_steps))
-    methods += [Method(name, name) for name in ("constant", "mirror", "retrieval") if name in families]
+    methods += [
+        Method(name, name) for name in ("constant", "mirror", "noise", "retrieval") if name in families
+    ]
     return methods
 
 
@@ -333,6 +335,9 @@ def run_benchmark(
                         pred = constant_fill(visible, above, below)
                     elif method.family == "mirror":
                         pred = mirror_fill(visible, above, below)
+                    elif method.family == "noise":  # one draw per case, seeded as our sampler's first
+                        seed = draw_seed(settings.seed, number, 0)
+                        pred = noise_fill(visible, above, below, (spacing_si, spacing_ap), seed)
                     elif case.source not in retrieval:
                         raise InputError(f"no retrieval library for {case.source} cases")
                     else:

@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="LIST",
         help="comma-separated families: grid,autoencoder,denoise (the ceilings),ours,resample,reference,constant,"
-        "mirror,retrieval (default: all)",
+        "mirror,noise,retrieval (default: all)",
     )
     parser.add_argument(
         "--hide-mm", type=float, default=64.0, help="millimetres hidden at one end (default: 64)"
