@@ -379,14 +379,14 @@ def test_repeats_draw_our_sampler_with_new_seeds_and_report_its_noise(tmp_path, 
     arguments = [
         *guided_phantom_arguments(tmp_path),
         "--methods",
-        "ours,constant,autoencoder,denoise",
+        "ours,constant,autoencoder,denoise,noise",
         "--denoise-levels",
         "500",
     ]
     once, thrice = tmp_path / "once", tmp_path / "thrice"
     assert main(["benchmark", "--out", str(once), *arguments]) == 0
     assert main(["benchmark", "--out", str(thrice), *arguments, "--repeats", "3"]) == 0
-    results = check_results(thrice, {"ours-steps2", "constant", "autoencoder", "denoise-t500"})
+    results = check_results(thrice, {"ours-steps2", "constant", "autoencoder", "denoise-t500", "noise"})
     draws = [c for c in results["per_case"] if c["method"] == "ours-steps2"]
     assert [c["draw"] for c in draws] == [0, 1, 2]
     for fixed in ("constant", "autoencoder"):  # no noise drawn: once
@@ -395,6 +395,8 @@ def test_repeats_draw_our_sampler_with_new_seeds_and_report_its_noise(tmp_path, 
     assert [c["draw"] for c in denoised] == [0, 1, 2]  # the ceiling that runs the sampler draws as it does
     assert len({c["ssim"] for c in denoised}) == 3
     assert results["methods"]["denoise-t500"]["draw_sd"]["ssim"] > 0
+    chance = [c for c in results["per_case"] if c["method"] == "noise"]  # its levels spread as widely as ours
+    assert [c["seed"] for c in chance] == [c["seed"] for c in draws] and len({c["ssim"] for c in chance}) == 3
     single = json.loads((once / "results.json").read_text())["methods"]["denoise-t500"]
     assert single["ssim"] == pytest.approx(denoised[0]["ssim"])  # its draw 0 is the single-draw run's
     ssim = [c["ssim"] for c in draws]

@@ -114,19 +114,21 @@ def cancel_inside_the_first_epoch_save(monkeypatch):
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on Windows")
 def test_a_closed_terminal_during_a_save_also_waits_for_the_checkpoint(tmp_path, monkeypatch):
-    """The command line turns SIGHUP into a cancel as it does SIGTERM: the save it lands in finishes first."""
-    from fovcompletion.cli import _interrupt_on_termination
+    """The command line turns SIGHUP into a cancel as it does SIGTERM, with a handler that raises KeyboardInterrupt
+    (installed here itself: under nohup the command leaves SIGHUP ignored): the save it lands in finishes first."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
 
     sent = signal_inside_the_first_epoch_save(monkeypatch, signal.SIGHUP)
-    previous = _interrupt_on_termination()
+    previous = signal.signal(signal.SIGHUP, interrupt)
     try:
         with pytest.raises(KeyboardInterrupt):
             save_checkpoint(
                 tmp_path / LAST, {"stage": "autoencoder", "epoch": 0, "model": {"w": torch.ones(3)}}
             )
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        signal.signal(signal.SIGHUP, previous)
     assert sent == [True]
     assert torch.equal(load_checkpoint(tmp_path / LAST, restore_rng=False)["model"]["w"], torch.ones(3))
 

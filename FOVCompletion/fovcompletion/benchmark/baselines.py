@@ -20,7 +20,7 @@ from ..preprocess import select_slices
 
 MATCH_MM = 96.0  # the visible band next to the boundary that registration matches
 MIN_COLUMN_OVERLAP = 0.5
-NOISE_GRAIN_MM = 2.0  # the bundled model's canvas spacing: the finest texture a completion of it draws
+NOISE_GRAIN_MM = 2.0  # Gaussian sigma of the noise's smoothing: the bundled model's canvas spacing
 
 
 def constant_fill(visible: np.ndarray, above: int, below: int) -> np.ndarray:
@@ -43,8 +43,8 @@ def mirror_fill(visible: np.ndarray, above: int, below: int) -> np.ndarray:
 def noise_fill(
     visible: np.ndarray, above: int, below: int, spacing_mm: tuple[float, float], seed: int
 ) -> np.ndarray:
-    """Hidden rows as texture without anatomy: Gaussian noise of a 2 mm grain at each slice's visible mean and
-    spread, held within the visible range. What the measures give a completion that draws texture but no spine:
+    """Hidden rows as texture without anatomy: Gaussian noise smoothed by a Gaussian of sigma 2 mm, at each slice's
+    visible mean and spread, held within the visible range. What the measures give a completion that draws texture but no spine:
     the chance level of the level counts (the profile detector finds "discs" in noise too) and of sharpness."""
     out = constant_fill(visible, above, below)
     hidden = np.ones(out.shape[1], dtype=bool)

@@ -250,7 +250,7 @@ truth). *seam*: mean absolute step across the boundary divided by the truth's
 mean row-to-row step within 8 mm of it (1 = as smooth as anatomy). *known max err*: largest deviation in the
 visible rows, in units of the visible range (0 = exact paste-back). *s / UNet step*: time inside the UNet per
 call (all slices in one batch). Peak RSS: per method (kernel high-water mark reset before each run). With
-`--repeats K` each of our sampler's rows is drawn K times per case, draw k with the seed of draw 0 plus 1000 k: a
+`--repeats K` each of our sampler's rows (and the noise baseline) is drawn K times per case, draw k with the seed of draw 0 plus 1000 k: a
 case's figures are the mean of its draws, the 95% CI is over cases, and the sampler-noise table gives the spread of
 each row's mean over draws.
 
@@ -277,8 +277,8 @@ completed image finds; *disc F1*: positions matched within 5 mm); *disc F1 of th
 score on the true image. *disc F1, 128 mm* (and *of the truth*): the same over the discs of the first 128 mm past
 a seam, where the visible spine fixes the next levels (a completion that knew all the cervical spine tells scores
 about 0.94 there on the phantoms, 0.68 over the whole hidden spine; a plausible spine that only continues the
-visible discs 0.65 and 0.48). The `noise` row (texture of a 2 mm grain at the visible mean and spread, no anatomy)
-is the level measures' chance level: what the detector finds where there is no spine.
+visible discs 0.65 and 0.48). The `noise` row (Gaussian noise smoothed at sigma 2 mm, at the visible mean and spread,
+no anatomy; drawn like our sampler's rows) is the chance level of the level and canal measures.
 
 Ceilings: `grid` is the truth itself through the model's preprocessing (its orientation, canvas spacing and
 intensity normalisation, fitted on the visible rows as the engine fits it) and back to the scan's grid, with no

@@ -59,10 +59,10 @@ class Method:
 
     @property
     def sampled(self) -> bool:
-        """The rows that run our sampler from a seed, drawn several times per case when asked: the completions and
-        the `denoise` ceiling, whose own sampler noise is part of what it measures (the reference's 1000 steps
-        once)."""
-        return self.family in ("ours", "resample", "denoise")
+        """The rows drawn from a seed several times per case when asked: our sampler's completions, the `denoise`
+        ceiling, whose own sampler noise is part of what it measures, and the `noise` baseline, whose scores spread
+        as widely from draw to draw (the reference's 1000 steps once)."""
+        return self.family in ("ours", "resample", "denoise", "noise")
 
     @property
     def needs_bundle(self) -> bool:
@@ -335,9 +335,9 @@ def run_benchmark(
                         pred = constant_fill(visible, above, below)
                     elif method.family == "mirror":
                         pred = mirror_fill(visible, above, below)
-                    elif method.family == "noise":  # one draw per case, seeded as our sampler's first
-                        seed = draw_seed(settings.seed, number, 0)
-                        pred = noise_fill(visible, above, below, (spacing_si, spacing_ap), seed)
+                    elif method.family == "noise":  # seeded as our sampler's draw of the case
+                        outcome.seed = draw_seed(settings.seed, number, draw)
+                        pred = noise_fill(visible, above, below, (spacing_si, spacing_ap), outcome.seed)
                     elif case.source not in retrieval:
                         raise InputError(f"no retrieval library for {case.source} cases")
                     else:

@@ -4,7 +4,8 @@ which pairs two runs' completions by it (and recovers it for runs that did not r
 from __future__ import annotations
 
 DRAW_SEED_STRIDE = 1000
-NOISE_FAMILIES = ("ours", "resample", "reference", "denoise")  # our sampler's rows and the denoise ceilings
+# Our sampler's rows, the denoise ceilings and the noise baseline: each completion is one draw of its seed.
+NOISE_FAMILIES = ("ours", "resample", "reference", "denoise", "noise")
 
 
 def draw_seed(first: int, case_number: int, draw: int) -> int:
@@ -14,6 +15,6 @@ def draw_seed(first: int, case_number: int, draw: int) -> int:
 
 
 def draws_noise(family: str) -> bool:
-    """Whether a method family's rows draw noise from a seed (the others, mirror and the ceilings without noise,
-    give one completion per case, which stands beside every draw of the others)."""
+    """Whether a method family's rows draw noise from a seed (the others, such as the mirror and the ceilings
+    without noise, give one completion per case, which stands beside every draw of the others)."""
     return family in NOISE_FAMILIES

@@ -136,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     except (FOVCompletionError, OSError, KeyboardInterrupt) as error:
         # The Slicer module reads the last event: every way a run ends without a result ends with an error event.
         if json_lines is not None:
-            with contextlib.suppress(OSError):  # a closed stdout must not replace how the run ended
+            with contextlib.suppress(
+                OSError, ValueError
+            ):  # a closed stdout must not replace how the run ended
                 json_lines.send("error", message=error_line(error))
         raise
     spread = str(args.spread_output) if args.spread_output and result.spread is not None else None
