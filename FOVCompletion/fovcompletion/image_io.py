@@ -196,9 +196,8 @@ def write_all_or_none(writers: list[tuple[Path, Callable[[Path], Path]]]) -> Non
     temporaries: list[Path] = []  # the one being written too: a writer may leave part of a file
     try:
         for target, write in writers:
-            temporaries.append(
-                target.with_name(f".partial-{os.getpid()}-{target.name}")
-            )  # keeps the extension
+            # A hidden name beside the target that keeps its extension (writers choose the format by it).
+            temporaries.append(target.with_name(f".partial-{os.getpid()}-{target.name}"))
             try:
                 staged.append((Path(write(temporaries[-1])), target))
             except OSError as error:  # named by the file asked for, not by its temporary name
