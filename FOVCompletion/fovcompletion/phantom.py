@@ -324,9 +324,9 @@ def save_phantom(
 
     The files are written under temporary names in their folders and then renamed over the targets
     together (`image_io.write_all_or_none`), so a reader never sees a half-written file, and a failure or
-    a cancel leaves no image without its labels and any earlier pair as it was. The image is stored as rounded ``int16`` by
-    default (like a scanner export, half the size of float32); pass ``image_dtype="float32"`` to keep
-    the exact values.
+    a cancel leaves no image without its labels and any earlier pair as it was. The image is stored as
+    rounded ``int16`` by default (like a scanner export, half the size of float32); pass
+    ``image_dtype="float32"`` to keep the exact values.
     """
     import nibabel as nib
 
@@ -343,7 +343,7 @@ def save_phantom(
         images.append((labels, Path(labels_path), "labels"))
     for _, path, intent in images:  # refused by the names asked for, before anything is written
         _check_nifti_target(path, intent)
-    write_all_or_none([(path, partial(_atomic_nifti, img, intent=intent)) for img, path, intent in images])
+    write_all_or_none([(path, partial(_atomic_nifti, img)) for img, path, _ in images])
 
 
 def _nifti_suffix(path: Path) -> str:
@@ -355,21 +355,21 @@ def _nifti_suffix(path: Path) -> str:
     raise InputError(f"{path} must end in .nii or .nii.gz")
 
 
-def _check_nifti_target(path: Path, intent: str) -> Path:
-    """The folder a NIfTI file goes to, once its name and folder are known to be usable."""
+def _check_nifti_target(path: Path, intent: str) -> None:
+    """Refuse a file name without a NIfTI suffix or in a folder that does not exist, by the name asked for."""
     _nifti_suffix(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"folder {folder} for the {intent} file does not exist")
-    return folder
 
 
-def _atomic_nifti(img, path: str | os.PathLike, intent: str) -> Path:
+def _atomic_nifti(img, path: str | os.PathLike) -> Path:
+    """Write `img` to `path` (checked by `save_phantom`) through a hidden sibling, then rename."""
     import nibabel as nib
 
     path = Path(path)
     suffix = _nifti_suffix(path)
-    folder = _check_nifti_target(path, intent)
+    folder = path.parent if str(path.parent) else Path(".")
     img.header.set_xyzt_units("mm")
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)

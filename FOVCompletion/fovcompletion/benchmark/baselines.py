@@ -43,9 +43,10 @@ def mirror_fill(visible: np.ndarray, above: int, below: int) -> np.ndarray:
 def noise_fill(
     visible: np.ndarray, above: int, below: int, spacing_mm: tuple[float, float], seed: int
 ) -> np.ndarray:
-    """Hidden rows as texture without anatomy: Gaussian noise smoothed by a Gaussian of sigma 2 mm, at each slice's
-    visible mean and spread, held within the visible range. What the measures give a completion that draws texture but no spine:
-    the chance level of the level counts (the profile detector finds "discs" in noise too) and of sharpness."""
+    """Hidden rows as texture without anatomy: Gaussian noise smoothed by a Gaussian of sigma 2 mm, at each
+    slice's visible mean and spread, held within the visible range. What the measures give a completion that
+    draws texture but no spine: the chance level of the level counts (the profile detector finds "discs" in
+    noise too), of the canal and of sharpness."""
     out = constant_fill(visible, above, below)
     hidden = np.ones(out.shape[1], dtype=bool)
     hidden[above : above + visible.shape[1]] = False

@@ -250,9 +250,9 @@ truth). *seam*: mean absolute step across the boundary divided by the truth's
 mean row-to-row step within 8 mm of it (1 = as smooth as anatomy). *known max err*: largest deviation in the
 visible rows, in units of the visible range (0 = exact paste-back). *s / UNet step*: time inside the UNet per
 call (all slices in one batch). Peak RSS: per method (kernel high-water mark reset before each run). With
-`--repeats K` each of our sampler's rows (and the noise baseline) is drawn K times per case, draw k with the seed of draw 0 plus 1000 k: a
-case's figures are the mean of its draws, the 95% CI is over cases, and the sampler-noise table gives the spread of
-each row's mean over draws.
+`--repeats K` each of our sampler's rows (and the noise baseline) is drawn K times per case, draw k with the seed
+of draw 0 plus 1000 k: a case's figures are the mean of its draws, the 95% CI is over cases, and the sampler-noise
+table gives the spread of each row's mean over draws.
 
 What the eye sees: *tissue SSIM*: the SSIM map averaged over the hidden pixels where the truth is brighter than
 its visible rows' median (whole-region SSIM is dominated by background). *sharpness*: mean in-plane gradient

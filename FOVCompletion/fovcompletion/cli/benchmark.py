@@ -241,9 +241,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         metavar="K",
-        help="draws of each of our sampler's rows (and of the denoise ceilings and the noise baseline) per case, each with a seed of its "
-        "own (draw k: the case's seed + 1000 k): rows report the mean over draws and the spread of the mean, the "
-        "sampler's own noise (default: 1)",
+        help="draws of each of our sampler's rows (and of the denoise ceilings and the noise baseline) per case, "
+        "each with a seed of its own (draw k: the case's seed + 1000 k): rows report the mean over draws and the "
+        "spread of the mean, the sampler's own noise (default: 1)",
     )
     parser.add_argument(
         "--no-speed",

@@ -134,11 +134,10 @@ def run(args: argparse.Namespace) -> int:
             **completion_kwargs(args),
         )
     except (FOVCompletionError, OSError, KeyboardInterrupt) as error:
-        # The Slicer module reads the last event: every way a run ends without a result ends with an error event.
+        # The Slicer module reads the last event: every way a run ends without a result ends with an error event;
+        # a closed stdout must not replace how the run ended.
         if json_lines is not None:
-            with contextlib.suppress(
-                OSError, ValueError
-            ):  # a closed stdout must not replace how the run ended
+            with contextlib.suppress(OSError, ValueError):
                 json_lines.send("error", message=error_line(error))
         raise
     spread = str(args.spread_output) if args.spread_output and result.spread is not None else None

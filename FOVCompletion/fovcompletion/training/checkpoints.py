@@ -50,9 +50,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP back while the block runs and deliver them once it is done: a cancel that lands
-    inside `torch.save` would otherwise tear its writer apart (a traceback, not a clean cancel) and lose the
-    epoch being saved. Only the main thread can handle signals; elsewhere the block runs as it is."""
+    """Hold SIGINT, SIGTERM and SIGHUP back while the block runs and deliver them once it is done: a cancel that
+    lands inside `torch.save` would otherwise tear its writer apart (a traceback, not a clean cancel) and lose
+    the epoch being saved. Only the main thread can handle signals; elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
