@@ -147,6 +147,7 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
             "mirror",
             "noise",
             "retrieval",
+            "retrieval-oracle",
         },
     )
     assert list(results["methods"])[:3] == ["grid", "autoencoder", "denoise-t100"]  # the ceilings first
@@ -165,8 +166,16 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
         "constant",
         "mirror",
         "retrieval",
+        "retrieval-oracle",
     ):
         assert results["methods"][name]["known_max_abs_err"] == 0.0  # pasted back exactly
+    for case in results["case_names"]:  # the truth's choice among the library, retrieval's choice among it
+        ssim = {
+            row["method"]: row["ssim"]
+            for row in results["per_case"]
+            if row["case"] == case and row["method"].startswith("retrieval")
+        }
+        assert ssim["retrieval-oracle"] >= ssim["retrieval"]
     for name in ("grid", "autoencoder", "denoise-t100", "ours-steps2", "ours-steps2-resample2", "reference"):
         assert (
             results["methods"][name]["value_range_violations"] == 0.0
@@ -177,7 +186,10 @@ def test_benchmark_on_held_out_real_scans(tmp_path, bench_bundle):
     assert results["on_reference_cases"]["methods"]["mirror"]["cases"] == 1
     markdown = (out / "results.md").read_text()
     assert "| `mirror` |" in markdown and "| `grid` (ceiling) |" in markdown
-    assert "| `denoise-t100` (ceiling) |" in markdown
+    assert (
+        "| `denoise-t100` (ceiling) |" in markdown
+        and "| `retrieval-oracle` (the truth's choice) |" in markdown
+    )
     assert "- subjects: sub-b (the model's held-out subjects)" in markdown
 
 

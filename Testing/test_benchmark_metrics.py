@@ -19,6 +19,7 @@ from fovcompletion.benchmark.metrics import (
     PSNR_CAP_DB,
     bands,
     boundary_pairs,
+    hidden_ssim,
     quality,
     seam_statistic,
     ssim_map,
@@ -171,6 +172,48 @@ def test_retrieval_recovers_a_translated_copy_of_the_truth():
     below = baseline.fill(truth[:, :45], 0, 15, (1.0, 1.0), "lumbar", "sub-self")
     assert np.allclose(below, truth, atol=1e-3)
     assert baseline.last_matches[0].subject == "sub-other"
+
+
+def test_the_oracle_row_keeps_the_library_spine_nearest_the_truth_not_the_best_correlated_one():
+    """Retrieval picks the library volume whose band next to the seam correlates best; the oracle row tries each
+    one and keeps the continuation nearest the hidden truth, never the case's own subject."""
+    rng = np.random.default_rng(5)
+    truth = rng.random((3, 60, 30)).astype(np.float32) * 100
+    known = hide_rows(60, 15, "superior")
+
+    def library_volume(band_noise: float, continuation: np.ndarray) -> np.ndarray:
+        volume = np.zeros((3, 90, 40), dtype=np.float32)
+        volume[:, 20:80, 6:36] = truth + band_noise * rng.standard_normal(truth.shape).astype(np.float32)
+        volume[:, 20:35, 6:36] = continuation
+        return volume
+
+    # the band matches exactly, the continuation is another spine's; the band matches less, the continuation is true
+    decoy = library_volume(0.0, rng.random((3, 15, 30)).astype(np.float32) * 100)
+    near = library_volume(5.0, truth[:, :15])
+    baseline = RetrievalBaseline(
+        [
+            LibraryEntry("sub-decoy", "cervical", lambda: Volume(decoy, np.eye(4))),
+            LibraryEntry("sub-near", "lumbar", lambda: Volume(near, np.eye(4))),
+            LibraryEntry("sub-self", "cervical", lambda: Volume(truth, np.eye(4))),
+        ]
+    )
+    visible = truth[:, known]
+
+    def score(filled: np.ndarray) -> float:
+        return hidden_ssim(filled, truth, known)
+
+    retrieved = baseline.fill(visible, 15, 0, (1.0, 1.0), "cervical", "sub-self")
+    assert baseline.last_matches[0].subject == "sub-decoy"
+    oracle = baseline.closest(visible, 15, 0, (1.0, 1.0), "sub-self", score)
+    assert np.array_equal(oracle, baseline.fill(visible, 15, 0, (1.0, 1.0), "", "sub-self", only=1))
+    assert score(oracle) > 0.9 > 0.2 > score(retrieved)
+    assert score(oracle) == pytest.approx(quality(oracle, truth, known, 1.0)["ssim"])  # the benchmark's SSIM
+    assert np.array_equal(oracle[:, known], visible)
+    # nothing in the library continues the case: the visible mean, as retrieval falls back to
+    lonely = RetrievalBaseline([LibraryEntry("sub-self", "cervical", lambda: Volume(truth, np.eye(4)))])
+    assert np.array_equal(
+        lonely.closest(visible, 15, 0, (1.0, 1.0), "sub-self", score), constant_fill(visible, 15, 0)
+    )
 
 
 def test_disc_positions_are_matched_once_within_tolerance():

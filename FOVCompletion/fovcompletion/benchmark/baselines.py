@@ -1,5 +1,5 @@
 """Non-learned completions that any learned method must beat: constant, mirror, noise and nearest-neighbour
-retrieval.
+retrieval; and, for reading the figures, the library's spine that the truth itself would choose.
 
 Each takes the visible rows of a slab (slices, S-I rows, A-P cols) and how many rows are hidden above and below,
 and returns the whole slab with the visible rows unchanged.
@@ -162,9 +162,13 @@ class RetrievalBaseline:
             self._slabs[key] = slab.astype(np.float32)
         return self._slabs[key]
 
+    def usable(self, exclude: str) -> list[int]:
+        """Every library entry but the case's own subject."""
+        return [i for i, entry in enumerate(self.library) if entry.subject != exclude]
+
     def candidates(self, region: str, exclude: str) -> list[int]:
         """Library entries of the case's region when there are any, else every entry; never the case's subject."""
-        usable = [i for i, entry in enumerate(self.library) if entry.subject != exclude]
+        usable = self.usable(exclude)
         same = [i for i in usable if self.library[i].region == region]
         return same or usable
 
@@ -176,33 +180,58 @@ class RetrievalBaseline:
         spacing: tuple[float, float],
         region: str,
         exclude: str,
+        only: int | None = None,
     ) -> np.ndarray:
-        """The completed slab; rows no library volume covers fall back to the visible mean."""
+        """The completed slab; rows no library volume covers fall back to the visible mean. `only`: continue
+        from that library entry alone instead of the best-correlated one of the case's region."""
         self.last_matches = []
+        indices = self.candidates(region, exclude) if only is None else [only]
         out = constant_fill(visible, above, below)
         if above:
-            out[:, :above] = self._continue(visible, above, spacing, region, exclude)
+            out[:, :above] = self._continue(visible, above, spacing, indices)
         if below:
-            block = self._continue(visible[:, ::-1], below, spacing, region, exclude, flipped=True)
+            block = self._continue(visible[:, ::-1], below, spacing, indices, flipped=True)
             out[:, above + visible.shape[1] :] = block[:, ::-1]
         return out
+
+    def closest(
+        self,
+        visible: np.ndarray,
+        above: int,
+        below: int,
+        spacing: tuple[float, float],
+        exclude: str,
+        score: Callable[[np.ndarray], float],
+    ) -> np.ndarray:
+        """The continuation from each library entry in turn (any region), the one `score` rates highest: with a
+        score that knows the truth, the nearest that another real spine of the library, pasted in, comes to it.
+        Entries that continue nothing are passed over; with none left, the visible mean."""
+        best, best_score = constant_fill(visible, above, below), -np.inf
+        for index in self.usable(exclude):
+            filled = self.fill(visible, above, below, spacing, "", exclude, only=index)
+            if not self.last_matches:
+                continue
+            rating = score(filled)
+            if rating > best_score:
+                best, best_score = filled, rating
+        return best
 
     def _continue(
         self,
         visible: np.ndarray,
         hidden: int,
         spacing: tuple[float, float],
-        region: str,
-        exclude: str,
+        indices: list[int],
         flipped: bool = False,
     ) -> np.ndarray:
-        """`hidden` rows to put above `visible` (callers flip rows to continue downwards)."""
+        """`hidden` rows to put above `visible` (callers flip rows to continue downwards), from the library entry
+        of `indices` that correlates best with the visible rows next to the seam."""
         n_slices, _, n_cols = visible.shape
         band = visible[:, : max(2, int(round(MATCH_MM / spacing[0])))]
         template = band.mean(axis=0)
         fallback = np.broadcast_to(visible.mean(axis=(1, 2), keepdims=True), (n_slices, hidden, n_cols))
         best: Match | None = None
-        for index in self.candidates(region, exclude):
+        for index in indices:
             slab = self._slab(index, n_slices, spacing)
             slab = slab[:, ::-1] if flipped else slab
             found = best_shift(template, slab.mean(axis=0), hidden)

@@ -42,6 +42,13 @@ def ssim_map(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarra
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
 
+def hidden_ssim(pred: np.ndarray, truth: np.ndarray, known_rows: np.ndarray) -> float:
+    """`quality`'s SSIM over the hidden rows, alone: the cheap score for choosing among fills by the truth."""
+    known_rows = np.asarray(known_rows, dtype=bool)
+    low, high = visible_range(truth, known_rows)
+    return float(ssim_map(scale_unit(pred, low, high), scale_unit(truth, low, high))[:, ~known_rows].mean())
+
+
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
     """PSNR in dB over the given pixels, capped at PSNR_CAP_DB (identical images)."""
     mse = float(np.mean((np.asarray(a, dtype=np.float64) - b) ** 2))

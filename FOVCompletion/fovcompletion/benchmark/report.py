@@ -115,6 +115,8 @@ def _level_cells(row: dict) -> list[str]:
 
 
 def _name(name: str) -> str:
+    if name == "retrieval-oracle":
+        return f"`{name}` (the truth's choice)"
     return f"`{name}` (ceiling)" if is_ceiling(name) else f"`{name}`"
 
 
@@ -381,6 +383,7 @@ LINE_COLOURS = {
     "mirror": "tab:olive",
     "noise": "tab:brown",
     "retrieval": "tab:purple",
+    "retrieval-oracle": "indigo",
 }
 
 

@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -24,12 +25,22 @@ from .baselines import RetrievalBaseline, constant_fill, mirror_fill, noise_fill
 from .cases import Case
 from .ceiling import CEILINGS, DENOISE_LEVELS, ceiling_fill, denoise_name
 from .levels import level_counts
-from .metrics import NEAR_MM, quality
+from .metrics import NEAR_MM, hidden_ssim, quality
 from .resources import describe_device, peak_rss_mb, reset_peak_rss, threads
 from .seeds import draw_seed, draws_noise
 from .timing import UNetTimer
 
-FAMILIES = (*CEILINGS, "ours", "resample", "reference", "constant", "mirror", "noise", "retrieval")
+FAMILIES = (
+    *CEILINGS,
+    "ours",
+    "resample",
+    "reference",
+    "constant",
+    "mirror",
+    "noise",
+    "retrieval",
+    "retrieval-oracle",
+)
 LEARNED = ("ours", "resample", "reference")
 
 
@@ -156,7 +167,9 @@ def build_methods(
     if "reference" in families:
         methods.append(Method("reference", "reference", reference_steps))
     methods += [
-        Method(name, name) for name in ("constant", "mirror", "noise", "retrieval") if name in families
+        Method(name, name)
+        for name in ("constant", "mirror", "noise", "retrieval", "retrieval-oracle")
+        if name in families
     ]
     return methods
 
@@ -340,6 +353,15 @@ def run_benchmark(
                         pred = noise_fill(visible, above, below, (spacing_si, spacing_ap), outcome.seed)
                     elif case.source not in retrieval:
                         raise InputError(f"no retrieval library for {case.source} cases")
+                    elif method.family == "retrieval-oracle":  # the truth chooses: a reference, no method
+                        pred = retrieval[case.source].closest(
+                            visible,
+                            above,
+                            below,
+                            (spacing_si, spacing_ap),
+                            case.subject,
+                            partial(hidden_ssim, truth=truth, known_rows=case.known_rows),
+                        )
                     else:
                         pred = retrieval[case.source].fill(
                             visible, above, below, (spacing_si, spacing_ap), case.region, case.subject

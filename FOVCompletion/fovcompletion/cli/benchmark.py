@@ -115,7 +115,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="LIST",
         help="comma-separated families: grid,autoencoder,denoise (the ceilings),ours,resample,reference,constant,"
-        "mirror,noise,retrieval (default: all)",
+        "mirror,noise,retrieval,retrieval-oracle (the library's spine nearest the truth, chosen by it; a reference "
+        "for reading the figures, not a method) (default: all)",
     )
     parser.add_argument(
         "--hide-mm", type=float, default=64.0, help="millimetres hidden at one end (default: 64)"
