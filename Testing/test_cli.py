@@ -20,6 +20,7 @@ from fovcompletion.errors import InputError, OutOfMemoryError
 from fovcompletion.pipeline import complete as fovcompletion_complete
 from fovcompletion.pipeline import complete_file, get_bundle
 from fovcompletion.preview import montage
+from fovcompletion.schedule import SamplerOptions
 
 AFFINE = oblique_affine((1.0, 1.0, 1.0), 5.0)
 
@@ -378,16 +379,25 @@ BAD_INPUTS = {
         ({"slices": 3, "slice_range": (0, 2)}, "a number of slices or a slice range, not both"),
         ({"slices": 2.7}, "the number of slices must be a whole number (got 2.7)"),
         ({"slice_range": (0, 2.5)}, "the slice range must be two whole numbers"),
+        ({"samples": 2.5}, "the number of samples must be a whole number of at least 1 (got 2.5)"),
+        ({"samples": "2"}, "the number of samples must be a whole number of at least 1 (got '2')"),
+        ({"preview_every": 2.5}, "the preview interval must be 0 (off) or a whole number of steps (got 2.5)"),
+        ({"steps": 2.5}, "steps must be a whole number (got 2.5)"),  # was rounded down without a word
+        ({"steps": None, "sampler": SamplerOptions(steps=2.5)}, "steps must be a whole number (got 2.5)"),
+        ({"sampler": SamplerOptions(candidates=1.5)}, "candidates must be a whole number (got 1.5)"),
+        ({"sampler": SamplerOptions(resample=1.5)}, "resample must be a whole number (got 1.5)"),  # was run
+        ({"sampler": SamplerOptions(guidance="2")}, "guidance must be a number (got '2')"),
+        ({"extend_inferior_mm": "20"}, "extensions must be finite millimetres (got 0.0, '20')"),
+        ({"window_overlap_mm": "x"}, "the window overlap must be a number of millimetres >= 0 (got 'x')"),
+        ({"device": 3}, "the device must be a name: auto, cpu, cuda, cuda:N or mps (got 3)"),
     ],
 )
 def test_the_python_api_refuses_what_the_command_line_cannot_say(kwargs, message, tiny_bundle):
     """The API takes what the command line's parser would have refused: each is a one-line user error before the
     model loads, never a TypeError or a silently dropped choice."""
-    arguments = {"affine": np.diag([-1.0, -1.0, 1.0, 1.0]), **kwargs}
+    arguments = {"affine": np.diag([-1.0, -1.0, 1.0, 1.0]), "steps": 2, "extend_inferior_mm": 20, **kwargs}
     with pytest.raises(InputError) as raised:
-        fovcompletion_complete(
-            synthetic_scan(), model=tiny_bundle, steps=2, extend_inferior_mm=20, **arguments
-        )
+        fovcompletion_complete(synthetic_scan(), model=tiny_bundle, **arguments)
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 

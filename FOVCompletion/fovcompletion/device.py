@@ -19,6 +19,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     """The torch device for a user's choice; asking for an absent accelerator is a clear error."""
     import torch
 
+    if name is not None and not isinstance(name, str):
+        raise InputError(f"the device must be a name: auto, cpu, cuda, cuda:N or mps (got {name!r})")
     name = (name or "auto").lower()
     if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
         raise InputError(f"unknown device {name!r} (choose from {', '.join(DEVICE_CHOICES)})")

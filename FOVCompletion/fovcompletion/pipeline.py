@@ -9,7 +9,6 @@ pasted back exactly -> input axis order.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .arguments import is_real_number, is_whole_number
 from .bundle import METADATA_FILE, Bundle, BundleMetadata, load_bundle, read_metadata
 from .candidates import best_candidate, canal_score
 from .device import autocast_dtype, is_out_of_memory, resolve_device
@@ -397,19 +397,22 @@ def complete(
         raise InputError("an array needs its voxel-to-RAS affine (a 4 x 4 matrix), or pass a Volume")
     volume = validate_volume(*((image.array, image.affine) if isinstance(image, Volume) else (image, affine)))
     check_slice_choice(slices, slice_range)
-    if samples < 1:
-        raise InputError(f"samples must be at least 1 (got {samples})")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
+    if not is_whole_number(samples) or samples < 1:
+        raise InputError(f"the number of samples must be a whole number of at least 1 (got {samples!r})")
+    if not is_whole_number(seed) or not 0 <= seed < MAX_SEED:
         raise InputError(f"the seed must be a whole number from 0 to 2**64 - 1 (got {seed!r})")
     check_extension(extend_superior_mm, extend_inferior_mm)  # before the model loads: a typo fails at once
-    if preview_every < 0:
-        raise InputError(f"the preview interval must be 0 (off) or a number of steps (got {preview_every})")
+    if not is_whole_number(preview_every) or preview_every < 0:
+        raise InputError(
+            f"the preview interval must be 0 (off) or a whole number of steps (got {preview_every!r})"
+        )
     for name, millimetres in (("feather", feather_mm), ("window overlap", window_overlap_mm)):
-        if not (math.isfinite(millimetres) and millimetres >= 0):
-            raise InputError(f"the {name} must be a number of millimetres >= 0 (got {millimetres})")
+        if not (is_real_number(millimetres) and millimetres >= 0):
+            raise InputError(f"the {name} must be a number of millimetres >= 0 (got {millimetres!r})")
     options = sampler or SamplerOptions()
     if steps is not None:
-        options = replace(options, steps=int(steps))
+        options = replace(options, steps=steps)
+    options.check_types()
     torch_device = resolve_device(device)
     bundle = get_bundle(model, torch_device)
     metadata = bundle.metadata

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arguments import is_whole_number
 from .bundle import BundleMetadata
 from .errors import InputError
 from .geometry import (
@@ -69,20 +70,18 @@ def max_inplane_spacing_mm(metadata: BundleMetadata | None) -> float:
     return max(3.0, 1.5 * max(metadata.canvas.spacing_mm)) if metadata is not None else 3.0
 
 
-def _whole(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def check_slice_choice(slices: int | None, slice_range: tuple[int, int] | None) -> None:
     """Refuse a choice of slices that cannot mean one thing, before any model loads: both a count and a range
     (the command line makes them exclusive; the API used to keep the range silently), or numbers that are not
     whole."""
     if slices is not None and slice_range is not None:
         raise InputError("give a number of slices or a slice range, not both")
-    if slices is not None and not _whole(slices):
+    if slices is not None and not is_whole_number(slices):
         raise InputError(f"the number of slices must be a whole number (got {slices!r})")
     if slice_range is not None and not (
-        isinstance(slice_range, (tuple, list)) and len(slice_range) == 2 and all(map(_whole, slice_range))
+        isinstance(slice_range, (tuple, list))
+        and len(slice_range) == 2
+        and all(map(is_whole_number, slice_range))
     ):
         raise InputError(f"the slice range must be two whole numbers, start and end (got {slice_range!r})")
 

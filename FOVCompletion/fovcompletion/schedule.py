@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arguments import is_number, is_whole_number
 from .errors import InputError
 
 METHODS = ("ddim", "reference")
@@ -54,7 +55,27 @@ class SamplerOptions:
     guidance: float | None = None
     candidates: int | None = None
 
+    def check_types(self) -> None:
+        """Counts whole numbers and weights numbers (or None where the bundle decides), before their ranges are
+        checked: the API takes what the command line's parser would refuse."""
+        counts = {
+            "steps": self.steps,
+            "candidates": self.candidates,
+            "resample": self.resample,
+            "jump length": self.jump_length,
+            "mask erosion": self.mask_erosion,
+        }
+        for name, value in counts.items():
+            if value is not None and not is_whole_number(value):
+                raise InputError(f"{name} must be a whole number (got {value!r})")
+        weights = {"eta": self.eta, "guidance": self.guidance}
+        weights["slice noise correlation"] = self.slice_noise_correlation
+        for name, value in weights.items():
+            if value is not None and not is_number(value):
+                raise InputError(f"{name} must be a number (got {value!r})")
+
     def validate(self, num_train_timesteps: int) -> None:
+        self.check_types()
         if self.method not in METHODS:
             raise InputError(f"unknown sampler {self.method!r} (choose from {', '.join(METHODS)})")
         if self.steps is None or self.candidates is None:
