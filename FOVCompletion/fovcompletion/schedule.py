@@ -68,8 +68,11 @@ class SamplerOptions:
         for name, value in counts.items():
             if value is not None and not is_whole_number(value):
                 raise InputError(f"{name} must be a whole number (got {value!r})")
-        weights = {"eta": self.eta, "guidance": self.guidance}
-        weights["slice noise correlation"] = self.slice_noise_correlation
+        weights = {
+            "eta": self.eta,
+            "guidance": self.guidance,
+            "slice noise correlation": self.slice_noise_correlation,
+        }
         for name, value in weights.items():
             if value is not None and not is_number(value):
                 raise InputError(f"{name} must be a number (got {value!r})")
