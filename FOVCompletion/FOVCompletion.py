@@ -786,10 +786,9 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
         engine's message. Otherwise returns the running CompletionTask, polled by a timer; its result is shown
         when it ends.
         """
-        self.setupPythonRequirements()
         options = CompletionOptions(
             slices=slices,
-            sliceRange=tuple(sliceRange) if sliceRange is not None else None,
+            sliceRange=tuple(sliceRange) if isinstance(sliceRange, list) else sliceRange,  # checked below
             steps=steps,
             extendSuperiorMm=extendSuperiorMm,
             extendInferiorMm=extendInferiorMm,
@@ -800,6 +799,8 @@ class FOVCompletionLogic(ScriptedLoadableModuleLogic):
             model=model,
             previewEvery=previewEvery,
         )
+        options.validate()  # a mistyped value is refused before any package is installed
+        self.setupPythonRequirements()
         if waitForCompletion:
             task = self.startCompletion(inputNode, options, outputNode)
             result = task.wait(idle=slicer.app.processEvents)

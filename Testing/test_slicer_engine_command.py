@@ -6,11 +6,13 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
 from fovcompletion.cli import build_parser
 from FOVCompletionLib.engine_command import (
+    MAXIMUM_SEED,
     MODULE_DIR,
     CompletionOptions,
     buildCompletionCommand,
@@ -97,11 +99,63 @@ def test_bad_options_get_one_clear_message(options, message):
         buildCompletionCommand("python", "a", "b", options)
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"slices": 2.5}, r"number of slices must be a whole number \(got 2.5\)"),
+        ({"slices": "3"}, "number of slices must be a whole number"),
+        ({"steps": 2.5}, r"number of steps must be a whole number \(got 2.5\)"),  # was rounded to 2
+        ({"steps": "20"}, "number of steps must be a whole number"),
+        ({"samples": 2.5}, "number of samples must be a whole number"),  # was rounded to 2
+        ({"candidates": 1.5}, "number of candidates must be a whole number"),
+        ({"previewEvery": None}, "preview interval must be a whole number"),
+        ({"seed": 1.5}, r"seed must be a whole number \(got 1.5\)"),  # was rounded to 1
+        ({"seed": "abc"}, "seed must be a whole number"),
+        ({"seed": -1}, "seed must be a whole number from 0 to 2..64 - 1"),  # refused after the export
+        ({"seed": 2**64}, "seed must be a whole number from 0 to 2..64 - 1"),
+        ({"sliceRange": (0.5, 3)}, "slice range must be two whole numbers"),  # was rounded to 0:3
+        ({"sliceRange": (1,)}, "slice range must be two whole numbers"),
+        ({"sliceRange": "1:3"}, "slice range must be two whole numbers"),
+        ({"extendSuperiorMm": float("nan")}, "superior extension must be finite"),  # was passed on
+        ({"extendInferiorMm": "10"}, "inferior extension must be finite millimetres"),
+        ({"device": None}, "unknown device None"),
+        ({"device": "cuda:x"}, "unknown device 'cuda:x'"),  # was passed on
+        ({"model": 5}, "model must be a bundle name or folder"),
+    ],
+)
+def test_values_of_the_wrong_type_get_one_clear_message(values, message):
+    """The console API's values: one line, never a TypeError or AttributeError, and nothing rounded silently."""
+    options = CompletionOptions(**{"extendInferiorMm": 20.0, **values})
+    with pytest.raises(ValueError, match=message) as raised:
+        buildCompletionCommand("python", "a", "b", options)
+    assert "\n" not in str(raised.value)
+
+
+def test_numpy_integers_a_list_range_and_a_path_model_are_taken():
+    options = CompletionOptions(
+        sliceRange=[1, 3], seed=np.int64(7), extendInferiorMm=np.float32(20), model=Path("/models/tiny")
+    )
+    args = parse(buildCompletionCommand("python", "a.nii", "b.nii.gz", options))
+    assert (args.slice_range, args.seed, args.extend_inferior) == ((1, 3), 7, 20.0)
+    assert args.model == str(Path("/models/tiny"))
+
+
+def test_the_seed_limit_is_the_engines():
+    from fovcompletion.pipeline import MAX_SEED
+
+    assert MAXIMUM_SEED == MAX_SEED
+
+
 def test_range_past_the_volume_is_refused_before_running():
     options = CompletionOptions(sliceRange=(10, 20), extendInferiorMm=10)
     options.validate()  # fine without knowing the volume
     with pytest.raises(ValueError, match="12 sagittal slices"):
         options.validate(sagittalSliceCount=12)
+    count = CompletionOptions(slices=13, extendInferiorMm=10)  # was refused by the engine, after the export
+    count.validate()
+    count.validate(sagittalSliceCount=13)
+    with pytest.raises(ValueError, match="^13 slices requested but the input has only 12 sagittal slices$"):
+        count.validate(sagittalSliceCount=12)
 
 
 def test_environment_puts_the_module_folder_first():

@@ -7,15 +7,21 @@ the panel instead of an engine error after the input was exported.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+# Needs numpy only (which Slicer ships), not the engine's dependencies: the same checks as the engine's Python API.
+from fovcompletion.arguments import is_real_number, is_whole_number
 
 MODULE_DIR = Path(__file__).resolve().parent.parent  # holds fovcompletion/ (the engine) and Resources/
 MAXIMUM_STEPS = 1000
 # The engine's `layout.MAX_TOTAL_EXTENSION_MM` (a test keeps them equal): the GUI process checks it without
 # importing the engine, whose dependencies may not be installed yet.
 MAXIMUM_TOTAL_EXTENSION_MM = 1500.0
+MAXIMUM_SEED = 2**64  # the engine's `pipeline.MAX_SEED`: torch generators take 0 .. 2**64 - 1
+DEVICE_NAME = re.compile(r"auto|cpu|cuda|cuda:[0-9]+|mps")
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,15 @@ class CompletionOptions:
 
     def validate(self, sagittalSliceCount: int | None = None) -> None:
         """Raise ValueError with one sentence the user can act on."""
+        self._checkTypes()
         if self.slices is not None and self.sliceRange is not None:
             raise ValueError("choose either a number of slices or a slice range, not both")
         if self.slices is not None and self.slices < 1:
             raise ValueError(f"the number of slices must be at least 1 (got {self.slices})")
+        if self.slices is not None and sagittalSliceCount is not None and self.slices > sagittalSliceCount:
+            raise ValueError(
+                f"{self.slices} slices requested but the input has only {sagittalSliceCount} sagittal slices"
+            )
         if self.sliceRange is not None:
             first, stop = self.sliceRange
             shown = (
@@ -74,8 +85,38 @@ class CompletionOptions:
                 f"extending by {total:g} mm in all is more than any body needs: at most "
                 f"{MAXIMUM_TOTAL_EXTENSION_MM:g} mm above and below together"
             )
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
-            raise ValueError(f"unknown device {self.device!r}")
+        if not 0 <= self.seed < MAXIMUM_SEED:
+            raise ValueError(f"the seed must be a whole number from 0 to 2**64 - 1 (got {self.seed!r})")
+
+    def _checkTypes(self) -> None:
+        """Refuse a value of the wrong type (console API) as the engine's parser would, with one line, before the
+        range checks: a string would raise a TypeError there, and 2.5 steps or samples would be rounded down
+        silently when the command line is built."""
+        counts = {
+            "number of slices": self.slices,
+            "number of steps": self.steps,
+            "number of samples": self.samples,
+            "number of candidates": self.candidates,
+            "preview interval": self.previewEvery,
+            "seed": self.seed,
+        }
+        optional = ("number of slices", "number of steps", "number of candidates")
+        for what, value in counts.items():
+            if not (is_whole_number(value) or (value is None and what in optional)):
+                raise ValueError(f"the {what} must be a whole number (got {value!r})")
+        if self.sliceRange is not None and not (
+            isinstance(self.sliceRange, (tuple, list))
+            and len(self.sliceRange) == 2
+            and all(map(is_whole_number, self.sliceRange))
+        ):
+            raise ValueError(f"the slice range must be two whole numbers (got {self.sliceRange!r})")
+        for what, value in (("superior", self.extendSuperiorMm), ("inferior", self.extendInferiorMm)):
+            if not is_real_number(value):
+                raise ValueError(f"the {what} extension must be finite millimetres (got {value!r})")
+        if not isinstance(self.device, str) or not DEVICE_NAME.fullmatch(self.device):
+            raise ValueError(f"unknown device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
+        if self.model is not None and not isinstance(self.model, (str, os.PathLike)):
+            raise ValueError(f"the model must be a bundle name or folder (got {self.model!r})")
 
 
 def buildCompletionCommand(
