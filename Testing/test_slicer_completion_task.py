@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slicer
+import vtk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FOVCompletion"))
 from conftest import oblique_affine, synthetic_scan, write_nifti
@@ -362,6 +363,61 @@ def test_bad_options_are_refused_before_anything_is_written(scene, input_node, f
     with pytest.raises(ValueError, match="image data"):
         task_for(empty, fake_python, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def _vector_volume(scene):
+    node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "colour")
+    image = vtk.vtkImageData()
+    image.SetDimensions(5, 24, 20)
+    image.AllocateScalars(vtk.VTK_FLOAT, 3)
+    node.SetAndObserveImageData(image)
+    return node
+
+
+def _removed_volume(scene):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "deleted")
+    setVolumeFromArrayAndAffine(node, synthetic_scan((5, 24, 20)), AFFINE)
+    scene.RemoveNode(node)
+    return node
+
+
+def _label_map(scene, name="labels"):
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
+    setVolumeFromArrayAndAffine(node, np.ones((5, 24, 20), np.uint8), AFFINE)
+    return node
+
+
+@pytest.mark.parametrize(
+    ("make_input", "make_output", "message"),
+    [
+        (lambda scene: scene.AddNewNodeByClass("vtkMRMLModelNode"), None, "not vtkMRMLModelNode"),
+        (lambda scene: "scan", None, "not str"),
+        (_label_map, None, "not a label map"),  # was completed as if it were an image
+        (_vector_volume, None, "not a vector"),  # was exported, then refused by the engine
+        (_removed_volume, None, "not in the scene"),
+        (None, _label_map, "output must be a scalar volume, not vtkMRMLLabelMapVolumeNode"),  # was filled
+        (None, lambda scene: scene.AddNewNodeByClass("vtkMRMLModelNode"), "output must be a scalar volume"),
+        (
+            None,
+            lambda scene: slicer.vtkMRMLScene().AddNewNodeByClass("vtkMRMLScalarVolumeNode", "elsewhere"),
+            "'elsewhere' is not in the input volume's scene",  # was ignored: a new node instead
+        ),
+    ],
+)
+def test_nodes_the_selectors_would_not_offer_are_refused_in_one_line(
+    scene, input_node, fake_python, tmp_path, make_input, make_output, message
+):
+    """Not an AttributeError, nor a label map or vector volume run, nor an output node of the wrong kind found
+    out after the run: one line before anything is written, and the scene as it was."""
+    inputNode = make_input(scene) if make_input is not None else input_node
+    outputNode = make_output(scene) if make_output is not None else None
+    array, mtime = arrayAndAffineFromVolume(input_node)[0], input_node.GetMTime()
+    nodes = scene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match=message) as raised:
+        task_for(inputNode, fake_python, tmp_path, outputNode=outputNode)
+    assert "\n" not in str(raised.value)
+    assert scene.GetNumberOfNodes() == nodes and list(tmp_path.iterdir()) == []
+    assert_input_untouched(input_node, array, mtime)
 
 
 def test_real_engine_end_to_end(scene, input_node, tiny_bundle, tmp_path):

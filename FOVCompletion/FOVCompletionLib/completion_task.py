@@ -53,6 +53,42 @@ class CompletionNodes:
     spread: object | None = None
 
 
+SCALAR_VOLUME_CLASS = "vtkMRMLScalarVolumeNode"  # what the panel's volume selectors offer (no child classes)
+NODE_KINDS = {"vtkMRMLLabelMapVolumeNode": "a label map", "vtkMRMLVectorVolumeNode": "a vector volume"}
+
+
+def _className(node) -> str:
+    return node.GetClassName() if hasattr(node, "GetClassName") else type(node).__name__
+
+
+def checkVolumeNodes(inputNode, outputNode=None) -> None:
+    """Refuse, with one line and before anything is written, nodes the panel's selectors would not offer: the
+    engine would complete a label map as an image, refuse a vector volume only after the export, and a node
+    outside the scene or of another class would fail with an AttributeError (or, as output, after the run)."""
+    if inputNode is None:
+        raise ValueError("select an input volume that has image data")
+    if _className(inputNode) != SCALAR_VOLUME_CLASS:
+        kind = NODE_KINDS.get(_className(inputNode), _className(inputNode))
+        raise ValueError(f"the input must be a scalar (grayscale) volume, not {kind}")
+    if inputNode.GetScene() is None:
+        raise ValueError("the input volume is not in the scene (it was deleted)")
+    image = inputNode.GetImageData()
+    if image is None:
+        raise ValueError("select an input volume that has image data")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise ValueError(
+            f"the input has {image.GetNumberOfScalarComponents()} values per voxel; a grayscale volume is required"
+        )
+    if outputNode is None:
+        return
+    if outputNode is inputNode:
+        raise ValueError("the output volume must not be the input volume (the input is never modified)")
+    if _className(outputNode) != SCALAR_VOLUME_CLASS:
+        raise ValueError(f"the output must be a scalar volume, not {_className(outputNode)}")
+    if outputNode.GetScene() is not inputNode.GetScene():
+        raise ValueError(f"the output volume {outputNode.GetName()!r} is not in the input volume's scene")
+
+
 class CompletionTask:
     """Runs the engine on `inputNode`; state moves NOT_STARTED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED."""
 
@@ -67,10 +103,7 @@ class CompletionTask:
         onEvent: Callable[[EngineEvent], None] | None = None,
         onFinished: Callable[[CompletionTask], None] | None = None,
     ) -> None:
-        if inputNode is None or inputNode.GetImageData() is None:
-            raise ValueError("select an input volume that has image data")
-        if outputNode is not None and outputNode is inputNode:
-            raise ValueError("the output volume must not be the input volume (the input is never modified)")
+        checkVolumeNodes(inputNode, outputNode)
         options.validate(sagittalSliceCount(inputNode))
         self.inputNode = inputNode
         self.scene = inputNode.GetScene()
