@@ -263,6 +263,11 @@ BAD_INPUTS = {
         "not a readable",
     ),
     "2D": (lambda p: _nifti(p, "flat.nii.gz", np.ones((40, 30), np.float32) * np.arange(30)), [], "2D image"),
+    "2D saved one voxel thick": (  # as Slicer writes a 2D image; was completed as a one-row scan
+        lambda p: _nifti(p, "slice.nii.gz", synthetic_scan((40, 1, 30))),
+        [],
+        "a single axial image",
+    ),
     "4D": (
         lambda p: _nifti(p, "series.nii.gz", np.random.rand(6, 40, 30, 3).astype(np.float32)),
         [],

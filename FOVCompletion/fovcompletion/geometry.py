@@ -50,6 +50,16 @@ def check_sagittal_resolution(spacing_lia: np.ndarray, max_inplane_mm: float) ->
         )
 
 
+def check_sagittal_extent(shape_lia: tuple[int, ...]) -> None:
+    """Refuse a 2D image stored as a volume one voxel thick (a single axial or coronal image, as Slicer saves a
+    2D image): its spacing passes `check_sagittal_resolution`, but one row is no scan to extend."""
+    for axis, plane, direction in ((1, "axial", "superior-inferior"), (2, "coronal", "anterior-posterior")):
+        if shape_lia[axis] < 2:
+            raise InputError(
+                f"input is a single {plane} image (one sample {direction}); a 3D sagittal volume is required"
+            )
+
+
 def index_transform(scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """4x4 map from new voxel indices to old ones: old = scale * new + offset (per axis)."""
     matrix = np.eye(4)

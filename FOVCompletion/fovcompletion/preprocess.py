@@ -14,6 +14,7 @@ from .bundle import BundleMetadata
 from .errors import InputError
 from .geometry import (
     MODEL_AXCODES,
+    check_sagittal_extent,
     check_sagittal_resolution,
     original_axis_index,
     reorient,
@@ -136,6 +137,7 @@ def prepare_slab(
     """
     array, affine = reorient(volume.array, volume.affine, MODEL_AXCODES)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    check_sagittal_extent(array.shape)
     check_sagittal_resolution(spacing, max_inplane_spacing_mm(metadata))
     n_slices = array.shape[0]
     lr_axis, flipped = original_axis_index(volume.affine, 0)
