@@ -175,8 +175,9 @@ def test_retrieval_recovers_a_translated_copy_of_the_truth():
 
 
 def test_the_oracle_row_keeps_the_library_spine_nearest_the_truth_not_the_best_correlated_one():
-    """Retrieval picks the library volume whose band next to the seam correlates best; the oracle row tries each
-    one and keeps the continuation nearest the hidden truth, never the case's own subject."""
+    """Retrieval picks, among the library volumes of the case's region, the one whose band next to the seam
+    correlates best; the oracle row tries every one, of any region, and keeps the continuation nearest the hidden
+    truth, never the case's own subject."""
     rng = np.random.default_rng(5)
     truth = rng.random((3, 60, 30)).astype(np.float32) * 100
     known = hide_rows(60, 15, "superior")
@@ -199,8 +200,8 @@ def test_the_oracle_row_keeps_the_library_spine_nearest_the_truth_not_the_best_c
     )
     visible = truth[:, known]
 
-    def score(filled: np.ndarray) -> float:
-        return hidden_ssim(filled, truth, known)
+    def score(filled: np.ndarray, rows: slice | None = None) -> float:
+        return hidden_ssim(filled, truth, known, rows)
 
     retrieved = baseline.fill(visible, 15, 0, (1.0, 1.0), "cervical", "sub-self")
     assert baseline.last_matches[0].subject == "sub-decoy"
@@ -214,6 +215,29 @@ def test_the_oracle_row_keeps_the_library_spine_nearest_the_truth_not_the_best_c
     assert np.array_equal(
         lonely.closest(visible, 15, 0, (1.0, 1.0), "sub-self", score), constant_fill(visible, 15, 0)
     )
+
+
+def test_the_oracle_row_chooses_each_hidden_block_on_its_own():
+    """Hidden above and below, one library volume continues the case upwards only and another downwards only:
+    the oracle row takes each block from its own volume, as retrieval does, and so reproduces the truth."""
+    rng = np.random.default_rng(7)
+    truth = rng.random((3, 60, 30)).astype(np.float32) * 100
+    known = np.zeros(60, dtype=bool)
+    known[10:50] = True
+    upwards, downwards = truth[:, :50].copy(), truth[:, 10:].copy()
+    baseline = RetrievalBaseline(
+        [
+            LibraryEntry("sub-down", "lumbar", lambda: Volume(downwards, np.eye(4))),
+            LibraryEntry("sub-up", "lumbar", lambda: Volume(upwards, np.eye(4))),
+        ]
+    )
+    visible = truth[:, known]
+    retrieved = baseline.fill(visible, 10, 10, (1.0, 1.0), "lumbar", "sub-self")
+    oracle = baseline.closest(
+        visible, 10, 10, (1.0, 1.0), "sub-self", lambda filled, rows: hidden_ssim(filled, truth, known, rows)
+    )
+    assert [match.subject for match in baseline.last_matches] == ["sub-up", "sub-down"]
+    assert np.allclose(oracle, truth, atol=1e-3) and np.allclose(retrieved, truth, atol=1e-3)
 
 
 def test_disc_positions_are_matched_once_within_tolerance():

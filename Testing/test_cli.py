@@ -392,6 +392,7 @@ BAD_INPUTS = {
         ({"sampler": SamplerOptions(candidates=1.5)}, "candidates must be a whole number (got 1.5)"),
         ({"sampler": SamplerOptions(resample=1.5)}, "resample must be a whole number (got 1.5)"),  # was run
         ({"sampler": SamplerOptions(guidance="2")}, "guidance must be a number (got '2')"),
+        ({"sampler": SamplerOptions(resample=None)}, "resample must be a whole number (got None)"),
         ({"extend_inferior_mm": "20"}, "extensions must be finite millimetres (got 0.0, '20')"),
         ({"window_overlap_mm": "x"}, "the window overlap must be a number of millimetres >= 0 (got 'x')"),
         ({"device": 3}, "the device must be a name: auto, cpu, cuda, cuda:N or mps (got 3)"),
@@ -404,6 +405,23 @@ def test_the_python_api_refuses_what_the_command_line_cannot_say(kwargs, message
     with pytest.raises(InputError) as raised:
         fovcompletion_complete(synthetic_scan(), model=tiny_bundle, **arguments)
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_numpy_numbers_are_taken_and_give_plain_python_numbers_back(tiny_bundle):
+    """numpy ints and floats are what a script computes its settings with: accepted, and turned into Python numbers
+    before they reach the result (a numpy count of UNet passes is something `json` cannot write)."""
+    result = fovcompletion_complete(
+        synthetic_scan(),
+        np.diag([-1.0, -1.0, 1.0, 1.0]),
+        model=tiny_bundle,
+        steps=np.int64(2),
+        samples=np.int64(1),
+        seed=np.uint64(3),
+        extend_inferior_mm=np.float32(20),
+        sampler=SamplerOptions(guidance=np.float64(1.0), candidates=np.int32(1)),
+    )
+    assert type(result.nfe) is int and result.nfe == 2
+    json.dumps({"nfe": result.nfe, "samples": result.samples})
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

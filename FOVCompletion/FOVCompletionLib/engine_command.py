@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Needs numpy only (which Slicer ships), not the engine's dependencies: the same checks as the engine's Python API.
-from fovcompletion.arguments import is_real_number, is_whole_number
+from fovcompletion.arguments import is_finite_number, is_whole_number
 
 MODULE_DIR = Path(__file__).resolve().parent.parent  # holds fovcompletion/ (the engine) and Resources/
 MAXIMUM_STEPS = 1000
@@ -111,7 +111,7 @@ class CompletionOptions:
         ):
             raise ValueError(f"the slice range must be two whole numbers (got {self.sliceRange!r})")
         for what, value in (("superior", self.extendSuperiorMm), ("inferior", self.extendInferiorMm)):
-            if not is_real_number(value):
+            if not is_finite_number(value):
                 raise ValueError(f"the {what} extension must be finite millimetres (got {value!r})")
         if not isinstance(self.device, str) or not DEVICE_NAME.fullmatch(self.device):
             raise ValueError(f"unknown device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")

@@ -19,6 +19,6 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def is_real_number(value: object) -> bool:
-    """A finite number: what millimetres must be."""
+def is_finite_number(value: object) -> bool:
+    """A number that is neither NaN nor infinite: what millimetres must be."""
     return is_number(value) and math.isfinite(value)

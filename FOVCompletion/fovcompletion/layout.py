@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .arguments import is_real_number
+from .arguments import is_finite_number
 from .bundle import BundleMetadata
 from .errors import InputError
 
@@ -27,7 +27,7 @@ MAX_TOTAL_EXTENSION_MM = 1500.0
 def check_extension(extend_superior_mm: float, extend_inferior_mm: float) -> None:
     """Refuse extensions no body has before any work starts: negative, not finite, none, or too tall."""
     extensions = (extend_superior_mm, extend_inferior_mm)
-    if not all(is_real_number(mm) for mm in extensions):
+    if not all(is_finite_number(mm) for mm in extensions):
         raise InputError(
             f"extensions must be finite millimetres (got {extend_superior_mm!r}, {extend_inferior_mm!r})"
         )

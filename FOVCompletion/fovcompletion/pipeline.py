@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .arguments import is_real_number, is_whole_number
+from .arguments import is_finite_number, is_whole_number
 from .bundle import METADATA_FILE, Bundle, BundleMetadata, load_bundle, read_metadata
 from .candidates import best_candidate, canal_score
 from .device import autocast_dtype, is_out_of_memory, resolve_device
@@ -407,12 +407,14 @@ def complete(
             f"the preview interval must be 0 (off) or a whole number of steps (got {preview_every!r})"
         )
     for name, millimetres in (("feather", feather_mm), ("window overlap", window_overlap_mm)):
-        if not (is_real_number(millimetres) and millimetres >= 0):
+        if not (is_finite_number(millimetres) and millimetres >= 0):
             raise InputError(f"the {name} must be a number of millimetres >= 0 (got {millimetres!r})")
     options = sampler or SamplerOptions()
     if steps is not None:
         options = replace(options, steps=steps)
     options.check_types()
+    options = options.in_python_numbers()
+    samples, seed, preview_every = int(samples), int(seed), int(preview_every)
     torch_device = resolve_device(device)
     bundle = get_bundle(model, torch_device)
     metadata = bundle.metadata

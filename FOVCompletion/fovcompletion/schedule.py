@@ -6,7 +6,7 @@ Torch-free, so that run-time estimates (the Slicer panel, `fovcompletion models`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -56,26 +56,41 @@ class SamplerOptions:
     candidates: int | None = None
 
     def check_types(self) -> None:
-        """Counts whole numbers and weights numbers (or None where the bundle decides), before their ranges are
-        checked: the API takes what the command line's parser would refuse."""
-        counts = {
-            "steps": self.steps,
-            "candidates": self.candidates,
-            "resample": self.resample,
-            "jump length": self.jump_length,
-            "mask erosion": self.mask_erosion,
-        }
-        for name, value in counts.items():
-            if value is not None and not is_whole_number(value):
-                raise InputError(f"{name} must be a whole number (got {value!r})")
-        weights = {
-            "eta": self.eta,
-            "guidance": self.guidance,
-            "slice noise correlation": self.slice_noise_correlation,
-        }
-        for name, value in weights.items():
-            if value is not None and not is_number(value):
-                raise InputError(f"{name} must be a number (got {value!r})")
+        """Counts whole numbers and weights numbers, before their ranges are checked (None only where the bundle
+        decides: steps, candidates, eta, guidance): the API takes what the command line's parser would refuse."""
+        whole, number = (is_whole_number, "a whole number"), (is_number, "a number")
+        checks = (  # name, value, None allowed, what it must be
+            ("steps", self.steps, True, whole),
+            ("candidates", self.candidates, True, whole),
+            ("resample", self.resample, False, whole),
+            ("jump length", self.jump_length, False, whole),
+            ("mask erosion", self.mask_erosion, False, whole),
+            ("eta", self.eta, True, number),
+            ("guidance", self.guidance, True, number),
+            ("slice noise correlation", self.slice_noise_correlation, False, number),
+        )
+        for name, value, optional, (fits, kind) in checks:
+            if not (fits(value) or (optional and value is None)):
+                raise InputError(f"{name} must be {kind} (got {value!r})")
+
+    def in_python_numbers(self) -> SamplerOptions:
+        """The same options as Python ints and floats: a caller's numpy scalars would otherwise reach the results
+        (a count of UNet passes that `json` cannot write). Call after `check_types`."""
+
+        def plain(value, kind):
+            return None if value is None else kind(value)
+
+        return replace(
+            self,
+            steps=plain(self.steps, int),
+            candidates=plain(self.candidates, int),
+            resample=int(self.resample),
+            jump_length=int(self.jump_length),
+            mask_erosion=int(self.mask_erosion),
+            eta=plain(self.eta, float),
+            guidance=plain(self.guidance, float),
+            slice_noise_correlation=float(self.slice_noise_correlation),
+        )
 
     def validate(self, num_train_timesteps: int) -> None:
         self.check_types()

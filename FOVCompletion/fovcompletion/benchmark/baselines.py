@@ -187,11 +187,8 @@ class RetrievalBaseline:
         self.last_matches = []
         indices = self.candidates(region, exclude) if only is None else [only]
         out = constant_fill(visible, above, below)
-        if above:
-            out[:, :above] = self._continue(visible, above, spacing, indices)
-        if below:
-            block = self._continue(visible[:, ::-1], below, spacing, indices, flipped=True)
-            out[:, above + visible.shape[1] :] = block[:, ::-1]
+        for rows, hidden, downwards in self._blocks(visible, above, below):
+            out[:, rows] = self._block(visible, hidden, spacing, indices, downwards)
         return out
 
     def closest(
@@ -201,20 +198,52 @@ class RetrievalBaseline:
         below: int,
         spacing: tuple[float, float],
         exclude: str,
-        score: Callable[[np.ndarray], float],
+        score: Callable[[np.ndarray, slice], float],
     ) -> np.ndarray:
-        """The continuation from each library entry in turn (any region), the one `score` rates highest: with a
-        score that knows the truth, the nearest that another real spine of the library, pasted in, comes to it.
-        Entries that continue nothing are passed over; with none left, the visible mean."""
-        best, best_score = constant_fill(visible, above, below), -np.inf
-        for index in self.usable(exclude):
-            filled = self.fill(visible, above, below, spacing, "", exclude, only=index)
-            if not self.last_matches:
-                continue
-            rating = score(filled)
-            if rating > best_score:
-                best, best_score = filled, rating
-        return best
+        """Each hidden block (above, below) from the library entry, of any region, whose continuation `score`
+        rates highest on that block's rows: with a score that knows the truth, the nearest that pasting in other
+        real spines of the library comes to it (per block, so never below `fill`'s choice). Entries that overlap
+        nothing are passed over, a NaN rating never wins, and a block nothing continues keeps the visible mean;
+        `last_matches` holds the chosen entries' matches."""
+        out = constant_fill(visible, above, below)
+        chosen: list[Match] = []
+        for rows, hidden, downwards in self._blocks(visible, above, below):
+            best_rating = -np.inf
+            for index in self.usable(exclude):
+                self.last_matches = []
+                block = self._block(visible, hidden, spacing, [index], downwards)
+                if not self.last_matches:
+                    continue
+                candidate = out.copy()
+                candidate[:, rows] = block
+                rating = score(candidate, rows)
+                if rating > best_rating:
+                    best_rating, best_block, best_match = rating, block, self.last_matches[0]
+            if best_rating > -np.inf:
+                out[:, rows] = best_block
+                chosen.append(best_match)
+        self.last_matches = chosen
+        return out
+
+    @staticmethod
+    def _blocks(visible: np.ndarray, above: int, below: int) -> list[tuple[slice, int, bool]]:
+        """The hidden blocks of the completed slab: its rows, their count, and whether they continue downwards."""
+        start_below = above + visible.shape[1]
+        blocks = [(slice(0, above), above, False), (slice(start_below, start_below + below), below, True)]
+        return [block for block in blocks if block[1] > 0]
+
+    def _block(
+        self,
+        visible: np.ndarray,
+        hidden: int,
+        spacing: tuple[float, float],
+        indices: list[int],
+        downwards: bool,
+    ) -> np.ndarray:
+        """`hidden` rows continuing `visible` upwards, or downwards, in the slab's row order."""
+        if not downwards:
+            return self._continue(visible, hidden, spacing, indices)
+        return self._continue(visible[:, ::-1], hidden, spacing, indices, flipped=True)[:, ::-1]
 
     def _continue(
         self,

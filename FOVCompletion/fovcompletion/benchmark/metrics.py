@@ -42,11 +42,22 @@ def ssim_map(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarra
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
 
-def hidden_ssim(pred: np.ndarray, truth: np.ndarray, known_rows: np.ndarray) -> float:
-    """`quality`'s SSIM over the hidden rows, alone: the cheap score for choosing among fills by the truth."""
-    known_rows = np.asarray(known_rows, dtype=bool)
+def on_visible_scale(
+    pred: np.ndarray, truth: np.ndarray, known_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both images scaled to [0, 1] by the truth's visible range, as every figure of `quality` reads them."""
     low, high = visible_range(truth, known_rows)
-    return float(ssim_map(scale_unit(pred, low, high), scale_unit(truth, low, high))[:, ~known_rows].mean())
+    return scale_unit(pred, low, high), scale_unit(truth, low, high)
+
+
+def hidden_ssim(
+    pred: np.ndarray, truth: np.ndarray, known_rows: np.ndarray, rows: slice | np.ndarray | None = None
+) -> float:
+    """`quality`'s SSIM over the hidden rows (or over `rows` of them), alone: the cheap score for choosing among
+    fills by the truth."""
+    known_rows = np.asarray(known_rows, dtype=bool)
+    smap = ssim_map(*on_visible_scale(pred, truth, known_rows))
+    return float(smap[:, ~known_rows if rows is None else rows].mean())
 
 
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
@@ -130,7 +141,7 @@ def quality(
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} are not on one grid")
     known_rows = np.asarray(known_rows, dtype=bool)
     low, high = visible_range(truth, known_rows)
-    p, t = scale_unit(pred, low, high), scale_unit(truth, low, high)
+    p, t = on_visible_scale(pred, truth, known_rows)
     smap = ssim_map(p, t)
     out: dict[str, float] = {}
     for suffix, rows in bands(known_rows, spacing_mm, near_mm).items():
