@@ -180,12 +180,10 @@ class RetrievalBaseline:
         spacing: tuple[float, float],
         region: str,
         exclude: str,
-        only: int | None = None,
     ) -> np.ndarray:
-        """The completed slab; rows no library volume covers fall back to the visible mean. `only`: continue
-        from that library entry alone instead of the best-correlated one of the case's region."""
+        """The completed slab; rows no library volume covers fall back to the visible mean."""
         self.last_matches = []
-        indices = self.candidates(region, exclude) if only is None else [only]
+        indices = self.candidates(region, exclude)
         out = constant_fill(visible, above, below)
         for rows, hidden, downwards in self._blocks(visible, above, below):
             out[:, rows] = self._block(visible, hidden, spacing, indices, downwards)
