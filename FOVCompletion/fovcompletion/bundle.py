@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .arguments import is_finite_number
 from .conditioning import CONDITIONING_MODES, unet_input_channels
 from .errors import BundleError, first_line
 from .latent_codec import (
@@ -264,9 +265,7 @@ class BundleMetadata:
 
 
 def _positive(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    )
+    return is_finite_number(value) and value > 0
 
 
 def speed_problem(speed: Any) -> str | None:

@@ -412,7 +412,6 @@ def complete(
     options = sampler or SamplerOptions()
     if steps is not None:
         options = replace(options, steps=steps)
-    options.check_types()
     options = options.in_python_numbers()
     samples, seed, preview_every = int(samples), int(seed), int(preview_every)
     torch_device = resolve_device(device)

@@ -20,6 +20,19 @@ DEFAULT_STEPS = 50  # for a bundle that names no steps
 DEFAULT_CANDIDATES = 1
 
 
+# The numeric options: field, None allowed (the bundle's setting decides), a whole number (else any number).
+NUMBER_FIELDS = (
+    ("steps", True, True),
+    ("candidates", True, True),
+    ("resample", False, True),
+    ("jump_length", False, True),
+    ("mask_erosion", False, True),
+    ("eta", True, False),
+    ("guidance", True, False),
+    ("slice_noise_correlation", False, False),
+)
+
+
 @dataclass(frozen=True)
 class SamplerOptions:
     """How to sample. `resample` > 1 repeats every `jump_length` steps (RePaint); NFE grows accordingly.
@@ -58,39 +71,21 @@ class SamplerOptions:
     def check_types(self) -> None:
         """Counts whole numbers and weights numbers, before their ranges are checked (None only where the bundle
         decides: steps, candidates, eta, guidance): the API takes what the command line's parser would refuse."""
-        whole, number = (is_whole_number, "a whole number"), (is_number, "a number")
-        checks = (  # name, value, None allowed, what it must be
-            ("steps", self.steps, True, whole),
-            ("candidates", self.candidates, True, whole),
-            ("resample", self.resample, False, whole),
-            ("jump length", self.jump_length, False, whole),
-            ("mask erosion", self.mask_erosion, False, whole),
-            ("eta", self.eta, True, number),
-            ("guidance", self.guidance, True, number),
-            ("slice noise correlation", self.slice_noise_correlation, False, number),
-        )
-        for name, value, optional, (fits, kind) in checks:
-            if not (fits(value) or (optional and value is None)):
-                raise InputError(f"{name} must be {kind} (got {value!r})")
+        for field, optional, whole in NUMBER_FIELDS:
+            value = getattr(self, field)
+            if not ((is_whole_number if whole else is_number)(value) or (optional and value is None)):
+                kind = "a whole number" if whole else "a number"
+                raise InputError(f"{field.replace('_', ' ')} must be {kind} (got {value!r})")
 
     def in_python_numbers(self) -> SamplerOptions:
-        """The same options as Python ints and floats: a caller's numpy scalars would otherwise reach the results
-        (a count of UNet passes that `json` cannot write). Call after `check_types`."""
-
-        def plain(value, kind):
-            return None if value is None else kind(value)
-
-        return replace(
-            self,
-            steps=plain(self.steps, int),
-            candidates=plain(self.candidates, int),
-            resample=int(self.resample),
-            jump_length=int(self.jump_length),
-            mask_erosion=int(self.mask_erosion),
-            eta=plain(self.eta, float),
-            guidance=plain(self.guidance, float),
-            slice_noise_correlation=float(self.slice_noise_correlation),
-        )
+        """The options checked (`check_types`) and as Python ints and floats: a caller's numpy scalars would
+        otherwise reach the results (a count of UNet passes that `json` cannot write)."""
+        self.check_types()
+        plain = {}
+        for field, _, whole in NUMBER_FIELDS:
+            value = getattr(self, field)
+            plain[field] = None if value is None else (int if whole else float)(value)
+        return replace(self, **plain)
 
     def validate(self, num_train_timesteps: int) -> None:
         self.check_types()

@@ -185,8 +185,8 @@ class RetrievalBaseline:
         self.last_matches = []
         indices = self.candidates(region, exclude)
         out = constant_fill(visible, above, below)
-        for rows, hidden, downwards in self._blocks(visible, above, below):
-            out[:, rows] = self._block(visible, hidden, spacing, indices, downwards)
+        for rows, downwards in self._blocks(visible, above, below):
+            out[:, rows] = self._block(visible, rows, spacing, indices, downwards)
         return out
 
     def closest(
@@ -205,11 +205,11 @@ class RetrievalBaseline:
         `last_matches` holds the chosen entries' matches."""
         out = constant_fill(visible, above, below)
         chosen: list[Match] = []
-        for rows, hidden, downwards in self._blocks(visible, above, below):
+        for rows, downwards in self._blocks(visible, above, below):
             best_rating = -np.inf
             for index in self.usable(exclude):
                 self.last_matches = []
-                block = self._block(visible, hidden, spacing, [index], downwards)
+                block = self._block(visible, rows, spacing, [index], downwards)
                 if not self.last_matches:
                     continue
                 candidate = out.copy()
@@ -224,21 +224,22 @@ class RetrievalBaseline:
         return out
 
     @staticmethod
-    def _blocks(visible: np.ndarray, above: int, below: int) -> list[tuple[slice, int, bool]]:
-        """The hidden blocks of the completed slab: its rows, their count, and whether they continue downwards."""
+    def _blocks(visible: np.ndarray, above: int, below: int) -> list[tuple[slice, bool]]:
+        """The hidden blocks of the completed slab: their rows, and whether they continue downwards."""
         start_below = above + visible.shape[1]
-        blocks = [(slice(0, above), above, False), (slice(start_below, start_below + below), below, True)]
-        return [block for block in blocks if block[1] > 0]
+        blocks = [(slice(0, above), False), (slice(start_below, start_below + below), True)]
+        return [(rows, downwards) for rows, downwards in blocks if rows.stop > rows.start]
 
     def _block(
         self,
         visible: np.ndarray,
-        hidden: int,
+        rows: slice,
         spacing: tuple[float, float],
         indices: list[int],
         downwards: bool,
     ) -> np.ndarray:
-        """`hidden` rows continuing `visible` upwards, or downwards, in the slab's row order."""
+        """The hidden `rows` continuing `visible` upwards, or downwards, in the slab's row order."""
+        hidden = rows.stop - rows.start
         if not downwards:
             return self._continue(visible, hidden, spacing, indices)
         return self._continue(visible[:, ::-1], hidden, spacing, indices, flipped=True)[:, ::-1]
