@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+MAX_SEED = 2**64  # torch generators and numpy seed sequences both take 0 .. 2**64 - 1
+
 
 def is_whole_number(value: object) -> bool:
     """An int or numpy integer, not a bool: what a count, an index or a seed must be."""

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .arguments import is_finite_number, is_whole_number
+from .arguments import MAX_SEED, is_finite_number, is_whole_number
 from .bundle import METADATA_FILE, Bundle, BundleMetadata, load_bundle, read_metadata
 from .candidates import best_candidate, canal_score
 from .device import autocast_dtype, is_out_of_memory, resolve_device
@@ -57,7 +57,6 @@ from .seam import blend_seam, crossfade_weights
 
 DEFAULT_FEATHER_MM = 16.0
 DEFAULT_WINDOW_OVERLAP_MM = 32.0
-MAX_SEED = 2**64  # torch generators and numpy seed sequences both take 0 .. 2**64 - 1
 # Live preview: receives the current estimate of the completed volume (output geometry, scanner units) every few
 # steps and returns what the progress events report for it (the file it was written to), or None.
 PreviewCallback = Callable[[Volume], Optional[str]]  # evaluated at import: no `X | Y` (Python 3.9)
