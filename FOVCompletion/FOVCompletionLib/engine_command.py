@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Needs numpy only (which Slicer ships), not the engine's dependencies: the same checks as the engine's Python API.
-from fovcompletion.arguments import MAX_SEED as MAXIMUM_SEED  # the engine's own limit, not a copy
+from fovcompletion.arguments import MAX_SEED as MAXIMUM_SEED  # the engine's own limits, not copies
+from fovcompletion.arguments import MAX_TOTAL_EXTENSION_MM as MAXIMUM_TOTAL_EXTENSION_MM
 from fovcompletion.arguments import is_finite_number, is_whole_number
 
 MODULE_DIR = Path(__file__).resolve().parent.parent  # holds fovcompletion/ (the engine) and Resources/
 MAXIMUM_STEPS = 1000
-# The engine's `layout.MAX_TOTAL_EXTENSION_MM` (a test keeps them equal): the GUI process checks it without
-# importing the engine, whose dependencies may not be installed yet.
-MAXIMUM_TOTAL_EXTENSION_MM = 1500.0
 DEVICE_NAME = re.compile(r"auto|cpu|cuda|cuda:[0-9]+|mps")
 
 

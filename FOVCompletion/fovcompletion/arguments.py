@@ -10,6 +10,11 @@ import numpy as np
 
 MAX_SEED = 2**64  # torch generators and numpy seed sequences both take 0 .. 2**64 - 1
 
+# The most the two extensions may add together. A whole adult spine, skull base to coccyx, is well under a
+# metre, so no body needs more: a larger value is a typo (100000 for 100 mm) that would otherwise run for hours.
+# Here, not in `layout`, so that the Slicer panel checks it before the engine's dependencies are installed.
+MAX_TOTAL_EXTENSION_MM = 1500.0
+
 
 def is_whole_number(value: object) -> bool:
     """An int or numpy integer, not a bool: what a count, an index or a seed must be."""

@@ -11,17 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .arguments import is_finite_number
+from .arguments import MAX_TOTAL_EXTENSION_MM, is_finite_number
 from .bundle import BundleMetadata
 from .errors import InputError
 
 # The reference cut each scan to its central 192 mm from back to front before anything else (MONAI's
 # CenterSpatialCropd): its intensity scaling saw that strip alone, and only that strip was known on its canvas.
 REFERENCE_STRIP_MM = 192.0
-
-# The most the two extensions may add together. A whole adult spine, skull base to coccyx, is well under a
-# metre, so no body needs more: a larger value is a typo (100000 for 100 mm) that would otherwise run for hours.
-MAX_TOTAL_EXTENSION_MM = 1500.0
 
 
 def check_extension(extend_superior_mm: float, extend_inferior_mm: float) -> None:
