@@ -37,8 +37,9 @@ METADATA_FILE = "bundle.json"
 FORMAT = "fovcompletion-bundle"
 # 2: an autoencoder entry may say "codebook": false, which version 1 readers would ignore; 3: it may give its
 # decoder widths of their own ("decoder"), which version 2 readers could not load weights for; 4: a residual
-# encoder that adds latent channels ("residual", `residual_latent`).
-FORMAT_VERSION = 4
+# encoder that adds latent channels ("residual", `residual_latent`); 5: a guide UNet for autoguidance ("guide"),
+# which version 4 readers would ignore.
+FORMAT_VERSION = 5
 ORIENTATION = "LIA"  # axis 0 left-right, axis 1 superior->inferior, axis 2 posterior->anterior
 
 
@@ -90,9 +91,10 @@ class WeightFile:
     sha256: str
 
 
-def _oldest_format(autoencoder: dict[str, Any]) -> int:
-    """The oldest format version that reads an autoencoder entry right, so that older readers keep loading what
-    they can."""
+def _oldest_format(autoencoder: dict[str, Any], guide: dict[str, Any]) -> int:
+    """The oldest format version that reads the bundle right, so that older readers keep loading what they can."""
+    if guide:
+        return 5
     if residual_channels(autoencoder):
         return 4
     if autoencoder.get("decoder"):
@@ -128,10 +130,18 @@ class BundleMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
     speed: dict[str, Any] = field(default_factory=dict)
+    # Autoguidance (`sampling`): a smaller, shorter-trained UNet on the same latents and conditioning, {"class",
+    # "args", "latent_scale_factor" (its own training's), "weight" (the sampler's default)}; {} = none.
+    guide: dict[str, Any] = field(default_factory=dict)
 
     def sampler_counts(self, steps: int | None, candidates: int | None) -> tuple[int, int]:
         """The caller's steps and candidates where given, else the ones this model was measured best with."""
         return (self.steps if steps is None else steps, self.candidates if candidates is None else candidates)
+
+    @property
+    def guide_scale(self) -> float:
+        """How many times larger the guide UNet reads a latent than the UNet does (each learned its own scale)."""
+        return self.guide["latent_scale_factor"] / self.latent_scale_factor if self.guide else 1.0
 
     @property
     def latent_factor(self) -> int:
@@ -144,7 +154,9 @@ class BundleMetadata:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        return {"format": FORMAT, "format_version": _oldest_format(self.autoencoder), **data}
+        if not self.guide:
+            del data["guide"]  # a bundle without a guide reads as before in older versions
+        return {"format": FORMAT, "format_version": _oldest_format(self.autoencoder, self.guide), **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BundleMetadata:
@@ -185,6 +197,7 @@ class BundleMetadata:
                 training=dict(data.get("training", {})),
                 quality=dict(data.get("quality", {})),
                 speed=dict(data.get("speed", {})),
+                guide=dict(data.get("guide", {})),
             )
             metadata.validate()
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError) as error:
@@ -248,6 +261,7 @@ class BundleMetadata:
             raise BundleError(
                 f"bundle {self.name!r}: guidance needs a conditioned UNet (conditioning is 'none')"
             )
+        self._validate_guide()
         problem = speed_problem(self.speed)
         if problem:
             raise BundleError(f"bundle {self.name!r}: {problem}")
@@ -261,6 +275,26 @@ class BundleMetadata:
             raise BundleError(
                 f"bundle {self.name!r}: a {self.conditioning!r} UNet on {latent}-channel latents needs "
                 f"{expected} input and {latent} output channels, the bundle says {unet_in} and {unet_out}"
+            )
+
+    def _validate_guide(self) -> None:
+        """A guide must read and predict what the UNet does; its weights are a file like the others."""
+        if bool(self.guide) != ("guide" in self.weights):
+            raise BundleError(f"bundle {self.name!r}: a guide UNet needs both its entry and its weight file")
+        if not self.guide:
+            return
+        if not isinstance(self.guide.get("class"), str) or not isinstance(self.guide.get("args"), dict):
+            raise BundleError(f'bundle {self.name!r}: its guide names no network "class" with its "args"')
+        for key in ("in_channels", "out_channels"):
+            if int(self.guide["args"][key]) != int(self.diffusion["args"][key]):
+                raise BundleError(
+                    f"bundle {self.name!r}: its guide UNet has {self.guide['args'][key]} {key.replace('_', ' ')}, "
+                    f"its UNet {self.diffusion['args'][key]}"
+                )
+        scale, weight = self.guide.get("latent_scale_factor"), self.guide.get("weight")
+        if not (is_finite_number(scale) and scale > 0 and is_finite_number(weight) and weight >= 0):
+            raise BundleError(
+                f"bundle {self.name!r}: its guide needs a latent_scale_factor > 0 and a weight >= 0"
             )
 
 
@@ -325,14 +359,16 @@ class Bundle:
     metadata: BundleMetadata
     autoencoder: torch.nn.Module
     unet: torch.nn.Module
+    guide: torch.nn.Module | None = None  # the autoguidance UNet, where the bundle has one
 
     @property
     def name(self) -> str:
         return self.metadata.name
 
     def to(self, device: torch.device | str) -> Bundle:
-        self.autoencoder.to(device)
-        self.unet.to(device)
+        for module in (self.autoencoder, self.unet, self.guide):
+            if module is not None:
+                module.to(device)
         return self
 
 
@@ -438,9 +474,14 @@ def load_bundle(path: str | os.PathLike, device: torch.device | str = "cpu") -> 
         autoencoder, load_state_dict_file(folder / metadata.weights["autoencoder"].file), "autoencoder"
     )
     load_weights(unet, load_state_dict_file(folder / metadata.weights["diffusion"].file), "diffusion UNet")
+    guide = None
+    if metadata.guide:
+        guide = build_from_spec(metadata.guide)
+        load_weights(guide, load_state_dict_file(folder / metadata.weights["guide"].file), "guide UNet")
+        guide.eval()
     autoencoder.eval()
     unet.eval()
-    return Bundle(folder, metadata, autoencoder, unet).to(device)
+    return Bundle(folder, metadata, autoencoder, unet, guide).to(device)
 
 
 def _save_safetensors(module: torch.nn.Module, path: Path) -> None:
@@ -465,17 +506,19 @@ def save_bundle(
     autoencoder: torch.nn.Module,
     unet: torch.nn.Module,
     extra_files: dict[str, str | os.PathLike] | None = None,
+    guide: torch.nn.Module | None = None,
 ) -> Path:
     """Write a complete bundle atomically: weights as safetensors, their sha256 in `bundle.json`.
 
     The folder appears only once everything is written and its metadata validated, so an interrupted or invalid
     export leaves nothing behind.
-    `extra_files` maps names inside the bundle (a model card, example images) to files to copy.
+    `extra_files` maps names inside the bundle (a model card, example images) to files to copy; `guide` is the
+    autoguidance UNet that `metadata.guide` describes.
     """
     target = Path(folder)
     if target.exists() and any(target.iterdir()):
         raise BundleError(f"{target} already exists and is not empty")
-    reserved = {f"{role}.safetensors" for role in ("autoencoder", "diffusion")} | {METADATA_FILE}
+    reserved = {f"{role}.safetensors" for role in ("autoencoder", "diffusion", "guide")} | {METADATA_FILE}
     clashing = sorted(reserved & set(extra_files or {}))
     if clashing:
         raise BundleError(f"a file to include would replace the bundle's own {', '.join(clashing)}")
@@ -483,7 +526,8 @@ def save_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         weights = {}
-        for role, module in (("autoencoder", autoencoder), ("diffusion", unet)):
+        networks = [("autoencoder", autoencoder), ("diffusion", unet)] + ([("guide", guide)] if guide else [])
+        for role, module in networks:
             file_name = f"{role}.safetensors"
             _save_safetensors(module, staging / file_name)
             weights[role] = WeightFile(file_name, sha256_of(staging / file_name))

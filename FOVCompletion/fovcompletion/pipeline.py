@@ -165,6 +165,8 @@ class _Completer:
             conditioning=metadata.conditioning,
             on_estimate=self._preview if on_preview is not None else None,
             estimate_every=preview_every,
+            guide=bundle.guide,
+            guide_scale=metadata.guide_scale,
         )
 
     def _take_details(self) -> dict[str, str]:
@@ -315,11 +317,23 @@ def _refuse_what_the_reference_lacks(options: SamplerOptions) -> None:
         raise InputError(f"{', '.join(asked)} cannot be used: {REFERENCE_HAS_NONE}")
 
 
+def _resolve_autoguidance(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
+    """The caller's autoguidance weight, else the bundle's guide's (0 without a guide or for the reference
+    sampler); asking for it where there is no guide is an error, not a silent no-op."""
+    available = bool(metadata.guide) and options.method != "reference"
+    if options.autoguidance is None:
+        return replace(options, autoguidance=float(metadata.guide["weight"]) if available else 0.0)
+    if options.autoguidance > 0 and not available:
+        reason = REFERENCE_HAS_NONE if options.method == "reference" else f"{metadata.name} has no guide UNet"
+        raise InputError(f"autoguidance {options.autoguidance:g} cannot be used: {reason}")
+    return options
+
+
 def resolve_sampler(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
-    """The caller's steps, candidates, guidance and eta, else the bundle's (the settings its model was measured
-    best with), validated; the reference algorithm runs as the original, one draw over every training timestep
-    unless told otherwise (the bundle's settings are its DDIM sampler's), and it and unconditional UNets have no
-    guidance, which only an explicit request makes an error."""
+    """The caller's steps, candidates, guidance, autoguidance and eta, else the bundle's (the settings its model
+    was measured best with), validated; the reference algorithm runs as the original, one draw over every training
+    timestep unless told otherwise (the bundle's settings are its DDIM sampler's), and it and unconditional UNets
+    have no guidance, which only an explicit request makes an error."""
     if options.method == "reference":
         _refuse_what_the_reference_lacks(options)
         steps = metadata.scheduler.num_train_timesteps if options.steps is None else options.steps
@@ -329,6 +343,7 @@ def resolve_sampler(options: SamplerOptions, metadata: BundleMetadata) -> Sample
     eta = metadata.eta if options.eta is None else options.eta
     options = replace(options, steps=steps, candidates=candidates, eta=eta)
     options.validate(metadata.scheduler.num_train_timesteps)
+    options = _resolve_autoguidance(options, metadata)
     guidance = metadata.guidance if options.guidance is None else options.guidance
     if guidance == 1.0:
         return replace(options, guidance=guidance)

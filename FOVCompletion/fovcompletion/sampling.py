@@ -75,8 +75,12 @@ class LatentInpainter:
         conditioning: str = "none",
         on_estimate: EstimateCallback | None = None,
         estimate_every: int = 0,
+        guide: torch.nn.Module | None = None,
+        guide_scale: float = 1.0,
     ) -> None:
         self.unet = unet
+        self.guide = guide  # the autoguidance UNet, which reads latents `guide_scale` times the UNet's
+        self.guide_scale = float(guide_scale)
         self.on_estimate = on_estimate
         self.estimate_every = int(estimate_every)
         self.conditioning = conditioning
@@ -88,6 +92,7 @@ class LatentInpainter:
         self.autocast_dtype = autocast_dtype
         self.slice_noise_correlation = 0.0  # set per run from its options
         self.guidance = 1.0  # likewise
+        self.autoguidance = 0.0  # likewise
 
     def _noise(self, like: torch.Tensor) -> torch.Tensor:
         """Unit Gaussian noise shaped like the batch (the slices), correlated across it as the run asks."""
@@ -115,12 +120,18 @@ class LatentInpainter:
         model_input = z if self.conditioning == "none" else conditioned_input(z, known, mask)
         with torch.no_grad(), autocast:
             if self.guidance == 1.0:
-                output = self.unet(model_input, timesteps).float()
+                with_context = output = self.unet(model_input, timesteps).float()
             else:  # one batch: with the context and without it
                 without_context = conditioned_input(z, known, torch.zeros_like(mask))
                 both = self.unet(torch.cat([model_input, without_context]), torch.cat([timesteps, timesteps]))
                 with_context, without = both.float().chunk(2)
                 output = without + self.guidance * (with_context - without)
+            if self.autoguidance > 0:  # away from the weaker guide's reading of the same input
+                scale = self.guide_scale
+                guide_input = conditioned_input(z * scale, known * scale, mask)
+                output = output + self.autoguidance * (
+                    with_context - self.guide(guide_input, timesteps).float()
+                )
         a_t = self._alpha(t)
         kind = self.schedule.prediction_type
         if kind == "epsilon":
@@ -241,6 +252,9 @@ class LatentInpainter:
         self.guidance = 1.0 if reference or options.guidance is None else options.guidance
         if self.guidance != 1.0 and self.conditioning == "none":
             raise InputError("guidance needs a UNet that sees the known region; this one is unconditional")
+        self.autoguidance = 0.0 if reference or options.autoguidance is None else options.autoguidance
+        if self.autoguidance > 0 and (self.guide is None or self.conditioning == "none"):
+            raise InputError("autoguidance needs a guide UNet and a UNet that sees the known region")
         if reference:
             if start is not None:
                 raise InputError("the reference sampler starts from pure noise only: use the ddim sampler")

@@ -29,6 +29,7 @@ NUMBER_FIELDS = (
     ("mask_erosion", False, True),
     ("eta", True, False),
     ("guidance", True, False),
+    ("autoguidance", True, False),
     ("slice_noise_correlation", False, False),
 )
 
@@ -49,6 +50,11 @@ class SamplerOptions:
     eps = eps_without + w (eps_with - eps_without), so that the completion follows the context more than a
     small model on its own does. 1 = off (one UNet pass per step); None = the bundle's setting.
 
+    `autoguidance` w_a adds w_a (eps_with - eps_guide) at every step, where eps_guide is the bundle's guide UNet (a
+    smaller, shorter-trained model on the same task) with the known region: the completion moves away from what a
+    weaker model would draw, towards the detail and structure the UNet is surer of (Karras et al. 2024, "Guiding a
+    diffusion model with a bad version of itself"). 0 = off; None = the bundle's setting (0 without a guide).
+
     `eta` is DDIM's share of fresh noise at each step: 0 = deterministic steps, 1 = as much as DDPM; None = the
     bundle's setting (the engine resolves it; a sampler given None steps deterministically).
 
@@ -67,10 +73,11 @@ class SamplerOptions:
     slice_noise_correlation: float = 0.9
     guidance: float | None = None
     candidates: int | None = None
+    autoguidance: float | None = None
 
     def check_types(self) -> None:
         """Counts whole numbers and weights numbers, before their ranges are checked (None only where the bundle
-        decides: steps, candidates, eta, guidance): the API takes what the command line's parser would refuse."""
+        decides: steps, candidates, eta, guidance, autoguidance): the API takes what the command line's parser would refuse."""
         for field, optional, whole in NUMBER_FIELDS:
             value = getattr(self, field)
             if not ((is_whole_number if whole else is_number)(value) or (optional and value is None)):
@@ -102,8 +109,10 @@ class SamplerOptions:
             raise InputError(f"candidates must be at least 1 (got {self.candidates})")
         if self.eta is not None and not (math.isfinite(self.eta) and self.eta >= 0):
             raise InputError(f"eta must be a number >= 0 (got {self.eta})")
-        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise InputError(f"guidance must be a number >= 0 (got {self.guidance})")
+        for name in ("guidance", "autoguidance"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be a number >= 0 (got {value})")
         if not 0.0 <= self.slice_noise_correlation <= 1.0:
             raise InputError(
                 f"slice noise correlation must be between 0 and 1 (got {self.slice_noise_correlation})"

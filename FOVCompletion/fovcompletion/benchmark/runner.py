@@ -51,6 +51,7 @@ class Method:
     candidates: int = 1
     mask_erosion: int = 0
     noise_level: int = 0  # the `denoise` ceiling's timestep
+    autoguidance: float | None = None  # None: the bundle's
 
     @property
     def learned(self) -> bool:
@@ -84,6 +85,7 @@ class Method:
             eta=self.eta,
             candidates=self.candidates,
             mask_erosion=self.mask_erosion,
+            autoguidance=self.autoguidance,
         )
 
 
@@ -100,12 +102,13 @@ def build_methods(
     candidate_counts: tuple[int, ...] = (1,),
     mask_erosions: tuple[int, ...] = (0,),
     denoise_levels: tuple[int, ...] = DENOISE_LEVELS,
+    autoguidances: tuple[float | None, ...] = (None,),
 ) -> list[Method]:
     """The comparison, in the order tables and plots show it: the ceilings first (a `denoise` row per level in
     `denoise_levels`); our sampler's slices share
-    `slice_noise_correlation` of their noise; each combination of `guidances`, DDIM `etas`, `candidate_counts` and
-    `mask_erosions` gives its own rows (None: the bundle's guidance, the engine's eta, and no suffix in the row's
-    name; 1 candidate or erosion 0, no suffix); each RePaint jump length its own resampling rows (1, RePaint's
+    `slice_noise_correlation` of their noise; each combination of `guidances`, DDIM `etas`, `candidate_counts`,
+    `mask_erosions` and `autoguidances` gives its own rows (None: the bundle's guidance, eta or autoguidance, and no
+    suffix in the row's name; 1 candidate or erosion 0, no suffix); each RePaint jump length its own resampling rows (1, RePaint's
     shortest, unnamed)."""
     unknown = families - set(FAMILIES)
     if unknown:
@@ -124,11 +127,12 @@ def build_methods(
     methods: list[Method] = [Method(name, name) for name in ("grid", "autoencoder") if name in families]
     if "denoise" in families:
         methods += [Method(denoise_name(t), "denoise", noise_level=t) for t in denoise_levels]
-    for guidance, eta, candidates, erosion in itertools.product(
-        guidances, etas, candidate_counts, mask_erosions
+    for guidance, eta, candidates, erosion, autoguidance in itertools.product(
+        guidances, etas, candidate_counts, mask_erosions, autoguidances
     ):
         tag = (
             ("" if guidance is None else f"-guidance{guidance:g}")
+            + ("" if autoguidance is None else f"-autoguidance{autoguidance:g}")
             + ("" if eta is None else f"-eta{eta:g}")
             + ("" if candidates == 1 else f"-best{candidates}")
             + ("" if erosion == 0 else f"-erosion{erosion}")
@@ -139,6 +143,7 @@ def build_methods(
             "eta": eta,
             "candidates": candidates,
             "mask_erosion": erosion,
+            "autoguidance": autoguidance,
         }
         if "ours" in families:
             methods += [Method(f"ours-steps{n}{tag}", "ours", n, 1, **sampling) for n in steps]

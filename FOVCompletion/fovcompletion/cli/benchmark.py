@@ -197,6 +197,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: the bundle's, rows unnamed; 1 = none)",
     )
     parser.add_argument(
+        "--autoguidance",
+        type=non_negative_list,
+        default=(None,),
+        metavar="W,W",
+        help="autoguidance of our sampler's runs (a model with a guide UNet), each value a row of its own named "
+        "...-autoguidanceW (default: the bundle's, rows unnamed; 0 = none)",
+    )
+    parser.add_argument(
         "--eta",
         type=non_negative_list,
         default=(None,),
@@ -337,6 +345,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         tuple(dict.fromkeys(args.candidates)),
         tuple(dict.fromkeys(args.mask_erosion)),
         tuple(dict.fromkeys(args.denoise_levels)),
+        args.autoguidance,
     )
     timesteps = metadata.scheduler.num_train_timesteps if metadata else 0
     if "denoise" in families and max(args.denoise_levels) >= timesteps:

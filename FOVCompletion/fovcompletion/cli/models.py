@@ -28,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def sampler_summary(sampler: dict) -> str:
     """The settings a run uses when not told otherwise, as a reader compares them with `complete --help`."""
     best_of = f", best of {sampler['candidates']} per window" if sampler["candidates"] > 1 else ""
-    return f"{sampler['steps']} steps{best_of}, guidance {sampler['guidance']:g}, eta {sampler['eta']:g}"
+    guide = f", autoguidance {sampler['autoguidance']:g}" if sampler.get("autoguidance") else ""
+    return (
+        f"{sampler['steps']} steps{best_of}, guidance {sampler['guidance']:g}{guide}, eta {sampler['eta']:g}"
+    )
 
 
 def check(bundle: str, as_json: bool = False) -> int:
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
                         "steps": metadata.steps,
                         "candidates": metadata.candidates,
                         "guidance": metadata.guidance,
+                        "autoguidance": metadata.guide.get("weight", 0.0),
                         "eta": metadata.eta,
                     },
                 }

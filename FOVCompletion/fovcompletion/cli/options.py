@@ -109,6 +109,14 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
         "region (default: the model's setting; 1 = none; other values take twice the time per step)",
     )
     sampler.add_argument(
+        "--autoguidance",
+        type=float,
+        default=None,
+        metavar="W",
+        help="autoguidance: how far each step moves away from the model's smaller guide UNet, towards sharper "
+        "detail (default: the model's setting; 0 = none; needs a model with a guide; ddim only)",
+    )
+    sampler.add_argument(
         "--slice-noise-correlation",
         type=float,
         default=SamplerOptions.slice_noise_correlation,
@@ -129,6 +137,7 @@ def sampler_options(args: argparse.Namespace) -> SamplerOptions:
         slice_noise_correlation=args.slice_noise_correlation,
         guidance=args.guidance,
         candidates=args.candidates,
+        autoguidance=args.autoguidance,
     )
 
 

@@ -294,6 +294,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     export.set_defaults(handler=run_export)
 
+    guide = subparsers.add_parser(
+        "attach-guide",
+        help="give a bundle a guide UNet for autoguidance",
+        description="Write a copy of a bundle with the UNet of another run as its autoguidance guide: a smaller, "
+        "shorter-trained UNet on the bundle's own latents (docs/training.md, 'Autoguidance').",
+    )
+    guide.add_argument("bundle", help="bundle folder or name")
+    guide.add_argument("--guide-run", type=Path, required=True, help="run folder of the guide UNet")
+    guide.add_argument("-o", "--output", type=Path, required=True, help="bundle folder to create")
+    guide.add_argument(
+        "--autoguidance",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="the sampler's default autoguidance for this model, as measured with `fovcompletion benchmark "
+        "--autoguidance` (default 1)",
+    )
+    guide.add_argument("--version", default=None, help="the new bundle's version (default: the bundle's)")
+    guide.set_defaults(handler=run_attach_guide)
+
 
 def _base_config(args: argparse.Namespace, stage_is_first: bool):
     from ..training.config import load_config, preset_config
@@ -519,6 +539,18 @@ def run_export(args: argparse.Namespace) -> int:
         eta=args.eta,
         steps=args.steps,
         candidates=args.candidates,
+    )
+    print(f"wrote bundle {folder}")
+    return 0
+
+
+def run_attach_guide(args: argparse.Namespace) -> int:
+    from ..training.export import attach_guide
+
+    if not (math.isfinite(args.autoguidance) and args.autoguidance >= 0):
+        raise InputError(f"autoguidance must be a number >= 0 (got {args.autoguidance})")
+    folder = attach_guide(
+        args.bundle, args.guide_run, args.output, weight=args.autoguidance, version=args.version
     )
     print(f"wrote bundle {folder}")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +171,64 @@ def export_bundle(
         speed=measured.get("speed", {}),
     )
     return save_bundle(output, metadata, autoencoder.eval(), unet.eval(), extra_files=extras)
+
+
+def attach_guide(
+    bundle_path: str | os.PathLike,
+    guide_run: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    weight: float = 1.0,
+    version: str | None = None,
+) -> Path:
+    """Write a copy of a bundle with the UNet of `guide_run` as its autoguidance guide (`sampling`): a smaller,
+    shorter-trained UNet on the bundle's own latents, whose run started from the bundle's autoencoder
+    (`train-autoencoder --init-from BUNDLE --epochs 0`). The bundle's networks and files are kept as they are."""
+    import torch
+
+    from ..bundle import METADATA_FILE, load_bundle
+
+    bundle = load_bundle(bundle_path)
+    path = Path(guide_run) / DIFFUSION_STAGE / LAST
+    if not path.is_file():
+        raise InputError(f"no trained UNet in {guide_run} ({path} missing): run train-diffusion first")
+    state = load_checkpoint(
+        path, restore_rng=False, stage=DIFFUSION_STAGE, required=("config", "scale_factor")
+    )
+    config = config_from_dict(state["config"], path)
+    ours = bundle.autoencoder.state_dict()
+    theirs = state.get("autoencoder") or {}
+    if ours.keys() != theirs.keys() or not all(torch.equal(ours[k].cpu(), theirs[k].cpu()) for k in ours):
+        raise InputError(
+            f"{guide_run} was not trained on the latents of {bundle.name}: its autoencoder differs from the "
+            "bundle's (start the run with train-autoencoder --init-from the bundle --epochs 0)"
+        )
+    scheduler = bundle.metadata.scheduler
+    if asdict(scheduler) != {**asdict(scheduler), **config.diffusion.scheduler}:
+        raise InputError(f"{guide_run} was trained with another noise schedule than {bundle.name}'s")
+    if config.diffusion.conditioning != bundle.metadata.conditioning:
+        raise InputError(f"{guide_run}'s UNet sees the known region differently from {bundle.name}'s")
+    guide = build_network("DiffusionModelUNet", config.diffusion.args)
+    restore(guide, state, "ema" if state.get("ema") is not None else "model", path, "UNet", EXPORT_HINT)
+    training = dict(bundle.metadata.training)
+    training["guide"] = {
+        "run": str(Path(guide_run).resolve()),
+        "unet_steps": int(state.get("step", 0)),
+        "parameters": count_parameters(guide),
+    }
+    metadata = replace(
+        bundle.metadata,
+        version=version or bundle.metadata.version,
+        training=training,
+        guide={
+            "class": "DiffusionModelUNet",
+            "args": dict(config.diffusion.args),
+            "latent_scale_factor": float(state["scale_factor"]),
+            "weight": float(weight),
+        },
+    )
+    own = {weight_file.file for weight_file in bundle.metadata.weights.values()} | {METADATA_FILE}
+    extras = {item.name: item for item in bundle.path.iterdir() if item.is_file() and item.name not in own}
+    return save_bundle(
+        output, metadata, bundle.autoencoder, bundle.unet, extra_files=extras, guide=guide.eval()
+    )

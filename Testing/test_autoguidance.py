@@ -1,0 +1,221 @@
+"""Autoguidance: a bundle's guide UNet (a smaller, shorter-trained model on the same latents) is stored, checked
+and loaded like the other networks, the sampler moves each step away from it by the asked weight, and a weight
+that a model cannot use is refused in one line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import synthetic_scan, with_output_weights
+from fovcompletion.bundle import SchedulerSpec, load_bundle, read_metadata, save_bundle
+from fovcompletion.bundle_factory import create_random_bundle, tiny_unet_args
+from fovcompletion.cli import main
+from fovcompletion.conditioning import conditioned_input
+from fovcompletion.errors import BundleError, InputError
+from fovcompletion.networks import build_network
+from fovcompletion.pipeline import complete
+from fovcompletion.sampling import LatentInpainter, SamplerOptions
+
+AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
+
+
+GUIDE_ARGS = {**tiny_unet_args(4, "masked_latent"), "channels": [8, 16], "num_head_channels": [0, 8]}
+
+
+def guide_unet(seed: int = 5) -> torch.nn.Module:
+    """A conditioned UNet of other widths than the bundle's, whose output convolution predicts something."""
+    torch.manual_seed(seed)
+    args = GUIDE_ARGS
+    unet = build_network("DiffusionModelUNet", args)
+    with torch.no_grad():
+        for parameter in unet.out.parameters():
+            parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(seed))
+    return unet.eval()
+
+
+@pytest.fixture(scope="module")
+def guided_bundle(tmp_path_factory):
+    """A conditioned tiny bundle, and the same bundle with a guide (weight 2, latent scale 1.5 x the UNet's)."""
+    root = tmp_path_factory.mktemp("guided")
+    plain = with_output_weights(
+        load_bundle(create_random_bundle(root / "zero", conditioning="masked_latent", seed=4))
+    )
+    plain_folder = save_bundle(root / "plain", plain.metadata, plain.autoencoder, plain.unet)
+    guide = guide_unet()
+    spec = {"class": "DiffusionModelUNet", "args": GUIDE_ARGS, "latent_scale_factor": 1.5, "weight": 2.0}
+    metadata = replace(plain.metadata, guide=spec)
+    guided_folder = save_bundle(root / "guided", metadata, plain.autoencoder, plain.unet, guide=guide)
+    return plain_folder, guided_folder
+
+
+def test_a_guide_is_saved_with_its_sha256_and_loaded_and_older_bundles_stay_format_4_or_less(guided_bundle):
+    plain, guided = guided_bundle
+    stored = json.loads((guided / "bundle.json").read_text())
+    assert stored["format_version"] == 5 and stored["guide"]["weight"] == 2.0
+    assert len(stored["weights"]["guide"]["sha256"]) == 64
+    assert "guide" not in json.loads((plain / "bundle.json").read_text())
+    assert json.loads((plain / "bundle.json").read_text())["format_version"] < 5
+    bundle = load_bundle(guided)
+    assert bundle.guide is not None and not bundle.guide.training
+    assert load_bundle(plain).guide is None
+    weights = bundle.guide.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in guide_unet().state_dict().items())
+
+
+def test_a_changed_guide_weight_file_is_refused_on_load(guided_bundle, tmp_path):
+    import shutil
+
+    folder = tmp_path / "changed"
+    shutil.copytree(guided_bundle[1], folder)
+    data = bytearray((folder / "guide.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "guide.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="guide"):
+        load_bundle(folder)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda m: m["guide"]["args"].update(in_channels=4), "guide UNet has 4 in channels, its UNet 9"),
+        (lambda m: m["guide"].update(weight=-1), "weight >= 0"),
+        (lambda m: m["guide"].update(latent_scale_factor=0), "latent_scale_factor > 0"),
+        (lambda m: m["weights"].pop("guide"), "both its entry and its weight file"),
+    ],
+)
+def test_a_guide_that_cannot_work_is_refused_when_the_metadata_is_read(guided_bundle, tmp_path, edit, match):
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(guided_bundle[1], folder)
+    metadata = json.loads((folder / "bundle.json").read_text())
+    edit(metadata)
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match=match):
+        read_metadata(folder)
+
+
+def test_one_step_moves_away_from_the_guide_by_the_weight(guided_bundle):
+    """eps = eps_cfg + w (eps_with - eps_guide), with the guide reading the latents in its own scale."""
+    bundle = load_bundle(guided_bundle[1])
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[:, :, :4] = 1
+    known = torch.full((1, 4, 8, 8), 0.5)
+
+    def first_eps(weight: float) -> torch.Tensor:
+        inpainter = LatentInpainter(
+            bundle.unet,
+            SchedulerSpec(),
+            torch.Generator().manual_seed(0),
+            conditioning="masked_latent",
+            guide=bundle.guide,
+            guide_scale=1.5,
+        )
+        inpainter.autoguidance = weight
+        z = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(1))
+        return inpainter._eps_and_x0(z, 500, known, mask)[0], z
+
+    plain, z = first_eps(0.0)
+    guided, _ = first_eps(3.0)
+    timesteps = torch.full((1,), 500, dtype=torch.long)
+    with torch.no_grad():
+        from_guide = bundle.guide(conditioned_input(1.5 * z, 1.5 * known, mask), timesteps)
+    torch.testing.assert_close(guided, plain + 3.0 * (plain - from_guide), rtol=1e-4, atol=1e-5)
+
+
+def test_the_bundles_autoguidance_is_the_default_zero_turns_it_off_and_the_callers_wins(guided_bundle):
+    plain, guided = guided_bundle
+    scan = synthetic_scan((6, 40, 30))
+
+    def run(model, **options):
+        sampler = SamplerOptions(steps=2, **options)
+        return complete(scan, AFFINE, model=model, slices=2, extend_inferior_mm=30, sampler=sampler).image
+
+    default = run(guided)
+    np.testing.assert_array_equal(default, run(guided, autoguidance=2.0))
+    np.testing.assert_array_equal(run(guided, autoguidance=0.0), run(plain))
+    assert np.isfinite(default).all() and np.abs(default - run(plain)).max() > 1e-2
+    assert np.abs(run(guided, autoguidance=5.0) - default).max() > 1e-2
+
+
+def test_autoguidance_a_model_cannot_use_is_refused(guided_bundle):
+    plain, guided = guided_bundle
+    scan = synthetic_scan((6, 40, 30))
+    with pytest.raises(
+        InputError, match="autoguidance 1 cannot be used: random-test-bundle has no guide UNet"
+    ):
+        complete(scan, AFFINE, model=plain, extend_inferior_mm=30, sampler=SamplerOptions(autoguidance=1.0))
+    with pytest.raises(InputError, match="autoguidance 1 cannot be used: the reference sampler"):
+        reference = SamplerOptions("reference", 2, autoguidance=1.0)
+        complete(scan, AFFINE, model=guided, extend_inferior_mm=30, sampler=reference)
+    with pytest.raises(InputError, match="autoguidance must be a number >= 0"):
+        complete(scan, AFFINE, model=guided, extend_inferior_mm=30, sampler=SamplerOptions(autoguidance=-1.0))
+    # the reference sampler has no autoguidance: a bundle's guide is not applied there
+    complete(
+        scan, AFFINE, model=guided, slices=2, extend_inferior_mm=30, sampler=SamplerOptions("reference", 2)
+    )
+
+
+def test_the_command_line_takes_autoguidance_and_refuses_it_for_a_model_without_a_guide(
+    guided_bundle, tmp_path, capsys
+):
+    import nibabel as nib
+
+    plain, guided = guided_bundle
+    source = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(synthetic_scan((6, 40, 30)), AFFINE), str(source))
+    common = ["--extend-inferior", "30", "--steps", "2", "--slices", "2", "--progress", "none"]
+    out = tmp_path / "out.nii.gz"
+    assert (
+        main(
+            [
+                "complete",
+                str(source),
+                "-o",
+                str(out),
+                "--model",
+                str(guided),
+                "--autoguidance",
+                "0.5",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert out.is_file()
+    refused = tmp_path / "refused.nii.gz"
+    code = main(
+        ["complete", str(source), "-o", str(refused), "--model", str(plain), "--autoguidance", "1", *common]
+    )
+    assert code != 0 and not refused.exists()
+    assert "has no guide UNet" in capsys.readouterr().err
+
+
+def test_a_run_on_the_bundles_latents_becomes_its_guide_and_any_other_run_is_refused(tmp_path):
+    from training_helpers import tiny_config, write_bids
+
+    from fovcompletion.training.autoencoder import train_autoencoder
+    from fovcompletion.training.diffusion import train_diffusion
+    from fovcompletion.training.export import attach_guide, export_bundle
+
+    root = write_bids(tmp_path / "bids")
+    run = tmp_path / "run"
+    config = tiny_config(root)
+    train_autoencoder(config, run)
+    train_diffusion(config, run)
+    bundle = export_bundle(run, tmp_path / "bundle", guidance=2.0)
+    guided = attach_guide(bundle, run, tmp_path / "guided", weight=0.5, version="9.9.9")
+    metadata = read_metadata(guided)
+    assert metadata.guide["weight"] == 0.5 and metadata.version == "9.9.9"
+    assert metadata.guide["latent_scale_factor"] == read_metadata(bundle).latent_scale_factor
+    assert metadata.training["guide"]["unet_steps"] == 4
+    assert load_bundle(guided).guide is not None
+    other = create_random_bundle(tmp_path / "other", conditioning="masked_latent")
+    with pytest.raises(InputError, match="was not trained on the latents of"):
+        attach_guide(other, run, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
