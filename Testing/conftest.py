@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from fovcompletion.bundle import Bundle, CanvasSpec, load_bundle, save_bundle
-from fovcompletion.bundle_factory import create_random_bundle
+from fovcompletion.bundle_factory import create_random_bundle, tiny_unet_args
+from fovcompletion.networks import build_network
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,20 @@ def with_output_weights(bundle: Bundle) -> Bundle:
         for parameter in bundle.unet.out.parameters():
             parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(2))
     return bundle
+
+
+GUIDE_ARGS = {**tiny_unet_args(4, "masked_latent"), "channels": [8, 16], "num_head_channels": [0, 8]}
+
+
+def guide_unet(seed: int = 5) -> torch.nn.Module:
+    """A guide for autoguidance: a conditioned UNet of other widths than the tiny bundles', whose output
+    convolution predicts something."""
+    torch.manual_seed(seed)
+    unet = build_network("DiffusionModelUNet", GUIDE_ARGS)
+    with torch.no_grad():
+        for parameter in unet.out.parameters():
+            parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(seed))
+    return unet.eval()
 
 
 def predicting_bundle(folder: Path, **options) -> Path:

@@ -11,31 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synthetic_scan, with_output_weights
+from conftest import GUIDE_ARGS, guide_unet, synthetic_scan, with_output_weights
 from fovcompletion.bundle import SchedulerSpec, load_bundle, read_metadata, save_bundle
-from fovcompletion.bundle_factory import create_random_bundle, tiny_unet_args
+from fovcompletion.bundle_factory import create_random_bundle
 from fovcompletion.cli import main
 from fovcompletion.conditioning import conditioned_input
 from fovcompletion.errors import BundleError, InputError
-from fovcompletion.networks import build_network
 from fovcompletion.pipeline import complete
 from fovcompletion.sampling import LatentInpainter, SamplerOptions
 
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
-
-
-GUIDE_ARGS = {**tiny_unet_args(4, "masked_latent"), "channels": [8, 16], "num_head_channels": [0, 8]}
-
-
-def guide_unet(seed: int = 5) -> torch.nn.Module:
-    """A conditioned UNet of other widths than the bundle's, whose output convolution predicts something."""
-    torch.manual_seed(seed)
-    args = GUIDE_ARGS
-    unet = build_network("DiffusionModelUNet", args)
-    with torch.no_grad():
-        for parameter in unet.out.parameters():
-            parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(seed))
-    return unet.eval()
 
 
 @pytest.fixture(scope="module")

@@ -508,3 +508,26 @@ def test_the_bundle_speed_is_measured_on_the_batch_of_a_default_run(tmp_path):
     assert measured["seconds_per_unet_call"]["6"] == pytest.approx(
         6 * measured["seconds_per_unet_step_per_slice"]
     )
+
+
+def test_each_autoguidance_asked_for_is_a_row_of_its_own(tmp_path):
+    from dataclasses import replace
+
+    from conftest import GUIDE_ARGS, guide_unet
+    from fovcompletion.bundle import load_bundle, save_bundle
+
+    arguments = guided_phantom_arguments(tmp_path)
+    plain = load_bundle(arguments[1])
+    spec = {"class": "DiffusionModelUNet", "args": GUIDE_ARGS, "latent_scale_factor": 1.0, "weight": 1.0}
+    guided = save_bundle(
+        tmp_path / "guided",
+        replace(plain.metadata, guide=spec),
+        plain.autoencoder,
+        plain.unet,
+        guide=guide_unet(),
+    )
+    arguments[1] = str(guided)
+    out = tmp_path / "out"
+    assert main(["benchmark", "--out", str(out), *arguments, "--autoguidance", "0,3"]) == 0
+    rows = check_results(out, {"ours-steps2-autoguidance0", "ours-steps2-autoguidance3"})["methods"]
+    assert rows["ours-steps2-autoguidance3"]["mae"] != rows["ours-steps2-autoguidance0"]["mae"]
