@@ -526,8 +526,16 @@ def test_each_autoguidance_asked_for_is_a_row_of_its_own(tmp_path):
         plain.unet,
         guide=guide_unet(),
     )
-    arguments[1] = str(guided)
+    plain_path, arguments[1] = arguments[1], str(guided)
     out = tmp_path / "out"
     assert main(["benchmark", "--out", str(out), *arguments, "--autoguidance", "0,3"]) == 0
     rows = check_results(out, {"ours-steps2-autoguidance0", "ours-steps2-autoguidance3"})["methods"]
     assert rows["ours-steps2-autoguidance3"]["mae"] != rows["ours-steps2-autoguidance0"]["mae"]
+    # the `denoise` ceiling runs the bundle's own sampler, its guide included
+    arguments[arguments.index("--methods") + 1] = "denoise"
+    denoised = {}
+    for name, model in (("plain", plain_path), ("guided", str(guided))):
+        arguments[1] = model
+        assert main(["benchmark", "--out", str(tmp_path / name), *arguments, "--denoise-levels", "900"]) == 0
+        denoised[name] = check_results(tmp_path / name, {"denoise-t900"})["methods"]["denoise-t900"]["mae"]
+    assert denoised["guided"] != denoised["plain"]

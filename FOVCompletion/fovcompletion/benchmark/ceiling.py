@@ -114,6 +114,8 @@ def denoise_trip(
         metadata.scheduler,
         torch.Generator().manual_seed(seed),
         conditioning=metadata.conditioning,
+        guide=bundle.guide,
+        guide_scale=metadata.guide_scale,
     )
     scale = metadata.latent_scale_factor
     with torch.no_grad():
