@@ -17,8 +17,9 @@ from fovcompletion.bundle_factory import create_random_bundle
 from fovcompletion.cli import main
 from fovcompletion.conditioning import conditioned_input
 from fovcompletion.errors import BundleError, InputError
+from fovcompletion.networks import build_network
 from fovcompletion.pipeline import complete
-from fovcompletion.sampling import LatentInpainter, SamplerOptions
+from fovcompletion.sampling import LatentInpainter, SamplerOptions, alphas_cumprod
 
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
 
@@ -71,6 +72,7 @@ def test_a_changed_guide_weight_file_is_refused_on_load(guided_bundle, tmp_path)
         (lambda m: m["guide"].update(weight=-1), "weight >= 0"),
         (lambda m: m["guide"].update(latent_scale_factor=0), "latent_scale_factor > 0"),
         (lambda m: m["weights"].pop("guide"), "both its entry and its weight file"),
+        (lambda m: m["scheduler"].update(prediction_type="v_prediction"), "this one predicts v_prediction"),
     ],
 )
 def test_a_guide_that_cannot_work_is_refused_when_the_metadata_is_read(guided_bundle, tmp_path, edit, match):
@@ -86,7 +88,9 @@ def test_a_guide_that_cannot_work_is_refused_when_the_metadata_is_read(guided_bu
 
 
 def test_one_step_moves_away_from_the_guide_by_the_weight(guided_bundle):
-    """eps = eps_cfg + w (eps_with - eps_guide), with the guide reading the latents in its own scale."""
+    """eps = eps_cfg + w (eps_with - eps_guide). The guide learned latents 1.5 times larger: it reads the sample
+    at the timestep of the same signal-to-noise ratio, rescaled so that its noise stays unit (the known latent, which
+    has none, 1.5 times)."""
     bundle = load_bundle(guided_bundle[1])
     mask = torch.zeros(1, 1, 8, 8)
     mask[:, :, :4] = 1
@@ -107,9 +111,15 @@ def test_one_step_moves_away_from_the_guide_by_the_weight(guided_bundle):
 
     plain, z = first_eps(0.0)
     guided, _ = first_eps(3.0)
-    timesteps = torch.full((1,), 500, dtype=torch.long)
+    alphas = alphas_cumprod(SchedulerSpec())
+    a = float(alphas[500])
+    a_guide = a / (a + 1.5**2 * (1 - a))  # the same signal-to-noise ratio for a signal 1.5 times larger
+    t_guide = int(torch.argmin((alphas - a_guide).abs()))
+    assert t_guide > 500  # in the guide's larger units the sample holds less signal: a noisier, later step
+    scaled = 1.5 * (a_guide / a) ** 0.5 * z  # signal sqrt(a_guide) x 1.5 x the clean latent, unit noise
     with torch.no_grad():
-        from_guide = bundle.guide(conditioned_input(1.5 * z, 1.5 * known, mask), timesteps)
+        guide_input = conditioned_input(scaled, 1.5 * known, mask)
+        from_guide = bundle.guide(guide_input, torch.full((1,), t_guide, dtype=torch.long))
     torch.testing.assert_close(guided, plain + 3.0 * (plain - from_guide), rtol=1e-4, atol=1e-5)
 
 
@@ -204,3 +214,26 @@ def test_a_run_on_the_bundles_latents_becomes_its_guide_and_any_other_run_is_ref
     with pytest.raises(InputError, match="was not trained on the latents of"):
         attach_guide(other, run, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_an_unconditional_bundle_is_guided_by_an_unconditional_guide(tmp_path):
+    """Autoguidance needs no known region: a guide of the reference's unconditional kind reads the sample alone."""
+    plain = with_output_weights(load_bundle(create_random_bundle(tmp_path / "zero", seed=6)))
+    torch.manual_seed(7)
+    args = {**GUIDE_ARGS, "in_channels": 4}
+    guide = build_network("DiffusionModelUNet", args)
+    with torch.no_grad():
+        for parameter in guide.out.parameters():
+            parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(7))
+    spec = {"class": "DiffusionModelUNet", "args": args, "latent_scale_factor": 1.0, "weight": 1.0}
+    guided = save_bundle(
+        tmp_path / "guided", replace(plain.metadata, guide=spec), plain.autoencoder, plain.unet, guide=guide
+    )
+    scan = synthetic_scan((6, 40, 30))
+
+    def run(**options):
+        sampler = SamplerOptions(steps=2, **options)
+        return complete(scan, AFFINE, model=guided, slices=2, extend_inferior_mm=30, sampler=sampler).image
+
+    with_guide = run()
+    assert np.isfinite(with_guide).all() and np.abs(with_guide - run(autoguidance=0.0)).max() > 1e-2

@@ -283,6 +283,11 @@ class BundleMetadata:
             raise BundleError(f"bundle {self.name!r}: a guide UNet needs both its entry and its weight file")
         if not self.guide:
             return
+        if self.scheduler.prediction_type != "epsilon":
+            raise BundleError(
+                f"bundle {self.name!r}: autoguidance is built for UNets that predict the noise (epsilon), this "
+                f"one predicts {self.scheduler.prediction_type}"
+            )
         if not isinstance(self.guide.get("class"), str) or not isinstance(self.guide.get("args"), dict):
             raise BundleError(f'bundle {self.name!r}: its guide names no network "class" with its "args"')
         for key in ("in_channels", "out_channels"):
@@ -526,7 +531,9 @@ def save_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         weights = {}
-        networks = [("autoencoder", autoencoder), ("diffusion", unet)] + ([("guide", guide)] if guide else [])
+        networks = [("autoencoder", autoencoder), ("diffusion", unet)] + (
+            [("guide", guide)] if guide is not None else []
+        )
         for role, module in networks:
             file_name = f"{role}.safetensors"
             _save_safetensors(module, staging / file_name)

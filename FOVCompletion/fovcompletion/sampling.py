@@ -127,11 +127,7 @@ class LatentInpainter:
                 with_context, without = both.float().chunk(2)
                 output = without + self.guidance * (with_context - without)
             if self.autoguidance > 0:  # away from the weaker guide's reading of the same input
-                scale = self.guide_scale
-                guide_input = conditioned_input(z * scale, known * scale, mask)
-                output = output + self.autoguidance * (
-                    with_context - self.guide(guide_input, timesteps).float()
-                )
+                output = output + self.autoguidance * (with_context - self._guide_eps(z, t, known, mask))
         a_t = self._alpha(t)
         kind = self.schedule.prediction_type
         if kind == "epsilon":
@@ -146,6 +142,18 @@ class LatentInpainter:
         else:
             raise InputError(f"unsupported prediction type {kind!r}")
         return eps, x0
+
+    def _guide_eps(self, z: torch.Tensor, t: int, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The guide's noise prediction for the sample z at step t. The guide learned latents r = `guide_scale`
+        times the UNet's: to it, z is the sample of r x the clean latent at the timestep of the same signal-to-noise
+        ratio, a' / (1 - a') = a / (r^2 (1 - a)), scaled by sqrt(a' / a) r, and its noise is z's own."""
+        r, a = self.guide_scale, self._alpha(t)
+        a_guide = a / (a + r * r * (1 - a))
+        t_guide = int(torch.argmin((self.alphas - a_guide).abs()))
+        noisy = z * (r * (a_guide / a) ** 0.5)
+        guide_input = noisy if self.conditioning == "none" else conditioned_input(noisy, known * r, mask)
+        timesteps = torch.full((z.shape[0],), t_guide, device=z.device, dtype=torch.long)
+        return self.guide(guide_input, timesteps).float()
 
     def _estimate(
         self, done: int, total: int, known: torch.Tensor, mask: torch.Tensor, x0: torch.Tensor
@@ -253,8 +261,8 @@ class LatentInpainter:
         if self.guidance != 1.0 and self.conditioning == "none":
             raise InputError("guidance needs a UNet that sees the known region; this one is unconditional")
         self.autoguidance = 0.0 if reference or options.autoguidance is None else options.autoguidance
-        if self.autoguidance > 0 and (self.guide is None or self.conditioning == "none"):
-            raise InputError("autoguidance needs a guide UNet and a UNet that sees the known region")
+        if self.autoguidance > 0 and self.guide is None:
+            raise InputError("autoguidance needs a guide UNet")
         if reference:
             if start is not None:
                 raise InputError("the reference sampler starts from pure noise only: use the ddim sampler")

@@ -77,7 +77,8 @@ class SamplerOptions:
 
     def check_types(self) -> None:
         """Counts whole numbers and weights numbers, before their ranges are checked (None only where the bundle
-        decides: steps, candidates, eta, guidance, autoguidance): the API takes what the command line's parser would refuse."""
+        decides: steps, candidates, eta, guidance, autoguidance): the API takes what the command line's parser
+        would refuse."""
         for field, optional, whole in NUMBER_FIELDS:
             value = getattr(self, field)
             if not ((is_whole_number if whole else is_number)(value) or (optional and value is None)):

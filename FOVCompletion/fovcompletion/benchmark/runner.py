@@ -107,9 +107,9 @@ def build_methods(
     """The comparison, in the order tables and plots show it: the ceilings first (a `denoise` row per level in
     `denoise_levels`); our sampler's slices share
     `slice_noise_correlation` of their noise; each combination of `guidances`, DDIM `etas`, `candidate_counts`,
-    `mask_erosions` and `autoguidances` gives its own rows (None: the bundle's guidance, eta or autoguidance, and no
-    suffix in the row's name; 1 candidate or erosion 0, no suffix); each RePaint jump length its own resampling rows (1, RePaint's
-    shortest, unnamed)."""
+    `mask_erosions` and `autoguidances` gives its own rows (None: the bundle's guidance, eta or autoguidance, and
+    no suffix in the row's name; 1 candidate or erosion 0, no suffix); each RePaint jump length its own resampling
+    rows (1, RePaint's shortest, unnamed)."""
     unknown = families - set(FAMILIES)
     if unknown:
         raise InputError(

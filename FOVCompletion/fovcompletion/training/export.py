@@ -103,6 +103,20 @@ def read_measurements(path: Path) -> dict:
     return measured
 
 
+def trained_unet(run_dir: Path, use_ema: bool, required: tuple[str, ...]) -> tuple:
+    """The run's last UNet checkpoint: (path, state, config, UNet with its EMA weights where asked and kept, which
+    weights those are)."""
+    path = run_dir / DIFFUSION_STAGE / LAST
+    if not path.is_file():
+        raise InputError(f"no trained UNet in {run_dir} ({path} missing): run train-diffusion first")
+    state = load_checkpoint(path, restore_rng=False, stage=DIFFUSION_STAGE, required=required)
+    config = config_from_dict(state["config"], path)
+    unet = build_network("DiffusionModelUNet", config.diffusion.args)
+    exported = "ema" if use_ema and state.get("ema") is not None else "model"
+    restore(unet, state, exported, path, "UNet", EXPORT_HINT)
+    return path, state, config, unet, exported
+
+
 def export_bundle(
     run_dir: str | os.PathLike,
     output: str | os.PathLike,
@@ -124,17 +138,10 @@ def export_bundle(
     and `candidates`: the sampler's defaults for this model (measure them with `fovcompletion benchmark
     --guidance ... --eta ... --steps ... --candidates ...`)."""
     run_dir = Path(run_dir)
-    path = run_dir / DIFFUSION_STAGE / LAST
-    if not path.is_file():
-        raise InputError(f"no trained UNet in {run_dir} ({path} missing): run train-diffusion first")
     required = ("config", "autoencoder", "model", "scale_factor")
-    state = load_checkpoint(path, restore_rng=False, stage=DIFFUSION_STAGE, required=required)
-    config = config_from_dict(state["config"], path)
+    path, state, config, unet, exported = trained_unet(run_dir, use_ema, required)
     autoencoder = build_from_spec(config.autoencoder.spec())
     restore(autoencoder, state, "autoencoder", path, "autoencoder", EXPORT_HINT)
-    unet = build_network("DiffusionModelUNet", config.diffusion.args)
-    exported = "ema" if use_ema and state.get("ema") is not None else "model"
-    restore(unet, state, exported, path, "UNet", EXPORT_HINT)
     extras: dict[str, Path] = {}
     if model_card is not None:
         extras["MODEL_CARD.md"] = Path(model_card)
@@ -189,13 +196,7 @@ def attach_guide(
     from ..bundle import METADATA_FILE, load_bundle
 
     bundle = load_bundle(bundle_path)
-    path = Path(guide_run) / DIFFUSION_STAGE / LAST
-    if not path.is_file():
-        raise InputError(f"no trained UNet in {guide_run} ({path} missing): run train-diffusion first")
-    state = load_checkpoint(
-        path, restore_rng=False, stage=DIFFUSION_STAGE, required=("config", "scale_factor")
-    )
-    config = config_from_dict(state["config"], path)
+    _, state, config, guide, _ = trained_unet(Path(guide_run), True, ("config", "model", "scale_factor"))
     ours = bundle.autoencoder.state_dict()
     theirs = state.get("autoencoder") or {}
     if ours.keys() != theirs.keys() or not all(torch.equal(ours[k].cpu(), theirs[k].cpu()) for k in ours):
@@ -208,8 +209,6 @@ def attach_guide(
         raise InputError(f"{guide_run} was trained with another noise schedule than {bundle.name}'s")
     if config.diffusion.conditioning != bundle.metadata.conditioning:
         raise InputError(f"{guide_run}'s UNet sees the known region differently from {bundle.name}'s")
-    guide = build_network("DiffusionModelUNet", config.diffusion.args)
-    restore(guide, state, "ema" if state.get("ema") is not None else "model", path, "UNet", EXPORT_HINT)
     training = dict(bundle.metadata.training)
     training["guide"] = {
         "run": str(Path(guide_run).resolve()),
