@@ -214,6 +214,9 @@ def test_a_run_on_the_bundles_latents_becomes_its_guide_and_any_other_run_is_ref
     with pytest.raises(InputError, match="was not trained on the latents of"):
         attach_guide(other, run, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+    with pytest.raises(InputError, match="autoguidance must be a number >= 0"):
+        attach_guide(bundle, run, tmp_path / "negative", weight=-1.0)
+    assert not (tmp_path / "negative").exists()
 
 
 def test_an_unconditional_bundle_is_guided_by_an_unconditional_guide(tmp_path):

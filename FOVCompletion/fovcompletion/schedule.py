@@ -51,7 +51,7 @@ class SamplerOptions:
     small model on its own does. 1 = off (one UNet pass per step); None = the bundle's setting.
 
     `autoguidance` w_a adds w_a (eps_with - eps_guide) at every step, where eps_guide is the bundle's guide UNet (a
-    smaller, shorter-trained model on the same task) with the known region: the completion moves away from what a
+    smaller, shorter-trained model on the same task) reading the same input: the completion moves away from what a
     weaker model would draw, towards the detail and structure the UNet is surer of (Karras et al. 2024, "Guiding a
     diffusion model with a bad version of itself"). 0 = off; None = the bundle's setting (0 without a guide).
 

@@ -547,8 +547,6 @@ def run_export(args: argparse.Namespace) -> int:
 def run_attach_guide(args: argparse.Namespace) -> int:
     from ..training.export import attach_guide
 
-    if not (math.isfinite(args.autoguidance) and args.autoguidance >= 0):
-        raise InputError(f"autoguidance must be a number >= 0 (got {args.autoguidance})")
     folder = attach_guide(
         args.bundle, args.guide_run, args.output, weight=args.autoguidance, version=args.version
     )

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..arguments import is_finite_number
 from ..bundle import save_bundle, speed_problem
 from ..errors import InputError, first_line
 from ..networks import build_from_spec, build_network, count_parameters
@@ -193,8 +194,10 @@ def attach_guide(
     (`train-autoencoder --init-from BUNDLE --epochs 0`). The bundle's networks and files are kept as they are."""
     import torch
 
-    from ..bundle import METADATA_FILE, load_bundle
+    from ..bundle import METADATA_FILE, SchedulerSpec, load_bundle
 
+    if not (is_finite_number(weight) and weight >= 0):
+        raise InputError(f"autoguidance must be a number >= 0 (got {weight})")
     bundle = load_bundle(bundle_path)
     _, state, config, guide, _ = trained_unet(Path(guide_run), True, ("config", "model", "scale_factor"))
     ours = bundle.autoencoder.state_dict()
@@ -204,8 +207,7 @@ def attach_guide(
             f"{guide_run} was not trained on the latents of {bundle.name}: its autoencoder differs from the "
             "bundle's (start the run with train-autoencoder --init-from the bundle --epochs 0)"
         )
-    scheduler = bundle.metadata.scheduler
-    if asdict(scheduler) != {**asdict(scheduler), **config.diffusion.scheduler}:
+    if SchedulerSpec(**config.diffusion.scheduler) != bundle.metadata.scheduler:
         raise InputError(f"{guide_run} was trained with another noise schedule than {bundle.name}'s")
     if config.diffusion.conditioning != bundle.metadata.conditioning:
         raise InputError(f"{guide_run}'s UNet sees the known region differently from {bundle.name}'s")
