@@ -138,6 +138,44 @@ def test_the_bundles_autoguidance_is_the_default_zero_turns_it_off_and_the_calle
     assert np.abs(run(guided, autoguidance=5.0) - default).max() > 1e-2
 
 
+def test_the_time_estimate_counts_a_guide_call_per_step_on_the_slices(guided_bundle, tmp_path):
+    """Autoguidance adds one guide call per step on the slices alone: priced at the guide's own timed calls, at
+    the UNet's where the guide was not timed, and not at all with autoguidance off; the run's own estimate
+    (the start event) agrees."""
+    from fovcompletion.estimate import estimate_seconds, seconds_per_call
+    from fovcompletion.schedule import unet_batch_size
+
+    plain, guided = guided_bundle
+    unet = {"seconds_per_unet_step_per_slice": 0.01, "seconds_per_unet_call": {"2": 0.04, "10": 0.1}}
+    timed = {**unet, "guide_seconds_per_unet_call": {"1": 0.01, "5": 0.03}}
+    slow = {**unet, "guide_seconds_per_unet_call": {"1": 5.0, "2": 10.0}}  # seen in the rounded start event
+    folders = {}
+    for name, source, speed in (
+        ("plain", plain, unet), ("untimed", guided, unet), ("timed", guided, timed), ("slow", guided, slow)
+    ):  # fmt: skip
+        bundle = load_bundle(source)
+        metadata = replace(bundle.metadata, speed={"cpu": speed})
+        folders[name] = save_bundle(
+            tmp_path / name, metadata, bundle.autoencoder, bundle.unet, guide=bundle.guide
+        )
+    run = (5, 10, 0, 40, 60)  # slices, steps, mm above, mm below, input height
+    unet_call = seconds_per_call(unet, unet_batch_size(5, read_metadata(plain).guidance), 0.1)
+    base = estimate_seconds(folders["plain"], *run)
+    assert estimate_seconds(folders["timed"], *run) == pytest.approx(base * (unet_call + 0.03) / unet_call)
+    assert estimate_seconds(folders["untimed"], *run) > estimate_seconds(folders["timed"], *run)
+    assert estimate_seconds(folders["timed"], *run, autoguidance=0.0) == pytest.approx(base)
+
+    def estimated(model, **options):
+        events = []
+        complete(
+            synthetic_scan((6, 40, 30)), AFFINE, model=model, slices=2, extend_inferior_mm=30,
+            sampler=SamplerOptions(steps=2, **options), progress=events.append,
+        )  # fmt: skip
+        return next(e.details["estimated_s"] for e in events if e.stage == "start")
+
+    assert estimated(folders["slow"]) > estimated(folders["slow"], autoguidance=0.0) + 10
+
+
 def test_autoguidance_a_model_cannot_use_is_refused(guided_bundle):
     plain, guided = guided_bundle
     scan = synthetic_scan((6, 40, 30))

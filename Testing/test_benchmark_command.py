@@ -508,6 +508,29 @@ def test_the_bundle_speed_is_measured_on_the_batch_of_a_default_run(tmp_path):
     assert measured["seconds_per_unet_call"]["6"] == pytest.approx(
         6 * measured["seconds_per_unet_step_per_slice"]
     )
+    assert "guide_seconds_per_unet_call" not in measured
+
+
+def test_a_guide_is_timed_on_the_slices_alone_for_the_estimate(tmp_path):
+    """The guide reads each slice once per step (not twice, as the UNet does under guidance): it is timed on a
+    default run's slices and on one, and the bundle accepts the figures."""
+    from dataclasses import replace
+
+    from conftest import GUIDE_ARGS, guide_unet
+    from fovcompletion.benchmark.speed import bundle_speed
+    from fovcompletion.bundle import load_bundle, save_bundle, speed_problem
+
+    plain = load_bundle(
+        create_random_bundle(tmp_path / "p", conditioning="masked_latent", guidance=2.0, default_slices=3)
+    )
+    spec = {"class": "DiffusionModelUNet", "args": GUIDE_ARGS, "latent_scale_factor": 1.0, "weight": 1.0}
+    folder = save_bundle(
+        tmp_path / "g", replace(plain.metadata, guide=spec), plain.autoencoder, plain.unet, guide=guide_unet()
+    )
+    measured = bundle_speed(load_bundle(folder), "cpu", steps=1)
+    assert list(measured["guide_seconds_per_unet_call"]) == ["1", "3"]
+    assert all(seconds > 0 for seconds in measured["guide_seconds_per_unet_call"].values())
+    assert speed_problem({"cpu": measured}) is None
 
 
 def test_each_autoguidance_asked_for_is_a_row_of_its_own(tmp_path):

@@ -207,6 +207,11 @@ def _edited(metadata: dict, path: str, value) -> dict:
             )
             for calls in ({"two": 0.1}, {"\u00b2": 0.1}, {"1": 0.1, "01": 0.2}, {"0": 0.1})
         ),
+        (
+            "speed",
+            {"cpu": {"seconds_per_unet_step_per_slice": 0.1, "guide_seconds_per_unet_call": {"1": -0.1}}},
+            "guide_seconds_per_unet_call must map",
+        ),
         ("weights/diffusion/file", None, "weight file must be a file name in the bundle"),
         (
             "weights/diffusion/file",

@@ -307,11 +307,19 @@ def _positive(value: Any) -> bool:
     return is_finite_number(value) and value > 0
 
 
+def _calls_by_batch(calls: Any) -> bool:
+    """Whether timed calls map distinct batch sizes (decimal strings, > 0) to seconds > 0."""
+    decimal = isinstance(calls, dict) and all(str(b).isascii() and str(b).isdecimal() for b in calls)
+    batches = {int(b) for b in calls} if decimal else set()
+    return decimal and len(batches) == len(calls) and 0 not in batches and all(map(_positive, calls.values()))
+
+
 def speed_problem(speed: Any) -> str | None:
     """What is wrong with a bundle's `speed` (None: nothing) among the figures the run-time estimate reads: per
     device kind ("cpu", "cuda", "mps") an object with `seconds_per_unet_step_per_slice` (> 0), optionally
-    `seconds_per_unet_call` ({batch: seconds}) and the `canvas` ([rows, cols]) they were timed on. Checked on
-    load and on export, so a wrong entry fails in one line there, not as a traceback in every run."""
+    `seconds_per_unet_call` and `guide_seconds_per_unet_call` ({batch: seconds}) and the `canvas` ([rows, cols])
+    they were timed on. Checked on load and on export, so a wrong entry fails in one line there, not as a
+    traceback in every run."""
     if not isinstance(speed, dict):
         return "speed must be an object keyed by device kind (cpu, cuda, mps)"
     for kind, figures in speed.items():
@@ -323,18 +331,10 @@ def speed_problem(speed: Any) -> str | None:
             return (
                 f"{where}.seconds_per_unet_step_per_slice must be a number of seconds > 0 (got {per_slice!r})"
             )
-        calls = figures.get("seconds_per_unet_call", {})
-        decimal = isinstance(calls, dict) and all(str(b).isascii() and str(b).isdecimal() for b in calls)
-        batches = {int(b) for b in calls} if decimal else set()
-        if (
-            not decimal
-            or len(batches) != len(calls)
-            or 0 in batches
-            or not all(map(_positive, calls.values()))
-        ):
-            return (
-                f"{where}.seconds_per_unet_call must map distinct batch sizes to seconds > 0 (got {calls!r})"
-            )
+        for key in ("seconds_per_unet_call", "guide_seconds_per_unet_call"):
+            calls = figures.get(key, {})
+            if not _calls_by_batch(calls):
+                return f"{where}.{key} must map distinct batch sizes to seconds > 0 (got {calls!r})"
         canvas = figures.get("canvas", [1, 1])
         if not (isinstance(canvas, (list, tuple)) and len(canvas) == 2 and all(_positive(v) for v in canvas)):
             return f"{where}.canvas must be two numbers > 0, the rows and columns timed (got {canvas!r})"

@@ -46,15 +46,33 @@ def seconds_per_call(speed: dict, batch: int, fallback_per_image: float) -> floa
     return per_image * batch
 
 
+def guide_seconds_per_call(speed: dict, batch: int, fallback_per_image: float) -> float:
+    """Seconds of one call of the autoguidance UNet on `batch` images: its own timed calls
+    (`guide_seconds_per_unet_call`) where the bundle has them, else the main UNet's price for that batch (a guide
+    is the smaller network, so the estimate errs long rather than short)."""
+    if speed.get("guide_seconds_per_unet_call"):
+        return seconds_per_call({"seconds_per_unet_call": speed["guide_seconds_per_unet_call"]}, batch, 0.0)
+    return seconds_per_call(speed, batch, fallback_per_image)
+
+
 def estimate_run(
-    metadata: BundleMetadata, layout: CanvasLayout, batch: int, unet_steps: int, device: str = "cpu"
+    metadata: BundleMetadata,
+    layout: CanvasLayout,
+    batch: int,
+    unet_steps: int,
+    device: str = "cpu",
+    guide_batch: int = 0,
 ) -> RunEstimate:
     """The bundle's measured seconds per UNet call on this kind of device for the run's batch (the slices,
-    twice under guidance), scaled by the window's area, times the steps of every window and sample."""
+    twice under guidance), plus its guide's call on `guide_batch` images (the slices, under autoguidance; 0:
+    none), scaled by the window's area, times the steps of every window and sample."""
     kind = "cuda" if device.startswith("cuda") else ("cpu" if device == "auto" else device)
     speed = metadata.speed.get(kind, {})
     measured = "seconds_per_unet_step_per_slice" in speed
-    per_call = seconds_per_call(speed, max(1, batch), FALLBACK_SECONDS_PER_STEP_PER_SLICE.get(kind, 0.1))
+    fallback = FALLBACK_SECONDS_PER_STEP_PER_SLICE.get(kind, 0.1)
+    per_call = seconds_per_call(speed, max(1, batch), fallback)
+    if guide_batch > 0:
+        per_call += guide_seconds_per_call(speed, guide_batch, fallback)
     measured_canvas = speed.get("canvas", list(metadata.canvas.shape))
     area_ratio = (layout.window_height * layout.width) / float(measured_canvas[0] * measured_canvas[1])
     return RunEstimate(int(unet_steps), per_call * area_ratio, measured)
@@ -70,15 +88,21 @@ def estimate_seconds(
     device: str = "cpu",
     samples: int = 1,
     candidates: int | None = None,
+    autoguidance: float | None = None,
 ) -> float:
     """Seconds for a run, from the bundle's measured speed per UNet step and slice, scaled by canvas area; every
-    sample and every candidate window costs a run of its own. Steps and candidates None: the bundle's."""
+    sample and every candidate window costs a run of its own, and autoguidance a guide call per step. Steps,
+    candidates and autoguidance None: the bundle's."""
     metadata = read_metadata(bundle_path)
     steps, candidates = metadata.sampler_counts(steps, candidates)
+    if autoguidance is None:
+        autoguidance = metadata.guide.get("weight", 0.0)
     rows = max(1, int(round(input_height_mm / metadata.canvas.spacing_mm[0])))
     if extend_superior_mm <= 0 and extend_inferior_mm <= 0:
         return 0.0
     layout = plan_layout(metadata, rows, metadata.canvas.shape[1], extend_superior_mm, extend_inferior_mm)
     nfe = count_model_evaluations(SamplerOptions(steps=steps), metadata.scheduler.num_train_timesteps)
     batch = unet_batch_size(slices, metadata.guidance)  # the sampler's default, as the run will use it
-    return estimate_run(metadata, layout, batch, samples * candidates * nfe * layout.windows, device).seconds
+    guide_batch = slices if metadata.guide and autoguidance > 0 else 0
+    unet_steps = samples * candidates * nfe * layout.windows
+    return estimate_run(metadata, layout, batch, unet_steps, device, guide_batch).seconds

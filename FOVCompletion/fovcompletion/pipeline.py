@@ -449,7 +449,8 @@ def complete(
         count_model_evaluations(options, metadata.scheduler.num_train_timesteps) * options.candidates
     )
     tracker = ProgressTracker(samples * layout.windows * nfe_per_window, progress)
-    estimate = estimate_run(metadata, layout, unet_batch, tracker.total, torch_device.type)
+    guide_batch = slab.model.shape[0] if options.autoguidance > 0 else 0
+    estimate = estimate_run(metadata, layout, unet_batch, tracker.total, torch_device.type, guide_batch)
     tracker.emit(
         "start",
         f"{metadata.name}: {layout.windows} window(s)"

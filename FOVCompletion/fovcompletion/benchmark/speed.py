@@ -70,7 +70,9 @@ def bundle_speed(bundle, device: str = "auto", steps: int = 5) -> dict[str, Any]
     """A bundle's own UNet at its canvas size, on the batch of a default run (its default slices, twice under its
     guidance) and on the smallest run's (one slice): a call costs a fixed part plus a part per image, so one image
     alone costs about twice as much per image on a CPU. The run-time estimate (`estimate.estimate_run`) draws the
-    line through both calls' times (`seconds_per_unet_call`, keyed by batch) to price any run's batch."""
+    line through both calls' times (`seconds_per_unet_call`, keyed by batch) to price any run's batch. A guide
+    UNet (autoguidance) is timed the same way on the slices alone (`guide_seconds_per_unet_call`): it reads each
+    slice once per step, with the context."""
     metadata = bundle.metadata
     factor = metadata.latent_factor
     latent = (metadata.canvas.shape[0] // factor, metadata.canvas.shape[1] // factor)
@@ -83,4 +85,12 @@ def bundle_speed(bundle, device: str = "auto", steps: int = 5) -> dict[str, Any]
         small = unet_step_seconds(args, latent, device, steps, batch=smallest, unet=bundle.unet)
         calls[smallest] = small["seconds_per_unet_step_per_slice"] * smallest
     measured["seconds_per_unet_call"] = {str(size): calls[size] for size in sorted(calls)}
+    if bundle.guide is not None:
+        guide_calls = {}
+        for size in sorted({1, metadata.default_slices}):
+            timed = unet_step_seconds(
+                metadata.guide["args"], latent, device, steps, batch=size, unet=bundle.guide
+            )
+            guide_calls[str(size)] = timed["seconds_per_unet_step_per_slice"] * size
+        measured["guide_seconds_per_unet_call"] = guide_calls
     return measured
