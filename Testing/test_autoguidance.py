@@ -246,7 +246,9 @@ def test_a_run_on_the_bundles_latents_becomes_its_guide_and_any_other_run_is_ref
     metadata = read_metadata(guided)
     assert metadata.guide["weight"] == 0.5 and metadata.version == "9.9.9"
     assert metadata.guide["latent_scale_factor"] == read_metadata(bundle).latent_scale_factor
-    assert metadata.training["guide"]["unet_steps"] == 4
+    record = metadata.training["guide"]  # how the guide was trained, for the model card
+    assert record["unet_steps"] == 4 and record["training_seconds"] > 0
+    assert record["config"]["lr"] == config.diffusion.lr
     assert load_bundle(guided).guide is not None
     other = create_random_bundle(tmp_path / "other", conditioning="masked_latent")
     with pytest.raises(InputError, match="was not trained on the latents of"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +215,10 @@ def attach_guide(
     training["guide"] = {
         "run": str(Path(guide_run).resolve()),
         "unet_steps": int(state.get("step", 0)),
+        "unet_epochs": int(state.get("epoch", -1)) + 1,
+        "training_seconds": round(float(state.get("elapsed_s", 0.0)), 1),
         "parameters": count_parameters(guide),
+        "config": asdict(config.diffusion),
     }
     metadata = replace(
         bundle.metadata,
