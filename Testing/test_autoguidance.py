@@ -139,41 +139,50 @@ def test_the_bundles_autoguidance_is_the_default_zero_turns_it_off_and_the_calle
 
 
 def test_the_time_estimate_counts_a_guide_call_per_step_on_the_slices(guided_bundle, tmp_path):
-    """Autoguidance adds one guide call per step on the slices alone: priced at the guide's own timed calls, at
-    the UNet's where the guide was not timed, and not at all with autoguidance off; the run's own estimate
-    (the start event) agrees."""
-    from fovcompletion.estimate import estimate_seconds, seconds_per_call
-    from fovcompletion.schedule import unet_batch_size
+    """Autoguidance adds one guide call per step on the slices alone (not on the UNet's doubled batch): priced at
+    the guide's own timed calls (one timing is enough), at the UNet's where the guide was not timed, and not at
+    all with autoguidance off; the run's own estimate (the start event) agrees."""
+    import re
+
+    from fovcompletion.estimate import estimate_seconds
 
     plain, guided = guided_bundle
     unet = {"seconds_per_unet_step_per_slice": 0.01, "seconds_per_unet_call": {"2": 0.04, "10": 0.1}}
-    timed = {**unet, "guide_seconds_per_unet_call": {"1": 0.01, "5": 0.03}}
-    slow = {**unet, "guide_seconds_per_unet_call": {"1": 5.0, "2": 10.0}}  # seen in the rounded start event
+    guide_timings = {
+        "timed": {"1": 0.01, "5": 0.03},
+        "timed once": {"5": 0.05},
+        "steep": {"2": 10.0, "4": 20.0},
+    }
     folders = {}
-    for name, source, speed in (
-        ("plain", plain, unet), ("untimed", guided, unet), ("timed", guided, timed), ("slow", guided, slow)
+    for name, source, guide_calls in (
+        ("plain", plain, None), ("untimed", guided, None), *((n, guided, c) for n, c in guide_timings.items())
     ):  # fmt: skip
         bundle = load_bundle(source)
-        metadata = replace(bundle.metadata, speed={"cpu": speed})
+        speed = {**unet, "guide_seconds_per_unet_call": guide_calls} if guide_calls else unet
+        metadata = replace(bundle.metadata, guidance=2.0, speed={"cpu": speed})
         folders[name] = save_bundle(
             tmp_path / name, metadata, bundle.autoencoder, bundle.unet, guide=bundle.guide
         )
     run = (5, 10, 0, 40, 60)  # slices, steps, mm above, mm below, input height
-    unet_call = seconds_per_call(unet, unet_batch_size(5, read_metadata(plain).guidance), 0.1)
-    base = estimate_seconds(folders["plain"], *run)
-    assert estimate_seconds(folders["timed"], *run) == pytest.approx(base * (unet_call + 0.03) / unet_call)
-    assert estimate_seconds(folders["untimed"], *run) > estimate_seconds(folders["timed"], *run)
+    base = estimate_seconds(folders["plain"], *run)  # the UNet on 10 images per call: 0.1 s
+    assert estimate_seconds(folders["timed"], *run) == pytest.approx(base * (0.1 + 0.03) / 0.1)
+    assert estimate_seconds(folders["timed once"], *run) == pytest.approx(base * (0.1 + 0.05) / 0.1)
+    # untimed: the UNet's line at the guide's 5 images, 0.04 + 3 x 0.0075
+    assert estimate_seconds(folders["untimed"], *run) == pytest.approx(base * (0.1 + 0.0625) / 0.1)
     assert estimate_seconds(folders["timed"], *run, autoguidance=0.0) == pytest.approx(base)
 
-    def estimated(model, **options):
+    def seconds_per_step(model, **options):
         events = []
         complete(
             synthetic_scan((6, 40, 30)), AFFINE, model=model, slices=2, extend_inferior_mm=30,
             sampler=SamplerOptions(steps=2, **options), progress=events.append,
         )  # fmt: skip
-        return next(e.details["estimated_s"] for e in events if e.stage == "start")
+        start = next(e.message for e in events if e.stage == "start")
+        return float(re.search(r"\(([\d.e+-]+) s per UNet step", start).group(1))
 
-    assert estimated(folders["slow"]) > estimated(folders["slow"], autoguidance=0.0) + 10
+    # two slices: the UNet on 4 images (0.055 s), the guide on 2 (10 s; on 4 it would be 20 s)
+    ratio = seconds_per_step(folders["steep"]) / seconds_per_step(folders["steep"], autoguidance=0.0)
+    assert ratio == pytest.approx((0.055 + 10.0) / 0.055, rel=0.01)
 
 
 def test_autoguidance_a_model_cannot_use_is_refused(guided_bundle):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .bundle import BundleMetadata, read_metadata
 from .layout import CanvasLayout, plan_layout
 from .progress import format_seconds
-from .schedule import SamplerOptions, count_model_evaluations, unet_batch_size
+from .schedule import SamplerOptions, count_model_evaluations, guide_batch_size, unet_batch_size
 
 FALLBACK_SECONDS_PER_STEP_PER_SLICE = {"cpu": 0.1, "cuda": 0.005, "mps": 0.03}
 
@@ -30,29 +30,19 @@ class RunEstimate:
         return f"estimated {format_seconds(self.seconds)} ({self.seconds_per_step:.3g} s per UNet step, {source})"
 
 
-def seconds_per_call(speed: dict, batch: int, fallback_per_image: float) -> float:
-    """Seconds of one UNet call on `batch` images at the measured canvas. With calls timed at two batch sizes
-    (`seconds_per_unet_call`, keyed by batch) the line through them: a fixed part plus a part per image, so a
-    one-slice run is not priced at the per-image cost of a five-slice one. Otherwise the per-image figure times
-    the batch (a bundle timed at one batch only)."""
-    calls = sorted(
-        (int(size), float(seconds)) for size, seconds in speed.get("seconds_per_unet_call", {}).items()
-    )
-    if len(calls) >= 2:
-        (small, small_seconds), (large, large_seconds) = calls[0], calls[-1]
-        per_image = max(0.0, (large_seconds - small_seconds) / (large - small))
-        return max(small_seconds + per_image * (batch - small), per_image * batch)
-    per_image = float(speed.get("seconds_per_unet_step_per_slice", fallback_per_image))
+def seconds_per_call(calls: dict, batch: int, per_image: float) -> float:
+    """Seconds of one network call on `batch` images at the measured canvas, from its timed calls ({batch:
+    seconds}). With two or more, the line through the smallest and largest: a fixed part plus a part per image, so
+    a one-slice run is not priced at the per-image cost of a five-slice one. With one, its seconds per image; with
+    none, `per_image`, times the batch."""
+    timed = sorted((int(size), float(seconds)) for size, seconds in calls.items())
+    if len(timed) >= 2:
+        (small, small_seconds), (large, large_seconds) = timed[0], timed[-1]
+        slope = max(0.0, (large_seconds - small_seconds) / (large - small))
+        return max(small_seconds + slope * (batch - small), slope * batch)
+    if timed:
+        per_image = timed[0][1] / timed[0][0]
     return per_image * batch
-
-
-def guide_seconds_per_call(speed: dict, batch: int, fallback_per_image: float) -> float:
-    """Seconds of one call of the autoguidance UNet on `batch` images: its own timed calls
-    (`guide_seconds_per_unet_call`) where the bundle has them, else the main UNet's price for that batch (a guide
-    is the smaller network, so the estimate errs long rather than short)."""
-    if speed.get("guide_seconds_per_unet_call"):
-        return seconds_per_call({"seconds_per_unet_call": speed["guide_seconds_per_unet_call"]}, batch, 0.0)
-    return seconds_per_call(speed, batch, fallback_per_image)
 
 
 def estimate_run(
@@ -69,10 +59,15 @@ def estimate_run(
     kind = "cuda" if device.startswith("cuda") else ("cpu" if device == "auto" else device)
     speed = metadata.speed.get(kind, {})
     measured = "seconds_per_unet_step_per_slice" in speed
-    fallback = FALLBACK_SECONDS_PER_STEP_PER_SLICE.get(kind, 0.1)
-    per_call = seconds_per_call(speed, max(1, batch), fallback)
+    per_image = float(
+        speed.get("seconds_per_unet_step_per_slice", FALLBACK_SECONDS_PER_STEP_PER_SLICE.get(kind, 0.1))
+    )
+    unet_calls = speed.get("seconds_per_unet_call", {})
+    per_call = seconds_per_call(unet_calls, max(1, batch), per_image)
     if guide_batch > 0:
-        per_call += guide_seconds_per_call(speed, guide_batch, fallback)
+        # The guide's own timed calls; untimed, the UNet's price (the larger network): long rather than short.
+        guide_calls = speed.get("guide_seconds_per_unet_call") or unet_calls
+        per_call += seconds_per_call(guide_calls, guide_batch, per_image)
     measured_canvas = speed.get("canvas", list(metadata.canvas.shape))
     area_ratio = (layout.window_height * layout.width) / float(measured_canvas[0] * measured_canvas[1])
     return RunEstimate(int(unet_steps), per_call * area_ratio, measured)
@@ -103,6 +98,6 @@ def estimate_seconds(
     layout = plan_layout(metadata, rows, metadata.canvas.shape[1], extend_superior_mm, extend_inferior_mm)
     nfe = count_model_evaluations(SamplerOptions(steps=steps), metadata.scheduler.num_train_timesteps)
     batch = unet_batch_size(slices, metadata.guidance)  # the sampler's default, as the run will use it
-    guide_batch = slices if metadata.guide and autoguidance > 0 else 0
+    guide_batch = guide_batch_size(slices, autoguidance if metadata.guide else 0.0)
     unet_steps = samples * candidates * nfe * layout.windows
     return estimate_run(metadata, layout, batch, unet_steps, device, guide_batch).seconds

@@ -52,7 +52,7 @@ from .sampling import (
     latent_mask,
     nearest_latent_mask,
 )
-from .schedule import DEFAULT_CANDIDATES, unet_batch_size
+from .schedule import DEFAULT_CANDIDATES, guide_batch_size, unet_batch_size
 from .seam import blend_seam, crossfade_weights
 
 DEFAULT_FEATHER_MM = 16.0
@@ -449,7 +449,7 @@ def complete(
         count_model_evaluations(options, metadata.scheduler.num_train_timesteps) * options.candidates
     )
     tracker = ProgressTracker(samples * layout.windows * nfe_per_window, progress)
-    guide_batch = slab.model.shape[0] if options.autoguidance > 0 else 0
+    guide_batch = guide_batch_size(slab.model.shape[0], options.autoguidance)
     estimate = estimate_run(metadata, layout, unet_batch, tracker.total, torch_device.type, guide_batch)
     tracker.emit(
         "start",

@@ -164,3 +164,9 @@ def unet_batch_size(slices: int, guidance: float | None) -> int:
     """Inputs per UNet call: guidance runs every slice twice, with the known region and without it. Pass the
     resolved guidance (`pipeline.resolve_sampler`): None counts as none here, not as the bundle's."""
     return slices * (1 if guidance in (None, 1.0) else 2)
+
+
+def guide_batch_size(slices: int, autoguidance: float | None) -> int:
+    """Inputs per call of the autoguidance guide: every slice once, with its context; 0 when autoguidance is off.
+    Pass the resolved weight (`pipeline.resolve_sampler`): None counts as off here, not as the bundle's."""
+    return slices if autoguidance is not None and autoguidance > 0 else 0

@@ -13,7 +13,7 @@ import torch
 
 from ..device import autocast_dtype, resolve_device
 from ..networks import build_network, count_parameters, reference_unet_args
-from ..schedule import unet_batch_size
+from ..schedule import guide_batch_size, unet_batch_size
 from .resources import describe_device
 
 REFERENCE_CANVAS = (1280, 512)
@@ -66,6 +66,17 @@ def reference_size_speed(device: str = "auto", steps: int = 2) -> dict[str, Any]
     return unet_step_seconds(reference_unet_args(), latent, device, steps)
 
 
+def _timed_calls(
+    args: dict, network, latent: tuple[int, int], device: str, steps: int, sizes
+) -> dict[int, float]:
+    """Seconds of one call of `network` on each batch size in `sizes` (`unet_step_seconds`)."""
+    calls = {}
+    for size in sizes:
+        timed = unet_step_seconds(args, latent, device, steps, batch=size, unet=network)
+        calls[size] = timed["seconds_per_unet_step_per_slice"] * size
+    return calls
+
+
 def bundle_speed(bundle, device: str = "auto", steps: int = 5) -> dict[str, Any]:
     """A bundle's own UNet at its canvas size, on the batch of a default run (its default slices, twice under its
     guidance) and on the smallest run's (one slice): a call costs a fixed part plus a part per image, so one image
@@ -78,19 +89,15 @@ def bundle_speed(bundle, device: str = "auto", steps: int = 5) -> dict[str, Any]
     latent = (metadata.canvas.shape[0] // factor, metadata.canvas.shape[1] // factor)
     args = metadata.diffusion["args"]
     batch = unet_batch_size(metadata.default_slices, metadata.guidance)
-    smallest = unet_batch_size(1, metadata.guidance)
     measured = unet_step_seconds(args, latent, device, steps, batch=batch, unet=bundle.unet)
+    sizes = {unet_batch_size(1, metadata.guidance)} - {batch}
     calls = {batch: measured["seconds_per_unet_step_per_slice"] * batch}
-    if smallest != batch:
-        small = unet_step_seconds(args, latent, device, steps, batch=smallest, unet=bundle.unet)
-        calls[smallest] = small["seconds_per_unet_step_per_slice"] * smallest
+    calls.update(_timed_calls(args, bundle.unet, latent, device, steps, sizes))
     measured["seconds_per_unet_call"] = {str(size): calls[size] for size in sorted(calls)}
     if bundle.guide is not None:
-        guide_calls = {}
-        for size in sorted({1, metadata.default_slices}):
-            timed = unet_step_seconds(
-                metadata.guide["args"], latent, device, steps, batch=size, unet=bundle.guide
-            )
-            guide_calls[str(size)] = timed["seconds_per_unet_step_per_slice"] * size
-        measured["guide_seconds_per_unet_call"] = guide_calls
+        sizes = {guide_batch_size(1, 1.0), guide_batch_size(metadata.default_slices, 1.0)}
+        guide_calls = _timed_calls(metadata.guide["args"], bundle.guide, latent, device, steps, sizes)
+        measured["guide_seconds_per_unet_call"] = {
+            str(size): guide_calls[size] for size in sorted(guide_calls)
+        }
     return measured
