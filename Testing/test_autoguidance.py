@@ -151,7 +151,7 @@ def test_the_time_estimate_counts_a_guide_call_per_step_on_the_slices(guided_bun
     guide_timings = {
         "timed": {"1": 0.01, "5": 0.03},
         "timed once": {"5": 0.05},
-        "steep": {"2": 10.0, "4": 20.0},
+        "slow": {"2": 10.0, "4": 20.0},
     }
     folders = {}
     for name, source, guide_calls in (
@@ -181,7 +181,7 @@ def test_the_time_estimate_counts_a_guide_call_per_step_on_the_slices(guided_bun
         return float(re.search(r"\(([\d.e+-]+) s per UNet step", start).group(1))
 
     # two slices: the UNet on 4 images (0.055 s), the guide on 2 (10 s; on 4 it would be 20 s)
-    ratio = seconds_per_step(folders["steep"]) / seconds_per_step(folders["steep"], autoguidance=0.0)
+    ratio = seconds_per_step(folders["slow"]) / seconds_per_step(folders["slow"], autoguidance=0.0)
     assert ratio == pytest.approx((0.055 + 10.0) / 0.055, rel=0.01)
 
 
