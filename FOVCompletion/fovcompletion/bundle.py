@@ -139,6 +139,11 @@ class BundleMetadata:
         return (self.steps if steps is None else steps, self.candidates if candidates is None else candidates)
 
     @property
+    def autoguidance(self) -> float:
+        """The sampler's default autoguidance weight: the guide's, 0 for a bundle without a guide."""
+        return float(self.guide["weight"]) if self.guide else 0.0
+
+    @property
     def guide_scale(self) -> float:
         """How many times larger the guide UNet reads a latent than the UNet does (each learned its own scale)."""
         return self.guide["latent_scale_factor"] / self.latent_scale_factor if self.guide else 1.0

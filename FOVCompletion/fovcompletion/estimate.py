@@ -91,7 +91,7 @@ def estimate_seconds(
     metadata = read_metadata(bundle_path)
     steps, candidates = metadata.sampler_counts(steps, candidates)
     if autoguidance is None:
-        autoguidance = metadata.guide.get("weight", 0.0)
+        autoguidance = metadata.autoguidance
     rows = max(1, int(round(input_height_mm / metadata.canvas.spacing_mm[0])))
     if extend_superior_mm <= 0 and extend_inferior_mm <= 0:
         return 0.0

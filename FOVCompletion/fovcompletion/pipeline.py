@@ -322,7 +322,7 @@ def _resolve_autoguidance(options: SamplerOptions, metadata: BundleMetadata) -> 
     sampler); asking for it where there is no guide is an error, not a silent no-op."""
     available = bool(metadata.guide) and options.method != "reference"
     if options.autoguidance is None:
-        return replace(options, autoguidance=float(metadata.guide["weight"]) if available else 0.0)
+        return replace(options, autoguidance=metadata.autoguidance if available else 0.0)
     if options.autoguidance > 0 and not available:
         reason = REFERENCE_HAS_NONE if options.method == "reference" else f"{metadata.name} has no guide UNet"
         raise InputError(f"autoguidance {options.autoguidance:g} cannot be used: {reason}")

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                         "steps": metadata.steps,
                         "candidates": metadata.candidates,
                         "guidance": metadata.guidance,
-                        "autoguidance": metadata.guide.get("weight", 0.0),
+                        "autoguidance": metadata.autoguidance,
                         "eta": metadata.eta,
                     },
                 }
