@@ -171,18 +171,24 @@ def test_the_time_estimate_counts_a_guide_call_per_step_on_the_slices(guided_bun
     assert estimate_seconds(folders["untimed"], *run) == pytest.approx(base * (0.1 + 0.0625) / 0.1)
     assert estimate_seconds(folders["timed"], *run, autoguidance=0.0) == pytest.approx(base)
 
-    def seconds_per_step(model, **options):
+    def start_line(model, **options):
         events = []
         complete(
             synthetic_scan((6, 40, 30)), AFFINE, model=model, slices=2, extend_inferior_mm=30,
             sampler=SamplerOptions(steps=2, **options), progress=events.append,
         )  # fmt: skip
-        start = next(e.message for e in events if e.stage == "start")
-        return float(re.search(r"\(([\d.e+-]+) s per UNet step", start).group(1))
+        return next(e.message for e in events if e.stage == "start")
+
+    def seconds_per_step(model, **options):
+        return float(re.search(r"\(([\d.e+-]+) s per UNet step", start_line(model, **options)).group(1))
 
     # two slices: the UNet on 4 images (0.055 s), the guide on 2 (10 s; on 4 it would be 20 s)
     ratio = seconds_per_step(folders["slow"]) / seconds_per_step(folders["slow"], autoguidance=0.0)
     assert ratio == pytest.approx((0.055 + 10.0) / 0.055, rel=0.01)
+    # an untimed guide's price is the UNet's, and the line says so rather than passing it off as measured
+    assert "measured; the guide not timed, priced as the UNet)" in start_line(folders["untimed"])
+    assert start_line(folders["timed"]).endswith("measured)")
+    assert start_line(folders["untimed"], autoguidance=0.0).endswith("measured)")
 
 
 def test_autoguidance_a_model_cannot_use_is_refused(guided_bundle):
@@ -289,3 +295,16 @@ def test_an_unconditional_bundle_is_guided_by_an_unconditional_guide(tmp_path):
 
     with_guide = run()
     assert np.isfinite(with_guide).all() and np.abs(with_guide - run(autoguidance=0.0)).max() > 1e-2
+
+
+def test_the_memory_check_counts_a_guide_only_where_it_needs_more_than_the_unet(guided_bundle):
+    """The guide's call follows the UNet's, never beside it: a smaller guide adds nothing to the peak, a wider one
+    on its batch sets it, and without autoguidance it is not counted."""
+    from fovcompletion.memory import estimate_peak_bytes
+
+    metadata = read_metadata(guided_bundle[1])
+    unet_only = estimate_peak_bytes(metadata, 4, 64, 64)
+    assert estimate_peak_bytes(metadata, 4, 64, 64, guide_batch=2) == unet_only  # GUIDE_ARGS: narrower
+    wide = replace(metadata, guide={**metadata.guide, "args": {**GUIDE_ARGS, "channels": [64, 128]}})
+    assert estimate_peak_bytes(wide, 4, 64, 64, guide_batch=2) > unet_only
+    assert estimate_peak_bytes(wide, 4, 64, 64, guide_batch=0) == unet_only

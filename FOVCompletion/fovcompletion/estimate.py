@@ -15,11 +15,13 @@ FALLBACK_SECONDS_PER_STEP_PER_SLICE = {"cpu": 0.1, "cuda": 0.005, "mps": 0.03}
 
 @dataclass(frozen=True)
 class RunEstimate:
-    """UNet steps x seconds per step; `measured` is False when the bundle has no speed for the device."""
+    """UNet steps x seconds per step; `measured` is False when the bundle has no speed for the device, and
+    `guide_untimed` True when a guide it has no timing for was priced at the UNet's."""
 
     unet_steps: int
     seconds_per_step: float
     measured: bool
+    guide_untimed: bool = False
 
     @property
     def seconds(self) -> float:
@@ -27,6 +29,8 @@ class RunEstimate:
 
     def describe(self) -> str:
         source = "measured" if self.measured else "a guess: not measured on this device"
+        if self.measured and self.guide_untimed:
+            source += "; the guide not timed, priced as the UNet"
         return f"estimated {format_seconds(self.seconds)} ({self.seconds_per_step:.3g} s per UNet step, {source})"
 
 
@@ -64,13 +68,14 @@ def estimate_run(
     )
     unet_calls = speed.get("seconds_per_unet_call", {})
     per_call = seconds_per_call(unet_calls, max(1, batch), per_image)
+    guide_untimed = guide_batch > 0 and not speed.get("guide_seconds_per_unet_call")
     if guide_batch > 0:
         # The guide's own timed calls; untimed, the UNet's price (the larger network): long rather than short.
         guide_calls = speed.get("guide_seconds_per_unet_call") or unet_calls
         per_call += seconds_per_call(guide_calls, guide_batch, per_image)
     measured_canvas = speed.get("canvas", list(metadata.canvas.shape))
     area_ratio = (layout.window_height * layout.width) / float(measured_canvas[0] * measured_canvas[1])
-    return RunEstimate(int(unet_steps), per_call * area_ratio, measured)
+    return RunEstimate(int(unet_steps), per_call * area_ratio, measured, guide_untimed)
 
 
 def estimate_seconds(

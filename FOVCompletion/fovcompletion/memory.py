@@ -23,11 +23,8 @@ ACTIVATION_COPIES = 12  # UNet feature maps alive at once per level (resblocks, 
 DECODER_COPIES = 4  # VQ-VAE feature maps alive at once per level (no skips)
 
 
-def estimate_peak_bytes(metadata: BundleMetadata, batch: int, height: int, width: int) -> int:
-    """Rough peak memory of one UNet evaluation plus decoding, for `batch` slices on a height x width canvas."""
-    factor = metadata.latent_factor
-    h, w = height // factor, width // factor
-    unet = metadata.diffusion["args"]
+def unet_values_per_image(unet: dict, h: int, w: int) -> int:
+    """Values alive at once in one image's UNet evaluation on an h x w latent (feature maps and attention)."""
     heads = unet.get("num_head_channels", 8)
     total = 0
     for level, channels in enumerate(unet["channels"]):
@@ -37,13 +34,27 @@ def estimate_peak_bytes(metadata: BundleMetadata, batch: int, height: int, width
             head_channels = heads[level] if isinstance(heads, list) else heads
             n_heads = max(1, channels // max(1, head_channels))
             total += 2 * n_heads * cells * cells
+    return total
+
+
+def estimate_peak_bytes(
+    metadata: BundleMetadata, batch: int, height: int, width: int, guide_batch: int = 0
+) -> int:
+    """Rough peak memory of one UNet evaluation plus decoding, for `batch` images on a height x width canvas.
+    The guide (autoguidance, on `guide_batch` images) runs after the UNet's call, never beside it: the larger of
+    the two counts."""
+    factor = metadata.latent_factor
+    h, w = height // factor, width // factor
+    networks = unet_values_per_image(metadata.diffusion["args"], h, w) * batch
+    if guide_batch > 0 and metadata.guide:
+        networks = max(networks, unet_values_per_image(metadata.guide["args"], h, w) * guide_batch)
     # the VQ-VAE runs one slice at a time (see pipeline), so its full-resolution maps do not scale with batch;
     # its decoder, which may be wider than its encoder, holds the most
     autoencoder = sum(
         DECODER_COPIES * channels * height * width // 4**level
         for level, channels in enumerate(decoder_args(metadata.autoencoder)["channels"])
     )
-    return int((total * batch + autoencoder) * BYTES_PER_VALUE)
+    return int((networks + autoencoder) * BYTES_PER_VALUE)
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -79,11 +90,17 @@ def advice(device: torch.device, guided: bool = False) -> str:
 
 
 def check_memory(
-    metadata: BundleMetadata, device: torch.device, batch: int, height: int, width: int, guided: bool = False
+    metadata: BundleMetadata,
+    device: torch.device,
+    batch: int,
+    height: int,
+    width: int,
+    guided: bool = False,
+    guide_batch: int = 0,
 ) -> None:
     """Raise OutOfMemoryError with advice when the estimate exceeds what the device has free (`batch`: images per
-    UNet call, twice the slices when `guided`)."""
-    needed = estimate_peak_bytes(metadata, batch, height, width)
+    UNet call, twice the slices when `guided`; `guide_batch`: per guide call, 0 without autoguidance)."""
+    needed = estimate_peak_bytes(metadata, batch, height, width, guide_batch)
     free = available_bytes(device)
     if free is not None and needed > free:
         gib = 1024**3

@@ -444,12 +444,12 @@ def complete(
     )
     unet_batch = unet_batch_size(slab.model.shape[0], options.guidance)
     guided = unet_batch > slab.model.shape[0]
-    check_memory(metadata, torch_device, unet_batch, layout.window_height, layout.width, guided)
+    guide_batch = guide_batch_size(slab.model.shape[0], options.autoguidance)
+    check_memory(metadata, torch_device, unet_batch, layout.window_height, layout.width, guided, guide_batch)
     nfe_per_window = (
         count_model_evaluations(options, metadata.scheduler.num_train_timesteps) * options.candidates
     )
     tracker = ProgressTracker(samples * layout.windows * nfe_per_window, progress)
-    guide_batch = guide_batch_size(slab.model.shape[0], options.autoguidance)
     estimate = estimate_run(metadata, layout, unet_batch, tracker.total, torch_device.type, guide_batch)
     tracker.emit(
         "start",

@@ -359,17 +359,19 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
             "",
             "## Speed of the UNet alone (random weights are fine for speed)",
             "",
-            "| network | device | latent | batch | s / UNet step / slice | s / UNet call, by batch |",
-            "|---|---|---|---|---|---|",
+            "| network | device | latent | batch | s / UNet step / slice | s / UNet call, by batch "
+            "| s / guide call, by batch |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, speed in results["speed"].items():
-            calls = ", ".join(
-                f"{size}: {_fmt(seconds, 3)}"
-                for size, seconds in speed.get("seconds_per_unet_call", {}).items()
+            unet_calls, guide_calls = (
+                ", ".join(f"{size}: {_fmt(seconds, 3)}" for size, seconds in speed.get(key, {}).items())
+                or "–"
+                for key in ("seconds_per_unet_call", "guide_seconds_per_unet_call")
             )
             lines.append(
                 f"| {name} | {speed['device']} | {speed['latent']} | {speed.get('batch', 1)} | "
-                f"{_fmt(speed['seconds_per_unet_step_per_slice'], 3)} | {calls or '–'} |"
+                f"{_fmt(speed['seconds_per_unet_step_per_slice'], 3)} | {unet_calls} | {guide_calls} |"
             )
     lines += ["", NOTES.strip(), ""]
     path.write_text("\n".join(lines))
