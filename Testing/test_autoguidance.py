@@ -297,14 +297,48 @@ def test_an_unconditional_bundle_is_guided_by_an_unconditional_guide(tmp_path):
     assert np.isfinite(with_guide).all() and np.abs(with_guide - run(autoguidance=0.0)).max() > 1e-2
 
 
-def test_the_memory_check_counts_a_guide_only_where_it_needs_more_than_the_unet(guided_bundle):
-    """The guide's call follows the UNet's, never beside it: a smaller guide adds nothing to the peak, a wider one
-    on its batch sets it, and without autoguidance it is not counted."""
-    from fovcompletion.memory import estimate_peak_bytes
+def test_the_memory_check_counts_a_guide_only_where_it_needs_more_than_the_unet(guided_bundle, monkeypatch):
+    """The guide's call follows the UNet's, never beside it: a smaller guide adds nothing to the peak, a wider
+    one on its batch sets it (and the refusal then names --autoguidance 0), and without autoguidance it is not
+    counted."""
+    from fovcompletion import memory
+    from fovcompletion.errors import OutOfMemoryError
 
     metadata = read_metadata(guided_bundle[1])
-    unet_only = estimate_peak_bytes(metadata, 4, 64, 64)
-    assert estimate_peak_bytes(metadata, 4, 64, 64, guide_batch=2) == unet_only  # GUIDE_ARGS: narrower
+    unet_only = memory.estimate_peak_bytes(metadata, 4, 64, 64)
+    assert memory.estimate_peak_bytes(metadata, 4, 64, 64, guide_batch=2) == unet_only  # GUIDE_ARGS: narrower
     wide = replace(metadata, guide={**metadata.guide, "args": {**GUIDE_ARGS, "channels": [64, 128]}})
-    assert estimate_peak_bytes(wide, 4, 64, 64, guide_batch=2) > unet_only
-    assert estimate_peak_bytes(wide, 4, 64, 64, guide_batch=0) == unet_only
+    wide_peak = memory.estimate_peak_bytes(wide, 4, 64, 64, guide_batch=2)
+    assert wide_peak > unet_only
+    assert memory.estimate_peak_bytes(wide, 4, 64, 64, guide_batch=0) == unet_only
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (unet_only + wide_peak) // 2)
+    memory.check_memory(metadata, cpu, 4, 64, 64, guided=True, guide_batch=2)  # fits
+    memory.check_memory(wide, cpu, 4, 64, 64, guided=True, guide_batch=0)  # fits without the guide
+    with pytest.raises(OutOfMemoryError, match=r"--guidance 1 .* or --autoguidance 0 \(no guide UNet\)$"):
+        memory.check_memory(wide, cpu, 4, 64, 64, guided=True, guide_batch=2)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: unet_only // 2)
+    with pytest.raises(OutOfMemoryError) as refused:  # the UNet's own call is too large: the guide is no help
+        memory.check_memory(metadata, cpu, 4, 64, 64, guided=True, guide_batch=2)
+    assert "--autoguidance" not in str(refused.value)
+
+
+def test_a_run_hands_the_memory_check_its_guide_batch(guided_bundle, monkeypatch):
+    """The engine prices the guide's call in the pre-flight check: the slices under autoguidance, none without."""
+    from fovcompletion import pipeline
+
+    seen = []
+    real_check = pipeline.check_memory
+
+    def recording_check(*args, **kwargs):
+        seen.append(args[6] if len(args) > 6 else kwargs.get("guide_batch", 0))
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "check_memory", recording_check)
+    for autoguidance in (1.0, 0.0):
+        complete(
+            synthetic_scan((6, 40, 30)), AFFINE, model=guided_bundle[1], slices=2, extend_inferior_mm=30,
+            sampler=SamplerOptions(steps=2, autoguidance=autoguidance),
+        )  # fmt: skip
+    assert seen == [2, 0]

@@ -513,7 +513,7 @@ def test_the_bundle_speed_is_measured_on_the_batch_of_a_default_run(tmp_path):
 
 def test_a_guide_is_timed_on_the_slices_alone_for_the_estimate(tmp_path):
     """The guide reads each slice once per step (not twice, as the UNet does under guidance): it is timed on a
-    default run's slices and on one, and the bundle accepts the figures."""
+    default run's slices and on one, the bundle accepts the figures, and results.md shows them."""
     from dataclasses import replace
 
     from conftest import GUIDE_ARGS, guide_unet
@@ -532,18 +532,18 @@ def test_a_guide_is_timed_on_the_slices_alone_for_the_estimate(tmp_path):
     assert list(measured["guide_seconds_per_unet_call"]) == ["1", "3"]
     assert all(seconds > 0 for seconds in measured["guide_seconds_per_unet_call"].values())
     assert speed_problem({"cpu": measured}) is None
-    # results.md's speed table shows the guide's calls beside the UNet's, and a dash for an unguided bundle
-    unguided = bundle_speed(plain, "cpu", steps=1)
+    # results.md's speed table shows the guide's calls beside the UNet's, and a dash for a bundle without a guide
+    without_guide = bundle_speed(plain, "cpu", steps=1)
     results = {"model": "m", "device": "cpu", "threads": 1, "source": "phantom", "cases": 1, "methods": {}}
-    results["speed"] = {"guided": measured, "unguided": unguided}
+    results["speed"] = {"with-guide": measured, "no-guide": without_guide}
     rows = {
         line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")
         for line in write_markdown(results, tmp_path / "results.md").read_text().splitlines()
-        if line.startswith(("| guided", "| unguided"))
+        if line.startswith(("| with-guide", "| no-guide"))
     }
     guide_seconds = measured["guide_seconds_per_unet_call"]
-    assert rows["guided"][-1] == f"1: {guide_seconds['1']:.3f}, 3: {guide_seconds['3']:.3f}"
-    assert rows["unguided"][-1] == "–" and rows["unguided"][-2].startswith("2: ")
+    assert rows["with-guide"][-1] == f"1: {guide_seconds['1']:.3f}, 3: {guide_seconds['3']:.3f}"
+    assert rows["no-guide"][-1] == "–" and rows["no-guide"][-2].startswith("2: ")  # the UNet: guidance 2
 
 
 def test_each_autoguidance_asked_for_is_a_row_of_its_own(tmp_path):

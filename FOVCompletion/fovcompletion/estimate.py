@@ -68,11 +68,11 @@ def estimate_run(
     )
     unet_calls = speed.get("seconds_per_unet_call", {})
     per_call = seconds_per_call(unet_calls, max(1, batch), per_image)
-    guide_untimed = guide_batch > 0 and not speed.get("guide_seconds_per_unet_call")
+    guide_calls = speed.get("guide_seconds_per_unet_call")
+    guide_untimed = guide_batch > 0 and not guide_calls
     if guide_batch > 0:
         # The guide's own timed calls; untimed, the UNet's price (the larger network): long rather than short.
-        guide_calls = speed.get("guide_seconds_per_unet_call") or unet_calls
-        per_call += seconds_per_call(guide_calls, guide_batch, per_image)
+        per_call += seconds_per_call(guide_calls or unet_calls, guide_batch, per_image)
     measured_canvas = speed.get("canvas", list(metadata.canvas.shape))
     area_ratio = (layout.window_height * layout.width) / float(measured_canvas[0] * measured_canvas[1])
     return RunEstimate(int(unet_steps), per_call * area_ratio, measured, guide_untimed)

@@ -41,8 +41,8 @@ def estimate_peak_bytes(
     metadata: BundleMetadata, batch: int, height: int, width: int, guide_batch: int = 0
 ) -> int:
     """Rough peak memory of one UNet evaluation plus decoding, for `batch` images on a height x width canvas.
-    The guide (autoguidance, on `guide_batch` images) runs after the UNet's call, never beside it: the larger of
-    the two counts."""
+    The guide (autoguidance, on `guide_batch` images) runs after the UNet's call, never beside it: the larger
+    of the two counts."""
     factor = metadata.latent_factor
     h, w = height // factor, width // factor
     networks = unet_values_per_image(metadata.diffusion["args"], h, w) * batch
@@ -79,11 +79,13 @@ def available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def advice(device: torch.device, guided: bool = False) -> str:
+def advice(device: torch.device, guided: bool = False, guide_sets_peak: bool = False) -> str:
     """What to reduce when memory runs out (shared by the pre-flight check and the run-time handler)."""
     options = ["use fewer slices (--slices)"]
     if guided:
         options.append("--guidance 1 (half the UNet's batch)")
+    if guide_sets_peak:
+        options.append("--autoguidance 0 (no guide UNet)")
     if device.type != "cpu":
         options.append("--device cpu")
     return " or ".join(options)
@@ -104,8 +106,9 @@ def check_memory(
     free = available_bytes(device)
     if free is not None and needed > free:
         gib = 1024**3
+        guide_sets_peak = needed > estimate_peak_bytes(metadata, batch, height, width)
         raise OutOfMemoryError(
             f"{batch} slice image(s) per UNet step{' (each slice twice: guidance)' if guided else ''} on a "
             f"{height}x{width} canvas need about {needed / gib:.1f} GiB but only {free / gib:.1f} GiB is free on "
-            f"{device.type}: {advice(device, guided)}"
+            f"{device.type}: {advice(device, guided, guide_sets_peak)}"
         )
