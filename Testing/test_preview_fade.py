@@ -1,15 +1,17 @@
-"""The preview montage divides the input's coil fade out of the picture, and only out of the picture."""
+"""The preview montage divides the coil fade out of the picture, and only out of the picture: the input's on its
+rows, the completion's on generated rows within the edge's fade."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from fovcompletion.preview import input_fade, montage
+from fovcompletion.preview import display_fade, montage
 
 # LIA voxel axes (the model's): left, inferior, anterior; 1 mm voxels
 LIA_AFFINE = np.array([[-1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
 ROWS, KNOWN_ROWS, COLS = 200, 120, 60
+MEDIAN_ROW = 0.65  # the faded scan's median row, relative to its top (a linear fade from 1 to 0.3)
 
 
 def faded_scan(completion_level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -38,12 +40,33 @@ def canal_brightness(pixels: np.ndarray) -> float:
     return float(np.percentile(pixels, 99))
 
 
-def test_input_fade_follows_the_known_rows_and_holds_the_edge_beyond():
+def tissue_brightness(pixels: np.ndarray) -> float:
+    return float(np.median(pixels))
+
+
+def test_display_fade_follows_the_known_rows_and_evens_a_completion_at_the_edge_like_the_edge():
     image, known = faded_scan(completion_level=1.0)
-    gain = input_fade(image[1], known[1], row_mm=1.0)
-    assert gain[:KNOWN_ROWS].max() / gain[KNOWN_ROWS - 1] > 2.5  # the fade, top to edge (1 -> 0.3)
-    assert np.all(gain[KNOWN_ROWS:] == gain[KNOWN_ROWS - 1])  # generated rows get the edge's gain
-    assert np.all(input_fade(image[1], np.zeros_like(known[1]), row_mm=1.0) == 1)  # nothing known: unchanged
+    gain = display_fade(image[1], known[1], row_mm=1.0)
+    edge = gain[KNOWN_ROWS - 1]
+    assert gain[:KNOWN_ROWS].max() / edge > 2.5  # the fade, top to edge (1 -> 0.3)
+    np.testing.assert_allclose(gain[KNOWN_ROWS:], edge, rtol=0.1)  # generated rows at the edge's brightness
+    nothing_known = np.zeros_like(known[1])
+    assert np.all(display_fade(image[1], nothing_known, row_mm=1.0) == 1)  # the picture unchanged
+
+
+def test_evened_preview_shows_a_completion_back_at_the_scans_brightness_as_bright_as_the_scan_top():
+    # 300 mm below a cervical scan the completion comes back from the faded edge (0.3) to the scan's usual
+    # brightness (its median row, 0.65): shown as bright as the evened scan, not magnified by the edge's fade
+    # (1 / 0.3) into a burnt-out block.
+    image, known = faded_scan(completion_level=MEDIAN_ROW / 0.3)
+    top, below = completion_panel(montage(image, known, LIA_AFFINE), KNOWN_ROWS / ROWS)
+    assert abs(tissue_brightness(below) - tissue_brightness(top)) < 10  # grey levels; magnified: about 150
+
+
+def test_evened_preview_keeps_a_completion_brighter_than_the_scan_brighter():
+    image, known = faded_scan(completion_level=2 * MEDIAN_ROW / 0.3)  # twice the scan's usual brightness
+    top, below = completion_panel(montage(image, known, LIA_AFFINE), KNOWN_ROWS / ROWS)
+    assert tissue_brightness(below) > tissue_brightness(top) + 40  # 2 x the tissue: about 50 grey levels up
 
 
 def test_evened_preview_shows_a_completion_at_the_edge_brightness_as_bright_as_the_scan_top():

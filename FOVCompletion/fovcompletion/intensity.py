@@ -21,15 +21,28 @@ def row_gain(slab: np.ndarray, spacing_si_mm: float, sigma_mm: float) -> np.ndar
     to about a third of their brightness at the inferior edge), and a model trained on such windows can learn
     to continue the fade instead of the anatomy. Dividing it out before normalisation, and multiplying the
     edge gain back onto generated rows, keeps the fade out of what the networks see (whether that completes
-    better is measured in docs/training.md). Each row's bright-tissue level is smoothed by a local linear
-    fit with Gaussian weights of width `sigma_mm` over the rows that hold anatomy: unlike a moving average,
-    it follows a fade all the way to the edge of the scan.
+    better is measured in docs/training.md). The gain is `row_level` over its median row of anatomy.
+    """
+    level, anatomy = row_level(slab, spacing_si_mm, sigma_mm)
+    if not anatomy.any():
+        return np.ones(slab.shape[1], dtype=np.float32)
+    return np.clip(level / np.median(level[anatomy]), *GAIN_LIMITS).astype(np.float32)
+
+
+def row_level(slab: np.ndarray, spacing_si_mm: float, sigma_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's slow bright-tissue level in the slab's units (slices, S-I rows, A-P cols), and which rows hold
+    anatomy (none: the level is all zeros).
+
+    The rows' 95th percentiles are smoothed by a local linear fit with Gaussian weights of width `sigma_mm`
+    over the rows that hold anatomy: unlike a moving average, it follows a fade all the way to the edge of the
+    scan. Past the anatomy the level holds the end row's value.
     """
     rows = np.moveaxis(slab, 1, 0).reshape(slab.shape[1], -1)
     level = np.percentile(rows, GAIN_PERCENTILE, axis=1).astype(np.float64)
-    weight = (level > 0.05 * level.max()).astype(np.float64) if level.max() > 0 else np.zeros_like(level)
-    if not weight.any():
-        return np.ones(slab.shape[1], dtype=np.float32)
+    anatomy = level > 0.05 * level.max() if level.max() > 0 else np.zeros(level.shape, dtype=bool)
+    if not anatomy.any():
+        return np.zeros_like(level), anatomy
+    weight = anatomy.astype(np.float64)
     sigma = sigma_mm / spacing_si_mm
     x = (np.arange(level.size) - level.size / 2) / sigma  # centred and scaled: no cancellation below
 
@@ -41,11 +54,10 @@ def row_gain(slab: np.ndarray, spacing_si_mm: float, sigma_mm: float) -> np.ndar
     determinant = s0 * s2 - s1 * s1
     fits = determinant > 1e-9 * np.maximum(s0, 1e-12) ** 2  # else too few rows around for a slope
     fitted = (s2 * t0 - s1 * t1 + x * (s0 * t1 - s1 * t0)) / np.where(fits, determinant, 1.0)
-    gain = np.where(fits, fitted, t0 / np.maximum(s0, 1e-12))
-    anatomy = np.flatnonzero(weight)
-    gain[: anatomy[0]], gain[anatomy[-1] + 1 :] = gain[anatomy[0]], gain[anatomy[-1]]  # no trend past it
-    gain = gain / np.median(gain[anatomy])
-    return np.clip(gain, *GAIN_LIMITS).astype(np.float32)
+    smoothed = np.where(fits, fitted, t0 / np.maximum(s0, 1e-12))
+    first, last = np.flatnonzero(anatomy)[[0, -1]]
+    smoothed[:first], smoothed[last + 1 :] = smoothed[first], smoothed[last]  # no trend past the anatomy
+    return smoothed, anatomy
 
 
 def divide_gain(slab: np.ndarray, gain: np.ndarray) -> np.ndarray:

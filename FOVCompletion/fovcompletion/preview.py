@@ -3,9 +3,11 @@
 Regional scans fade towards the ends of their field of view (surface receive coils: a cervical scan's inferior edge
 at about a third of its middle), and a completion continues at the brightness of the edge it meets. On one
 window set on the whole scan both look nearly black below the seam, whatever anatomy they hold. The montage
-therefore divides the input's slow superior-inferior fade out of the whole picture by default (measured on the
-known rows only; generated rows take the gain of the nearest known edge, so a brightness step at the seam, or a
-completion's own fade, stays visible). Only the picture changes, never a written volume.
+therefore divides the slow superior-inferior fade out of the picture by default (`display_fade`): the input's on
+its own rows, and on generated rows the completion's, but never more than the fade of the edge it meets. A
+brightness step at the seam, or a completion that fades, stays visible; a long completion that comes back from
+the faded edge to the scan's usual brightness is not magnified as though it were still in the fade. Only the
+picture changes, never a written volume.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from .geometry import MODEL_AXCODES, reorient
 from .image_io import atomic_write
-from .intensity import row_gain
+from .intensity import GAIN_LIMITS, row_level
 
 OUTLINE_RGB = (255, 200, 0)
 GENERATED_TINT = np.array([0.85, 0.92, 1.0])
@@ -37,16 +39,32 @@ def _display_plane(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, t
     return plane, (float(spacing[1]), float(spacing[2]))
 
 
-def input_fade(plane: np.ndarray, known: np.ndarray, row_mm: float) -> np.ndarray:
-    """Per-row gain of the input's fade on a displayed plane (rows superior to inferior), measured on the rows
-    that hold known pixels and held at the nearest known edge's value beyond them; all ones without any."""
+def display_fade(plane: np.ndarray, known: np.ndarray, row_mm: float) -> np.ndarray:
+    """Per-row gain divided out of a displayed plane (rows superior to inferior); all ones without known pixels.
+
+    Known rows: the input's fade, measured on them alone. Generated rows on either side: the completion's own slow
+    level there, fitted on those rows alone, over the input's median row, held between the nearest known edge's
+    gain and 1. A completion that goes on at the
+    edge's brightness is evened like the edge; one that comes back to the scan's usual brightness farther from
+    the seam (300 mm below a cervical scan, whose edge sits at a third of its middle) is shown at that brightness,
+    not three times over; one dimmer than the edge or brighter than the scan's middle stays so on the picture.
+    """
     rows = np.flatnonzero(known.any(axis=1))
     gain = np.ones(plane.shape[0], dtype=np.float32)
-    if rows.size:
-        first, last = rows[0], rows[-1]
-        measured = row_gain(np.where(known, plane, 0)[None, first : last + 1], row_mm, DISPLAY_FADE_SIGMA_MM)
-        gain[first : last + 1] = measured
-        gain[:first], gain[last + 1 :] = measured[0], measured[-1]
+    if not rows.size:
+        return gain
+    first, last = rows[0], rows[-1]
+    known_rows = np.where(known, plane, 0)[None, first : last + 1]
+    level, anatomy = row_level(known_rows, row_mm, DISPLAY_FADE_SIGMA_MM)
+    if not anatomy.any():
+        return gain
+    usual = np.median(level[anatomy])  # the input's median row of anatomy: gain 1
+    gain[first : last + 1] = np.clip(level / usual, *GAIN_LIMITS)
+    for beyond, edge in ((slice(None, first), gain[first]), (slice(last + 1, None), gain[last])):
+        if not plane[beyond].size:
+            continue
+        generated, _ = row_level(plane[None, beyond], row_mm, DISPLAY_FADE_SIGMA_MM)  # fitted on its own rows
+        gain[beyond] = np.clip(generated / usual, min(edge, 1.0), max(edge, 1.0))
     return gain
 
 
@@ -59,7 +77,7 @@ def montage(
     known, _ = _display_plane(mask.astype(np.float32), affine)
     known = known > 0.5
     if even_fade:
-        plane = plane / input_fade(plane, known, row_mm)[:, None]
+        plane = plane / display_fade(plane, known, row_mm)[:, None]
     low, high = np.percentile(plane[known] if known.any() else plane, [0.5, 99.5])
     gray = _to_uint8(plane, low, high)
     input_only = np.where(known, gray, 0).astype(np.uint8)
