@@ -44,10 +44,10 @@ def display_fade(plane: np.ndarray, known: np.ndarray, row_mm: float) -> np.ndar
 
     Known rows: the input's fade, measured on them alone. Generated rows on either side: the completion's own slow
     level there, fitted on those rows alone, over the input's median row, held between the nearest known edge's
-    gain and 1. A completion that goes on at the
-    edge's brightness is evened like the edge; one that comes back to the scan's usual brightness farther from
-    the seam (300 mm below a cervical scan, whose edge sits at a third of its middle) is shown at that brightness,
-    not three times over; one dimmer than the edge or brighter than the scan's middle stays so on the picture.
+    gain and 1. A completion that goes on at the edge's brightness is evened like the edge; one that comes back
+    to the scan's usual brightness farther from the seam (300 mm below a cervical scan, whose edge sits at a
+    third of its middle) is shown at that brightness, not three times over; one dimmer than the edge or brighter
+    than the scan's middle stays so on the picture.
     """
     rows = np.flatnonzero(known.any(axis=1))
     gain = np.ones(plane.shape[0], dtype=np.float32)
