@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preview-keep-fade",
         action="store_true",
-        help="show the PNG montage on one window over the whole scan; by default the input's slow "
-        "superior-inferior coil fade is divided out of the picture (the written volumes never change)",
+        help="show the PNG montage on one window over the whole scan; by default the slow superior-inferior "
+        "coil fade is divided out of the picture, the input's and, within the edge's, the completion's (the "
+        "written volumes never change)",
     )
     parser.add_argument(
         "--preview-every",
