@@ -10,7 +10,7 @@ from fovcompletion.preview import display_fade, montage
 
 # LIA voxel axes (the model's): left, inferior, anterior; 1 mm voxels
 LIA_AFFINE = np.array([[-1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
-ROWS, KNOWN_ROWS, COLS = 200, 120, 60
+ROWS, KNOWN_ROWS, COLS = 240, 120, 60  # 120 mm generated: beyond the display's return distance (60 mm)
 MEDIAN_ROW = 0.65  # the faded scan's median row, relative to its top (a linear fade from 1 to 0.3)
 
 
@@ -21,6 +21,7 @@ def faded_scan(completion_level: float) -> tuple[np.ndarray, np.ndarray]:
     fade[:KNOWN_ROWS] = np.linspace(1.0, 0.3, KNOWN_ROWS)
     fade[KNOWN_ROWS:] = 0.3 * completion_level
     row = np.full(COLS, 200.0)
+    row[:10] = 0.0  # air in front: the window's black, so that the tissue is a mid grey
     row[28:33] = 1000.0  # the canal
     image = np.repeat((fade[:, None] * row[None])[None], 3, axis=0)
     known = np.zeros(image.shape, dtype=bool)
@@ -34,6 +35,14 @@ def completion_panel(sheet: Image.Image, known_rows_fraction: float) -> tuple[np
     pixels = np.asarray(sheet.convert("L"), dtype=np.float64)[24:, panel_width + 10 : 2 * panel_width + 10]
     seam = int(pixels.shape[0] * known_rows_fraction)
     return pixels[: seam // 4], pixels[seam + 5 :]
+
+
+def completion_rows(sheet: Image.Image, first_mm: float, last_mm: float) -> np.ndarray:
+    """The completion panel's grey values over the plane's rows (1 mm each) from `first_mm` to `last_mm`."""
+    panel_width = (sheet.size[0] - 20) // 3
+    pixels = np.asarray(sheet.convert("L"), dtype=np.float64)[24:, panel_width + 10 : 2 * panel_width + 10]
+    per_mm = pixels.shape[0] / ROWS
+    return pixels[int(first_mm * per_mm) : int(last_mm * per_mm)]
 
 
 def canal_brightness(pixels: np.ndarray) -> float:
@@ -59,14 +68,35 @@ def test_evened_preview_shows_a_completion_back_at_the_scans_brightness_as_brigh
     # brightness (its median row, 0.65): shown as bright as the evened scan, not magnified by the edge's fade
     # (1 / 0.3) into a burnt-out block.
     image, known = faded_scan(completion_level=MEDIAN_ROW / 0.3)
-    top, below = completion_panel(montage(image, known, LIA_AFFINE), KNOWN_ROWS / ROWS)
-    assert abs(tissue_brightness(below) - tissue_brightness(top)) < 10  # grey levels; magnified: about 150
+    sheet = montage(image, known, LIA_AFFINE)
+    top, far = completion_rows(sheet, 0, 30), completion_rows(sheet, KNOWN_ROWS + 70, ROWS)
+    assert abs(tissue_brightness(far) - tissue_brightness(top)) < 0.15 * tissue_brightness(top)
+    gain = display_fade(image[1], known[1], row_mm=1.0)
+    np.testing.assert_allclose(gain[KNOWN_ROWS + 70 :], 1.0, rtol=0.05)  # the scan's median row's gain
 
 
 def test_evened_preview_keeps_a_completion_brighter_than_the_scan_brighter():
     image, known = faded_scan(completion_level=2 * MEDIAN_ROW / 0.3)  # twice the scan's usual brightness
-    top, below = completion_panel(montage(image, known, LIA_AFFINE), KNOWN_ROWS / ROWS)
-    assert tissue_brightness(below) > tissue_brightness(top) + 40  # 2 x the tissue: about 50 grey levels up
+    sheet = montage(image, known, LIA_AFFINE)
+    top, far = completion_rows(sheet, 0, 30), completion_rows(sheet, KNOWN_ROWS + 70, ROWS)
+    assert tissue_brightness(far) > 1.6 * tissue_brightness(top)
+
+
+def test_evened_preview_keeps_a_brighter_step_at_the_seam_visible():
+    image, known = faded_scan(completion_level=1.5)  # the completion at 1.5 x the edge's brightness at once
+    sheet = montage(image, known, LIA_AFFINE)
+    above, below = (
+        completion_rows(sheet, KNOWN_ROWS - 6, KNOWN_ROWS),
+        completion_rows(sheet, KNOWN_ROWS + 1, KNOWN_ROWS + 6),
+    )
+    assert tissue_brightness(below) > 1.3 * tissue_brightness(above)
+
+
+def test_display_fade_treats_generated_rows_above_the_scan_as_those_below():
+    image, known = faded_scan(completion_level=MEDIAN_ROW / 0.3)
+    below = display_fade(image[1], known[1], row_mm=1.0)
+    above = display_fade(image[1][::-1], known[1][::-1], row_mm=1.0)
+    np.testing.assert_allclose(above[::-1], below, rtol=1e-5)
 
 
 def test_evened_preview_shows_a_completion_at_the_edge_brightness_as_bright_as_the_scan_top():

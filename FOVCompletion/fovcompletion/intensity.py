@@ -21,12 +21,18 @@ def row_gain(slab: np.ndarray, spacing_si_mm: float, sigma_mm: float) -> np.ndar
     to about a third of their brightness at the inferior edge), and a model trained on such windows can learn
     to continue the fade instead of the anatomy. Dividing it out before normalisation, and multiplying the
     edge gain back onto generated rows, keeps the fade out of what the networks see (whether that completes
-    better is measured in docs/training.md). The gain is `row_level` over its median row of anatomy.
+    better is measured in docs/training.md). The gain is `row_level` as `gain_of_level` gives it.
     """
-    level, anatomy = row_level(slab, spacing_si_mm, sigma_mm)
-    if not anatomy.any():
-        return np.ones(slab.shape[1], dtype=np.float32)
-    return np.clip(level / np.median(level[anatomy]), *GAIN_LIMITS).astype(np.float32)
+    return gain_of_level(*row_level(slab, spacing_si_mm, sigma_mm))[0]
+
+
+def gain_of_level(level: np.ndarray, anatomy: np.ndarray) -> tuple[np.ndarray, float]:
+    """A `row_level` over its median row of anatomy, within `GAIN_LIMITS` (noise in near-empty edge rows is not
+    amplified), and that median; all ones (and a median of 0) without anatomy."""
+    usual = float(np.median(level[anatomy])) if anatomy.any() else 0.0
+    if not usual > 0:
+        return np.ones(level.shape, dtype=np.float32), 0.0
+    return np.clip(level / usual, *GAIN_LIMITS).astype(np.float32), usual
 
 
 def row_level(slab: np.ndarray, spacing_si_mm: float, sigma_mm: float) -> tuple[np.ndarray, np.ndarray]:

@@ -4,9 +4,9 @@ Regional scans fade towards the ends of their field of view (surface receive coi
 at about a third of its middle), and a completion continues at the brightness of the edge it meets. On one
 window set on the whole scan both look nearly black below the seam, whatever anatomy they hold. The montage
 therefore divides the slow superior-inferior fade out of the picture by default (`display_fade`): the input's on
-its own rows, and on generated rows the completion's, but never more than the fade of the edge it meets. A
-brightness step at the seam, or a completion that fades, stays visible; a long completion that comes back from
-the faded edge to the scan's usual brightness is not magnified as though it were still in the fade. Only the
+its own rows, and on generated rows the completion's, but never more than the fade of the edge it meets and never
+fast. A brightness step at the seam, or a completion that fades, stays visible; a long completion that comes back
+from the faded edge to the scan's usual brightness is not magnified as though it were still in the fade. Only the
 picture changes, never a written volume.
 """
 
@@ -20,11 +20,14 @@ from PIL import Image, ImageDraw
 
 from .geometry import MODEL_AXCODES, reorient
 from .image_io import atomic_write
-from .intensity import GAIN_LIMITS, row_level
+from .intensity import gain_of_level, row_level
 
 OUTLINE_RGB = (255, 200, 0)
 GENERATED_TINT = np.array([0.85, 0.92, 1.0])
 DISPLAY_FADE_SIGMA_MM = 30.0  # the coil's fade is slow; anatomy (a vertebra, ~25 mm) is not divided out
+# How far from the seam the gain of generated rows may have left the edge's for the scan's median row: a slow
+# return is evened, a step at the seam (within a few millimetres) is not.
+DISPLAY_RETURN_MM = 2 * DISPLAY_FADE_SIGMA_MM
 
 
 def _to_uint8(plane: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -40,14 +43,16 @@ def _display_plane(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, t
 
 
 def display_fade(plane: np.ndarray, known: np.ndarray, row_mm: float) -> np.ndarray:
-    """Per-row gain divided out of a displayed plane (rows superior to inferior); all ones without known pixels.
+    """Per-row gain divided out of a displayed plane (rows superior to inferior); all ones without known anatomy.
 
     Known rows: the input's fade, measured on them alone. Generated rows on either side: the completion's own slow
-    level there, fitted on those rows alone, over the input's median row, held between the nearest known edge's
-    gain and 1. A completion that goes on at the edge's brightness is evened like the edge; one that comes back
-    to the scan's usual brightness farther from the seam (300 mm below a cervical scan, whose edge sits at a
-    third of its middle) is shown at that brightness, not three times over; one dimmer than the edge or brighter
-    than the scan's middle stays so on the picture.
+    level there, fitted on those rows alone, over the input's median row; held between the nearest known edge's
+    gain and 1, and leaving the edge's no faster than over `DISPLAY_RETURN_MM`. A completion that goes on at the
+    edge's brightness is evened like the edge; one that comes back to the scan's usual brightness farther from
+    the seam (300 mm below a cervical scan, whose edge sits at a third of its middle) is shown at that brightness,
+    not three times over; a step at the seam, and a completion outside the range from the edge's brightness to
+    the scan's middle, stay visible. Known rows are measured on their known pixels only (the reference's central
+    strip: its columns).
     """
     rows = np.flatnonzero(known.any(axis=1))
     gain = np.ones(plane.shape[0], dtype=np.float32)
@@ -55,23 +60,31 @@ def display_fade(plane: np.ndarray, known: np.ndarray, row_mm: float) -> np.ndar
         return gain
     first, last = rows[0], rows[-1]
     known_rows = np.where(known, plane, 0)[None, first : last + 1]
-    level, anatomy = row_level(known_rows, row_mm, DISPLAY_FADE_SIGMA_MM)
-    if not anatomy.any():
+    measured, usual = gain_of_level(*row_level(known_rows, row_mm, DISPLAY_FADE_SIGMA_MM))
+    if not usual > 0:
         return gain
-    usual = np.median(level[anatomy])  # the input's median row of anatomy: gain 1
-    gain[first : last + 1] = np.clip(level / usual, *GAIN_LIMITS)
-    for beyond, edge in ((slice(None, first), gain[first]), (slice(last + 1, None), gain[last])):
-        if not plane[beyond].size:
+    gain[first : last + 1] = measured
+    sides = (
+        (
+            slice(None, first),
+            measured[0],
+            np.arange(first, 0, -1),
+        ),  # rows above, their distance from the edge
+        (slice(last + 1, None), measured[-1], np.arange(1, plane.shape[0] - last)),  # rows below
+    )
+    for beyond, edge, distance in sides:
+        if not distance.size:
             continue
-        generated, _ = row_level(plane[None, beyond], row_mm, DISPLAY_FADE_SIGMA_MM)  # fitted on its own rows
-        gain[beyond] = np.clip(generated / usual, min(edge, 1.0), max(edge, 1.0))
+        level, _ = row_level(plane[None, beyond], row_mm, DISPLAY_FADE_SIGMA_MM)
+        reach = edge + (1.0 - edge) * np.minimum(1.0, distance * row_mm / DISPLAY_RETURN_MM)
+        gain[beyond] = np.clip(level / usual, np.minimum(edge, reach), np.maximum(edge, reach))
     return gain
 
 
 def montage(
     image: np.ndarray, mask: np.ndarray, affine: np.ndarray, height_px: int = 512, even_fade: bool = True
 ) -> Image.Image:
-    """Three panels side by side, resized to square pixels; `even_fade`: the input's fade divided out of the
+    """Three panels side by side, resized to square pixels; `even_fade`: the coil's fade divided out of the
     picture (module docstring)."""
     plane, (row_mm, col_mm) = _display_plane(image, affine)
     known, _ = _display_plane(mask.astype(np.float32), affine)
