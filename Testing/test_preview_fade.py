@@ -29,18 +29,22 @@ def faded_scan(completion_level: float) -> tuple[np.ndarray, np.ndarray]:
     return image, known
 
 
+def completion_pixels(sheet: Image.Image) -> np.ndarray:
+    """The completion panel's grey values (the middle of the montage's three panels, below the titles)."""
+    panel_width = (sheet.size[0] - 20) // 3
+    return np.asarray(sheet.convert("L"), dtype=np.float64)[24:, panel_width + 10 : 2 * panel_width + 10]
+
+
 def completion_panel(sheet: Image.Image, known_rows_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """The completion panel's grey values, split into the known rows' top quarter and the generated rows."""
-    panel_width = (sheet.size[0] - 20) // 3
-    pixels = np.asarray(sheet.convert("L"), dtype=np.float64)[24:, panel_width + 10 : 2 * panel_width + 10]
+    pixels = completion_pixels(sheet)
     seam = int(pixels.shape[0] * known_rows_fraction)
     return pixels[: seam // 4], pixels[seam + 5 :]
 
 
 def completion_rows(sheet: Image.Image, first_mm: float, last_mm: float) -> np.ndarray:
     """The completion panel's grey values over the plane's rows (1 mm each) from `first_mm` to `last_mm`."""
-    panel_width = (sheet.size[0] - 20) // 3
-    pixels = np.asarray(sheet.convert("L"), dtype=np.float64)[24:, panel_width + 10 : 2 * panel_width + 10]
+    pixels = completion_pixels(sheet)
     per_mm = pixels.shape[0] / ROWS
     return pixels[int(first_mm * per_mm) : int(last_mm * per_mm)]
 

@@ -64,13 +64,10 @@ def display_fade(plane: np.ndarray, known: np.ndarray, row_mm: float) -> np.ndar
     if not usual > 0:
         return gain
     gain[first : last + 1] = measured
+    # The rows above the scan and those below: their edge's gain and each row's distance from that edge.
     sides = (
-        (
-            slice(None, first),
-            measured[0],
-            np.arange(first, 0, -1),
-        ),  # rows above, their distance from the edge
-        (slice(last + 1, None), measured[-1], np.arange(1, plane.shape[0] - last)),  # rows below
+        (slice(None, first), measured[0], np.arange(first, 0, -1)),
+        (slice(last + 1, None), measured[-1], np.arange(1, plane.shape[0] - last)),
     )
     for beyond, edge, distance in sides:
         if not distance.size:
