@@ -71,6 +71,8 @@ def test_a_changed_guide_weight_file_is_refused_on_load(guided_bundle, tmp_path)
         (lambda m: m["guide"]["args"].update(in_channels=4), "guide UNet has 4 in channels, its UNet 9"),
         (lambda m: m["guide"].update(weight=-1), "weight >= 0"),
         (lambda m: m["guide"].update(latent_scale_factor=0), "latent_scale_factor > 0"),
+        (lambda m: m["guide"].update(alone_from=-1), "alone_from must be a timestep >= 0"),
+        (lambda m: m["guide"].update(alone_from=500.5), "alone_from must be a timestep >= 0"),
         (lambda m: m["weights"].pop("guide"), "both its entry and its weight file"),
         (lambda m: m["scheduler"].update(prediction_type="v_prediction"), "this one predicts v_prediction"),
     ],
@@ -87,30 +89,37 @@ def test_a_guide_that_cannot_work_is_refused_when_the_metadata_is_read(guided_bu
         read_metadata(folder)
 
 
+def first_step(
+    bundle, t: int = 500, guidance: float = 1.0, autoguidance: float = 0.0, alone_from: int = 1000
+):
+    """The noise prediction of one step at timestep t on a fixed sample (returned too) whose upper half is known."""
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[:, :, :4] = 1
+    known = torch.full((1, 4, 8, 8), 0.5)
+    inpainter = LatentInpainter(
+        bundle.unet,
+        SchedulerSpec(),
+        torch.Generator().manual_seed(0),
+        conditioning="masked_latent",
+        guide=bundle.guide,
+        guide_scale=1.5,
+    )
+    inpainter.guidance, inpainter.autoguidance, inpainter.guide_alone_from = (
+        guidance,
+        autoguidance,
+        alone_from,
+    )
+    z = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(1))
+    return inpainter._eps_and_x0(z, t, known, mask)[0], z, known, mask
+
+
 def test_one_step_moves_away_from_the_guide_by_the_weight(guided_bundle):
     """eps = eps_cfg + w (eps_with - eps_guide). The guide learned latents 1.5 times larger: it reads the sample
     at the timestep of the same signal-to-noise ratio, rescaled so that its noise stays unit (the known latent, which
     has none, 1.5 times)."""
     bundle = load_bundle(guided_bundle[1])
-    mask = torch.zeros(1, 1, 8, 8)
-    mask[:, :, :4] = 1
-    known = torch.full((1, 4, 8, 8), 0.5)
-
-    def first_eps(weight: float) -> torch.Tensor:
-        inpainter = LatentInpainter(
-            bundle.unet,
-            SchedulerSpec(),
-            torch.Generator().manual_seed(0),
-            conditioning="masked_latent",
-            guide=bundle.guide,
-            guide_scale=1.5,
-        )
-        inpainter.autoguidance = weight
-        z = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(1))
-        return inpainter._eps_and_x0(z, 500, known, mask)[0], z
-
-    plain, z = first_eps(0.0)
-    guided, _ = first_eps(3.0)
+    plain, z, known, mask = first_step(bundle)
+    guided = first_step(bundle, autoguidance=3.0)[0]
     alphas = alphas_cumprod(SchedulerSpec())
     a = float(alphas[500])
     a_guide = a / (a + 1.5**2 * (1 - a))  # the same signal-to-noise ratio for a signal 1.5 times larger
@@ -121,6 +130,99 @@ def test_one_step_moves_away_from_the_guide_by_the_weight(guided_bundle):
         guide_input = conditioned_input(scaled, 1.5 * known, mask)
         from_guide = bundle.guide(guide_input, torch.full((1,), t_guide, dtype=torch.long))
     torch.testing.assert_close(guided, plain + 3.0 * (plain - from_guide), rtol=1e-4, atol=1e-5)
+
+
+def test_from_guide_alone_from_the_steps_take_all_their_guidance_from_the_guide(guided_bundle):
+    """At t >= T the classifier-free share moves onto the guide: guidance 2 and autoguidance 1 step as guidance 1
+    and autoguidance 2 would (no run without the context); below T, and with autoguidance off, nothing changes."""
+    bundle = load_bundle(guided_bundle[1])
+
+    def eps(t: int, guidance: float, autoguidance: float, alone_from: int = 1000) -> torch.Tensor:
+        return first_step(bundle, t, guidance, autoguidance, alone_from)[0]
+
+    default = eps(600, 2.0, 1.0)
+    alone = eps(600, 2.0, 1.0, alone_from=500)
+    torch.testing.assert_close(alone, eps(600, 1.0, 2.0), rtol=0, atol=0)
+    assert (alone - default).abs().max() > 1e-3
+    torch.testing.assert_close(eps(500, 2.0, 1.0, alone_from=500), eps(500, 1.0, 2.0), rtol=0, atol=0)
+    torch.testing.assert_close(eps(400, 2.0, 1.0, alone_from=500), eps(400, 2.0, 1.0), rtol=0, atol=0)
+    # no classifier-free share to move: guidance 1 or below keeps its own weights
+    torch.testing.assert_close(eps(600, 0.5, 1.0, alone_from=500), eps(600, 0.5, 1.0), rtol=0, atol=0)
+    torch.testing.assert_close(eps(600, 2.0, 0.0, alone_from=500), eps(600, 2.0, 0.0), rtol=0, atol=0)
+
+
+def test_the_bundles_guide_alone_from_is_the_default_and_a_model_without_a_guide_refuses_it(
+    guided_bundle, tmp_path, capsys
+):
+    import shutil
+
+    import nibabel as nib
+
+    plain, guided = guided_bundle
+    alone = tmp_path / "alone"
+    shutil.copytree(guided, alone)
+    metadata = json.loads((alone / "bundle.json").read_text())
+    metadata["guide"]["alone_from"] = 0
+    (alone / "bundle.json").write_text(json.dumps(metadata))
+    assert read_metadata(alone).guide_alone_from == 0 and read_metadata(guided).guide_alone_from == 1000
+    scan = synthetic_scan((6, 40, 30))
+
+    def run(model, **options):
+        sampler = SamplerOptions(steps=2, guidance=2.0, **options)
+        return complete(scan, AFFINE, model=model, slices=2, extend_inferior_mm=30, sampler=sampler).image
+
+    default = run(alone)
+    np.testing.assert_array_equal(default, run(guided, guide_alone_from=0))
+    np.testing.assert_array_equal(run(alone, guide_alone_from=1000), run(guided))
+    assert np.abs(default - run(guided)).max() > 1e-2
+    np.testing.assert_array_equal(run(plain, guide_alone_from=1000), run(plain))
+    with pytest.raises(
+        InputError, match="guide alone from 500 cannot be used: random-test-bundle has no guide"
+    ):
+        run(plain, guide_alone_from=500)
+    with pytest.raises(InputError, match="guide alone from must be a timestep >= 0"):
+        run(guided, guide_alone_from=-1)
+    with pytest.raises(InputError, match="guide alone from 0 cannot be used: the reference sampler"):
+        sampler = SamplerOptions("reference", 2, guide_alone_from=0)
+        complete(scan, AFFINE, model=guided, extend_inferior_mm=30, sampler=sampler)
+    # the reference sampler never applies a bundle's guide, alone_from included
+    reference = SamplerOptions("reference", 2)
+    np.testing.assert_array_equal(
+        complete(scan, AFFINE, model=alone, slices=2, extend_inferior_mm=30, sampler=reference).image,
+        complete(scan, AFFINE, model=guided, slices=2, extend_inferior_mm=30, sampler=reference).image,
+    )
+    source, out = tmp_path / "scan.nii.gz", tmp_path / "out.nii.gz"
+    nib.save(nib.Nifti1Image(scan, AFFINE), str(source))
+    common = ["--extend-inferior", "30", "--steps", "2", "--slices", "2", "--progress", "none"]
+    command = ["complete", str(source), "-o", str(out), "--guide-alone-from", "0", *common]
+    assert main([*command, "--model", str(guided)]) == 0 and out.is_file()
+    out.unlink()
+    assert main([*command, "--model", str(plain)]) != 0 and not out.exists()
+    assert "has no guide UNet" in capsys.readouterr().err
+
+
+def test_the_guide_alone_share_counts_the_unet_steps_resampling_repeats_included():
+    from fovcompletion.schedule import guide_alone_share, step_guidance
+
+    options = SamplerOptions(steps=10, guidance=2.0, autoguidance=1.0, guide_alone_from=500)
+    # 10 steps from 999 to 0: 999, 888, ..., 555 (5 of them) at t >= 500
+    assert guide_alone_share(options, 1000) == pytest.approx(0.5)
+    # RePaint repeats the first 5 steps once more: 10 of 15 UNet steps at t >= 500
+    assert guide_alone_share(replace(options, resample=2, jump_length=5), 1000) == pytest.approx(10 / 15)
+    assert guide_alone_share(replace(options, autoguidance=0.0), 1000) == 0.0
+    assert guide_alone_share(replace(options, guidance=1.0), 1000) == 0.0
+    assert guide_alone_share(replace(options, guide_alone_from=1000), 1000) == 0.0
+    assert step_guidance(2.0, 1.0, 500, 500) == (1.0, 2.0) and step_guidance(2.0, 1.0, 500, 499) == (2.0, 1.0)
+
+
+def test_the_benchmark_names_a_row_per_guide_alone_timestep():
+    from fovcompletion.benchmark.runner import build_methods
+
+    methods = build_methods(
+        {"ours"}, [25], [2], 10, 1000, candidate_counts=(3,), guide_alone_froms=(None, 500)
+    )
+    assert [m.name for m in methods] == ["ours-steps25-best3", "ours-steps25-guidealone500-best3"]
+    assert [m.sampler().guide_alone_from for m in methods] == [None, 500]
 
 
 def test_the_bundles_autoguidance_is_the_default_zero_turns_it_off_and_the_callers_wins(guided_bundle):
@@ -170,6 +272,11 @@ def test_the_time_estimate_counts_a_guide_call_per_step_on_the_slices(guided_bun
     # untimed: the UNet's line at the guide's 5 images, 0.04 + 3 x 0.0075
     assert estimate_seconds(folders["untimed"], *run) == pytest.approx(base * (0.1 + 0.0625) / 0.1)
     assert estimate_seconds(folders["timed"], *run, autoguidance=0.0) == pytest.approx(base)
+    # the guide alone at every step (alone_from 0): the UNet once on the 5 slices, 0.025 + 5 x 0.0075
+    bundle = load_bundle(folders["timed"])
+    alone = replace(bundle.metadata, guide={**bundle.metadata.guide, "alone_from": 0})
+    alone_folder = save_bundle(tmp_path / "alone", alone, bundle.autoencoder, bundle.unet, guide=bundle.guide)
+    assert estimate_seconds(alone_folder, *run) == pytest.approx(base * (0.0625 + 0.03) / 0.1)
 
     def start_line(model, **options):
         events = []
@@ -189,6 +296,10 @@ def test_the_time_estimate_counts_a_guide_call_per_step_on_the_slices(guided_bun
     assert "measured; the guide not timed, priced as the UNet)" in start_line(folders["untimed"])
     assert start_line(folders["timed"]).endswith("measured)")
     assert start_line(folders["untimed"], autoguidance=0.0).endswith("measured)")
+    # a run's own estimate prices the guide-alone steps at the UNet on the slices once: 0.04 + 0.015 against
+    # 0.055 + 0.015 (the "timed" guide on two slices)
+    ratio = seconds_per_step(folders["timed"], guide_alone_from=0) / seconds_per_step(folders["timed"])
+    assert ratio == pytest.approx(0.055 / 0.07, rel=0.01)
 
 
 def test_autoguidance_a_model_cannot_use_is_refused(guided_bundle):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .arguments import is_finite_number
+from .arguments import is_finite_number, is_whole_number
 from .conditioning import CONDITIONING_MODES, unet_input_channels
 from .errors import BundleError, first_line
 from .latent_codec import (
@@ -131,7 +131,8 @@ class BundleMetadata:
     quality: dict[str, Any] = field(default_factory=dict)
     speed: dict[str, Any] = field(default_factory=dict)
     # Autoguidance (`sampling`): a smaller, shorter-trained UNet on the same latents and conditioning, {"class",
-    # "args", "latent_scale_factor" (its own training's), "weight" (the sampler's default)}; {} = none.
+    # "args", "latent_scale_factor" (its own training's), "weight" (the sampler's default), optionally "alone_from"
+    # (the sampler's default `guide_alone_from`; absent: never)}; {} = none.
     guide: dict[str, Any] = field(default_factory=dict)
 
     def sampler_counts(self, steps: int | None, candidates: int | None) -> tuple[int, int]:
@@ -142,6 +143,12 @@ class BundleMetadata:
     def autoguidance(self) -> float:
         """The sampler's default autoguidance weight: the guide's, 0 for a bundle without a guide."""
         return float(self.guide["weight"]) if self.guide else 0.0
+
+    @property
+    def guide_alone_from(self) -> int:
+        """The sampler's default `guide_alone_from`: the guide's, else the training timesteps' count (never)."""
+        never = self.scheduler.num_train_timesteps
+        return int(self.guide.get("alone_from", never)) if self.guide else never
 
     @property
     def guide_scale(self) -> float:
@@ -306,6 +313,10 @@ class BundleMetadata:
             raise BundleError(
                 f"bundle {self.name!r}: its guide needs a latent_scale_factor > 0 and a weight >= 0"
             )
+        if "alone_from" in self.guide and not (
+            is_whole_number(self.guide["alone_from"]) and self.guide["alone_from"] >= 0
+        ):
+            raise BundleError(f"bundle {self.name!r}: its guide's alone_from must be a timestep >= 0")
 
 
 def _positive(value: Any) -> bool:

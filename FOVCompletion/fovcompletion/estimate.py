@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from .bundle import BundleMetadata, read_metadata
 from .layout import CanvasLayout, plan_layout
 from .progress import format_seconds
-from .schedule import SamplerOptions, count_model_evaluations, guide_batch_size, unet_batch_size
+from .schedule import (
+    SamplerOptions,
+    count_model_evaluations,
+    guide_alone_share,
+    guide_batch_size,
+    unet_batch_size,
+)
 
 FALLBACK_SECONDS_PER_STEP_PER_SLICE = {"cpu": 0.1, "cuda": 0.005, "mps": 0.03}
 
@@ -56,10 +62,12 @@ def estimate_run(
     unet_steps: int,
     device: str = "cpu",
     guide_batch: int = 0,
+    guide_alone_share: float = 0.0,
 ) -> RunEstimate:
     """The bundle's measured seconds per UNet call on this kind of device for the run's batch (the slices,
     twice under guidance), plus its guide's call on `guide_batch` images (the slices, under autoguidance; 0:
-    none), scaled by the window's area, times the steps of every window and sample."""
+    none), scaled by the window's area, times the steps of every window and sample. `guide_alone_share` of the
+    steps run the UNet on half the batch (`schedule.guide_alone_share`)."""
     kind = "cuda" if device.startswith("cuda") else ("cpu" if device == "auto" else device)
     speed = metadata.speed.get(kind, {})
     measured = "seconds_per_unet_step_per_slice" in speed
@@ -68,6 +76,9 @@ def estimate_run(
     )
     unet_calls = speed.get("seconds_per_unet_call", {})
     per_call = seconds_per_call(unet_calls, max(1, batch), per_image)
+    if guide_alone_share > 0:
+        alone = seconds_per_call(unet_calls, max(1, batch // 2), per_image)
+        per_call += guide_alone_share * (alone - per_call)
     guide_calls = speed.get("guide_seconds_per_unet_call")
     guide_untimed = guide_batch > 0 and not guide_calls
     if guide_batch > 0:
@@ -101,8 +112,17 @@ def estimate_seconds(
     if extend_superior_mm <= 0 and extend_inferior_mm <= 0:
         return 0.0
     layout = plan_layout(metadata, rows, metadata.canvas.shape[1], extend_superior_mm, extend_inferior_mm)
-    nfe = count_model_evaluations(SamplerOptions(steps=steps), metadata.scheduler.num_train_timesteps)
-    batch = unet_batch_size(slices, metadata.guidance)  # the sampler's default, as the run will use it
-    guide_batch = guide_batch_size(slices, autoguidance if metadata.guide else 0.0)
+    autoguidance = autoguidance if metadata.guide else 0.0
+    default = SamplerOptions(  # the sampler's defaults, as the run will use them
+        steps=steps,
+        guidance=metadata.guidance,
+        autoguidance=autoguidance,
+        guide_alone_from=metadata.guide_alone_from,
+    )
+    timesteps = metadata.scheduler.num_train_timesteps
+    nfe = count_model_evaluations(default, timesteps)
+    batch = unet_batch_size(slices, metadata.guidance)
+    guide_batch = guide_batch_size(slices, autoguidance)
     unet_steps = samples * candidates * nfe * layout.windows
-    return estimate_run(metadata, layout, batch, unet_steps, device, guide_batch).seconds
+    share = guide_alone_share(default, timesteps)
+    return estimate_run(metadata, layout, batch, unet_steps, device, guide_batch, share).seconds

@@ -52,7 +52,7 @@ from .sampling import (
     latent_mask,
     nearest_latent_mask,
 )
-from .schedule import DEFAULT_CANDIDATES, guide_batch_size, unet_batch_size
+from .schedule import DEFAULT_CANDIDATES, guide_alone_share, guide_batch_size, unet_batch_size
 from .seam import blend_seam, crossfade_weights
 
 DEFAULT_FEATHER_MM = 16.0
@@ -318,19 +318,26 @@ def _refuse_what_the_reference_lacks(options: SamplerOptions) -> None:
 
 
 def _resolve_autoguidance(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
-    """The caller's autoguidance weight, else the bundle's guide's (0 without a guide or for the reference
-    sampler); asking for it where there is no guide is an error, not a silent no-op."""
+    """The caller's autoguidance weight and `guide_alone_from`, else the bundle's guide's (0 and never without a
+    guide or for the reference sampler); asking for either where there is no guide is an error, not a silent
+    no-op (with a guide, `guide_alone_from` changes nothing under autoguidance 0 or guidance 1 or below, as
+    `schedule.step_guidance` says)."""
     available = bool(metadata.guide) and options.method != "reference"
+    reason = REFERENCE_HAS_NONE if options.method == "reference" else f"{metadata.name} has no guide UNet"
+    never = metadata.scheduler.num_train_timesteps
+    if options.guide_alone_from is None:
+        options = replace(options, guide_alone_from=metadata.guide_alone_from if available else never)
+    elif options.guide_alone_from < never and not available:
+        raise InputError(f"guide alone from {options.guide_alone_from} cannot be used: {reason}")
     if options.autoguidance is None:
         return replace(options, autoguidance=metadata.autoguidance if available else 0.0)
     if options.autoguidance > 0 and not available:
-        reason = REFERENCE_HAS_NONE if options.method == "reference" else f"{metadata.name} has no guide UNet"
         raise InputError(f"autoguidance {options.autoguidance:g} cannot be used: {reason}")
     return options
 
 
 def resolve_sampler(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
-    """The caller's steps, candidates, guidance, autoguidance and eta, else the bundle's (the settings its model
+    """The caller's steps, candidates, guidance, autoguidance, guide_alone_from and eta, else the bundle's (the settings its model
     was measured best with), validated; the reference algorithm runs as the original, one draw over every training
     timestep unless told otherwise (the bundle's settings are its DDIM sampler's), and it and unconditional UNets
     have no guidance, which only an explicit request makes an error."""
@@ -450,7 +457,10 @@ def complete(
         count_model_evaluations(options, metadata.scheduler.num_train_timesteps) * options.candidates
     )
     tracker = ProgressTracker(samples * layout.windows * nfe_per_window, progress)
-    estimate = estimate_run(metadata, layout, unet_batch, tracker.total, torch_device.type, guide_batch)
+    share = guide_alone_share(options, metadata.scheduler.num_train_timesteps)
+    estimate = estimate_run(
+        metadata, layout, unet_batch, tracker.total, torch_device.type, guide_batch, share
+    )
     tracker.emit(
         "start",
         f"{metadata.name}: {layout.windows} window(s)"

@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from .bundle import SchedulerSpec
 from .conditioning import conditioned_input
 from .errors import CancelledError, InputError
-from .schedule import SamplerOptions, count_model_evaluations, ddim_timesteps, repaint_transitions
+from .schedule import (
+    SamplerOptions,
+    count_model_evaluations,
+    ddim_timesteps,
+    repaint_transitions,
+    step_guidance,
+)
 
 __all__ = [
     "CancelCheck",
@@ -93,6 +99,7 @@ class LatentInpainter:
         self.slice_noise_correlation = 0.0  # set per run from its options
         self.guidance = 1.0  # likewise
         self.autoguidance = 0.0  # likewise
+        self.guide_alone_from = schedule.num_train_timesteps  # likewise; the default: never
 
     def _noise(self, like: torch.Tensor) -> torch.Tensor:
         """Unit Gaussian noise shaped like the batch (the slices), correlated across it as the run asks."""
@@ -118,16 +125,17 @@ class LatentInpainter:
             else contextlib.nullcontext()
         )
         model_input = z if self.conditioning == "none" else conditioned_input(z, known, mask)
+        guidance, autoguidance = step_guidance(self.guidance, self.autoguidance, self.guide_alone_from, t)
         with torch.no_grad(), autocast:
-            if self.guidance == 1.0:
+            if guidance == 1.0:
                 with_context = output = self.unet(model_input, timesteps).float()
             else:  # one batch: with the context and without it
                 without_context = conditioned_input(z, known, torch.zeros_like(mask))
                 both = self.unet(torch.cat([model_input, without_context]), torch.cat([timesteps, timesteps]))
                 with_context, without = both.float().chunk(2)
-                output = without + self.guidance * (with_context - without)
-            if self.autoguidance > 0:  # away from the weaker guide's reading of the same input
-                output = output + self.autoguidance * (with_context - self._guide_eps(z, t, known, mask))
+                output = without + guidance * (with_context - without)
+            if autoguidance > 0:  # away from the weaker guide's reading of the same input
+                output = output + autoguidance * (with_context - self._guide_eps(z, t, known, mask))
         a_t = self._alpha(t)
         kind = self.schedule.prediction_type
         if kind == "epsilon":
@@ -263,6 +271,10 @@ class LatentInpainter:
         self.autoguidance = 0.0 if reference or options.autoguidance is None else options.autoguidance
         if self.autoguidance > 0 and self.guide is None:
             raise InputError("autoguidance needs a guide UNet")
+        never = self.schedule.num_train_timesteps
+        self.guide_alone_from = (
+            never if reference or options.guide_alone_from is None else options.guide_alone_from
+        )
         if reference:
             if start is not None:
                 raise InputError("the reference sampler starts from pure noise only: use the ddim sampler")

@@ -30,6 +30,7 @@ NUMBER_FIELDS = (
     ("eta", True, False),
     ("guidance", True, False),
     ("autoguidance", True, False),
+    ("guide_alone_from", True, True),
     ("slice_noise_correlation", False, False),
 )
 
@@ -55,6 +56,13 @@ class SamplerOptions:
     weaker model would draw, towards the detail and structure the UNet is surer of (Karras et al. 2024, "Guiding a
     diffusion model with a bad version of itself"). 0 = off; None = the bundle's setting (0 without a guide).
 
+    `guide_alone_from` T: under autoguidance, the steps at timesteps t >= T (the noisiest, where the layout is
+    drawn) take their whole guidance from the guide: no run without the context, and the classifier-free share
+    moved onto the guide, eps = eps_with + (w - 1 + w_a) (eps_with - eps_guide) (only where w > 1 and w_a > 0).
+    Measured on v0.9.0's networks from T = 500 or 700 up: a longer canal and a sequence of vertebral bodies below a
+    cervical spine in the previews, and speckle over dark regions (docs/training.md, "Guidance from the UNet
+    itself"). None = the bundle's setting; T >= the model's training timesteps (1000): never.
+
     `eta` is DDIM's share of fresh noise at each step: 0 = deterministic steps, 1 = as much as DDPM; None = the
     bundle's setting (the engine resolves it; a sampler given None steps deterministically).
 
@@ -74,11 +82,12 @@ class SamplerOptions:
     guidance: float | None = None
     candidates: int | None = None
     autoguidance: float | None = None
+    guide_alone_from: int | None = None
 
     def check_types(self) -> None:
         """Counts whole numbers and weights numbers, before their ranges are checked (None only where the bundle
-        decides: steps, candidates, eta, guidance, autoguidance): the API takes what the command line's parser
-        would refuse."""
+        decides: steps, candidates, eta, guidance, autoguidance, guide_alone_from): the API takes what the command
+        line's parser would refuse."""
         for field, optional, whole in NUMBER_FIELDS:
             value = getattr(self, field)
             if not ((is_whole_number if whole else is_number)(value) or (optional and value is None)):
@@ -114,6 +123,8 @@ class SamplerOptions:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be a number >= 0 (got {value})")
+        if self.guide_alone_from is not None and self.guide_alone_from < 0:
+            raise InputError(f"guide alone from must be a timestep >= 0 (got {self.guide_alone_from})")
         if not 0.0 <= self.slice_noise_correlation <= 1.0:
             raise InputError(
                 f"slice noise correlation must be between 0 and 1 (got {self.slice_noise_correlation})"
@@ -157,7 +168,37 @@ def count_model_evaluations(options: SamplerOptions, num_train_timesteps: int) -
     if options.method == "reference":
         return options.steps
     n_steps = len(ddim_timesteps(num_train_timesteps, options.steps)) - 1
-    return sum(1 for a, b in repaint_transitions(n_steps, options.resample, options.jump_length) if b > a)
+    return len(forward_transitions(options, n_steps))
+
+
+def forward_transitions(options: SamplerOptions, n_steps: int) -> list[tuple[int, int]]:
+    """The (from, to) index pairs of a DDIM run's UNet steps over its `n_steps`-step grid, RePaint's repeats
+    included (its re-noising jumps, which call no UNet, left out)."""
+    return [(a, b) for a, b in repaint_transitions(n_steps, options.resample, options.jump_length) if b > a]
+
+
+def step_guidance(
+    guidance: float, autoguidance: float, alone_from: int | None, t: int
+) -> tuple[float, float]:
+    """The classifier-free and autoguidance weights of the step at timestep t: from `alone_from` up (see
+    `SamplerOptions.guide_alone_from`), under autoguidance and classifier-free guidance above 1, the
+    classifier-free share moves onto the guide; otherwise the run's own weights."""
+    if alone_from is not None and autoguidance > 0 and guidance > 1.0 and t >= alone_from:
+        return 1.0, guidance - 1.0 + autoguidance
+    return guidance, autoguidance
+
+
+def guide_alone_share(options: SamplerOptions, num_train_timesteps: int) -> float:
+    """The share of a DDIM run's UNet steps (RePaint's repeats counted) that take all their guidance from the guide
+    and so run the UNet on the slices once, not twice (`step_guidance`). Pass resolved options
+    (`pipeline.resolve_sampler`)."""
+    if options.method == "reference" or options.steps is None or options.guidance is None:
+        return 0.0
+    timesteps = ddim_timesteps(num_train_timesteps, options.steps)
+    forward = [timesteps[a] for a, b in forward_transitions(options, len(timesteps) - 1)]
+    weights = (options.guidance, options.autoguidance or 0.0)
+    alone = sum(1 for t in forward if step_guidance(*weights, options.guide_alone_from, t) != weights)
+    return alone / len(forward)
 
 
 def unet_batch_size(slices: int, guidance: float | None) -> int:

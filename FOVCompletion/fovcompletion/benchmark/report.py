@@ -414,14 +414,19 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
         (right, "seconds_per_volume", "seconds per volume"),
     ):
         measured = [m for m in methods if m.family == "ours" and rows.get(m.name, {}).get(key) is not None]
-        settings = list(dict.fromkeys((m.guidance, m.autoguidance, m.eta, m.candidates) for m in measured))
+
+        def setting_of(m: Method) -> tuple:
+            return (m.guidance, m.autoguidance, m.guide_alone_from, m.eta, m.candidates)
+
+        settings = list(dict.fromkeys(setting_of(m) for m in measured))
         # one line per sampler setting: step counts are comparable only within one
         for index, setting in enumerate(settings):
-            guidance, autoguidance, eta, candidates = setting
-            ours = [m for m in measured if (m.guidance, m.autoguidance, m.eta, m.candidates) == setting]
+            guidance, autoguidance, alone_from, eta, candidates = setting
+            ours = [m for m in measured if setting_of(m) == setting]
             details = (
                 ([] if guidance is None else [f"guidance {guidance:g}"])
                 + ([] if autoguidance is None else [f"autoguidance {autoguidance:g}"])
+                + ([] if alone_from is None else [f"guide alone from t = {alone_from}"])
                 + ([f"eta {eta:g}"] if eta is not None else [])
                 + ([f"best of {candidates}"] if candidates > 1 else [])
             )

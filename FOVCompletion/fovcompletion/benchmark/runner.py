@@ -52,6 +52,7 @@ class Method:
     mask_erosion: int = 0
     noise_level: int = 0  # the `denoise` ceiling's timestep
     autoguidance: float | None = None  # None: the bundle's
+    guide_alone_from: int | None = None  # None: the bundle's
 
     @property
     def learned(self) -> bool:
@@ -86,6 +87,7 @@ class Method:
             candidates=self.candidates,
             mask_erosion=self.mask_erosion,
             autoguidance=self.autoguidance,
+            guide_alone_from=self.guide_alone_from,
         )
 
 
@@ -103,13 +105,14 @@ def build_methods(
     mask_erosions: tuple[int, ...] = (0,),
     denoise_levels: tuple[int, ...] = DENOISE_LEVELS,
     autoguidances: tuple[float | None, ...] = (None,),
+    guide_alone_froms: tuple[int | None, ...] = (None,),
 ) -> list[Method]:
     """The comparison, in the order tables and plots show it: the ceilings first (a `denoise` row per level in
-    `denoise_levels`); our sampler's slices share
-    `slice_noise_correlation` of their noise; each combination of `guidances`, DDIM `etas`, `candidate_counts`,
-    `mask_erosions` and `autoguidances` gives its own rows (None: the bundle's guidance, eta or autoguidance, and
-    no suffix in the row's name; 1 candidate or erosion 0, no suffix); each RePaint jump length its own resampling
-    rows (1, RePaint's shortest, unnamed)."""
+    `denoise_levels`); our sampler's slices share `slice_noise_correlation` of their noise; each combination of
+    `guidances`, DDIM `etas`, `candidate_counts`, `mask_erosions`, `autoguidances` and `guide_alone_froms` gives
+    its own rows (None: the bundle's guidance, eta, autoguidance or guide-alone timestep, and no suffix in the row's
+    name; 1 candidate or erosion 0, no suffix); each RePaint jump length its own resampling rows (1, RePaint's
+    shortest, unnamed)."""
     unknown = families - set(FAMILIES)
     if unknown:
         raise InputError(
@@ -127,12 +130,13 @@ def build_methods(
     methods: list[Method] = [Method(name, name) for name in ("grid", "autoencoder") if name in families]
     if "denoise" in families:
         methods += [Method(denoise_name(t), "denoise", noise_level=t) for t in denoise_levels]
-    for guidance, eta, candidates, erosion, autoguidance in itertools.product(
-        guidances, etas, candidate_counts, mask_erosions, autoguidances
+    for guidance, eta, candidates, erosion, autoguidance, alone_from in itertools.product(
+        guidances, etas, candidate_counts, mask_erosions, autoguidances, guide_alone_froms
     ):
         tag = (
             ("" if guidance is None else f"-guidance{guidance:g}")
             + ("" if autoguidance is None else f"-autoguidance{autoguidance:g}")
+            + ("" if alone_from is None else f"-guidealone{alone_from}")
             + ("" if eta is None else f"-eta{eta:g}")
             + ("" if candidates == 1 else f"-best{candidates}")
             + ("" if erosion == 0 else f"-erosion{erosion}")
@@ -144,6 +148,7 @@ def build_methods(
             "candidates": candidates,
             "mask_erosion": erosion,
             "autoguidance": autoguidance,
+            "guide_alone_from": alone_from,
         }
         if "ours" in families:
             methods += [Method(f"ours-steps{n}{tag}", "ours", n, 1, **sampling) for n in steps]

@@ -205,6 +205,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "...-autoguidanceW (default: the bundle's, rows unnamed; 0 = none)",
     )
     parser.add_argument(
+        "--guide-alone-from",
+        type=count_list,
+        default=(None,),
+        metavar="T,T",
+        help="the timestep from which our sampler's steps take all their guidance from the guide UNet "
+        "(see `complete --guide-alone-from`), each value a row of its own named ...-guidealoneT (default: the "
+        "bundle's, rows unnamed; 1000 = never)",
+    )
+    parser.add_argument(
         "--eta",
         type=non_negative_list,
         default=(None,),
@@ -346,6 +355,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         tuple(dict.fromkeys(args.mask_erosion)),
         tuple(dict.fromkeys(args.denoise_levels)),
         args.autoguidance,
+        tuple(dict.fromkeys(args.guide_alone_from)),
     )
     timesteps = metadata.scheduler.num_train_timesteps if metadata else 0
     if "denoise" in families and max(args.denoise_levels) >= timesteps:

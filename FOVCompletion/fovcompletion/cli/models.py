@@ -29,6 +29,8 @@ def sampler_summary(sampler: dict) -> str:
     """The settings a run uses when not told otherwise, as a reader compares them with `complete --help`."""
     best_of = f", best of {sampler['candidates']} per window" if sampler["candidates"] > 1 else ""
     guide = f", autoguidance {sampler['autoguidance']:g}" if sampler.get("autoguidance") else ""
+    if sampler.get("autoguidance") and sampler.get("guide_alone_from") is not None:
+        guide += f" (the guide alone from t = {sampler['guide_alone_from']})"
     return (
         f"{sampler['steps']} steps{best_of}, guidance {sampler['guidance']:g}{guide}, eta {sampler['eta']:g}"
     )
@@ -82,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
                         "candidates": metadata.candidates,
                         "guidance": metadata.guidance,
                         "autoguidance": metadata.autoguidance,
+                        # None: never (the steps keep the classifier-free guidance throughout)
+                        "guide_alone_from": metadata.guide_alone_from
+                        if metadata.guide_alone_from < metadata.scheduler.num_train_timesteps
+                        else None,
                         "eta": metadata.eta,
                     },
                 }

@@ -117,6 +117,16 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
         "detail (default: the model's setting; 0 = none; needs a model with a guide; ddim only)",
     )
     sampler.add_argument(
+        "--guide-alone-from",
+        type=int,
+        default=None,
+        metavar="T",
+        help="under autoguidance, the noisiest steps (timestep T and above, of 1000), where the layout is drawn, "
+        "take all their guidance from the guide UNet: a longer canal and more vertebral bodies drawn, and "
+        "speckle over dark regions (default: the model's setting; 1000 = never; needs a model with a guide; "
+        "ddim only)",
+    )
+    sampler.add_argument(
         "--slice-noise-correlation",
         type=float,
         default=SamplerOptions.slice_noise_correlation,
@@ -138,6 +148,7 @@ def sampler_options(args: argparse.Namespace) -> SamplerOptions:
         guidance=args.guidance,
         candidates=args.candidates,
         autoguidance=args.autoguidance,
+        guide_alone_from=args.guide_alone_from,
     )
 
 

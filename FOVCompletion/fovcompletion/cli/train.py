@@ -311,6 +311,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the sampler's default autoguidance for this model, as measured with `fovcompletion benchmark "
         "--autoguidance` (default 1)",
     )
+    guide.add_argument(
+        "--guide-alone-from",
+        type=int,
+        default=None,
+        metavar="T",
+        help="the sampler's default timestep from which the steps take all their guidance from the guide, as "
+        "measured with `fovcompletion benchmark --guide-alone-from` (default: never)",
+    )
     guide.add_argument("--version", default=None, help="the new bundle's version (default: the bundle's)")
     guide.set_defaults(handler=run_attach_guide)
 
@@ -548,7 +556,12 @@ def run_attach_guide(args: argparse.Namespace) -> int:
     from ..training.export import attach_guide
 
     folder = attach_guide(
-        args.bundle, args.guide_run, args.output, weight=args.autoguidance, version=args.version
+        args.bundle,
+        args.guide_run,
+        args.output,
+        weight=args.autoguidance,
+        version=args.version,
+        alone_from=args.guide_alone_from,
     )
     print(f"wrote bundle {folder}")
     return 0

@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from ..arguments import is_finite_number
+from ..arguments import is_finite_number, is_whole_number
 from ..bundle import save_bundle, speed_problem
 from ..errors import InputError, first_line
 from ..networks import build_from_spec, build_network, count_parameters
@@ -188,16 +188,20 @@ def attach_guide(
     *,
     weight: float = 1.0,
     version: str | None = None,
+    alone_from: int | None = None,
 ) -> Path:
     """Write a copy of a bundle with the UNet of `guide_run` as its autoguidance guide (`sampling`): a smaller,
     shorter-trained UNet on the bundle's own latents, whose run started from the bundle's autoencoder
-    (`train-autoencoder --init-from BUNDLE --epochs 0`). The bundle's networks and files are kept as they are."""
+    (`train-autoencoder --init-from BUNDLE --epochs 0`). The bundle's networks and files are kept as they are.
+    `alone_from`: the sampler's default `guide_alone_from` (None: never)."""
     import torch
 
     from ..bundle import METADATA_FILE, SchedulerSpec, load_bundle
 
     if not (is_finite_number(weight) and weight >= 0):
         raise InputError(f"autoguidance must be a number >= 0 (got {weight})")
+    if alone_from is not None and not (is_whole_number(alone_from) and alone_from >= 0):
+        raise InputError(f"guide alone from must be a timestep >= 0 (got {alone_from})")
     bundle = load_bundle(bundle_path)
     _, state, config, guide, _ = trained_unet(Path(guide_run), True, ("config", "model", "scale_factor"))
     ours = bundle.autoencoder.state_dict()
@@ -229,6 +233,7 @@ def attach_guide(
             "args": dict(config.diffusion.args),
             "latent_scale_factor": float(state["scale_factor"]),
             "weight": float(weight),
+            **({} if alone_from is None else {"alone_from": int(alone_from)}),
         },
     )
     own = {weight_file.file for weight_file in bundle.metadata.weights.values()} | {METADATA_FILE}
