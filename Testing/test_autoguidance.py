@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,6 +200,26 @@ def test_the_bundles_guide_alone_from_is_the_default_and_a_model_without_a_guide
     out.unlink()
     assert main([*command, "--model", str(plain)]) != 0 and not out.exists()
     assert "has no guide UNet" in capsys.readouterr().err
+
+
+def test_the_model_listing_names_the_guide_alone_timestep(guided_bundle, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from fovcompletion.registry import ENV_MODEL_PATH
+
+    models = tmp_path / "models"
+    shutil.copytree(guided_bundle[1], models / "alone")
+    metadata = json.loads((models / "alone" / "bundle.json").read_text())
+    metadata["guide"]["alone_from"] = 500
+    (models / "alone" / "bundle.json").write_text(json.dumps(metadata))
+    shutil.copytree(guided_bundle[1], models / "never")
+    monkeypatch.setenv(ENV_MODEL_PATH, str(models))
+    monkeypatch.setenv("FOVCOMPLETION_HOME", str(tmp_path / "home"))
+    assert main(["models", "--json"]) == 0
+    listed = {Path(row["path"]).name: row["sampler"] for row in json.loads(capsys.readouterr().out)}
+    assert listed["alone"]["guide_alone_from"] == 500 and listed["never"]["guide_alone_from"] is None
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.count("(the guide alone from t = 500)") == 1
 
 
 def test_the_guide_alone_share_counts_the_unet_steps_resampling_repeats_included():

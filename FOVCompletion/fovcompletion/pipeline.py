@@ -337,10 +337,10 @@ def _resolve_autoguidance(options: SamplerOptions, metadata: BundleMetadata) -> 
 
 
 def resolve_sampler(options: SamplerOptions, metadata: BundleMetadata) -> SamplerOptions:
-    """The caller's steps, candidates, guidance, autoguidance, guide_alone_from and eta, else the bundle's (the settings its model
-    was measured best with), validated; the reference algorithm runs as the original, one draw over every training
-    timestep unless told otherwise (the bundle's settings are its DDIM sampler's), and it and unconditional UNets
-    have no guidance, which only an explicit request makes an error."""
+    """The caller's steps, candidates, guidance, autoguidance, guide_alone_from and eta, else the bundle's (the
+    settings its model was measured best with), validated; the reference algorithm runs as the original, one draw
+    over every training timestep unless told otherwise (the bundle's settings are its DDIM sampler's), and it and
+    unconditional UNets have no guidance, which only an explicit request makes an error."""
     if options.method == "reference":
         _refuse_what_the_reference_lacks(options)
         steps = metadata.scheduler.num_train_timesteps if options.steps is None else options.steps
