@@ -152,19 +152,24 @@ def test_from_guide_alone_from_the_steps_take_all_their_guidance_from_the_guide(
     torch.testing.assert_close(eps(600, 2.0, 0.0, alone_from=500), eps(600, 2.0, 0.0), rtol=0, atol=0)
 
 
+def copy_with_alone_from(source: Path, folder: Path, alone_from: int) -> Path:
+    """A copy of the guided bundle whose guide's `alone_from` is set (the weights, and so their hashes, unchanged)."""
+    import shutil
+
+    shutil.copytree(source, folder)
+    metadata = json.loads((folder / "bundle.json").read_text())
+    metadata["guide"]["alone_from"] = alone_from
+    (folder / "bundle.json").write_text(json.dumps(metadata))
+    return folder
+
+
 def test_the_bundles_guide_alone_from_is_the_default_and_a_model_without_a_guide_refuses_it(
     guided_bundle, tmp_path, capsys
 ):
-    import shutil
-
     import nibabel as nib
 
     plain, guided = guided_bundle
-    alone = tmp_path / "alone"
-    shutil.copytree(guided, alone)
-    metadata = json.loads((alone / "bundle.json").read_text())
-    metadata["guide"]["alone_from"] = 0
-    (alone / "bundle.json").write_text(json.dumps(metadata))
+    alone = copy_with_alone_from(guided, tmp_path / "alone", 0)
     assert read_metadata(alone).guide_alone_from == 0 and read_metadata(guided).guide_alone_from == 1000
     scan = synthetic_scan((6, 40, 30))
 
@@ -208,10 +213,7 @@ def test_the_model_listing_names_the_guide_alone_timestep(guided_bundle, tmp_pat
     from fovcompletion.registry import ENV_MODEL_PATH
 
     models = tmp_path / "models"
-    shutil.copytree(guided_bundle[1], models / "alone")
-    metadata = json.loads((models / "alone" / "bundle.json").read_text())
-    metadata["guide"]["alone_from"] = 500
-    (models / "alone" / "bundle.json").write_text(json.dumps(metadata))
+    copy_with_alone_from(guided_bundle[1], models / "alone", 500)
     shutil.copytree(guided_bundle[1], models / "never")
     monkeypatch.setenv(ENV_MODEL_PATH, str(models))
     monkeypatch.setenv("FOVCOMPLETION_HOME", str(tmp_path / "home"))

@@ -99,7 +99,7 @@ class LatentInpainter:
         self.slice_noise_correlation = 0.0  # set per run from its options
         self.guidance = 1.0  # likewise
         self.autoguidance = 0.0  # likewise
-        self.guide_alone_from = schedule.num_train_timesteps  # likewise; the default: never
+        self.guide_alone_from: int | None = None  # likewise; None: never (`step_guidance`)
 
     def _noise(self, like: torch.Tensor) -> torch.Tensor:
         """Unit Gaussian noise shaped like the batch (the slices), correlated across it as the run asks."""
@@ -271,10 +271,7 @@ class LatentInpainter:
         self.autoguidance = 0.0 if reference or options.autoguidance is None else options.autoguidance
         if self.autoguidance > 0 and self.guide is None:
             raise InputError("autoguidance needs a guide UNet")
-        never = self.schedule.num_train_timesteps
-        self.guide_alone_from = (
-            never if reference or options.guide_alone_from is None else options.guide_alone_from
-        )
+        self.guide_alone_from = None if reference else options.guide_alone_from
         if reference:
             if start is not None:
                 raise InputError("the reference sampler starts from pure noise only: use the ddim sampler")

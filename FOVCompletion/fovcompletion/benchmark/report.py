@@ -397,6 +397,11 @@ def line_colour(method: Method, methods: list[Method], plt) -> Any:
     return plt.cm.Blues(0.9 - 0.5 * levels.index(method.noise_level) / max(1, len(levels) - 1))
 
 
+def setting_of(method: Method) -> tuple:
+    """What a row's sampler was set to apart from its steps: rows that share it are one line of the plot."""
+    return (method.guidance, method.autoguidance, method.guide_alone_from, method.eta, method.candidates)
+
+
 def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: Path) -> Path:
     """SSIM, sharpness and seconds per volume against NFE: our sampler as a line, the rest as marks, the ceilings
     and the non-learned baselines as horizontal lines."""
@@ -414,10 +419,6 @@ def plot_quality_vs_steps(results: dict[str, Any], methods: list[Method], path: 
         (right, "seconds_per_volume", "seconds per volume"),
     ):
         measured = [m for m in methods if m.family == "ours" and rows.get(m.name, {}).get(key) is not None]
-
-        def setting_of(m: Method) -> tuple:
-            return (m.guidance, m.autoguidance, m.guide_alone_from, m.eta, m.candidates)
-
         settings = list(dict.fromkeys(setting_of(m) for m in measured))
         # one line per sampler setting: step counts are comparable only within one
         for index, setting in enumerate(settings):
