@@ -18,9 +18,10 @@ from fovcompletion.bundle_factory import create_random_bundle
 from fovcompletion.cli import main
 from fovcompletion.conditioning import conditioned_input
 from fovcompletion.errors import BundleError, InputError
+from fovcompletion.latent_filter import gaussian_low_pass
 from fovcompletion.networks import build_network
 from fovcompletion.pipeline import complete
-from fovcompletion.sampling import LatentInpainter, SamplerOptions, alphas_cumprod
+from fovcompletion.sampling import GUIDE_ALONE_SIGMA, LatentInpainter, SamplerOptions, alphas_cumprod
 
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
 
@@ -134,18 +135,22 @@ def test_one_step_moves_away_from_the_guide_by_the_weight(guided_bundle):
 
 
 def test_from_guide_alone_from_the_steps_take_all_their_guidance_from_the_guide(guided_bundle):
-    """At t >= T the classifier-free share moves onto the guide: guidance 2 and autoguidance 1 step as guidance 1
-    and autoguidance 2 would (no run without the context); below T, and with autoguidance off, nothing changes."""
+    """At t >= T the classifier-free share moves onto the guide, at the layout's scale: guidance 2 and autoguidance
+    1 step as eps_with + 2 x the low-passed (eps_with - eps_guide), with no run without the context; below T, and
+    with autoguidance off, nothing changes."""
     bundle = load_bundle(guided_bundle[1])
 
     def eps(t: int, guidance: float, autoguidance: float, alone_from: int = 1000) -> torch.Tensor:
         return first_step(bundle, t, guidance, autoguidance, alone_from)[0]
 
-    default = eps(600, 2.0, 1.0)
-    alone = eps(600, 2.0, 1.0, alone_from=500)
-    torch.testing.assert_close(alone, eps(600, 1.0, 2.0), rtol=0, atol=0)
-    assert (alone - default).abs().max() > 1e-3
-    torch.testing.assert_close(eps(500, 2.0, 1.0, alone_from=500), eps(500, 1.0, 2.0), rtol=0, atol=0)
+    for t in (600, 500):  # from T on, T included
+        with_context = eps(t, 1.0, 0.0)
+        push = eps(t, 1.0, 1.0) - with_context
+        alone = eps(t, 2.0, 1.0, alone_from=500)
+        expected = with_context + 2.0 * gaussian_low_pass(push, GUIDE_ALONE_SIGMA)
+        torch.testing.assert_close(alone, expected, rtol=1e-5, atol=1e-5)
+        assert (alone - eps(t, 1.0, 2.0)).abs().max() > 1e-3  # the pixel-scale push is gone
+        assert (alone - eps(t, 2.0, 1.0)).abs().max() > 1e-3
     torch.testing.assert_close(eps(400, 2.0, 1.0, alone_from=500), eps(400, 2.0, 1.0), rtol=0, atol=0)
     # no classifier-free share to move: guidance 1 or below keeps its own weights
     torch.testing.assert_close(eps(600, 0.5, 1.0, alone_from=500), eps(600, 0.5, 1.0), rtol=0, atol=0)

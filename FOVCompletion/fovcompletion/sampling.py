@@ -12,10 +12,12 @@ import torch.nn.functional as F
 from .bundle import SchedulerSpec
 from .conditioning import conditioned_input
 from .errors import CancelledError, InputError
+from .latent_filter import gaussian_low_pass
 from .schedule import (
     SamplerOptions,
     count_model_evaluations,
     ddim_timesteps,
+    guide_acts_alone,
     repaint_transitions,
     step_guidance,
 )
@@ -28,6 +30,11 @@ __all__ = [
     "latent_mask",
     "nearest_latent_mask",
 ]
+
+# The guide-alone steps' push away from the guide is kept above this scale only (a Gaussian of this many latent
+# pixels): the layout is decided there, while the guide's pixel-scale disagreement, at twice the usual weight,
+# speckles dark regions (docs/training.md, "Guidance from the UNet itself").
+GUIDE_ALONE_SIGMA = 1.0
 
 StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
@@ -126,6 +133,7 @@ class LatentInpainter:
         )
         model_input = z if self.conditioning == "none" else conditioned_input(z, known, mask)
         guidance, autoguidance = step_guidance(self.guidance, self.autoguidance, self.guide_alone_from, t)
+        alone = guide_acts_alone(self.guidance, self.autoguidance, self.guide_alone_from, t)
         with torch.no_grad(), autocast:
             if guidance == 1.0:
                 with_context = output = self.unet(model_input, timesteps).float()
@@ -135,7 +143,10 @@ class LatentInpainter:
                 with_context, without = both.float().chunk(2)
                 output = without + guidance * (with_context - without)
             if autoguidance > 0:  # away from the weaker guide's reading of the same input
-                output = output + autoguidance * (with_context - self._guide_eps(z, t, known, mask))
+                push = with_context - self._guide_eps(z, t, known, mask)
+                if alone:  # the layout's scale only: the guide's pixel-scale disagreement, doubled, speckles
+                    push = gaussian_low_pass(push, GUIDE_ALONE_SIGMA)
+                output = output + autoguidance * push
         a_t = self._alpha(t)
         kind = self.schedule.prediction_type
         if kind == "epsilon":

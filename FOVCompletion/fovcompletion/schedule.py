@@ -57,11 +57,12 @@ class SamplerOptions:
     diffusion model with a bad version of itself"). 0 = off; None = the bundle's setting (0 without a guide).
 
     `guide_alone_from` T: under autoguidance, the steps at timesteps t >= T (the noisiest, where the layout is
-    drawn) take their whole guidance from the guide: no run without the context, and the classifier-free share
-    moved onto the guide, eps = eps_with + (w - 1 + w_a) (eps_with - eps_guide) (only where w > 1 and w_a > 0).
-    Measured on v0.9.0's networks from T = 500 or 700 up: a longer canal and a sequence of vertebral bodies below a
-    cervical spine in the previews, and speckle over dark regions (docs/training.md, "Guidance from the UNet
-    itself"). None = the bundle's setting; T >= the model's training timesteps (1000): never.
+    drawn) take their whole guidance from the guide, at the layout's scale: no run without the context, and the
+    classifier-free share moved onto the guide, eps = eps_with + (w - 1 + w_a) G(eps_with - eps_guide), G a
+    Gaussian low-pass of one latent pixel (only where w > 1 and w_a > 0). Unfiltered, the guide's pixel-scale
+    disagreement at that weight speckled dark regions. Measured on v0.9.0's networks from T = 500: the default's
+    figures within their spread, in 0.88 of the time (docs/training.md, "Guidance from the UNet itself"). None =
+    the bundle's setting; T >= the model's training timesteps (1000): never.
 
     `eta` is DDIM's share of fresh noise at each step: 0 = deterministic steps, 1 = as much as DDPM; None = the
     bundle's setting (the engine resolves it; a sampler given None steps deterministically).
@@ -177,13 +178,18 @@ def forward_transitions(options: SamplerOptions, n_steps: int) -> list[tuple[int
     return [(a, b) for a, b in repaint_transitions(n_steps, options.resample, options.jump_length) if b > a]
 
 
+def guide_acts_alone(guidance: float, autoguidance: float, alone_from: int | None, t: int) -> bool:
+    """Whether the step at timestep t takes all its guidance from the guide (`SamplerOptions.guide_alone_from`):
+    from `alone_from` up, under autoguidance and classifier-free guidance above 1."""
+    return alone_from is not None and autoguidance > 0 and guidance > 1.0 and t >= alone_from
+
+
 def step_guidance(
     guidance: float, autoguidance: float, alone_from: int | None, t: int
 ) -> tuple[float, float]:
-    """The classifier-free and autoguidance weights of the step at timestep t: from `alone_from` up (see
-    `SamplerOptions.guide_alone_from`), under autoguidance and classifier-free guidance above 1, the
-    classifier-free share moves onto the guide; otherwise the run's own weights."""
-    if alone_from is not None and autoguidance > 0 and guidance > 1.0 and t >= alone_from:
+    """The classifier-free and autoguidance weights of the step at timestep t: where the guide acts alone
+    (`guide_acts_alone`), the classifier-free share moves onto the guide; otherwise the run's own weights."""
+    if guide_acts_alone(guidance, autoguidance, alone_from, t):
         return 1.0, guidance - 1.0 + autoguidance
     return guidance, autoguidance
 
@@ -197,7 +203,7 @@ def guide_alone_share(options: SamplerOptions, num_train_timesteps: int) -> floa
     timesteps = ddim_timesteps(num_train_timesteps, options.steps)
     forward = [timesteps[a] for a, b in forward_transitions(options, len(timesteps) - 1)]
     weights = (options.guidance, options.autoguidance or 0.0)
-    alone = sum(1 for t in forward if step_guidance(*weights, options.guide_alone_from, t) != weights)
+    alone = sum(1 for t in forward if guide_acts_alone(*weights, options.guide_alone_from, t))
     return alone / len(forward)
 
 

@@ -122,9 +122,8 @@ def add_completion_options(parser: argparse.ArgumentParser, default_inferior: fl
         default=None,
         metavar="T",
         help="under autoguidance, the noisiest steps (timestep T and above, of 1000), where the layout is drawn, "
-        "take all their guidance from the guide UNet: a longer canal and more vertebral bodies drawn, and "
-        "speckle over dark regions (default: the model's setting; 1000 = never; needs a model with a guide; "
-        "ddim only)",
+        "take all their guidance from the guide UNet, at the layout's scale: fewer UNet passes (default: the "
+        "model's setting; 1000 = never; needs a model with a guide; ddim only)",
     )
     sampler.add_argument(
         "--slice-noise-correlation",
