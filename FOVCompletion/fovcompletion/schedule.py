@@ -60,9 +60,10 @@ class SamplerOptions:
     drawn) take their whole guidance from the guide, at the layout's scale: no run without the context, and the
     classifier-free share moved onto the guide, eps = eps_with + (w - 1 + w_a) G(eps_with - eps_guide), G a
     Gaussian low-pass of one latent pixel (only where w > 1 and w_a > 0). Unfiltered, the guide's pixel-scale
-    disagreement at that weight speckled dark regions. Measured on v0.9.0's networks from T = 500: the default's
-    figures within their spread, in 0.88 of the time (docs/training.md, "Guidance from the UNet itself"). None =
-    the bundle's setting; T >= the model's training timesteps (1000): never.
+    disagreement at that weight speckled dark regions. The low-pass reaches a few latent pixels across the seam,
+    where the known cells are pasted back after the step. Measured on v0.9.0's networks from T = 500: held-out SSIM
+    within its spread, a little softer, in 0.89 of the time (docs/training.md, "Guidance from the UNet itself").
+    None = the bundle's setting; T >= the model's training timesteps (1000): never.
 
     `eta` is DDIM's share of fresh noise at each step: 0 = deterministic steps, 1 = as much as DDPM; None = the
     bundle's setting (the engine resolves it; a sampler given None steps deterministically).
