@@ -144,7 +144,7 @@ class LatentInpainter:
                 output = without + guidance * (with_context - without)
             if autoguidance > 0:  # away from the weaker guide's reading of the same input
                 push = with_context - self._guide_eps(z, t, known, mask)
-                if alone:  # the layout's scale only: the guide's pixel-scale disagreement, doubled, speckles
+                if alone:  # the layout's scale only: at this weight the pixel-scale disagreement speckles
                     push = gaussian_low_pass(push, GUIDE_ALONE_SIGMA)
                 output = output + autoguidance * push
         a_t = self._alpha(t)
