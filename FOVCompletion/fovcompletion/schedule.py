@@ -197,7 +197,7 @@ def step_guidance(
 
 def guide_alone_share(options: SamplerOptions, num_train_timesteps: int) -> float:
     """The share of a DDIM run's UNet steps (RePaint's repeats counted) that take all their guidance from the guide
-    and so run the UNet on the slices once, not twice (`step_guidance`). Pass resolved options
+    and so run the UNet on the slices once, not twice (`guide_acts_alone`). Pass resolved options
     (`pipeline.resolve_sampler`)."""
     if options.method == "reference" or options.steps is None or options.guidance is None:
         return 0.0
