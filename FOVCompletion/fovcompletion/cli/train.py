@@ -42,6 +42,78 @@ def add_flatten_option(parser) -> None:
     )
 
 
+def factor_range(text: str) -> tuple[float, float]:
+    """LO,HI: two positive factors, LO <= HI (a zoom, a stretch, a gamma)."""
+    try:
+        low, high = (float(value) for value in text.split(","))
+    except ValueError:
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 < LO <= HI, such as 0.8,1.25 (got {text!r})")
+    return low, high
+
+
+def non_negative_degrees(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value < 90):
+        raise argparse.ArgumentTypeError(f"expected degrees in [0, 90) (got {text!r})")
+    return value
+
+
+def add_augmentation_options(parser) -> None:
+    """The augmentation of the UNet's latent copies, and whether the UNet is told it."""
+    group = parser.add_argument_group(
+        "augmentation of the latent copies (--latent-augmentations; the run's config.json holds the rest)"
+    )
+    group.add_argument(
+        "--augment-labels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tell the UNet each copy's augmentation and draw unaugmented anatomy (non-leaky augmentation, "
+        "Karras et al. 2022): strong augmentation without rotated or stretched completions; the exported "
+        "bundle is a plain UNet (a new UNet stage or --init-from only)",
+    )
+    group.add_argument("--rotate-deg", type=non_negative_degrees, default=None, help="rotation up to +-DEG")
+    group.add_argument(
+        "--zoom", type=factor_range, default=None, metavar="LO,HI", help="isotropic zoom range"
+    )
+    group.add_argument(
+        "--stretch",
+        type=factor_range,
+        default=None,
+        metavar="LO,HI",
+        help="superior-inferior stretch range: taller or flatter vertebrae (1,1 = off, the presets')",
+    )
+    group.add_argument(
+        "--gamma", type=factor_range, default=None, metavar="LO,HI", help="intensity gamma range"
+    )
+
+
+def apply_augmentation_options(config, args: argparse.Namespace, resuming: bool) -> None:
+    """The options over the run's augmentation; a resumed UNet keeps its choice of labels (its weights have the
+    label map or not), while a new stage, from scratch or from a bundle's plain UNet, may take them."""
+    if args.augment_labels is not None:
+        if resuming and args.augment_labels != config.diffusion.augment_labels:
+            raise InputError(
+                f"--{'' if args.augment_labels else 'no-'}augment-labels: the run's UNet was trained "
+                f"{'without' if args.augment_labels else 'with'} augmentation labels"
+            )
+        config.diffusion.augment_labels = args.augment_labels
+    options = (("rotate_deg", "rotate_deg"), ("zoom", "scale"), ("stretch", "stretch"), ("gamma", "gamma"))
+    apply_given(config.augment, args, options)
+
+
+def apply_given(target, args: argparse.Namespace, options) -> None:
+    """Each (option, attribute) pair's option, where the command line gave it, onto `target`'s attribute."""
+    for option, attribute in options:
+        value = getattr(args, option, None)
+        if value is not None:
+            setattr(target, attribute, value)
+
+
 def add_whole_spine_options(parser) -> None:
     parser.add_argument(
         "--templates",
@@ -206,6 +278,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_whole_spine_options(diffusion)
     add_flatten_option(diffusion)
+    add_augmentation_options(diffusion)
     diffusion.add_argument(
         "--init-from",
         default=None,
@@ -339,25 +412,14 @@ def _base_config(args: argparse.Namespace, stage_is_first: bool):
 
 
 def _stage_overrides(section, args: argparse.Namespace) -> None:
-    for option, attribute in (
-        ("epochs", "epochs"),
-        ("iterations_per_epoch", "iterations_per_epoch"),
-        ("batch_size", "batch_size"),
-        ("lr", "lr"),
-        ("lr_schedule", "lr_schedule"),
-        ("lr_min", "lr_min"),
-    ):
-        value = getattr(args, option, None)
-        if value is not None:
-            setattr(section, attribute, value)
+    options = ("epochs", "iterations_per_epoch", "batch_size", "lr", "lr_schedule", "lr_min")
+    apply_given(section, args, [(option, option) for option in options])
 
 
 def _run_overrides(config, args: argparse.Namespace) -> None:
     config.max_minutes = args.max_minutes
-    for option in ("device", "threads", "validate_every", "sample_every"):
-        value = getattr(args, option)
-        if value is not None:
-            setattr(config, option, value)
+    options = ("device", "threads", "validate_every", "sample_every")
+    apply_given(config, args, [(option, option) for option in options])
 
 
 def channel_list(text: str) -> list[int]:
@@ -443,16 +505,14 @@ def run_autoencoder(args: argparse.Namespace) -> int:
         apply_decoder_options(config.autoencoder, args)
         apply_residual_option(config, args.residual_channels)
     cfg = config.autoencoder
-    for option, attribute in (
+    losses = (
         ("perceptual_weight", "perceptual_weight"),
         ("perceptual_network", "perceptual_network"),
         ("perceptual_weights", "perceptual_weights"),
         ("adversarial_weight", "adversarial_weight"),
         ("adversarial_warmup", "adversarial_warmup_epochs"),
-    ):
-        value = getattr(args, option)
-        if value is not None:
-            setattr(cfg, attribute, value)
+    )
+    apply_given(cfg, args, losses)
     _stage_overrides(cfg, args)
     _run_overrides(config, args)
     path = train_autoencoder(config, args.run, resume=args.resume)
@@ -485,6 +545,7 @@ def run_diffusion(args: argparse.Namespace) -> int:
     if args.init_from:
         _start_unet_from_bundle(config, args)
     trained = _trained_unet(args)
+    apply_augmentation_options(config, args, resuming=_resumes_unet(args))
     if args.conditioning is not None:
         _refuse_change(trained, "--conditioning", args.conditioning, config.diffusion.conditioning, "with")
         set_conditioning(config, args.conditioning)
@@ -501,12 +562,17 @@ def run_diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trained_unet(args: argparse.Namespace) -> str | None:
-    """Which UNet the stage continues with weights already trained, or None for a UNet from scratch."""
+def _resumes_unet(args: argparse.Namespace) -> bool:
+    """Whether the stage continues the run's own UNet checkpoint."""
     from ..training.checkpoints import LAST
     from ..training.diffusion import STAGE
 
-    if args.resume and (args.run / STAGE / LAST).exists():
+    return bool(args.resume and (args.run / STAGE / LAST).exists())
+
+
+def _trained_unet(args: argparse.Namespace) -> str | None:
+    """Which UNet the stage continues with weights already trained, or None for a UNet from scratch."""
+    if _resumes_unet(args):
         return "the run's UNet"
     return f"bundle {args.init_from!r}'s UNet" if args.init_from else None
 

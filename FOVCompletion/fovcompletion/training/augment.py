@@ -1,9 +1,10 @@
 """MRI-suited augmentation of model-space slices (rows superior->inferior, cols anterior-posterior).
 
-Allowed: intensity gamma/scale/shift, a smooth bias field, small in-plane rotations and scaling, and the
-left-right mirror. A sagittal slice has no left-right axis in-plane, so the mirror only reverses the slice
-order of a multi-slice sample; superior-inferior and anterior-posterior flips are never applied because the
-spine is not symmetric along them (and the model must learn which way is down).
+Allowed: intensity gamma/scale/shift, a smooth bias field, small in-plane rotations and scaling, a
+superior-inferior stretch (when asked), and the left-right mirror. A sagittal slice has no left-right axis
+in-plane, so the mirror only reverses the slice order of a multi-slice sample; superior-inferior and
+anterior-posterior flips are never applied because the spine is not symmetric along them (and the model must
+learn which way is down).
 """
 
 from __future__ import annotations
@@ -21,17 +22,31 @@ def window_transform(
     aug: AugmentConfig | None,
     center_src: tuple[float, float],
     out_shape: tuple[int, int],
+    record: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Matrix and offset mapping output window pixels to source pixels (rotation + isotropic scale only)."""
-    angle, zoom = 0.0, 1.0
+    """Matrix and offset mapping output window pixels to source pixels: a rotation, an isotropic zoom and, when
+    the configuration asks, a superior-inferior stretch (taller or flatter vertebrae). `record`, when given,
+    receives what was drawn (`augment_labels`)."""
+    angle, zoom, stretch = 0.0, 1.0, 1.0
     if rng is not None and aug is not None:
         angle = math.radians(rng.uniform(-aug.rotate_deg, aug.rotate_deg))
         zoom = float(rng.uniform(*aug.scale))
+        if stretches(aug):  # drawn only when asked: the default runs' draws stay as they were
+            stretch = float(np.exp(rng.uniform(*np.log(aug.stretch))))
+    if record is not None:
+        record.update(rotation_rad=angle, log_zoom=math.log(zoom), log_stretch=math.log(stretch))
     cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
-    matrix = np.array([[cos, -sin], [sin, cos]])  # determinant > 0: never a flip
+    # the scan is stretched along its own superior-inferior axis, then rotated (a stretch after the rotation would
+    # shear it): one source row spans `stretch` output pixels along the spine
+    matrix = np.array([[cos / stretch, -sin / stretch], [sin, cos]])  # determinant > 0: never a flip
     center_out = (np.array(out_shape, dtype=float) - 1) / 2
     offset = np.asarray(center_src, dtype=float) - matrix @ center_out
     return matrix, offset
+
+
+def stretches(aug: AugmentConfig) -> bool:
+    """Whether the augmentation stretches superior-inferior at all."""
+    return tuple(aug.stretch) != (1.0, 1.0)
 
 
 def cut_window(
@@ -79,18 +94,26 @@ def augment_intensity(
     low: float = -1.0,
     high: float = 1.0,
     clip_high: bool = True,
+    record: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Gamma, scale, shift and bias field on the [low, high] model range; padding is left untouched.
 
     `clip_high` False keeps values above `high`: a normalisation with headroom (no clip at its upper
-    percentile) must not have its bright tissue capped by the augmentation either.
+    percentile) must not have its bright tissue capped by the augmentation either. `record`, when given,
+    receives the gamma, scale and shift drawn (`augment_labels`; not the bias field, whose polynomial spans the
+    whole slice, so that its numbers would not say what a window cut from it holds).
     """
     ceiling = 1.0 if clip_high else None
     unit = (window - low) / (high - low)
-    unit = np.clip(unit, 0, ceiling) ** rng.uniform(*aug.gamma)
+    gamma = rng.uniform(*aug.gamma)
+    unit = np.clip(unit, 0, ceiling) ** gamma
     if aug.bias_field > 0:
         unit = unit * bias_field(rng, window.shape[-2:], aug.bias_field)
-    unit = unit * rng.uniform(*aug.intensity_scale) + rng.uniform(-aug.intensity_shift, aug.intensity_shift)
+    scale = rng.uniform(*aug.intensity_scale)
+    shift = rng.uniform(-aug.intensity_shift, aug.intensity_shift)
+    unit = unit * scale + shift
+    if record is not None:
+        record.update(log_gamma=math.log(gamma), log_intensity_scale=math.log(scale), intensity_shift=shift)
     out = low + np.clip(unit, 0, ceiling) * (high - low)
     return np.where(inside, out, window).astype(np.float32)
 

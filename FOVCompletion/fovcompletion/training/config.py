@@ -63,6 +63,8 @@ class AugmentConfig:
     intensity_shift: float = 0.05
     bias_field: float = 0.15  # amplitude of a smooth multiplicative (log) bias field
     flip_lr: float = 0.5  # probability of a left-right mirror (slice order of a multi-slice sample)
+    # Superior-inferior stretch (log-uniform; taller or flatter vertebrae, longer or shorter spines); (1, 1) = off.
+    stretch: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass
@@ -146,6 +148,9 @@ class DiffusionConfig:
     known_loss_weight: float = 0.1  # loss weight of known cells relative to generated ones (conditioned)
     snr_gamma: float | None = None  # min-SNR-gamma loss weighting (None: plain MSE, as the reference)
     latent_augmentations: int = 6  # augmented copies of each training scan encoded once before training
+    # Non-leaky augmentation (`augment_labels`): the UNet is told each copy's augmentation and draws unaugmented
+    # anatomy at export, so that the augmentation can be strong without the samples turning rotated or stretched.
+    augment_labels: bool = False
     validation_windows: int = 32
     sample_steps: int = 25
     init_from: dict[str, Any] | None = None  # the bundle whose UNet this stage started from (initialise)
@@ -285,7 +290,32 @@ def latent_identity(config: TrainConfig) -> dict[str, Any]:
         "intensity_percentiles": data.intensity_percentiles,
         "intensity_clip": data.intensity_clip,
     }
-    return json.loads(json.dumps(identity))  # tuples and lists alike, as they are once saved
+    return as_json(identity)
+
+
+def as_json(value: Any) -> Any:
+    """Tuples and lists alike, as they are once saved: settings compare as their JSON."""
+    return json.loads(json.dumps(value))
+
+
+def augmentation_key(aug: AugmentConfig) -> dict[str, Any]:
+    """The augmentation settings that make a slice's latent copies what they are (not the mirror of a stack's
+    slices, which latents never see)."""
+    return {key: value for key, value in as_json(asdict(aug)).items() if key != "flip_lr"}
+
+
+def check_augmentation(aug: AugmentConfig) -> None:
+    """Ranges the augmentation draws from, checked before a stage starts (a configuration edited by hand reaches
+    logarithms and powers that would fail or give NaN mid-run)."""
+    for name in ("scale", "stretch", "gamma", "intensity_scale"):
+        low, high = getattr(aug, name)
+        if not 0 < low <= high:
+            raise InputError(f"augment.{name} must be LO,HI with 0 < LO <= HI (got {low}, {high})")
+    if not 0 <= aug.rotate_deg < 90:
+        raise InputError(f"augment.rotate_deg must lie in [0, 90) (got {aug.rotate_deg})")
+    for name in ("intensity_shift", "bias_field"):
+        if not getattr(aug, name) >= 0:
+            raise InputError(f"augment.{name} must be >= 0 (got {getattr(aug, name)})")
 
 
 def check_counts(config: TrainConfig, stage: AutoencoderConfig | DiffusionConfig) -> None:
@@ -303,6 +333,7 @@ def check_counts(config: TrainConfig, stage: AutoencoderConfig | DiffusionConfig
             raise InputError(f"{option} must be a whole number >= {least} (got {value})")
     if config.max_minutes is not None and not config.max_minutes > 0:
         raise InputError(f"--max-minutes must be more than 0 (got {config.max_minutes})")
+    check_augmentation(config.augment)
 
 
 def preset_config(name: str) -> TrainConfig:

@@ -16,12 +16,20 @@ from ..bundle import SchedulerSpec
 from ..conditioning import conditioned_input, outpainting_masks
 from ..errors import InputError
 from ..latent_codec import decode, latent_downsample_factor
-from ..networks import build_from_spec, build_network, count_parameters
+from ..networks import build_from_spec, count_parameters
 from ..residual_latent import apply_residual_factors
 from ..sampling import LatentInpainter, SamplerOptions, alphas_cumprod
+from .augment_labels import build_unet, labelled_weights, parameter_groups, plain_unet
 from .autoencoder import STAGE as AUTOENCODER_STAGE
 from .checkpoints import LAST, continue_rng, interrupts_deferred, load_checkpoint, restore, save_checkpoint
-from .config import TrainConfig, check_counts, config_from_dict, latent_identity
+from .config import (
+    AugmentConfig,
+    TrainConfig,
+    augmentation_key,
+    check_counts,
+    config_from_dict,
+    latent_identity,
+)
 from .distributed import (
     barrier,
     gather_rng_states,
@@ -94,8 +102,10 @@ def diffusion_loss(
     alphas: torch.Tensor,
     config: TrainConfig,
     generator: torch.Generator | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One training (or validation) loss: noise the latents, build the UNet input, regress the target."""
+    """One training (or validation) loss: noise the latents, build the UNet input, regress the target.
+    `labels`: the latents' augmentation labels, for a UNet that is told them (`augment_labels`)."""
     kind = config.diffusion.scheduler.get("prediction_type", "epsilon")
     model_input, weight = unet_inputs(
         add_noise(latents, noise, timesteps, alphas), latents, inside, config, generator
@@ -103,7 +113,7 @@ def diffusion_loss(
     target = training_target(latents, noise, timesteps, alphas, kind)
     sample_weight = min_snr_weights(timesteps, alphas, config.diffusion.snr_gamma, kind)
     with autocast(latents.device):
-        prediction = unet(model_input, timesteps)
+        prediction = unet(model_input, timesteps) if labels is None else unet(model_input, timesteps, labels)
     return masked_mse(prediction, target, weight, sample_weight)
 
 
@@ -168,6 +178,9 @@ def latent_cache_key(config: TrainConfig) -> dict:
             config.data.composites,
             config.data.template_copies,
         ]
+    augmentation = augmentation_key(config.augment)
+    if config.diffusion.augment_labels or augmentation != augmentation_key(AugmentConfig()):
+        key["augmentation"] = augmentation  # absent at the defaults, as above
     if config.diffusion.init_from:  # the scale then comes from that bundle
         key["init_from"] = config.diffusion.init_from["sha256"]
     return key
@@ -189,7 +202,7 @@ def prepare_latents(run_dir: Path, config: TrainConfig, device: torch.device, ma
             cache.unlink()
     if cached is not None:
         if cached.get("key") != key:
-            stale = "the training data changed"
+            stale = "the training data or its augmentation changed"
         elif not same_tensors(
             cached.get("autoencoder", {}), load_trained_autoencoder(run_dir, config, torch.device("cpu"))
         ):
@@ -370,13 +383,15 @@ def starting_point(
     if not resuming and not cfg.init_from:
         return None, None
     with torch.random.fork_rng(devices=[]):
-        probe = build_network("DiffusionModelUNet", cfg.args)
+        probe = build_unet(cfg.args, cfg.augment_labels)
     if resuming:
         state = load_checkpoint(last, restore_rng=False, stage=STAGE, required=RESUMED)
         check_same_latents(state, config, last, run_dir)
         restore(probe, state, "model", last, "UNet", RESUME_HINT)
         return state, None
-    weights = starting_unet_weights(probe, cfg.init_from, cfg.conditioning)
+    weights = labelled_weights(
+        starting_unet_weights(plain_unet(probe), cfg.init_from, cfg.conditioning), probe
+    )
     restore(
         probe,
         {"weights": weights},
@@ -424,8 +439,8 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     schedule = SchedulerSpec(**cfg.scheduler)
     alphas = alphas_cumprod(schedule).float()
 
-    unet = build_network("DiffusionModelUNet", cfg.args).to(device)
-    optimiser = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+    unet = build_unet(cfg.args, cfg.augment_labels).to(device)
+    optimiser = torch.optim.AdamW(parameter_groups(unet), lr=cfg.lr, weight_decay=0.0)
     scaler = grad_scaler(device)
     ema = EMA(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
     # Everything that draws random numbers is built before the RNG state is restored.
@@ -492,13 +507,15 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         batches.sampler.set_epoch(epoch)
         unet.train()
         total = 0.0
-        for latents, inside in batches:
+        for latents, inside, labels in batches:
             latents, inside = latents.to(device, non_blocking=True), inside.to(device, non_blocking=True)
+            labels = labels.to(device) if cfg.augment_labels else None
             for group in optimiser.param_groups:
-                group["lr"] = learning_rate(step, cfg.lr, warmup, planned, cfg.lr_schedule, cfg.lr_min)
+                rate = learning_rate(step, cfg.lr, warmup, planned, cfg.lr_schedule, cfg.lr_min)
+                group["lr"] = rate * group.get("rate_scale", 1.0)
             noise = torch.randn_like(latents)
             timesteps = torch.randint(0, len(alphas), (len(latents),), device=device)
-            loss = diffusion_loss(ddp_unet, latents, inside, noise, timesteps, alphas, config)
+            loss = diffusion_loss(ddp_unet, latents, inside, noise, timesteps, alphas, config, labels=labels)
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimiser)

@@ -15,6 +15,7 @@ from ..bundle import save_bundle, speed_problem
 from ..errors import InputError, first_line
 from ..networks import build_from_spec, build_network, count_parameters
 from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
+from .augment_labels import plain_weights
 from .checkpoints import LAST, load_checkpoint, restore
 from .config import TrainConfig, config_from_dict
 from .diffusion import STAGE as DIFFUSION_STAGE
@@ -114,7 +115,11 @@ def trained_unet(run_dir: Path, use_ema: bool, required: tuple[str, ...]) -> tup
     config = config_from_dict(state["config"], path)
     unet = build_network("DiffusionModelUNet", config.diffusion.args)
     exported = "ema" if use_ema and state.get("ema") is not None else "model"
-    restore(unet, state, exported, path, "UNet", EXPORT_HINT)
+    weights = state[exported]
+    # a UNet trained with augmentation labels is exported as the plain one it is at label zero
+    if isinstance(weights, dict):
+        weights = plain_weights(weights)
+    restore(unet, {exported: weights}, exported, path, "UNet", EXPORT_HINT)
     return path, state, config, unet, exported
 
 

@@ -9,7 +9,6 @@ bundle exported from it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,8 @@ from ..errors import InputError
 from ..latent_codec import latent_channels, uses_codebook
 from ..networks import decoder_args
 from ..registry import resolve_bundle
-from .config import AutoencoderConfig, TrainConfig, set_conditioning
+from .config import AutoencoderConfig, TrainConfig, as_json, set_conditioning
 from .logs import log_line
-
-
-def _as_json(value: Any) -> Any:
-    """Tuples and lists alike, as they are once saved: architectures compare as their JSON."""
-    return json.loads(json.dumps(value))
 
 
 def _provenance(folder: Path, metadata: BundleMetadata, role: str) -> dict[str, Any]:
@@ -69,7 +63,7 @@ def _bundle_percentiles(metadata: BundleMetadata) -> tuple[float, float]:
 
 def _architecture(spec: dict[str, Any]) -> Any:
     """A network spec's class and arguments (a VQ-VAE's weights fit with or without its codebook in use)."""
-    return _as_json({"class": spec["class"], "args": spec["args"]})
+    return as_json({"class": spec["class"], "args": spec["args"]})
 
 
 def adopt_bundle_autoencoder(config: TrainConfig, bundle: str) -> None:
@@ -200,7 +194,7 @@ def own_decoder(cfg: AutoencoderConfig) -> bool:
     run = {key: value for key, value in cfg.spec().items() if key != "residual"}
     if bundle.get("residual"):  # the bundle's own residual channels, which the run's decoder also takes
         run["residual"] = bundle["residual"]
-    return _as_json(decoder_args(run)) != _as_json(decoder_args(bundle))
+    return as_json(decoder_args(run)) != as_json(decoder_args(bundle))
 
 
 def load_starting_autoencoder(

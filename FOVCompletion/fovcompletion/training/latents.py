@@ -6,7 +6,7 @@ Encoding once makes UNet training cheap (no autoencoder in the loop), which is w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -14,24 +14,30 @@ import torch
 from ..heap import release_freed_heap
 from ..latent_codec import encode, latent_downsample_factor
 from ..latent_scale import latent_scale_factor
-from .augment import augment_intensity, cut_window, window_transform
+from .augment import augment_intensity, cut_window, stretches, window_transform
+from .augment_labels import label_vector
 from .config import TrainConfig
 from .data import Slab
 
 
 @dataclass
 class LatentMap:
-    """One encoded slice: latent (C, h, w), inside-the-scan cells (h, w), and the scan's region."""
+    """One encoded slice: latent (C, h, w), inside-the-scan cells (h, w), the scan's region, and the label of the
+    augmentation it was encoded with (`augment_labels.label_vector`; zeros for a clean copy)."""
 
     latent: torch.Tensor
     inside: torch.Tensor
     region: str
+    augment_label: torch.Tensor = field(default_factory=lambda: label_vector(None))
 
 
 def padded_shape(rows: int, cols: int, config: TrainConfig, factor: int) -> tuple[int, int]:
-    """Room for windows that run past the scan's ends (S-I) and for scans narrower than the window (A-P)."""
+    """Room for windows that run past the scan's ends (S-I) and for scans narrower than the window (A-P); with a
+    stretch, for the longest scan it draws (the presets' shapes stay as they were)."""
     height, width = config.data.canvas
-    out_rows = rows + 2 * height
+    aug = config.augment
+    longest = rows * max(aug.stretch) / min(aug.scale) if stretches(aug) else rows
+    out_rows = int(np.ceil(longest)) + 2 * height
     out_cols = max(cols + width // 2, width)
     return (int(np.ceil(out_rows / factor) * factor), int(np.ceil(out_cols / factor) * factor))
 
@@ -48,16 +54,20 @@ def place_slice(
     config: TrainConfig,
     factor: int,
     rng: np.random.Generator | None,
+    record: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The slice centred on its padded canvas, with augmentation when `rng` is given; pixels that are not
-    `valid` (a composite's unknown parts) become padding, outside the scan like its ends."""
+    `valid` (a composite's unknown parts) become padding, outside the scan like its ends. `record` receives the
+    augmentation drawn."""
     shape = padded_shape(*plane.shape, config, factor)
     aug = config.augment if rng is not None else None
     center = ((plane.shape[0] - 1) / 2, (plane.shape[1] - 1) / 2)
-    matrix, offset = window_transform(rng, aug, center, shape)
+    matrix, offset = window_transform(rng, aug, center, shape, record)
     image, inside = cut_window(plane, valid, matrix, offset, shape, config.data.padding_value)
     if rng is not None:
-        image = augment_intensity(rng, config.augment, image, inside, clip_high=config.data.intensity_clip)
+        image = augment_intensity(
+            rng, config.augment, image, inside, clip_high=config.data.intensity_clip, record=record
+        )
     return image, inside
 
 
@@ -80,12 +90,14 @@ def encode_maps(
             valid = slab.valid_mask()
             for index, plane in enumerate(slab.image):
                 for copy in range(copies + 1):
-                    image, inside = place_slice(plane, valid[index], config, factor, rng if copy else None)
+                    record: dict[str, float] = {}
+                    image, inside = place_slice(
+                        plane, valid[index], config, factor, rng if copy else None, record
+                    )
                     pixels = torch.from_numpy(image[None, None]).to(device)
                     latent = encode(autoencoder, pixels)[0].float().cpu()
-                    maps.append(
-                        LatentMap(latent, torch.from_numpy(cell_mask(inside, factor)), slab.record.region)
-                    )
+                    cells = torch.from_numpy(cell_mask(inside, factor))
+                    maps.append(LatentMap(latent, cells, slab.record.region, label_vector(record)))
                 release_freed_heap()  # else the kept latents pin the freed feature maps (see `heap`)
     return maps
 
@@ -110,14 +122,17 @@ def pack(maps: list[LatentMap]) -> dict:
         "latents": [m.latent for m in maps],
         "inside": [m.inside for m in maps],
         "regions": [m.region for m in maps],
+        "augment_labels": [m.augment_label for m in maps],
     }
 
 
 def unpack(payload: dict) -> list[LatentMap]:
+    """The maps of a cache; one written before the augmentation was recorded has zero labels (`LatentMap`)."""
     columns = (payload["latents"], payload["inside"], payload["regions"])
-    if len({len(column) for column in columns}) != 1:
-        raise ValueError("a latent cache whose latents, masks and regions differ in number")
-    return [LatentMap(lat, ins, reg) for lat, ins, reg in zip(*columns)]
+    labels = payload.get("augment_labels") or [label_vector(None)] * len(columns[0])
+    if len({len(column) for column in (*columns, labels)}) != 1:
+        raise ValueError("a latent cache whose latents, masks, regions and labels differ in number")
+    return [LatentMap(*items) for items in zip(*columns, labels)]
 
 
 class LatentWindowDataset(torch.utils.data.Dataset):
@@ -147,7 +162,8 @@ class LatentWindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def draw(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A window: its latent, its inside-the-scan cells, and its map's augmentation label."""
         item = self.maps[int(rng.choice(len(self.maps), p=self.weights))]
         height, width = self.shape
         rows = torch.nonzero(item.inside.any(dim=1)).flatten()
@@ -166,12 +182,13 @@ class LatentWindowDataset(torch.utils.data.Dataset):
         )
         left = int(rng.integers(c_lo, c_hi + 1))
         window = (slice(top, top + height), slice(left, left + width))
-        return item.latent[:, window[0], window[1]], item.inside[window[0], window[1]]
+        return item.latent[:, window[0], window[1]], item.inside[window[0], window[1]], item.augment_label
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.draw(np.random.default_rng([self.seed, self.epoch, index]))
 
     def fixed(self, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` windows, the same every time (validation: clean copies, so no labels)."""
         rng = np.random.default_rng([seed, 104729])
-        pairs = [self.draw(rng) for _ in range(count)]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        drawn = [self.draw(rng) for _ in range(count)]
+        return torch.stack([d[0] for d in drawn]), torch.stack([d[1] for d in drawn])
