@@ -64,6 +64,9 @@ def test_a_labelled_unet_starts_as_the_plain_one_and_exports_as_it_draws_unaugme
         exported = build_network("DiffusionModelUNet", tiny_unet_args()).eval()
         exported.load_state_dict(plain_weights(labelled.state_dict()))
         assert torch.equal(exported(x, t), labelled(x, t)) and torch.equal(exported(x, t), expected)
+    # a map with a bias (which this version never makes) would add it at label zero: refused, not dropped
+    with pytest.raises(InputError, match="label map"):
+        plain_weights({**labelled.state_dict(), "unet.class_embedding.bias": torch.ones(1)})
     # a plain UNet's weights are exported as they are
     assert all(
         torch.equal(value, plain.state_dict()[key])
@@ -111,6 +114,10 @@ def test_the_augmentation_records_what_it_drew_and_a_clean_copy_records_none():
 
 def test_latent_copies_carry_their_labels_through_the_cache(tmp_path):
     config = tiny_config(write_bids(tmp_path / "bids"))
+    assert latents.padded_shape(100, 40, config, 4) == (100 + 2 * 32, 56)  # no stretch: as before it existed
+    config.augment.stretch, config.augment.scale = (0.75, 1.3), (0.8, 1.2)
+    # room for the longest draw, 1.3 x 1.2 x 100 rows
+    assert latents.padded_shape(100, 40, config, 4)[0] == 156 + 2 * 32
     config.augment.stretch = (0.8, 1.25)
     slabs = [load_slab(record, config) for record in find_scans(config.data.roots, [])[:1]]
     autoencoder = build_network("VQVAE", config.autoencoder.args)
@@ -174,6 +181,20 @@ def test_a_unet_trained_with_labels_exports_a_plain_bundle_that_completes(tmp_pa
     drawn = torch.stack(after["train"]["augment_labels"])[:, stretch]
     assert 0 < drawn.abs().max() <= -np.log(0.9) + 1e-6  # log 0.9 <= each <= log 1.1: drawn anew
     assert not torch.equal(drawn, torch.stack(before["train"]["augment_labels"])[:, stretch])
+    rest, label_map = load_checkpoint(run / "diffusion" / LAST, restore_rng=False)["optimizer"][
+        "param_groups"
+    ]
+    assert label_map["lr"] == pytest.approx(
+        LABEL_MAP_RATE * rest["lr"]
+    )  # the map's own rate after a resume too
+
+    # ranges no draw can come from are refused before the stage changes anything
+    config.augment.gamma = (0.0, 2.0)
+    config.diffusion.epochs = 4
+    checkpoint = (run / "diffusion" / LAST).read_bytes()
+    with pytest.raises(InputError, match="augment.gamma"):
+        train_diffusion(config, run, resume=True)
+    assert (run / "diffusion" / LAST).read_bytes() == checkpoint
 
 
 def test_the_command_starts_labels_on_a_bundles_unet_and_keeps_a_runs_choice(tmp_path):

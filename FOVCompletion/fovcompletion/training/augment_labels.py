@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
 from ..networks import build_network
 
 AUGMENT_LABEL_NAMES: tuple[str, ...] = (
@@ -27,9 +28,9 @@ AUGMENT_LABEL_NAMES: tuple[str, ...] = (
 )
 LABEL_MAP = "class_embedding."  # MONAI's name for what the map replaces
 PREFIX = "unet."
-# The map starts at zero, and a fine-tune's rate (3e-5) moved it by 0.004 in 3000 iterations: labels then shifted the
-# time embedding by 3 % of its norm, and the UNet's output by 0.4 %, too little to keep the augmentation out of what
-# it draws. The map alone learns at this multiple of the stage's rate.
+# The map starts at zero, and at a fine-tune's rate (3e-5) a first version of it (11 labels, with a bias) had moved by
+# 0.004 in 3000 iterations: labels then shifted the time embedding by 3 % of its norm and the UNet's output by 0.4 %,
+# too little to keep the augmentation out of what it draws. The map alone learns at this multiple of the stage's rate.
 LABEL_MAP_RATE = 30.0
 
 
@@ -86,6 +87,11 @@ def plain_unet(unet: torch.nn.Module) -> torch.nn.Module:
 def plain_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A labelled UNet's weights as the plain UNet's that computes what it does at label zero (where the map adds
     nothing): without the map and the prefix. A plain UNet's weights come back as they are."""
+    extra = [
+        key for key in state if key.startswith(PREFIX + LABEL_MAP) and key != PREFIX + LABEL_MAP + "weight"
+    ]
+    if extra:  # a map with a bias would add it at label zero too: leaving it out would change the UNet
+        raise InputError(f"a label map this version does not make ({', '.join(extra)}): not exported")
     return {
         key[len(PREFIX) :] if key.startswith(PREFIX) else key: value
         for key, value in state.items()

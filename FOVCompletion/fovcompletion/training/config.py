@@ -8,6 +8,7 @@ folder and copied into the exported bundle.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -308,14 +309,18 @@ def check_augmentation(aug: AugmentConfig) -> None:
     """Ranges the augmentation draws from, checked before a stage starts (a configuration edited by hand reaches
     logarithms and powers that would fail or give NaN mid-run)."""
     for name in ("scale", "stretch", "gamma", "intensity_scale"):
-        low, high = getattr(aug, name)
-        if not 0 < low <= high:
-            raise InputError(f"augment.{name} must be LO,HI with 0 < LO <= HI (got {low}, {high})")
-    if not 0 <= aug.rotate_deg < 90:
-        raise InputError(f"augment.rotate_deg must lie in [0, 90) (got {aug.rotate_deg})")
-    for name in ("intensity_shift", "bias_field"):
-        if not getattr(aug, name) >= 0:
-            raise InputError(f"augment.{name} must be >= 0 (got {getattr(aug, name)})")
+        value = getattr(aug, name)
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and 0 < value[0] <= value[1] < math.inf):
+            raise InputError(f"augment.{name} must be LO,HI with 0 < LO <= HI (got {value})")
+    for name, low, high in (
+        ("rotate_deg", 0, 90),
+        ("intensity_shift", 0, math.inf),
+        ("bias_field", 0, math.inf),
+    ):
+        if not low <= getattr(aug, name) < high:
+            raise InputError(f"augment.{name} must lie in [{low}, {high}) (got {getattr(aug, name)})")
+    if not 0 <= aug.flip_lr <= 1:
+        raise InputError(f"augment.flip_lr must be a probability (got {aug.flip_lr})")
 
 
 def check_counts(config: TrainConfig, stage: AutoencoderConfig | DiffusionConfig) -> None:

@@ -451,6 +451,8 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         continue_rng(state, last, context.rank)
         restore(unet, state, "model", last, "UNet", RESUME_HINT)
         restore(optimiser, state, "optimizer", last, "optimiser", RESUME_HINT)
+        for group, built in zip(optimiser.param_groups, parameter_groups(unet)):  # this version's rates
+            group["rate_scale"] = built.get("rate_scale", 1.0)
         restore(scaler, state, "scaler", last, "grad scaler", RESUME_HINT)
         if ema is not None:  # a run that trained without an EMA starts one from its weights, not from scratch
             averaged = "ema" if state.get("ema") is not None else "model"

@@ -33,10 +33,11 @@ class LatentMap:
 
 def padded_shape(rows: int, cols: int, config: TrainConfig, factor: int) -> tuple[int, int]:
     """Room for windows that run past the scan's ends (S-I) and for scans narrower than the window (A-P); with a
-    stretch, for the longest scan it draws (the presets' shapes stay as they were)."""
+    stretch, for the longest scan it draws, stretched and zoomed in (without one the shapes stay as they were, so a
+    zoom beyond 1 + 2 x canvas / rows loses a long scan's ends; neither grows the columns for a rotation)."""
     height, width = config.data.canvas
     aug = config.augment
-    longest = rows * max(aug.stretch) / min(aug.scale) if stretches(aug) else rows
+    longest = rows * max(aug.stretch) * max(aug.scale) if stretches(aug) else rows
     out_rows = int(np.ceil(longest)) + 2 * height
     out_cols = max(cols + width // 2, width)
     return (int(np.ceil(out_rows / factor) * factor), int(np.ceil(out_cols / factor) * factor))
