@@ -72,9 +72,9 @@ def add_augmentation_options(parser) -> None:
         "--augment-labels",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="tell the UNet each copy's augmentation and draw unaugmented anatomy (non-leaky augmentation, "
-        "Karras et al. 2022): strong augmentation without rotated or stretched completions; the exported "
-        "bundle is a plain UNet (a new UNet stage or --init-from only)",
+        help="tell the UNet each copy's augmentation and sample at none (non-leaky augmentation, Karras et al. "
+        "2022), so that strong augmentation need not show in the completions; the exported bundle is a plain "
+        "UNet (a new UNet stage or --init-from only)",
     )
     group.add_argument("--rotate-deg", type=non_negative_degrees, default=None, help="rotation up to +-DEG")
     group.add_argument(

@@ -43,8 +43,8 @@ def label_vector(record: dict[str, float] | None) -> torch.Tensor:
 
 class AugmentLabelledUNet(torch.nn.Module):
     """A DiffusionModelUNet whose class embedding is a linear map of the augmentation label, zero at the start (it
-    then computes exactly what the plain UNet of the same weights does). Called without labels, it draws
-    unaugmented anatomy."""
+    then computes exactly what the plain UNet of the same weights does). Called without labels, it is asked for
+    what it learned from the clean copies."""
 
     def __init__(self, args: dict[str, Any]) -> None:
         super().__init__()

@@ -149,8 +149,8 @@ class DiffusionConfig:
     known_loss_weight: float = 0.1  # loss weight of known cells relative to generated ones (conditioned)
     snr_gamma: float | None = None  # min-SNR-gamma loss weighting (None: plain MSE, as the reference)
     latent_augmentations: int = 6  # augmented copies of each training scan encoded once before training
-    # Non-leaky augmentation (`augment_labels`): the UNet is told each copy's augmentation and draws unaugmented
-    # anatomy at export, so that the augmentation can be strong without the samples turning rotated or stretched.
+    # Non-leaky augmentation (`augment_labels`): the UNet is told each copy's augmentation and samples at none, so
+    # that strong augmentation need not show in the completions as rotated or stretched anatomy.
     augment_labels: bool = False
     validation_windows: int = 32
     sample_steps: int = 25
@@ -324,8 +324,9 @@ def check_augmentation(aug: AugmentConfig) -> None:
 
 
 def check_counts(config: TrainConfig, stage: AutoencoderConfig | DiffusionConfig) -> None:
-    """Counts the training loop divides or iterates by, checked before a stage starts (a zero found after its
-    first epoch would cost that epoch and end in a traceback)."""
+    """Counts the training loop divides or iterates by, and the augmentation's ranges (`check_augmentation`),
+    checked before a stage starts (a zero found after its first epoch would cost that epoch and end in a
+    traceback)."""
     for option, value, least in (
         ("--epochs", stage.epochs, 0),
         ("--iterations-per-epoch", stage.iterations_per_epoch, 1),

@@ -440,7 +440,9 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     alphas = alphas_cumprod(schedule).float()
 
     unet = build_unet(cfg.args, cfg.augment_labels).to(device)
-    optimiser = torch.optim.AdamW(parameter_groups(unet), lr=cfg.lr, weight_decay=0.0)
+    groups = parameter_groups(unet)
+    rate_scales = [group.pop("rate_scale", 1.0) for group in groups]  # from the code, never from a checkpoint
+    optimiser = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
     scaler = grad_scaler(device)
     ema = EMA(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
     # Everything that draws random numbers is built before the RNG state is restored.
@@ -451,8 +453,6 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         continue_rng(state, last, context.rank)
         restore(unet, state, "model", last, "UNet", RESUME_HINT)
         restore(optimiser, state, "optimizer", last, "optimiser", RESUME_HINT)
-        for group, built in zip(optimiser.param_groups, parameter_groups(unet)):  # this version's rates
-            group["rate_scale"] = built.get("rate_scale", 1.0)
         restore(scaler, state, "scaler", last, "grad scaler", RESUME_HINT)
         if ema is not None:  # a run that trained without an EMA starts one from its weights, not from scratch
             averaged = "ema" if state.get("ema") is not None else "model"
@@ -512,9 +512,9 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         for latents, inside, labels in batches:
             latents, inside = latents.to(device, non_blocking=True), inside.to(device, non_blocking=True)
             labels = labels.to(device) if cfg.augment_labels else None
-            for group in optimiser.param_groups:
-                rate = learning_rate(step, cfg.lr, warmup, planned, cfg.lr_schedule, cfg.lr_min)
-                group["lr"] = rate * group.get("rate_scale", 1.0)
+            rate = learning_rate(step, cfg.lr, warmup, planned, cfg.lr_schedule, cfg.lr_min)
+            for group, rate_scale in zip(optimiser.param_groups, rate_scales):  # `scale` is the latents'
+                group["lr"] = rate * rate_scale
             noise = torch.randn_like(latents)
             timesteps = torch.randint(0, len(alphas), (len(latents),), device=device)
             loss = diffusion_loss(ddp_unet, latents, inside, noise, timesteps, alphas, config, labels=labels)
