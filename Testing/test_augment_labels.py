@@ -23,7 +23,7 @@ from fovcompletion.training.augment_labels import (
 )
 from fovcompletion.training.autoencoder import train_autoencoder
 from fovcompletion.training.checkpoints import LAST, load_checkpoint
-from fovcompletion.training.config import AugmentConfig
+from fovcompletion.training.config import AugmentConfig, load_config
 from fovcompletion.training.data import find_scans, load_slab
 from fovcompletion.training.diffusion import train_diffusion
 from fovcompletion.training.export import export_bundle
@@ -135,6 +135,11 @@ def test_latent_copies_carry_their_labels_through_the_cache(tmp_path):
     older = latents.pack(maps)
     del older["augment_labels"]  # a cache written before the labels: no augmentation known, zeros
     assert all(not m.augment_label.any() for m in latents.unpack(older))
+    stacked = {
+        **latents.pack(maps),
+        "augment_labels": labels.reshape(-1, LABELS),
+    }  # the first labelled caches
+    assert all(torch.equal(a.augment_label, b.augment_label) for a, b in zip(maps, latents.unpack(stacked)))
     dataset = latents.LatentWindowDataset(maps, config, 4, 4, seed=0)
     latent, inside, label = dataset[0]
     assert latent.shape[-2:] == inside.shape == dataset.shape and label.shape == (LABELS,)
@@ -233,5 +238,14 @@ def test_the_command_starts_labels_on_a_bundles_unet_and_keeps_a_runs_choice(tmp
     with pytest.raises(InputError, match="trained with augmentation labels"):
         run_training_command("train-diffusion", run, "--resume", "--no-augment-labels", "--epochs", "2")
     assert (run / "diffusion" / LAST).read_bytes() == before
+
+    # the Python API resumes it from the stage's own settings (the run's config.json has no labels)
+    assert load_config(run / "config.json").diffusion.augment_labels is False
+    settings = load_config(run / "diffusion" / "config.json")
+    settings.diffusion.epochs = 2
+    settings.save(run / "diffusion" / "config.json")
+    train_diffusion(None, run, resume=True)
+    resumed = load_checkpoint(run / "diffusion" / LAST, restore_rng=False)
+    assert resumed["step"] == 2 * stage["step"] and resumed["config"]["diffusion"]["augment_labels"] is True
     with pytest.raises(SystemExit):
         run_training_command("train-diffusion", run, "--stretch", "1.2,0.8")

@@ -398,12 +398,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _base_config(args: argparse.Namespace, stage_is_first: bool):
     from ..training.config import load_config, preset_config
-    from ..training.runner import CONFIG_FILE
+    from ..training.runner import CONFIG_FILE, saved_run_config
 
-    saved = args.run / CONFIG_FILE
-    stage_saved = args.run / "diffusion" / CONFIG_FILE  # the UNet stage's own settings, for its resume
-    if not stage_is_first and args.resume and stage_saved.is_file():
-        return load_config(stage_saved), False
+    saved = saved_run_config(args.run, "diffusion" if args.resume and not stage_is_first else None)
     if saved.is_file() and (args.resume or not stage_is_first):
         return load_config(saved), False
     if not stage_is_first:

@@ -408,7 +408,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
     run_dir = Path(run_dir)
     context = setup(config.device if config else "auto")
     main, device = context.is_main, context.device
-    config = resolve_run_config(run_dir, config)
+    config = resolve_run_config(run_dir, config, STAGE if resume else None)
     configure_threads(config)
     stage_dir = run_dir / STAGE
     last = stage_dir / LAST

@@ -128,9 +128,12 @@ def pack(maps: list[LatentMap]) -> dict:
 
 
 def unpack(payload: dict) -> list[LatentMap]:
-    """The maps of a cache; one written before the augmentation was recorded has zero labels (`LatentMap`)."""
+    """The maps of a cache; one written before the augmentation was recorded has zero labels (`LatentMap`).
+
+    The labels may be a list of vectors or one stacked tensor (as the first labelled caches were written)."""
     columns = (payload["latents"], payload["inside"], payload["regions"])
-    labels = payload.get("augment_labels") or [label_vector(None)] * len(columns[0])
+    labels = payload.get("augment_labels")
+    labels = [label_vector(None)] * len(columns[0]) if labels is None else list(labels)
     if len({len(column) for column in (*columns, labels)}) != 1:
         raise ValueError("a latent cache whose latents, masks, regions and labels differ in number")
     return [LatentMap(*items) for items in zip(*columns, labels)]
