@@ -305,9 +305,15 @@ def test_export_of_a_broken_checkpoint_is_one_line_and_writes_nothing(trained, t
 @pytest.mark.parametrize(
     "text", ["[1, 2]", '{"diffusion": [1]}', '{"data": {"canvas": [32, 32]}, "augment": 3}']
 )
-def test_a_run_configuration_of_the_wrong_shape_is_one_line(trained, tmp_path, text):
+@pytest.mark.parametrize("stage_saved_its_own", [True, False])
+def test_a_run_configuration_of_the_wrong_shape_is_one_line(trained, tmp_path, text, stage_saved_its_own):
+    """A resume reads the UNet stage's own settings, or the run's where the stage saved none."""
     run = copy_run(trained, tmp_path / "run")
-    (run / "config.json").write_text(text)
+    if stage_saved_its_own:
+        (run / "diffusion" / "config.json").write_text(text)
+    else:
+        (run / "diffusion" / "config.json").unlink()
+        (run / "config.json").write_text(text)
     before = snapshot(run)
     one_line_refusal(train_diffusion, None, run, match="must be a JSON object", resume=True)
     assert snapshot(run) == before

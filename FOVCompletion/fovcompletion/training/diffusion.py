@@ -46,6 +46,7 @@ from .logs import CsvLog, Progress, format_row, log_line, save_grid
 from .lr_schedule import check_lr_schedule, learning_rate
 from .objective import PREDICTION_TYPES, add_noise, min_snr_weights, training_target
 from .runner import (
+    CONFIG_FILE,
     DATA_FILE,
     Budget,
     TrainingData,
@@ -470,7 +471,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         main
     ):  # only settings that built and loaded a UNet are written: a failed resume leaves the run as it was
         stage_dir.mkdir(parents=True, exist_ok=True)
-        config.save(stage_dir / "config.json")
+        config.save(stage_dir / CONFIG_FILE)  # what a resume reads (`saved_run_config`)
     log_line(
         f"UNet: {count_parameters(unet) / 1e6:.2f} M parameters; {context.world_size} process(es) on "
         f"{device}; latent windows {dataset.shape}, scale {scale:.5f}",
