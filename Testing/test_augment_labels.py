@@ -139,7 +139,9 @@ def test_latent_copies_carry_their_labels_through_the_cache(tmp_path):
         **latents.pack(maps),
         "augment_labels": labels.reshape(-1, LABELS),
     }  # the first labelled caches
-    assert all(torch.equal(a.augment_label, b.augment_label) for a, b in zip(maps, latents.unpack(stacked)))
+    from_stacked = latents.unpack(stacked)
+    assert len(from_stacked) == len(maps)
+    assert all(torch.equal(a.augment_label, b.augment_label) for a, b in zip(maps, from_stacked))
     dataset = latents.LatentWindowDataset(maps, config, 4, 4, seed=0)
     latent, inside, label = dataset[0]
     assert latent.shape[-2:] == inside.shape == dataset.shape and label.shape == (LABELS,)

@@ -398,9 +398,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _base_config(args: argparse.Namespace, stage_is_first: bool):
     from ..training.config import load_config, preset_config
-    from ..training.runner import CONFIG_FILE, saved_run_config
+    from ..training.diffusion import STAGE
+    from ..training.runner import CONFIG_FILE, run_config_path
 
-    saved = saved_run_config(args.run, "diffusion" if args.resume and not stage_is_first else None)
+    saved = run_config_path(args.run, STAGE if args.resume and not stage_is_first else None)
     if saved.is_file() and (args.resume or not stage_is_first):
         return load_config(saved), False
     if not stage_is_first:

@@ -405,7 +405,9 @@ def starting_point(
 
 
 def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = False) -> Path:
-    """Train (or resume) the UNet of `run_dir` on its autoencoder's latents; returns the last checkpoint's path."""
+    """Train (or resume) the UNet of `run_dir` on its autoencoder's latents; returns the last checkpoint's path.
+
+    Without a `config`, a resume reads the stage's own saved settings (`runner.run_config_path`)."""
     run_dir = Path(run_dir)
     context = setup(config.device if config else "auto")
     main, device = context.is_main, context.device
@@ -471,7 +473,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         main
     ):  # only settings that built and loaded a UNet are written: a failed resume leaves the run as it was
         stage_dir.mkdir(parents=True, exist_ok=True)
-        config.save(stage_dir / CONFIG_FILE)  # what a resume reads (`saved_run_config`)
+        config.save(stage_dir / CONFIG_FILE)  # what a resume reads (`run_config_path`)
     log_line(
         f"UNet: {count_parameters(unet) / 1e6:.2f} M parameters; {context.world_size} process(es) on "
         f"{device}; latent windows {dataset.shape}, scale {scale:.5f}",

@@ -130,7 +130,7 @@ def pack(maps: list[LatentMap]) -> dict:
 def unpack(payload: dict) -> list[LatentMap]:
     """The maps of a cache; one written before the augmentation was recorded has zero labels (`LatentMap`).
 
-    The labels may be a list of vectors or one stacked tensor (as the first labelled caches were written)."""
+    The labels may be a list of vectors or one stacked tensor (a cache written by other code: both are read)."""
     columns = (payload["latents"], payload["inside"], payload["regions"])
     labels = payload.get("augment_labels")
     labels = [label_vector(None)] * len(columns[0]) if labels is None else list(labels)

@@ -22,7 +22,7 @@ CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
 
 
-def saved_run_config(run_dir: Path, resumed_stage: str | None = None) -> Path:
+def run_config_path(run_dir: Path, resumed_stage: str | None = None) -> Path:
     """Where a run's saved settings are read: a resumed stage that saved its own (the UNet's: an --init-from,
     augmentation labels, other augmentation) reads those, for the run's may no longer fit its checkpoint."""
     if resumed_stage is not None and (run_dir / resumed_stage / CONFIG_FILE).is_file():
@@ -33,10 +33,10 @@ def saved_run_config(run_dir: Path, resumed_stage: str | None = None) -> Path:
 def resolve_run_config(
     run_dir: Path, config: TrainConfig | None, resumed_stage: str | None = None
 ) -> TrainConfig:
-    """The given configuration, else the one the run folder holds (later stages, resumes: `saved_run_config`)."""
+    """The given configuration, else the one the run folder holds (later stages, resumes: `run_config_path`)."""
     if config is not None:
         return config
-    saved = saved_run_config(run_dir, resumed_stage)
+    saved = run_config_path(run_dir, resumed_stage)
     if not saved.is_file():
         raise InputError(f"{run_dir} holds no {CONFIG_FILE}: start the run with train-autoencoder first")
     return load_config(saved)
