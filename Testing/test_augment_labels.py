@@ -135,10 +135,8 @@ def test_latent_copies_carry_their_labels_through_the_cache(tmp_path):
     older = latents.pack(maps)
     del older["augment_labels"]  # a cache written before the labels: no augmentation known, zeros
     assert all(not m.augment_label.any() for m in latents.unpack(older))
-    stacked = {
-        **latents.pack(maps),
-        "augment_labels": labels.reshape(-1, LABELS),
-    }  # the first labelled caches
+    # labels stacked in one tensor, as other code may write them
+    stacked = {**latents.pack(maps), "augment_labels": labels.reshape(-1, LABELS)}
     from_stacked = latents.unpack(stacked)
     assert len(from_stacked) == len(maps)
     assert all(torch.equal(a.augment_label, b.augment_label) for a, b in zip(maps, from_stacked))
