@@ -20,11 +20,16 @@ from ..training.lr_schedule import LR_SCHEDULES
 from ..training.objective import PREDICTION_TYPES
 
 
-def non_negative_mm(text: str) -> float:
+def _number(text: str) -> float:
+    """The number `text` spells, or NaN (which every range check then refuses)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = math.nan
+        return math.nan
+
+
+def non_negative_mm(text: str) -> float:
+    value = _number(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected millimetres >= 0 (got {text!r})")
     return value
@@ -44,20 +49,15 @@ def add_flatten_option(parser) -> None:
 
 def factor_range(text: str) -> tuple[float, float]:
     """LO,HI: two positive factors, LO <= HI (a zoom, a stretch, a gamma)."""
-    try:
-        low, high = (float(value) for value in text.split(","))
-    except ValueError:
-        low = high = math.nan
+    parts = text.split(",")
+    low, high = (_number(part) for part in parts) if len(parts) == 2 else (math.nan, math.nan)
     if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
         raise argparse.ArgumentTypeError(f"expected LO,HI with 0 < LO <= HI, such as 0.8,1.25 (got {text!r})")
     return low, high
 
 
 def non_negative_degrees(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     if not (math.isfinite(value) and 0 <= value < 90):
         raise argparse.ArgumentTypeError(f"expected degrees in [0, 90) (got {text!r})")
     return value

@@ -516,7 +516,7 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
             latents, inside = latents.to(device, non_blocking=True), inside.to(device, non_blocking=True)
             labels = labels.to(device) if cfg.augment_labels else None
             rate = learning_rate(step, cfg.lr, warmup, planned, cfg.lr_schedule, cfg.lr_min)
-            for group, rate_scale in zip(optimiser.param_groups, rate_scales):  # `scale` is the latents'
+            for group, rate_scale in zip(optimiser.param_groups, rate_scales):
                 group["lr"] = rate * rate_scale
             noise = torch.randn_like(latents)
             timesteps = torch.randint(0, len(alphas), (len(latents),), device=device)
