@@ -57,8 +57,11 @@ def test_stages_write_checkpoints_logs_and_samples(trained_run):
             rows = list(csv.DictReader(stream))
         assert [int(r["epoch"]) for r in rows] == [0, 1]
         assert all(np.isfinite(float(r["val_loss" if stage == "diffusion" else "val_l1"])) for r in rows)
-        if stage == "diffusion":  # each sample grid's latent spread against the truth's
+        if (
+            stage == "diffusion"
+        ):  # each sample grid's latent spread, the layout error (the EMA's, at t >= 800)
             assert all(float(r["sample_spread"]) > 0 for r in rows)
+            assert all(0 < float(r["val_layout_error"]) < 100 for r in rows)
         assert len(list((run / stage / "samples").glob("*.png"))) == 2
     assert json.loads((run / "config.json").read_text())["data"]["held_out"] == ["sub-c02"]
     manifest = json.loads((run / "data.json").read_text())
