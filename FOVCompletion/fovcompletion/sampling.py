@@ -70,6 +70,20 @@ def latent_mask(pixel_mask: torch.Tensor, factor: int, erosion: int = 0) -> torc
     return mask
 
 
+def clean_latent(
+    prediction: torch.Tensor, noisy: torch.Tensor, alpha: float | torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """The clean latent that a UNet output of `prediction_type` implies for a sample noised to the cumulative
+    alpha `alpha` (a number, or a tensor that broadcasts): the sampler's x0, and the trainer's layout check."""
+    if prediction_type == "epsilon":
+        return (noisy - (1 - alpha) ** 0.5 * prediction) / alpha**0.5
+    if prediction_type == "v_prediction":
+        return alpha**0.5 * noisy - (1 - alpha) ** 0.5 * prediction
+    if prediction_type == "sample":
+        return prediction
+    raise InputError(f"unsupported prediction type {prediction_type!r}")
+
+
 class LatentInpainter:
     """Runs one inpainting of a batch of latents; noise comes from one seeded CPU generator.
 
@@ -149,17 +163,13 @@ class LatentInpainter:
                 output = output + autoguidance * push
         a_t = self._alpha(t)
         kind = self.schedule.prediction_type
+        x0 = clean_latent(output, z, a_t, kind)
         if kind == "epsilon":
             eps = output
-            x0 = (z - (1 - a_t) ** 0.5 * eps) / a_t**0.5
         elif kind == "v_prediction":
-            x0 = a_t**0.5 * z - (1 - a_t) ** 0.5 * output
             eps = (1 - a_t) ** 0.5 * z + a_t**0.5 * output
-        elif kind == "sample":
-            x0 = output
+        else:  # "sample"
             eps = (z - a_t**0.5 * x0) / (1 - a_t) ** 0.5
-        else:
-            raise InputError(f"unsupported prediction type {kind!r}")
         return eps, x0
 
     def _guide_eps(self, z: torch.Tensor, t: int, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -45,27 +45,6 @@ def training_target(
     )
 
 
-def clean_estimate(
-    prediction: torch.Tensor,
-    noisy: torch.Tensor,
-    timesteps: torch.Tensor,
-    alphas: torch.Tensor,
-    prediction_type: str,
-) -> torch.Tensor:
-    """The clean latent that a prediction of `prediction_type` implies for the noisy latents (the inverse of
-    `training_target` given the forward process)."""
-    if prediction_type == "sample":
-        return prediction
-    a = _alpha(alphas, timesteps)
-    if prediction_type == "epsilon":
-        return (noisy - (1 - a).sqrt() * prediction) / a.sqrt()
-    if prediction_type == "v_prediction":
-        return a.sqrt() * noisy - (1 - a).sqrt() * prediction
-    raise ValueError(
-        f"unknown prediction type {prediction_type!r} (choose from {', '.join(PREDICTION_TYPES)})"
-    )
-
-
 def min_snr_weights(
     timesteps: torch.Tensor, alphas: torch.Tensor, gamma: float | None, prediction_type: str
 ) -> torch.Tensor | None:
