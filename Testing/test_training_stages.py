@@ -58,7 +58,7 @@ def test_stages_write_checkpoints_logs_and_samples(trained_run):
         assert [int(r["epoch"]) for r in rows] == [0, 1]
         assert all(np.isfinite(float(r["val_loss" if stage == "diffusion" else "val_l1"])) for r in rows)
         # the diffusion stage: each sample grid's latent spread against the truth's, and the layout error (the
-        # EMA's clean estimate at t = 800 and 900; an untrained UNet's is about 15-34, a trained one's near 1)
+        # EMA's clean estimate at t = 800 and 900; a trained UNet's is near 1, a barely trained one's above it)
         if stage == "diffusion":
             assert all(float(r["sample_spread"]) > 0 for r in rows)
             assert all(0 < float(r["val_layout_error"]) < 100 for r in rows)

@@ -305,7 +305,7 @@ def validate(
 
 
 # Two of the noisiest noise levels, as fractions of the schedule (t = 800 and 900 of 1000), where the sampler lays
-# out canal and vertebrae (t = 990 is left out: there every estimate is little more than the data's mean).
+# out canal and vertebrae (t = 990 is left out: there even the default model's UNet is no nearer than zero).
 LAYOUT_LEVELS = (0.8, 0.9)
 
 
