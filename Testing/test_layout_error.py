@@ -9,7 +9,7 @@ import torch
 from fovcompletion.bundle import SchedulerSpec
 from fovcompletion.sampling import alphas_cumprod
 from fovcompletion.training.config import TrainConfig
-from fovcompletion.training.diffusion import LAYOUT_LEVELS, layout_error
+from fovcompletion.training.diffusion import LAYOUT_LEVELS, ValidationSet, layout_error
 from fovcompletion.training.objective import training_target
 
 
@@ -60,7 +60,8 @@ def test_layout_error_is_the_estimates_relative_distance(kind, conditioning):
 
     def error(truth, scale=1.0, known_offset=0.0) -> tuple[float, FixedEstimate]:
         unet = FixedEstimate(truth, scale, known_offset, kind, alphas, conditioned)
-        return layout_error(unet, latents, inside, alphas, torch.device("cpu"), config), unet
+        windows = ValidationSet(latents, inside, 1.0, alphas, torch.device("cpu"), config)
+        return layout_error(unet, windows), unet
 
     assert error(latents)[0] == pytest.approx(0.0, abs=1e-3)
     assert error(inside_only)[0] == pytest.approx(0.0, abs=1e-3)

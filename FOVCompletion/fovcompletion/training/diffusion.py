@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -279,15 +280,23 @@ def record_synthetic_data(run_dir: Path, data: TrainingData) -> None:
     path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def validate(
-    unet: torch.nn.Module,
-    latents: torch.Tensor,
-    inside: torch.Tensor,
-    alphas: torch.Tensor,
-    device: torch.device,
-    config: TrainConfig,
-) -> float:
+@dataclass(frozen=True)
+class ValidationSet:
+    """The run's fixed held-out windows (latents times `scale`, and their cells inside the scan) with what every
+    check of them reads: the same windows, schedule and settings at every epoch keep the checks comparable."""
+
+    latents: torch.Tensor
+    inside: torch.Tensor
+    scale: float
+    alphas: torch.Tensor
+    device: torch.device
+    config: TrainConfig
+
+
+def validate(unet: torch.nn.Module, windows: ValidationSet) -> float:
     """The training loss on fixed windows with fixed timesteps, noise and masks: comparable across epochs."""
+    latents, inside, alphas = windows.latents, windows.inside, windows.alphas
+    device, config = windows.device, windows.config
     generator = torch.Generator().manual_seed(config.seed)
     timesteps = torch.randint(0, len(alphas), (len(latents),), generator=generator)
     noise = torch.randn(latents.shape, generator=generator)
@@ -309,14 +318,7 @@ def validate(
 LAYOUT_LEVELS = (0.8, 0.9)
 
 
-def layout_error(
-    unet: torch.nn.Module,
-    latents: torch.Tensor,
-    inside: torch.Tensor,
-    alphas: torch.Tensor,
-    device: torch.device,
-    config: TrainConfig,
-) -> float:
+def layout_error(unet: torch.nn.Module, windows: ValidationSet) -> float:
     """How far the UNet's clean-latent estimate at the `LAYOUT_LEVELS` lies from the truth, over the generated
     cells inside the scan, as a fraction of the truth's norm (1: no nearer than an estimate of zero), averaged
     over those levels; fixed noise, context bands drawn as in training, full precision: comparable across epochs.
@@ -325,6 +327,8 @@ def layout_error(
     the clean estimate is a small one in the noise (divided by 15-34 for epsilon on the default schedule). A UNet
     trained from scratch reached a lower validation loss than the default's with a worse layout (docs/training.md,
     "A labelled UNet from scratch")."""
+    latents, inside, alphas = windows.latents, windows.inside, windows.alphas
+    device, config = windows.device, windows.config
     kind = config.diffusion.scheduler.get("prediction_type", "epsilon")
     batch = config.diffusion.batch_size
     errors = []
@@ -350,28 +354,25 @@ def layout_error(
 
 
 def write_samples(
-    path: Path,
-    unet: torch.nn.Module,
-    autoencoder: torch.nn.Module,
-    latents: torch.Tensor,
-    scale: float,
-    schedule: SchedulerSpec,
-    steps: int,
-    device: torch.device,
-    conditioning: str,
+    path: Path, unet: torch.nn.Module, autoencoder: torch.nn.Module, windows: ValidationSet
 ) -> float:
     """Outpainting check: the top half of held-out windows is known, the bottom half is generated. Returns the
     generated half's latent spread over the truth's (`latent_spread_ratio`)."""
+    cfg, device = windows.config.diffusion, windows.device
     generator = torch.Generator().manual_seed(0)
-    inpainter = LatentInpainter(unet.eval(), schedule, generator, conditioning=conditioning)
-    known = latents[:4].to(device)
+    inpainter = LatentInpainter(
+        unet.eval(), SchedulerSpec(**cfg.scheduler), generator, conditioning=cfg.conditioning
+    )
+    known = windows.latents[:4].to(device)
     mask = torch.zeros(known.shape[0], 1, *known.shape[2:], device=device)
     mask[:, :, : known.shape[2] // 2] = 1
     with torch.no_grad():
         # The batch holds windows of different scans, not neighbouring slices: their noise stays independent.
-        sampled = inpainter.run(known, mask, SamplerOptions(steps=steps, slice_noise_correlation=0.0))
-        truth = decode(autoencoder, known / scale).float().cpu()
-        generated = decode(autoencoder, sampled / scale).float().cpu()
+        sampled = inpainter.run(
+            known, mask, SamplerOptions(steps=cfg.sample_steps, slice_noise_correlation=0.0)
+        )
+        truth = decode(autoencoder, known / windows.scale).float().cpu()
+        generated = decode(autoencoder, sampled / windows.scale).float().cpu()
     half = truth.shape[2] // 2
     rows = []
     for t, g in zip(truth, generated):
@@ -485,8 +486,8 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         cfg.validation_windows, config.seed
     )
     batches = loader(dataset, cfg.batch_size, context, config.seed)
-    schedule = SchedulerSpec(**cfg.scheduler)
-    alphas = alphas_cumprod(schedule).float()
+    alphas = alphas_cumprod(SchedulerSpec(**cfg.scheduler)).float()
+    windows = ValidationSet(val_latents, val_inside, scale, alphas, device, config)
 
     unet = build_unet(cfg.args, cfg.augment_labels).to(device)
     groups = parameter_groups(unet)
@@ -590,23 +591,13 @@ def train_diffusion(config: TrainConfig | None, run_dir: Path, resume: bool = Fa
         rank_rng = gather_rng_states(context)  # every rank, before rank 0 validates and saves
         if main:
             if (epoch + 1) % config.validate_every == 0 or last_epoch or stop:
-                row["val_loss"] = validate(unet, val_latents, val_inside, alphas, device, config)
+                row["val_loss"] = validate(unet, windows)
                 if ema is not None:
-                    row["val_loss_ema"] = validate(ema.model, val_latents, val_inside, alphas, device, config)
-                row["val_layout_error"] = layout_error(
-                    sampler_net, val_latents, val_inside, alphas, device, config
-                )
+                    row["val_loss_ema"] = validate(ema.model, windows)
+                row["val_layout_error"] = layout_error(sampler_net, windows)
             if (epoch + 1) % config.sample_every == 0 or last_epoch or stop:
                 row["sample_spread"] = write_samples(
-                    stage_dir / "samples" / f"epoch{epoch:04d}.png",
-                    sampler_net,
-                    autoencoder,
-                    val_latents,
-                    scale,
-                    schedule,
-                    cfg.sample_steps,
-                    device,
-                    cfg.conditioning,
+                    stage_dir / "samples" / f"epoch{epoch:04d}.png", sampler_net, autoencoder, windows
                 )
                 spread = row["sample_spread"]
                 if not 0.5 <= spread <= 2.0:
