@@ -280,7 +280,7 @@ def record_synthetic_data(run_dir: Path, data: TrainingData) -> None:
     path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compared by identity, never field by field
 class ValidationSet:
     """The run's fixed held-out windows (latents times `scale`, and their cells inside the scan) with what every
     check of them reads: the same windows, schedule and settings at every epoch keep the checks comparable."""
