@@ -8,10 +8,14 @@ import pytest
 import torch
 from training_helpers import LIA_AFFINE, spine_like, tiny_config
 
+from fovcompletion.cli import build_parser
+from fovcompletion.cli.train import apply_whole_spine_options
+from fovcompletion.errors import InputError
 from fovcompletion.networks import build_network
 from fovcompletion.training.autoencoder import build_discriminator, judged_where_known, masked_l1
 from fovcompletion.training.composites import PlacedPart, join_parts, shift_rows
 from fovcompletion.training.data import ScanRecord, Slab, WindowSampler, find_scans, split_scans
+from fovcompletion.training.diffusion import latent_cache_key
 from fovcompletion.training.latents import encode_maps
 from fovcompletion.training.whole_spine import (
     CERVICAL_JOIN_LEVELS,
@@ -22,6 +26,7 @@ from fovcompletion.training.whole_spine import (
     canal_match,
     cervical_part,
     csf_level,
+    lumbar_part,
     template_part,
     upper_joins,
     whole_spine_slabs,
@@ -159,6 +164,50 @@ def test_composites_join_cervical_template_and_lumbar_at_the_level_rows(tmp_path
         narrow = int(np.flatnonzero(width[: width.size // 2] < width[0])[0])
         assert min(abs(narrow - (row + half)) for row in join_rows) <= 1
         assert np.all(slab.image[~slab.valid] == config.data.padding_value)
+
+
+def test_alternate_composites_are_in_their_lumbar_scans_own_units(tmp_path):
+    """A lumbar scan completed upwards is normalised on its own percentiles; a composite in the cervical scan's
+    units shows its lumbar part a few times brighter than that. With "alternate", every second composite is
+    mapped back so that its lumbar part is the lumbar scan's own values; the others, and every geometry, stay."""
+    root, template_root = tmp_path / "bids", tmp_path / "templates"
+    write_labelled_bids(root, template_root)
+    scans, _ = split_scans(find_scans([str(root)], []), [])
+    templates = find_scans([str(template_root)], [])
+    config = tiny_config(root, held_out=())
+    config.data.templates = [str(template_root)]
+    config.data.composites, config.data.template_copies = 2, 0
+    cervical_units = whole_spine_slabs(config, scans, templates)
+    config.data.composite_units = "alternate"
+    alternate = whole_spine_slabs(config, scans, templates)
+
+    np.testing.assert_array_equal(alternate[0].image, cervical_units[0].image)
+    assert np.array_equal(alternate[1].valid, cervical_units[1].valid)
+    lumbar = lumbar_part(scans[1], config)
+    below = alternate[1].valid[:, -20:]  # the composite's last 20 rows are the lumbar scan's last, whole
+    own = np.sort(lumbar.image[:, -20:].ravel())
+    assert below.sum() == own.size and np.ptp(own) > 0.5
+    np.testing.assert_allclose(np.sort(alternate[1].image[:, -20:][below]), own, atol=1e-4)
+    mapped = np.sort(cervical_units[1].image[:, -20:][below])
+    assert np.abs(mapped - own).max() > 0.5  # in the cervical scan's units they differ
+    assert np.all(alternate[1].image[~alternate[1].valid] == config.data.padding_value)
+
+    config.data.composite_units = "lumbar"
+    with pytest.raises(InputError, match="composite_units"):
+        whole_spine_slabs(config, scans, templates)
+
+
+def test_the_composite_units_option_reaches_the_config_and_re_encodes_the_latents(tmp_path):
+    config = tiny_config(tmp_path, held_out=())
+    config.data.templates = [str(tmp_path)]
+    default_key = latent_cache_key(config)
+    args = build_parser().parse_args(
+        ["train-diffusion", "--run", str(tmp_path), "--composite-units", "alternate"]
+    )
+    apply_whole_spine_options(config, args)
+    assert config.data.composite_units == "alternate" and latent_cache_key(config) != default_key
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train-diffusion", "--run", str(tmp_path), "--composite-units", "lumbar"])
 
 
 def test_a_templates_planes_without_signal_are_unknown(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..conditioning import CONDITIONING_MODES
 from ..errors import BundleError, InputError
 from ..schedule import DEFAULT_CANDIDATES, DEFAULT_STEPS
-from ..training.config import PRESETS
+from ..training.config import COMPOSITE_UNITS, PRESETS
 from ..training.lr_schedule import LR_SCHEDULES
 from ..training.objective import PREDICTION_TYPES
 
@@ -132,6 +132,13 @@ def add_whole_spine_options(parser) -> None:
     parser.add_argument(
         "--template-copies", type=int, default=None, help="randomly bent copies of each template"
     )
+    parser.add_argument(
+        "--composite-units",
+        choices=COMPOSITE_UNITS,
+        default=None,
+        help="composites in their cervical scan's intensity units (the default), or every second one in its "
+        "lumbar scan's own (alternate): what completing a cervical and a lumbar scan each show the model",
+    )
 
 
 def apply_whole_spine_options(config, args: argparse.Namespace) -> None:
@@ -143,6 +150,8 @@ def apply_whole_spine_options(config, args: argparse.Namespace) -> None:
             if value < 0:
                 raise InputError(f"--{option.replace('_', '-')} must be 0 or more (got {value})")
             setattr(config.data, option, value)
+    if args.composite_units is not None:
+        config.data.composite_units = args.composite_units
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

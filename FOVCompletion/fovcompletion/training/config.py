@@ -21,6 +21,10 @@ from ..latent_codec import latent_channels
 from ..networks import autoencoder_kl_args, reference_autoencoder_args, reference_unet_args
 
 PRESETS = ("default", "v1", "kl2", "gpu", "reference")
+# A regional scan is normalised on its own percentiles, which put the canal's CSF at 5-9 in a cervical scan
+# (mostly dark neck and air) and at 1-2 in a lumbar one (bright fat and discs): a composite in the cervical
+# scan's units shows lumbar anatomy 2-6 times as bright as any lumbar scan the model completes.
+COMPOSITE_UNITS = ("cervical", "alternate")
 
 
 @dataclass
@@ -44,6 +48,10 @@ class DataConfig:
     templates: list[str] = field(default_factory=list)
     composites: int = 0
     template_copies: int = 0
+    # Whose intensity units a composite is in: "cervical", its cervical scan's (what a cervical scan completed
+    # downwards shows the model), or "alternate": every second composite in its lumbar scan's own units instead
+    # (what a lumbar scan completed upwards shows it); see COMPOSITE_UNITS.
+    composite_units: str = "cervical"
     # Gaussian width of the superior-inferior gain divided out of every scan (IntensitySpec); 0 = off, the
     # default (docs/training.md says what it measured) and what configurations written before it mean.
     flatten_sigma_mm: float = 0.0

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..geometry import MODEL_AXCODES, reorient, resample_inplane
 from ..image_io import read_volume
 from ..preprocess import prepare_slab, select_slices
@@ -35,7 +36,7 @@ from .composites import (
     shift_rows,
     smooth_profile,
 )
-from .config import TrainConfig
+from .config import COMPOSITE_UNITS, TrainConfig
 from .data import ScanRecord, Slab
 
 C2_C3 = 2  # discs keyed by the vertebra above them
@@ -314,10 +315,12 @@ def build_composite(
     lumbar: SpinePart,
     spacing_mm: float,
     fill: float,
+    lumbar_units: bool = False,
 ) -> Slab:
     """Cervical scan above, bent template between the cervical join disc and the lumbar join disc, lumbar
     scan below; the template's intensities (black and canal CSF, `canal_match`) and noise matched to the
-    cervical scan, the lumbar scan's to the matched template."""
+    cervical scan, the lumbar scan's to the matched template. In the cervical scan's units, or with
+    `lumbar_units` the whole composite mapped into the lumbar scan's own."""
     feather = FEATHER_MM / spacing_mm
     upper_levels = upper_joins(cervical, template, feather, MATCH_BAND_MM / spacing_mm)
     lower_levels = lower_joins(lumbar, template, feather)
@@ -376,17 +379,19 @@ def build_composite(
     l_on, l_valid = on_grid(bottom_part, middle.top, middle.left, shape, fill)
     near_bottom = band(shape[1], join_bottom - middle.top, MATCH_BAND_MM / spacing_mm)
     col = canal_bottom - middle.left
-    gain, offset = canal_match(
+    lumbar_gain, lumbar_offset = canal_match(
         black_level(lumbar.image, lumbar.valid),
         csf_level(l_on, l_valid, near_bottom, col, half),
         black,
         csf_level(middle.image, middle.valid, near_bottom, col, half),
     )
-    bottom_part.image = (gain * lumbar.image + offset).astype(np.float32)
+    bottom_part.image = (lumbar_gain * lumbar.image + lumbar_offset).astype(np.float32)
 
     image, valid, _, _ = join_parts(
         [top_part, middle, bottom_part], [int(round(join_top)), int(round(join_bottom))], feather, fill
     )
+    if lumbar_units:  # the lumbar part back in its own units, the parts above it mapped with it
+        image = np.where(valid, (image - lumbar_offset) / lumbar_gain, fill).astype(np.float32)
     record = ScanRecord(
         f"composite:{cervical.record.subject}+{template.record.subject}+{lumbar.record.subject}",
         f"{cervical.record.subject}+{template.record.subject}+{lumbar.record.subject}",
@@ -414,7 +419,12 @@ def whole_spine_slabs(
     config: TrainConfig, scans: list[ScanRecord], templates: list[ScanRecord]
 ) -> list[Slab]:
     """`config.data.composites` composites of the cervical and lumbar `scans` that carry the labels a join
-    needs, and `config.data.template_copies` bent copies of each template: reproducible from the run's seed."""
+    needs, and `config.data.template_copies` bent copies of each template: reproducible from the run's seed.
+    With `config.data.composite_units` "alternate", every second composite is in its lumbar scan's units."""
+    if config.data.composite_units not in COMPOSITE_UNITS:
+        raise InputError(
+            f"composite_units must be one of {', '.join(COMPOSITE_UNITS)} (got {config.data.composite_units!r})"
+        )
     rng = np.random.default_rng([config.seed, 31337])
     spacing = float(config.data.spacing_mm[0])
     fill = float(config.data.padding_value)
@@ -433,7 +443,9 @@ def whole_spine_slabs(
         if config.data.composites and (not cervical or not lumbar):
             print("training: no labelled cervical and lumbar scans to make composites from", flush=True)
             continue
-        for _ in range(config.data.composites):
+        alternate = config.data.composite_units == "alternate"
+        for index in range(config.data.composites):
             top, bottom = cervical[rng.integers(len(cervical))], lumbar[rng.integers(len(lumbar))]
-            slabs.append(build_composite(rng, top, template, bottom, spacing, fill))
+            in_lumbar_units = alternate and index % 2 == 1
+            slabs.append(build_composite(rng, top, template, bottom, spacing, fill, in_lumbar_units))
     return slabs
