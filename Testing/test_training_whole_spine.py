@@ -14,6 +14,7 @@ from fovcompletion.errors import InputError
 from fovcompletion.networks import build_network
 from fovcompletion.training.autoencoder import build_discriminator, judged_where_known, masked_l1
 from fovcompletion.training.composites import PlacedPart, join_parts, shift_rows
+from fovcompletion.training.config import check_counts
 from fovcompletion.training.data import ScanRecord, Slab, WindowSampler, find_scans, split_scans
 from fovcompletion.training.diffusion import latent_cache_key
 from fovcompletion.training.latents import encode_maps
@@ -182,7 +183,13 @@ def test_alternate_composites_are_in_their_lumbar_scans_own_units(tmp_path):
     alternate = whole_spine_slabs(config, scans, templates)
 
     np.testing.assert_array_equal(alternate[0].image, cervical_units[0].image)
-    assert np.array_equal(alternate[1].valid, cervical_units[1].valid)
+    valid = alternate[1].valid
+    assert np.array_equal(valid, cervical_units[1].valid)
+    # the whole composite moves with its lumbar part, by one map: the parts above it keep their match to it
+    gain, offset = np.polyfit(cervical_units[1].image[valid], alternate[1].image[valid], 1)
+    np.testing.assert_allclose(
+        gain * cervical_units[1].image[valid] + offset, alternate[1].image[valid], atol=1e-4
+    )
     lumbar = lumbar_part(scans[1], config)
     below = alternate[1].valid[:, -20:]  # the composite's last 20 rows are the lumbar scan's last, whole
     own = np.sort(lumbar.image[:, -20:].ravel())
@@ -194,13 +201,14 @@ def test_alternate_composites_are_in_their_lumbar_scans_own_units(tmp_path):
 
     config.data.composite_units = "lumbar"
     with pytest.raises(InputError, match="composite_units"):
-        whole_spine_slabs(config, scans, templates)
+        check_counts(config, config.diffusion)
 
 
 def test_the_composite_units_option_reaches_the_config_and_re_encodes_the_latents(tmp_path):
     config = tiny_config(tmp_path, held_out=())
     config.data.templates = [str(tmp_path)]
     default_key = latent_cache_key(config)
+    assert len(default_key["whole_spine"]) == 3  # as before the option: older runs keep their cache
     args = build_parser().parse_args(
         ["train-diffusion", "--run", str(tmp_path), "--composite-units", "alternate"]
     )

@@ -21,9 +21,9 @@ from ..latent_codec import latent_channels
 from ..networks import autoencoder_kl_args, reference_autoencoder_args, reference_unet_args
 
 PRESETS = ("default", "v1", "kl2", "gpu", "reference")
-# A regional scan is normalised on its own percentiles, which put the canal's CSF at 5-9 in a cervical scan
+# A regional scan is normalised on its own percentiles, which put the canal's CSF at 6-9 in a cervical scan
 # (mostly dark neck and air) and at 1-2 in a lumbar one (bright fat and discs): a composite in the cervical
-# scan's units shows lumbar anatomy 2-6 times as bright as any lumbar scan the model completes.
+# scan's units shows lumbar anatomy 1.7-6.5 times as bright as a lumbar scan the model completes.
 COMPOSITE_UNITS = ("cervical", "alternate")
 
 
@@ -332,8 +332,8 @@ def check_augmentation(aug: AugmentConfig) -> None:
 
 
 def check_counts(config: TrainConfig, stage: AutoencoderConfig | DiffusionConfig) -> None:
-    """Counts the training loop divides or iterates by, and the augmentation's ranges (`check_augmentation`),
-    checked before a stage starts (a zero found after its first epoch would cost that epoch and end in a
+    """Counts the training loop divides or iterates by, the augmentation's ranges (`check_augmentation`) and the
+    composites' units, checked before a stage starts (a zero found after its first epoch would cost that epoch and end in a
     traceback)."""
     for option, value, least in (
         ("--epochs", stage.epochs, 0),
@@ -347,6 +347,10 @@ def check_counts(config: TrainConfig, stage: AutoencoderConfig | DiffusionConfig
             raise InputError(f"{option} must be a whole number >= {least} (got {value})")
     if config.max_minutes is not None and not config.max_minutes > 0:
         raise InputError(f"--max-minutes must be more than 0 (got {config.max_minutes})")
+    if config.data.composite_units not in COMPOSITE_UNITS:
+        raise InputError(
+            f"data.composite_units must be one of {', '.join(COMPOSITE_UNITS)} (got {config.data.composite_units!r})"
+        )
     check_augmentation(config.augment)
 
 

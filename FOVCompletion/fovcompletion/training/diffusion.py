@@ -181,9 +181,8 @@ def latent_cache_key(config: TrainConfig) -> dict:
             config.data.composites,
             config.data.template_copies,
         ]
-        if (
-            config.data.composite_units != "cervical"
-        ):  # absent at the default, so that older runs keep their cache
+        # absent at the default, so that older runs keep their cache
+        if config.data.composite_units != "cervical":
             key["whole_spine"].append(config.data.composite_units)
     augmentation = augmentation_key(config.augment)
     if config.diffusion.augment_labels or augmentation != augmentation_key(AugmentConfig()):

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..geometry import MODEL_AXCODES, reorient, resample_inplane
 from ..image_io import read_volume
 from ..preprocess import prepare_slab, select_slices
@@ -36,7 +35,7 @@ from .composites import (
     shift_rows,
     smooth_profile,
 )
-from .config import COMPOSITE_UNITS, TrainConfig
+from .config import TrainConfig
 from .data import ScanRecord, Slab
 
 C2_C3 = 2  # discs keyed by the vertebra above them
@@ -421,10 +420,6 @@ def whole_spine_slabs(
     """`config.data.composites` composites of the cervical and lumbar `scans` that carry the labels a join
     needs, and `config.data.template_copies` bent copies of each template: reproducible from the run's seed.
     With `config.data.composite_units` "alternate", every second composite is in its lumbar scan's units."""
-    if config.data.composite_units not in COMPOSITE_UNITS:
-        raise InputError(
-            f"composite_units must be one of {', '.join(COMPOSITE_UNITS)} (got {config.data.composite_units!r})"
-        )
     rng = np.random.default_rng([config.seed, 31337])
     spacing = float(config.data.spacing_mm[0])
     fill = float(config.data.padding_value)
