@@ -333,8 +333,8 @@ def check_augmentation(aug: AugmentConfig) -> None:
 
 def check_counts(config: TrainConfig, stage: AutoencoderConfig | DiffusionConfig) -> None:
     """Counts the training loop divides or iterates by, the augmentation's ranges (`check_augmentation`) and the
-    composites' units, checked before a stage starts (a zero found after its first epoch would cost that epoch and end in a
-    traceback)."""
+    composites' units, checked before a stage starts (a zero found after its first epoch would cost that epoch
+    and end in a traceback)."""
     for option, value, least in (
         ("--epochs", stage.epochs, 0),
         ("--iterations-per-epoch", stage.iterations_per_epoch, 1),
