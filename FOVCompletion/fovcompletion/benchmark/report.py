@@ -313,6 +313,28 @@ def subjects_line(choice: dict[str, Any]) -> str:
     return line
 
 
+def long_range_table(long_range: dict[str, Any]) -> list[str]:
+    """Canal reach of the long completions (`long_range`): per case, every draw and the mean."""
+    below, last = _fmt(long_range["below_mm"], 0), _fmt(long_range["last_mm"], 0)
+    lines = [
+        f"## Long completions: canal reach {below} mm below each cervical scan (mm, mid-slice, no truth)",
+        "",
+        f"| case | seeds | on the scan's range | mean | on its last {last} mm's range | mean |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in long_range["cases"]:
+        whole, last_range = row["reach_mm"], row["reach_last_mm"]
+        lines.append(
+            f"| {row['case']} | {', '.join(map(str, row['seeds']))} | {', '.join(_fmt(v, 0) for v in whole)} | "
+            f"{_fmt(float(np.mean(whole)), 0)} | {', '.join(_fmt(v, 0) for v in last_range)} | "
+            f"{_fmt(float(np.mean(last_range)), 0)} |"
+        )
+    lines.append(
+        f"| all | | | {_fmt(long_range['reach_mm'], 0)} | | {_fmt(long_range['reach_last_mm'], 0)} |"
+    )
+    return lines
+
+
 def write_markdown(results: dict[str, Any], path: Path) -> Path:
     lines = [
         f"# FOV completion benchmark: `{results['model']}`",
@@ -354,6 +376,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
             "",
             *_section(results["templates"]["methods"], levels=True),
         ]
+    if results.get("long_range"):
+        lines += ["", *long_range_table(results["long_range"])]
     if results.get("speed"):
         lines += [
             "",

@@ -264,6 +264,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "spread of the mean, the sampler's own noise (default: 1)",
     )
     parser.add_argument(
+        "--long-inferior",
+        type=float,
+        default=0.0,
+        metavar="MM",
+        help="also complete each real cervical scan whole, MM below its field of view, and report how far a bright "
+        "canal lasts there (canal reach in mm; no truth reaches that far; default: 0, none)",
+    )
+    parser.add_argument(
+        "--long-draws",
+        type=int,
+        default=3,
+        metavar="N",
+        help="draws of each long completion, seeds --seed to --seed + N - 1 (default: 3)",
+    )
+    parser.add_argument(
         "--no-speed",
         action="store_true",
         help="skip the speed section: timing the model's UNet and the reference-size one (random weights)",
@@ -310,6 +325,13 @@ def run(args: argparse.Namespace) -> int:
     explicit_phantoms = args.phantoms is not None
     if args.hide_mm <= 0:
         raise InputError(f"--hide-mm must be positive (got {args.hide_mm:g})")
+    if args.long_inferior < 0 or args.long_draws < 1:
+        raise InputError(
+            f"--long-inferior must be 0 or more and --long-draws at least 1 (got {args.long_inferior:g}, "
+            f"{args.long_draws})"
+        )
+    if args.long_inferior > 0 and "ours" not in families:
+        raise InputError("--long-inferior completes with our sampler: add ours to --methods")
     if args.data is None and phantoms <= 0 and args.templates is None:
         raise InputError("nothing to benchmark: give --data BIDS_ROOT, --templates ROOT and/or --phantoms N")
     if (args.subjects or args.training_subjects) and args.data is None:
@@ -329,6 +351,7 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
     from ..benchmark import cases as case_lib
     from ..benchmark.baselines import RetrievalBaseline
     from ..benchmark.ceiling import CEILINGS
+    from ..benchmark.long_range import long_cases
     from ..benchmark.report import write_reports
     from ..benchmark.runner import LEARNED, Settings, build_methods, run_benchmark
     from ..benchmark.subjects import bundle_lists, choose_subjects
@@ -403,6 +426,10 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
             log(f"no phantoms: {error}")
     if not cases:
         raise InputError("no usable case: every volume is too short for the hidden length")
+    if args.long_inferior > 0 and not long_cases(cases):
+        raise InputError(
+            "--long-inferior needs a real cervical scan among the cases (participants.tsv region)"
+        )
     log(f"{len(cases)} case(s) x {len(methods)} method(s): {', '.join(m.name for m in methods)}")
     settings = Settings(
         model=args.model,
@@ -427,6 +454,8 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         "reference_steps": reference_steps,
         "seed": args.seed,  # `fovcompletion compare` pairs runs of the same seeds only
     }
+    if args.long_inferior > 0:
+        extra["long_range"] = _long_range(args, cases, methods, settings)
     if not args.no_speed and learned:
         extra["speed"] = _speed(args, preset["speed_steps"])
     results = write_reports(run_result, args.out, args.hide_mm, extra)
@@ -436,6 +465,30 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
     )
     print((args.out / "results.md").read_text())
     return 0
+
+
+def _long_range(args, cases: list, methods: list, settings) -> dict:
+    """The long completions (`benchmark.long_range`) with the sampler of the first of our rows."""
+    from ..benchmark.long_range import long_cases, long_completions
+    from ..device import resolve_device
+    from ..pipeline import get_bundle
+
+    ours = next(method for method in methods if method.family == "ours")
+    bundle = get_bundle(args.model, resolve_device(args.device))
+    log(
+        f"long completions: {args.long_inferior:g} mm below each cervical scan, {args.long_draws} draw(s), {ours.name}"
+    )
+    return long_completions(
+        long_cases(cases),
+        bundle,
+        below_mm=args.long_inferior,
+        draws=args.long_draws,
+        first_seed=args.seed,
+        slices=settings.slices or bundle.metadata.default_slices,
+        sampler=ours.sampler(),
+        device=args.device,
+        log=log,
+    )
 
 
 def _speed(args, steps: int) -> dict:

@@ -1,0 +1,99 @@
+"""`benchmark --long-inferior`: the canal reach of whole cervical scans completed far below, on hand-made slabs whose
+reach is known and end to end with a tiny random bundle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from test_benchmark_command import FAST, phantom_bids
+
+from fovcompletion.benchmark.cases import hide_rows
+from fovcompletion.benchmark.long_range import LAST_MM, long_reach_mm
+from fovcompletion.cli import main
+
+ROWS, HIDDEN = 200, 80  # 1 mm rows: 120 mm of scan, 80 mm completed below it
+SPACING = (1.0, 1.0)
+
+
+def canal_slab(canal_gain: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Air, a textured body (level 300) over columns 6-65 and a bright 8 mm canal at column 45 (level 300 + 600 x
+    gain per row); the whole row scaled by `row_gain` where given."""
+    rng = np.random.default_rng(seed)
+    shape = (5, ROWS, 90)
+    texture = ndimage.gaussian_filter(rng.normal(0, 1, shape), (0.8, 1.5, 1.5))
+    slab = np.zeros(shape)
+    slab[:, :, 6:66] = 300 + 200 * texture[:, :, 6:66]
+    slab[:, :, 41:50] += 600 * np.asarray(canal_gain, dtype=float)[None, :, None]
+    return np.clip(slab, 0, None)
+
+
+def test_the_reach_is_how_far_the_completed_canal_lasts_below_the_scan():
+    known = hide_rows(ROWS, HIDDEN, "inferior")
+    seam = ROWS - HIDDEN
+    whole = canal_slab(np.ones(ROWS))
+    assert long_reach_mm(whole, known, SPACING) == (HIDDEN, HIDDEN)  # to the end, on both scales
+    stops = canal_slab(np.r_[np.ones(seam + 30), np.zeros(HIDDEN - 30)])
+    reach, reach_last = long_reach_mm(stops, known, SPACING)
+    assert 30 <= reach <= 36 and reach_last == reach  # the 8 mm average carries it a few mm past its end
+    ends_at_seam = long_reach_mm(canal_slab(np.r_[np.ones(seam), np.zeros(HIDDEN)]), known, SPACING)
+    assert max(ends_at_seam) <= 4  # only the average's carry
+
+
+def test_a_canal_as_bright_as_the_faded_rows_it_continues_counts_on_their_range():
+    """A regional scan's coil fades towards its edge: a completion that keeps the faded canal's brightness is dark on
+    the whole scan's range and bright on the range of the scan's last rows."""
+    known = hide_rows(ROWS, HIDDEN, "inferior")
+    seam = ROWS - HIDDEN
+    gain = np.ones(ROWS)
+    gain[seam - int(LAST_MM) :] = 0.1  # the canal's last 64 mm of scan and the completion: a tenth as bright
+    slab = canal_slab(gain)
+    fade = np.ones(ROWS)
+    fade[seam - int(LAST_MM) :] = 0.5  # and all the tissue there at half
+    slab *= fade[None, :, None]
+    reach, reach_last = long_reach_mm(slab, known, SPACING)
+    assert reach == 0 and reach_last == HIDDEN
+
+
+def test_benchmark_long_inferior_completes_each_cervical_scan_and_reports_its_reach(
+    tmp_path, bench_bundle, capsys
+):
+    pytest.importorskip("fovcompletion.phantom")
+    data = phantom_bids(tmp_path / "bids", {"sub-x": (11, "cervical"), "sub-y": (12, "lumbar")})
+    out = tmp_path / "r"
+    argv = [
+        "benchmark",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        str(bench_bundle),
+        "--phantoms",
+        "0",
+    ]
+    long = ["--long-inferior", "40", "--long-draws", "2", "--seed", "3"]
+    assert main([*argv, "--methods", "ours,mirror", *long, *FAST]) == 0
+    results = json.loads((out / "results.json").read_text())
+    found = results["long_range"]
+    assert [row["case"] for row in found["cases"]] == ["sub-x"]  # the cervical scan only, once
+    row = found["cases"][0]
+    assert row["seeds"] == [3, 4] and len(row["reach_mm"]) == len(row["reach_last_mm"]) == 2
+    assert all(
+        0 <= value <= 44 for value in row["reach_mm"] + row["reach_last_mm"]
+    )  # 40 mm, rounded to 4 mm rows
+    assert found["reach_mm"] == pytest.approx(np.mean(row["reach_mm"]))
+    assert "--long-inferior 40" in results["command"]
+    assert (
+        "## Long completions: canal reach 40 mm below each cervical scan" in (out / "results.md").read_text()
+    )
+    capsys.readouterr()
+    assert main([*argv, "--methods", "mirror", *long]) == 1
+    assert "add ours to --methods" in capsys.readouterr().err
+    lumbar = phantom_bids(tmp_path / "lumbar", {"sub-y": (12, "lumbar")})
+    assert main([*argv[:2], str(lumbar), *argv[3:], "--methods", "ours", *long, *FAST]) == 1
+    assert "needs a real cervical scan" in capsys.readouterr().err
+    assert main([*argv, "--long-inferior", "-5"]) == 1
+    assert "--long-inferior must be 0 or more" in capsys.readouterr().err
