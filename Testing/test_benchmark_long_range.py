@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 from scipy import ndimage
-from test_benchmark_command import FAST, phantom_bids
+from test_benchmark_command import phantom_bids
 
 from fovcompletion.benchmark.cases import hide_rows
-from fovcompletion.benchmark.long_range import LAST_MM, long_reach_mm
+from fovcompletion.benchmark.long_range import LAST_MM, last_rows, long_reach_mm
+from fovcompletion.benchmark.report import long_range_table
 from fovcompletion.cli import main
 
 ROWS, HIDDEN = 200, 80  # 1 mm rows: 120 mm of scan, 80 mm completed below it
@@ -19,8 +20,8 @@ SPACING = (1.0, 1.0)
 
 
 def canal_slab(canal_gain: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Air, a textured body (level 300) over columns 6-65 and a bright 8 mm canal at column 45 (level 300 + 600 x
-    gain per row); the whole row scaled by `row_gain` where given."""
+    """Air, a textured body (level 300) over columns 6-65 and a bright 9 mm canal over columns 41-49 (level 300 +
+    600 x `canal_gain` per row)."""
     rng = np.random.default_rng(seed)
     shape = (5, ROWS, 90)
     texture = ndimage.gaussian_filter(rng.normal(0, 1, shape), (0.8, 1.5, 1.5))
@@ -40,6 +41,14 @@ def test_the_reach_is_how_far_the_completed_canal_lasts_below_the_scan():
     assert 30 <= reach <= 36 and reach_last == reach  # the 8 mm average carries it a few mm past its end
     ends_at_seam = long_reach_mm(canal_slab(np.r_[np.ones(seam), np.zeros(HIDDEN)]), known, SPACING)
     assert max(ends_at_seam) <= 4  # only the average's carry
+
+
+@pytest.mark.parametrize("spacing_si", [1.0, 2.0])
+def test_the_second_scale_is_read_on_exactly_the_scans_last_64_mm(spacing_si):
+    known = hide_rows(100, 30, "inferior")  # 70 scan rows, then 30 completed
+    rows = np.flatnonzero(last_rows(known, spacing_si))
+    assert rows[-1] == 69 and len(rows) == min(70, round(LAST_MM / spacing_si))
+    assert np.array_equal(rows, np.arange(rows[0], 70))
 
 
 def test_a_canal_as_bright_as_the_faded_rows_it_continues_counts_on_their_range():
@@ -75,25 +84,47 @@ def test_benchmark_long_inferior_completes_each_cervical_scan_and_reports_its_re
         "0",
     ]
     long = ["--long-inferior", "40", "--long-draws", "2", "--seed", "3"]
-    assert main([*argv, "--methods", "ours,mirror", *long, *FAST]) == 0
+    # the long completions take the model's default setting, whichever rows are scored: none of ours here
+    assert main([*argv, "--methods", "mirror", *long]) == 0
     results = json.loads((out / "results.json").read_text())
     found = results["long_range"]
-    assert [row["case"] for row in found["cases"]] == ["sub-x"]  # the cervical scan only, once
+    assert [row["case"] for row in found["cases"]] == ["sub-x"]  # the cervical scan only, once for both ends
     row = found["cases"][0]
     assert row["seeds"] == [3, 4] and len(row["reach_mm"]) == len(row["reach_last_mm"]) == 2
-    assert all(
-        0 <= value <= 44 for value in row["reach_mm"] + row["reach_last_mm"]
-    )  # 40 mm, rounded to 4 mm rows
-    assert found["reach_mm"] == pytest.approx(np.mean(row["reach_mm"]))
+    assert found["below_mm"] == 40 and found["draws"] == 2
     assert "--long-inferior 40" in results["command"]
-    assert (
-        "## Long completions: canal reach 40 mm below each cervical scan" in (out / "results.md").read_text()
-    )
+    table = "\n".join(long_range_table(found))
+    assert table in (out / "results.md").read_text()
     capsys.readouterr()
-    assert main([*argv, "--methods", "mirror", *long]) == 1
-    assert "add ours to --methods" in capsys.readouterr().err
     lumbar = phantom_bids(tmp_path / "lumbar", {"sub-y": (12, "lumbar")})
-    assert main([*argv[:2], str(lumbar), *argv[3:], "--methods", "ours", *long, *FAST]) == 1
+    assert main([*argv[:2], str(lumbar), *argv[3:], "--methods", "mirror", *long]) == 1
     assert "needs a real cervical scan" in capsys.readouterr().err
-    assert main([*argv, "--long-inferior", "-5"]) == 1
-    assert "--long-inferior must be 0 or more" in capsys.readouterr().err
+    for bad, message in [
+        (["--long-inferior", "-5"], "--long-inferior: extensions must be zero or positive"),
+        (["--long-inferior", "nan"], "--long-inferior: extensions must be finite"),
+        (["--long-inferior", "0"], "--long-inferior: nothing to complete"),
+        (["--long-inferior", "2000"], "--long-inferior: extending by 2000 mm is more than any body needs"),
+        (["--long-inferior", "40", "--long-draws", "0"], "--long-draws must be at least 1"),
+        (["--long-draws", "2"], "--long-draws needs --long-inferior MM"),
+    ]:
+        assert main([*argv, "--methods", "mirror", *bad]) == 1
+        assert message in capsys.readouterr().err
+
+
+def test_the_long_range_table_gives_every_draw_and_the_means():
+    long_range = {
+        "below_mm": 300.0,
+        "last_mm": 64.0,
+        "draws": 2,
+        "cases": [
+            {"case": "sub-a", "seeds": [0, 1], "reach_mm": [0.0, 300.0], "reach_last_mm": [300.0, 300.0]},
+            {"case": "sub-b", "seeds": [0, 1], "reach_mm": [20.0, 100.0], "reach_last_mm": [60.0, 100.0]},
+        ],
+        "mean_reach_mm": 105.0,
+        "mean_reach_last_mm": 190.0,
+    }
+    lines = long_range_table(long_range)
+    assert lines[0].startswith("## Long completions: canal reach 300 mm below each cervical scan")
+    assert "| sub-a | 0, 1 | 0, 300 | 150 | 300, 300 | 300 |" in lines
+    assert "| sub-b | 0, 1 | 20, 100 | 60 | 60, 100 | 80 |" in lines
+    assert lines[-1] == "| all | | | 105 | | 190 |"

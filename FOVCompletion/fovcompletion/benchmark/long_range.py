@@ -10,9 +10,11 @@ scan's range a canal as bright as the rows it continues can count as dark).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
+from ..bundle import Bundle
 from ..canal import canal_reach_mm
 from ..errors import InputError
 from ..image_io import Volume
@@ -21,23 +23,27 @@ from ..regions import scale_unit, visible_range
 from .cases import Case
 
 LAST_MM = 64.0  # the scan's last rows whose range the second reach is read on: the hidden length of a case
-LONG_REGION = (
-    "cervical"  # completed downwards: the region whose users extend it most (the demo, #18's previews)
-)
+# Completed downwards: the region whose users extend it most (the demo, #18's previews).
+LONG_REGION = "cervical"
+
+
+def last_rows(known_rows: np.ndarray, spacing_si_mm: float, length_mm: float = LAST_MM) -> np.ndarray:
+    """The known rows within `length_mm` of the last known one (the scan's rows come first, the extension below)."""
+    known_rows = np.asarray(known_rows, dtype=bool)
+    rows = np.arange(known_rows.size)
+    last_known = int(np.flatnonzero(known_rows)[-1])
+    return known_rows & (rows > last_known - round(length_mm / spacing_si_mm))
 
 
 def long_reach_mm(
     image: np.ndarray, known_rows: np.ndarray, spacing: tuple[float, float]
 ) -> tuple[float, float]:
-    """Canal reach below the scan (mm) on the mid-slice of `image` (slices, S-I rows, A-P cols), scaled by the
-    whole scan's visible range and by that of its last `LAST_MM` of known rows."""
+    """Canal reach below the scan (mm) on the mid-slice of `image` (slices, S-I rows, A-P cols; `spacing` S-I, A-P),
+    scaled by the whole scan's visible range and by that of its last `LAST_MM` of known rows."""
     known_rows = np.asarray(known_rows, dtype=bool)
-    rows = np.arange(known_rows.size)
-    last_known = int(np.flatnonzero(known_rows)[-1])
-    last_rows = known_rows & (rows > last_known - round(LAST_MM / spacing[0]))
     mid = np.asarray(image)[image.shape[0] // 2]
     reaches = []
-    for scale_rows in (known_rows, last_rows):
+    for scale_rows in (known_rows, last_rows(known_rows, spacing[0])):
         low, high = visible_range(image, scale_rows)
         reaches.append(float(sum(canal_reach_mm(scale_unit(mid, low, high), known_rows, spacing))))
     return reaches[0], reaches[1]
@@ -54,18 +60,18 @@ def long_cases(cases: Iterable[Case]) -> list[Case]:
 
 def long_completions(
     cases: list[Case],
-    bundle,
+    bundle: Bundle,
     *,
     below_mm: float,
     draws: int,
     first_seed: int,
     slices: int,
-    sampler,
     device: str = "auto",
     log: Callable[[str], None] = print,
-) -> dict:
-    """Each chosen case's whole scan completed `below_mm` below it, `draws` times (seeds `first_seed` + k), and the
-    canal reach of every draw; the summary is the mean over all draws."""
+) -> dict[str, Any]:
+    """Each chosen case's whole scan completed `below_mm` below it, `draws` times (seeds `first_seed` + k), at the
+    model's default setting (what `complete` and a preview draw), and the canal reach of every draw; the summary is
+    the mean over all draws."""
     if not cases:
         raise InputError(f"no real {LONG_REGION} scan among the cases to complete below")
     per_case = []
@@ -82,7 +88,6 @@ def long_completions(
                 extend_inferior_mm=below_mm,
                 seed=seed,
                 device=device,
-                sampler=sampler,
             )
             known_rows = result.mask.any(axis=(0, 2))
             reaches.append(long_reach_mm(result.image, known_rows, spacing))
@@ -103,6 +108,6 @@ def long_completions(
         "last_mm": LAST_MM,
         "draws": draws,
         "cases": per_case,
-        "reach_mm": float(np.mean([value for row in per_case for value in row["reach_mm"]])),
-        "reach_last_mm": float(np.mean([value for row in per_case for value in row["reach_last_mm"]])),
+        "mean_reach_mm": float(np.mean([value for row in per_case for value in row["reach_mm"]])),
+        "mean_reach_last_mm": float(np.mean([value for row in per_case for value in row["reach_last_mm"]])),
     }

@@ -317,7 +317,8 @@ def long_range_table(long_range: dict[str, Any]) -> list[str]:
     """Canal reach of the long completions (`long_range`): per case, every draw and the mean."""
     below, last = _fmt(long_range["below_mm"], 0), _fmt(long_range["last_mm"], 0)
     lines = [
-        f"## Long completions: canal reach {below} mm below each cervical scan (mm, mid-slice, no truth)",
+        f"## Long completions: canal reach {below} mm below each cervical scan (mm, mid-slice, the model's default "
+        "setting, no truth)",
         "",
         f"| case | seeds | on the scan's range | mean | on its last {last} mm's range | mean |",
         "|---|---|---|---|---|---|",
@@ -330,7 +331,7 @@ def long_range_table(long_range: dict[str, Any]) -> list[str]:
             f"{_fmt(float(np.mean(last_range)), 0)} |"
         )
     lines.append(
-        f"| all | | | {_fmt(long_range['reach_mm'], 0)} | | {_fmt(long_range['reach_last_mm'], 0)} |"
+        f"| all | | | {_fmt(long_range['mean_reach_mm'], 0)} | | {_fmt(long_range['mean_reach_last_mm'], 0)} |"
     )
     return lines
 

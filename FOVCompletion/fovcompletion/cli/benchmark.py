@@ -14,6 +14,8 @@ from ..device import DEVICE_CHOICES
 from ..errors import InputError
 from ..schedule import SamplerOptions
 
+LONG_DRAWS = 3  # draws of each long completion unless told: reach is nearly all or nothing per draw
+
 QUICK = {
     "steps": [10, 25],
     "resample": [2],
@@ -266,17 +268,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--long-inferior",
         type=float,
-        default=0.0,
+        default=None,
         metavar="MM",
-        help="also complete each real cervical scan whole, MM below its field of view, and report how far a bright "
-        "canal lasts there (canal reach in mm; no truth reaches that far; default: 0, none)",
+        help="also complete each real cervical scan whole, MM below its field of view, at the model's default "
+        "setting, and report how far a bright canal lasts there (canal reach in mm; no truth reaches that far)",
     )
     parser.add_argument(
         "--long-draws",
         type=int,
-        default=3,
+        default=None,
         metavar="N",
-        help="draws of each long completion, seeds --seed to --seed + N - 1 (default: 3)",
+        help=f"with --long-inferior: draws of each long completion, seeds --seed to --seed + N - 1 (default: "
+        f"{LONG_DRAWS})",
     )
     parser.add_argument(
         "--no-speed",
@@ -325,13 +328,7 @@ def run(args: argparse.Namespace) -> int:
     explicit_phantoms = args.phantoms is not None
     if args.hide_mm <= 0:
         raise InputError(f"--hide-mm must be positive (got {args.hide_mm:g})")
-    if args.long_inferior < 0 or args.long_draws < 1:
-        raise InputError(
-            f"--long-inferior must be 0 or more and --long-draws at least 1 (got {args.long_inferior:g}, "
-            f"{args.long_draws})"
-        )
-    if args.long_inferior > 0 and "ours" not in families:
-        raise InputError("--long-inferior completes with our sampler: add ours to --methods")
+    check_long_range(args.long_inferior, args.long_draws)
     if args.data is None and phantoms <= 0 and args.templates is None:
         raise InputError("nothing to benchmark: give --data BIDS_ROOT, --templates ROOT and/or --phantoms N")
     if (args.subjects or args.training_subjects) and args.data is None:
@@ -426,7 +423,8 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
             log(f"no phantoms: {error}")
     if not cases:
         raise InputError("no usable case: every volume is too short for the hidden length")
-    if args.long_inferior > 0 and not long_cases(cases):
+    long = long_cases(cases) if args.long_inferior is not None else []
+    if args.long_inferior is not None and not long:
         raise InputError(
             "--long-inferior needs a real cervical scan among the cases (participants.tsv region)"
         )
@@ -454,8 +452,8 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
         "reference_steps": reference_steps,
         "seed": args.seed,  # `fovcompletion compare` pairs runs of the same seeds only
     }
-    if args.long_inferior > 0:
-        extra["long_range"] = _long_range(args, cases, methods, settings)
+    if long:
+        extra["long_range"] = _long_range(args, long, settings)
     if not args.no_speed and learned:
         extra["speed"] = _speed(args, preset["speed_steps"])
     results = write_reports(run_result, args.out, args.hide_mm, extra)
@@ -467,25 +465,40 @@ def _run(args, preset: dict, families: set[str], phantoms: int, explicit_phantom
     return 0
 
 
-def _long_range(args, cases: list, methods: list, settings) -> dict:
-    """The long completions (`benchmark.long_range`) with the sampler of the first of our rows."""
-    from ..benchmark.long_range import long_cases, long_completions
+def check_long_range(below_mm: float | None, draws: int | None) -> None:
+    """Refuse a long completion no body needs, or draws without one, before any work starts."""
+    from ..layout import check_extension
+
+    if below_mm is None:
+        if draws is not None:
+            raise InputError("--long-draws needs --long-inferior MM")
+        return
+    try:
+        check_extension(0.0, below_mm)
+    except InputError as error:
+        raise InputError(f"--long-inferior: {error}") from None
+    if draws is not None and draws < 1:
+        raise InputError(f"--long-draws must be at least 1 (got {draws})")
+
+
+def _long_range(args, long: list, settings) -> dict:
+    """The long completions (`benchmark.long_range`) of the chosen cervical cases."""
+    from ..benchmark.long_range import long_completions
     from ..device import resolve_device
     from ..pipeline import get_bundle
 
-    ours = next(method for method in methods if method.family == "ours")
     bundle = get_bundle(args.model, resolve_device(args.device))
+    draws = args.long_draws or LONG_DRAWS
     log(
-        f"long completions: {args.long_inferior:g} mm below each cervical scan, {args.long_draws} draw(s), {ours.name}"
+        f"long completions: {args.long_inferior:g} mm below each cervical scan, {draws} draw(s), default setting"
     )
     return long_completions(
-        long_cases(cases),
+        long,
         bundle,
         below_mm=args.long_inferior,
-        draws=args.long_draws,
+        draws=draws,
         first_seed=args.seed,
         slices=settings.slices or bundle.metadata.default_slices,
-        sampler=ours.sampler(),
         device=args.device,
         log=log,
     )
