@@ -74,11 +74,11 @@ def long_completions(
     the mean over all draws."""
     if not cases:
         raise InputError(f"no real {LONG_REGION} scan among the cases to complete below")
+    seeds = [first_seed + draw for draw in range(draws)]
     per_case = []
     for case in cases:
         whole = Volume(case.truth, case.affine)
         spacing = (float(case.spacing[1]), float(case.spacing[2]))
-        seeds = [first_seed + draw for draw in range(draws)]
         reaches = []
         for seed in seeds:
             result = complete(
