@@ -241,3 +241,64 @@ def test_runs_from_before_the_seed_was_recorded_name_it_in_their_command():
     assert run_seed({"seed": 3, "command": "fovcompletion benchmark --seed 7"}) == 3
     assert run_seed({"seed": None, "command": "fovcompletion benchmark --out x --seed 7 --repeats 3"}) == 7
     assert run_seed({"command": "fovcompletion benchmark --out x"}) == 0  # the default
+
+
+def long_range(cases: list[tuple[str, list[int], list[float], list[float]]], below_mm: float = 300.0) -> dict:
+    """A `long_range` section as the benchmark records it: (case, seeds, reach per draw, largest join step per
+    draw); the reach on the last 64 mm's range is the reach plus 10."""
+    return {
+        "below_mm": below_mm,
+        "cases": [
+            {
+                "case": case,
+                "seeds": seeds,
+                "reach_mm": reach,
+                "reach_last_mm": [value + 10 for value in reach],
+                "largest_join_step": steps,
+            }
+            for case, seeds, reach, steps in cases
+        ],
+    }
+
+
+def test_long_completions_pair_by_case_and_seed():
+    rows = [{"case": "a", "seed": 1, "ssim": 0.5}]
+    base = document(
+        rows, long_range=long_range([("a", [0, 1], [100.0, 300.0], [1.3, 1.1]), ("b", [0], [0.0], [1.5])])
+    )
+    new = document(
+        rows,
+        long_range=long_range(
+            [("a", [0, 1, 2], [200.0, 300.0, 5.0], [1.1, 0.8]), ("b", [0], [100.0], [float("nan")])]
+        ),
+    )
+    comparison = compare_runs(base, new, "ours")
+    long = comparison["long_range"]
+    assert (long["below_mm"], long["pairs"], long["cases"]) == (300.0, 3, 2)  # seed 2 of a has no counterpart
+    reach = long["measures"]["reach_mm"]
+    # case a: +100 and 0 over its two draws, case b: +100; the mean of the cases
+    assert reach["difference"] == pytest.approx(75.0) and (reach["new_better"], reach["new_worse"]) == (2, 0)
+    assert long["measures"]["reach_last_mm"]["difference"] == pytest.approx(75.0)
+    step = long["measures"]["largest_join_step"]
+    # nearer to 1 is better: 1.3 -> 1.1 better, 1.1 -> 0.8 worse; b's NaN leaves its pair out
+    assert step["pairs"] == 2 and (step["new_better"], step["new_worse"]) == (1, 1)
+    text = comparison_markdown(comparison, "v1", "v2")
+    assert "## long completions, 300 mm below each cervical scan (2 cases, 3 pairs)" in text
+    assert "| canal reach (mm) | 100 | 175 | +75 +- 25 | 2 / 0 |" in text
+    assert (
+        "| brightness at the window joins (the largest step) (2 pairs) | 1.20 | 0.95 | -0.25 +- – | 1 / 1 |"
+        in text
+    )
+
+
+def test_long_completions_of_other_lengths_or_of_one_run_are_not_paired():
+    rows = [{"case": "a", "seed": 1, "ssim": 0.5}]
+    base = document(rows, long_range=long_range([("a", [0], [100.0], [1.3])]))
+    longer = document(rows, long_range=long_range([("a", [0], [100.0], [1.3])], below_mm=400.0))
+    text = comparison_markdown(compare_runs(base, longer, "ours"), "v1", "v2")
+    assert "The long completions are not compared: the runs completed 300.0 and 400.0 mm below." in text
+    only_base = compare_runs(base, document(rows), "ours")
+    assert only_base["long_range"] == {
+        "unpaired": "only one run completed the cervical scans far below (--long-inferior)"
+    }
+    assert "long_range" not in compare_runs(document(rows), document(rows), "ours")

@@ -10,10 +10,21 @@ import pytest
 from scipy import ndimage
 from test_benchmark_command import phantom_bids
 
+from conftest import oblique_affine, predicting_bundle, synthetic_scan
 from fovcompletion.benchmark.cases import hide_rows
-from fovcompletion.benchmark.long_range import LAST_MM, last_rows, long_reach_mm
+from fovcompletion.benchmark.long_range import (
+    LAST_MM,
+    farthest_from_one,
+    join_brightness,
+    last_rows,
+    long_reach_mm,
+    window_joins,
+)
 from fovcompletion.benchmark.report import long_range_table
+from fovcompletion.bundle import CanvasSpec, read_metadata
 from fovcompletion.cli import main
+from fovcompletion.image_io import Volume
+from fovcompletion.pipeline import complete
 
 ROWS, HIDDEN = 200, 80  # 1 mm rows: 120 mm of scan, 80 mm completed below it
 SPACING = (1.0, 1.0)
@@ -66,6 +77,60 @@ def test_a_canal_as_bright_as_the_faded_rows_it_continues_counts_on_their_range(
     assert reach == 0 and reach_last == HIDDEN
 
 
+@pytest.fixture(scope="module")
+def windowed_bundle(tmp_path_factory):
+    """Tiny networks that predict something (a preview differs from the result), on 64 mm windows at 2 mm."""
+    canvas = CanvasSpec(shape=(32, 32), spacing_mm=(2.0, 2.0))
+    return predicting_bundle(
+        tmp_path_factory.mktemp("windows") / "bundle", canvas=canvas, name="tiny-windows"
+    )
+
+
+def test_the_window_joins_are_where_each_later_window_begins_its_own_rows(windowed_bundle):
+    """Read off the engine itself: in its preview during a window, the rows no window has made yet still hold the
+    canvas's padding (one value across each row), from the join on; and a later window changes the earlier one's
+    rows only over the rows it makes again, just above its join."""
+    scan = Volume(synthetic_scan((5, 60, 30)), oblique_affine(angle_deg=0.0))  # 1 mm, the model's axis order
+    joins, made_again = window_joins(scan, read_metadata(windowed_bundle), 100.0, 5)
+    previews, events = [], []
+    result = complete(
+        scan,
+        model=windowed_bundle,
+        slices=5,
+        steps=2,
+        extend_inferior_mm=100.0,
+        preview=lambda volume: previews.append(volume.array) or "p.nii",
+        preview_every=1,
+        progress=events.append,
+    )
+    windows = next(e for e in events if e.stage == "start").details["windows"]
+    assert (
+        len(joins) == windows - 1 >= 2 and len(previews) == windows
+    )  # one preview per window (after step 1)
+    assert made_again == 16  # the default 32 mm cross-fade, capped at half of a 32 mm context, in 1 mm rows
+    for window, join in enumerate(joins):
+        during = previews[window]
+        flat = during.max(axis=(0, 2)) == during.min(axis=(0, 2))
+        assert flat[join + 1 :].all() and not flat[join - 2]  # row `join` itself is half this window's
+        later = previews[window + 1]
+        assert np.array_equal(later[:, : join - made_again - 1], result.image[:, : join - made_again - 1])
+        assert not np.array_equal(
+            later[:, join - made_again + 2 : join], result.image[:, join - made_again + 2 : join]
+        )
+
+
+def test_the_brightness_at_a_join_compares_the_later_windows_own_rows_with_the_earlier_windows_own():
+    slab = np.full((3, 120, 20), 100.0)
+    slab[:, 50:70] = np.linspace(100, 400, 20)[None, :, None]  # the rows made again: a ramp, not compared
+    slab[:, 70:] = 150.0  # the later window's own rows, from the join at row 70
+    assert join_brightness(slab, [70], 20, 16) == pytest.approx([1.5])
+    assert join_brightness(np.full((3, 120, 20), 7.0), [40, 90], 8, 16) == pytest.approx([1.0, 1.0])
+    ends_early = join_brightness(slab, [20, 110], 8, 16)  # a band above the image's top or past its end
+    assert np.isnan(ends_early).all()
+    assert farthest_from_one([1.25, 0.7, float("nan")]) == 0.7 and farthest_from_one([1.3, 0.8]) == 1.3
+    assert np.isnan(farthest_from_one([]))
+
+
 def test_benchmark_long_inferior_completes_each_cervical_scan_and_reports_its_reach(
     tmp_path, bench_bundle, capsys
 ):
@@ -91,6 +156,7 @@ def test_benchmark_long_inferior_completes_each_cervical_scan_and_reports_its_re
     assert [row["case"] for row in found["cases"]] == ["sub-x"]  # the cervical scan only, once for both ends
     row = found["cases"][0]
     assert row["seeds"] == [3, 4] and len(row["reach_mm"]) == len(row["reach_last_mm"]) == 2
+    assert row["join_rows"] == [] and row["join_brightness"] == [[], []]  # 40 mm: one window of 1024 mm
     assert found["below_mm"] == 40 and found["draws"] == 2
     assert "--long-inferior 40" in results["command"]
     table = "\n".join(long_range_table(found))
@@ -117,14 +183,30 @@ def test_the_long_range_table_gives_every_draw_and_the_means():
         "last_mm": 64.0,
         "draws": 2,
         "cases": [
-            {"case": "sub-a", "seeds": [0, 1], "reach_mm": [0.0, 300.0], "reach_last_mm": [300.0, 300.0]},
-            {"case": "sub-b", "seeds": [0, 1], "reach_mm": [20.0, 100.0], "reach_last_mm": [60.0, 100.0]},
+            {
+                "case": "sub-a",
+                "seeds": [0, 1],
+                "reach_mm": [0.0, 300.0],
+                "reach_last_mm": [300.0, 300.0],
+                "join_brightness": [[1.5, 1.1], [0.9, 1.0]],
+            },
+            {
+                "case": "sub-b",
+                "seeds": [0, 1],
+                "reach_mm": [20.0, 100.0],
+                "reach_last_mm": [60.0, 100.0],
+                "join_brightness": [[1.2, float("nan")], [1.0, 1.0]],
+            },
         ],
         "mean_reach_mm": 105.0,
         "mean_reach_last_mm": 190.0,
+        "join_band_mm": 16.0,
+        "mean_join_brightness": 1.1,
+        "largest_join_step_of_all": 1.5,
     }
     lines = long_range_table(long_range)
-    assert lines[0].startswith("## Long completions: canal reach 300 mm below each cervical scan")
-    assert "| sub-a | 0, 1 | 0, 300 | 150 | 300, 300 | 300 |" in lines
-    assert "| sub-b | 0, 1 | 20, 100 | 60 | 60, 100 | 80 |" in lines
-    assert lines[-1] == "| all | | | 105 | | 190 |"
+    assert lines[0].startswith("## Long completions: 300 mm below each cervical scan")
+    assert "the first 16 mm a later window makes alone" in lines[2]
+    assert "| sub-a | 0, 1 | 0, 300 | 150 | 300, 300 | 300 | 1.50 / 1.10, 0.90 / 1.00 | 1.12 |" in lines
+    assert "| sub-b | 0, 1 | 20, 100 | 60 | 60, 100 | 80 | 1.20 / –, 1.00 / 1.00 | 1.07 |" in lines
+    assert lines[-1] == "| all | | | 105 | | 190 | largest step 1.50 | 1.10 |"

@@ -94,6 +94,12 @@ def plan_windows(top: int, bottom: int, known: tuple[int, int], height: int, con
     return starts
 
 
+def crossfade_rows(layout: CanvasLayout, overlap_mm: float, spacing_si_mm: float) -> int:
+    """Rows of the windows before it that each later window makes again and cross-fades into them: at most half
+    of its context, whose rest conditions it."""
+    return min(int(round(overlap_mm / spacing_si_mm)), layout.context // 2)
+
+
 def plan_layout(
     metadata: BundleMetadata,
     n_rows: int,

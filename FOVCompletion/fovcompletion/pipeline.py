@@ -37,7 +37,7 @@ from .image_io import (
     write_volume,
 )
 from .latent_codec import decode, encode
-from .layout import CanvasLayout, check_extension, plan_layout
+from .layout import CanvasLayout, check_extension, crossfade_rows, plan_layout
 from .memory import advice as memory_advice
 from .memory import check_memory
 from .preprocess import PreparedSlab, check_slice_choice, prepare_slab
@@ -475,8 +475,7 @@ def complete(
         estimated_s=round(estimate.seconds, 1),
     )
     feather_px = feather_mm / metadata.canvas.spacing_mm[0]
-    # At most half of a window's context is made again: the rest conditions it.
-    overlap_px = min(int(round(window_overlap_mm / metadata.canvas.spacing_mm[0])), layout.context // 2)
+    overlap_px = crossfade_rows(layout, window_overlap_mm, metadata.canvas.spacing_mm[0])
     above, native_rows, mosaic_rows, mosaic_cols = _native_grid(
         slab, layout, (extend_superior_mm, extend_inferior_mm)
     )

@@ -4,22 +4,29 @@ Canal continuity scores only the hidden 64 mm of a case, along the truth's canal
 completed 300 mm down sees first is whether the canal lasts at all. No truth reaches that far, so the measure is
 the completion's own `canal_reach_mm` on its mid-sagittal slice, read on two scales: the whole scan's visible range,
 and the range of the scan's last `LAST_MM` (a regional scan's receive coil fades towards its edge, so on the whole
-scan's range a canal as bright as the rows it continues can count as dark).
+scan's range a canal as bright as the rows it continues can count as dark). Beyond one canvas window the engine
+completes window after window, each conditioned on the one before it; where a later window takes over, a person sees
+any change in brightness as a line across the body, so the brightness on either side of every window join is read
+too (`join_brightness`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from ..bundle import Bundle
+from ..bundle import Bundle, BundleMetadata
 from ..canal import canal_reach_mm
 from ..errors import InputError
 from ..image_io import Volume
-from ..pipeline import complete
+from ..layout import crossfade_rows, plan_layout
+from ..pipeline import DEFAULT_WINDOW_OVERLAP_MM, complete
+from ..preprocess import prepare_slab
 from ..regions import scale_unit, visible_range
+from .appearance import SEAM_BAND_MM
 from .cases import Case
 
 LAST_MM = 64.0  # the scan's last rows whose range the second reach is read on: the hidden length of a case
@@ -49,6 +56,45 @@ def long_reach_mm(
     return reaches[0], reaches[1]
 
 
+def window_joins(
+    volume: Volume, metadata: BundleMetadata, below_mm: float, slices: int
+) -> tuple[list[int], int]:
+    """Where the windows of a completion `below_mm` below the scan meet, as rows of its output (the scan's rows
+    first): the first row each later window makes alone, and how many rows above it that window makes again and
+    cross-fades into the earlier one's (at the engine's default overlap)."""
+    slab = prepare_slab(volume, metadata, slices)
+    layout = plan_layout(metadata, slab.model.shape[1], slab.model.shape[2], 0.0, below_mm)
+    step, offset = float(slab.model_to_native[1, 1]), float(slab.model_to_native[1, 3])
+    # The windows move down from the scan: each later one's own rows begin where the one before it ended, at the
+    # edge between model rows end - 1 and end; the first output row below that edge is its first.
+    ends = [start + layout.window_height for start in layout.window_starts[:-1]]
+    rows = slab.native.shape[1] + int(np.ceil(below_mm / slab.native_spacing[1] - 1e-6))
+    joins = [int(np.ceil(offset + step * (end - 0.5))) for end in ends]
+    made_again = crossfade_rows(layout, DEFAULT_WINDOW_OVERLAP_MM, metadata.canvas.spacing_mm[0]) * step
+    return [join for join in joins if join < rows], int(round(made_again))
+
+
+def join_brightness(image: np.ndarray, joins: list[int], made_again: int, band_rows: int) -> list[float]:
+    """Per window join, the mean of the later window's first `band_rows` own rows over that of the `band_rows` rows
+    above those it made again (the earlier window's own): 1 = no step where one window takes over from the other.
+    Over every slice and column of `image` (slices, S-I rows, A-P cols): a change in the tissue in front of the spine
+    is as visible as one in the canal. NaN where a band falls outside the image."""
+    image = np.asarray(image, dtype=np.float64)
+    ratios = []
+    for join in joins:
+        first_above = join - made_again - band_rows
+        above, below = image[:, max(first_above, 0) : join - made_again], image[:, join : join + band_rows]
+        usable = first_above >= 0 and below.shape[1] == band_rows and above.mean() > 0
+        ratios.append(float(below.mean() / above.mean()) if usable else math.nan)
+    return ratios
+
+
+def farthest_from_one(ratios: Iterable[float]) -> float:
+    """The ratio with the largest step either way (1.25 and 0.8 are the same step); NaN without a finite one."""
+    finite = [ratio for ratio in ratios if math.isfinite(ratio) and ratio > 0]
+    return max(finite, key=lambda ratio: abs(math.log(ratio))) if finite else math.nan
+
+
 def long_cases(cases: Iterable[Case]) -> list[Case]:
     """One case per real cervical subject (its whole scan is what is completed, whichever end a case hides)."""
     chosen: dict[str, Case] = {}
@@ -70,8 +116,8 @@ def long_completions(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Each chosen case's whole scan completed `below_mm` below it, `draws` times (seeds `first_seed` + k), at the
-    model's default setting (what `complete` and a preview draw), and the canal reach of every draw; the summary is
-    the mean over all draws."""
+    model's default setting (what `complete` and a preview draw), and the canal reach of every draw and the
+    brightness at each of its window joins; the summary is the mean over all draws (and the largest join step)."""
     if not cases:
         raise InputError(f"no real {LONG_REGION} scan among the cases to complete below")
     seeds = [first_seed + draw for draw in range(draws)]
@@ -79,21 +125,26 @@ def long_completions(
     for case in cases:
         whole = Volume(case.truth, case.affine)
         spacing = (float(case.spacing[1]), float(case.spacing[2]))
-        reaches = []
+        chosen = min(slices, case.truth.shape[0])
+        joins, made_again = window_joins(whole, bundle.metadata, below_mm, chosen)
+        band_rows = max(1, round(SEAM_BAND_MM / spacing[0]))
+        reaches, steps = [], []
         for seed in seeds:
             result = complete(
                 whole,
                 model=bundle,
-                slices=min(slices, case.truth.shape[0]),
+                slices=chosen,
                 extend_inferior_mm=below_mm,
                 seed=seed,
                 device=device,
             )
             known_rows = result.mask.any(axis=(0, 2))
             reaches.append(long_reach_mm(result.image, known_rows, spacing))
+            steps.append(join_brightness(result.image, joins, made_again, band_rows))
             log(
                 f"  {case.subject} {below_mm:g} mm below, seed {seed}: canal reach {reaches[-1][0]:.0f} mm "
-                f"(on the last {LAST_MM:g} mm's range {reaches[-1][1]:.0f} mm)"
+                f"(on the last {LAST_MM:g} mm's range {reaches[-1][1]:.0f} mm), brightness at the window joins "
+                + (", ".join(f"{ratio:.2f}" for ratio in steps[-1]) or "none (one window)")
             )
         per_case.append(
             {
@@ -101,8 +152,12 @@ def long_completions(
                 "seeds": seeds,
                 "reach_mm": [whole_range for whole_range, _ in reaches],
                 "reach_last_mm": [last_range for _, last_range in reaches],
+                "join_rows": joins,
+                "join_brightness": steps,
+                "largest_join_step": [farthest_from_one(draw) for draw in steps],
             }
         )
+    ratios = [ratio for row in per_case for draw in row["join_brightness"] for ratio in draw]
     return {
         "below_mm": below_mm,
         "last_mm": LAST_MM,
@@ -110,4 +165,7 @@ def long_completions(
         "cases": per_case,
         "mean_reach_mm": float(np.mean([value for row in per_case for value in row["reach_mm"]])),
         "mean_reach_last_mm": float(np.mean([value for row in per_case for value in row["reach_last_mm"]])),
+        "join_band_mm": SEAM_BAND_MM,
+        "mean_join_brightness": float(np.nanmean(ratios)) if np.isfinite(ratios).any() else math.nan,
+        "largest_join_step_of_all": farthest_from_one(ratios),
     }

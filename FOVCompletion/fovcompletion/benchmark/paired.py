@@ -38,6 +38,12 @@ LEVEL_MEASURES = (
     ("vertebra_count_error_along_own_canal", "along its own canal", -1),
     ("disc_f1", "disc F1", 1),
 )
+# The long completions (`benchmark --long-inferior`): per draw, as `long_range.long_completions` records them.
+LONG_MEASURES = (
+    ("reach_mm", "canal reach (mm)", 1),
+    ("reach_last_mm", "canal reach on the scan's last 64 mm's range (mm)", 1),
+    ("largest_join_step", "brightness at the window joins (the largest step)", 0),
+)
 SOURCES = (("real", "real scans"), ("phantom", "phantoms"), ("template", "templates"))
 # What two runs must share for their draws to be the same completions' counterparts.
 SETTINGS = (("hide_mm", "hidden millimetres"), ("slices", "slices"), ("direction", "hidden end"))
@@ -193,6 +199,47 @@ def _measure(pairs: list[tuple[dict, dict]], key: str, direction: int, levels: b
     }
 
 
+def _long_rows(results: dict[str, Any]) -> dict[tuple[str, Any], dict[str, Any]]:
+    """The long completions' draws keyed by (case, seed), one row of `LONG_MEASURES` each; none without them."""
+    long_range = results.get("long_range")
+    rows: dict[tuple[str, Any], dict[str, Any]] = {}
+    if not isinstance(long_range, dict):
+        return rows
+    for case in long_range.get("cases") or []:
+        for index, seed in enumerate(case.get("seeds") or []):
+            row: dict[str, Any] = {"case": case.get("case")}
+            for key, _, _ in LONG_MEASURES:
+                values = case.get(key)
+                row[key] = values[index] if isinstance(values, list) and index < len(values) else None
+            rows[(str(case.get("case")), seed)] = row
+    return rows
+
+
+def _long_comparison(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
+    """The long completions paired by case and seed, when both runs made them the same length below; why not, when
+    only one run or other lengths; None when neither made them."""
+    base_long, new_long = base.get("long_range"), new.get("long_range")
+    if not isinstance(base_long, dict) and not isinstance(new_long, dict):
+        return None
+    if not (isinstance(base_long, dict) and isinstance(new_long, dict)):
+        return {"unpaired": "only one run completed the cervical scans far below (--long-inferior)"}
+    if base_long.get("below_mm") != new_long.get("below_mm"):
+        return {
+            "unpaired": f"the runs completed {base_long.get('below_mm')} and {new_long.get('below_mm')} mm below"
+        }
+    base_rows, new_rows = _long_rows(base), _long_rows(new)
+    pairs = [(row, new_rows[key]) for key, row in base_rows.items() if key in new_rows]
+    if not pairs:
+        return {"unpaired": "the runs share no long completion of the same case and seed"}
+    measures = {key: _measure(pairs, key, direction, levels=False) for key, _, direction in LONG_MEASURES}
+    return {
+        "below_mm": base_long.get("below_mm"),
+        "pairs": len(pairs),
+        "cases": len({b["case"] for b, _ in pairs}),
+        "measures": {key: value for key, value in measures.items() if value is not None},
+    }
+
+
 def compare_runs(
     base: dict[str, Any], new: dict[str, Any], base_method: str, new_method: str | None = None
 ) -> dict[str, Any]:
@@ -243,6 +290,9 @@ def compare_runs(
             "cases": len({b["case"] for b, _ in of_source}),
             "measures": {key: value for key, value in measures.items() if value is not None},
         }
+    long_range = _long_comparison(base, new)
+    if long_range is not None:
+        comparison["long_range"] = long_range
     return comparison
 
 
@@ -254,9 +304,33 @@ def _number(value: float | None, digits: int) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _measure_table(heading: str, section: dict[str, Any], names: dict[str, str]) -> list[str]:
+    """One section's measures as a table under `heading`."""
+    lines = [
+        "",
+        f"## {heading}",
+        "",
+        "| measure | base | new | difference | better / worse |",
+        "|---|---|---|---|---|",
+    ]
+    for key, row in section["measures"].items():
+        digits = 1 if "count_error" in key else 0 if key.endswith("_mm") else 2 if "join" in key else 3
+        difference = f"{row['difference']:+.{digits}f} +- {_number(row['standard_error'], digits)}"
+        name = (
+            names[key]
+            if row["pairs"] == section["pairs"]
+            else f"{names[key]} ({_count(row['pairs'], 'pair')})"
+        )
+        lines.append(
+            f"| {name} | {_number(row['base'], digits)} | {_number(row['new'], digits)} | "
+            f"{difference} | {row['new_better']} / {row['new_worse']} |"
+        )
+    return lines
+
+
 def comparison_markdown(comparison: dict[str, Any], base_label: str, new_label: str) -> str:
     """The comparison as tables: one per source, one row per measure."""
-    names = {key: label for key, label, _ in (*MEASURES, *LEVEL_MEASURES)}
+    names = {key: label for key, label, _ in (*MEASURES, *LEVEL_MEASURES, *LONG_MEASURES)}
     lines = [
         f"# Paired comparison: {new_label} against {base_label}",
         "",
@@ -265,7 +339,8 @@ def comparison_markdown(comparison: dict[str, Any], base_label: str, new_label: 
         "Base, new, difference: means over cases of each case's mean over its draws; +- the difference's "
         "standard error over cases (the benchmark's intervals are over cases too: one case's draws are not "
         "independent); better / worse: the pairs in which the new completion is better or worse on that "
-        "measure (sharpness, edge sharpness and seam brightness: nearer to 1); a measure that is not a number "
+        "measure (sharpness, edge sharpness, seam brightness and the brightness at window joins: nearer to 1); "
+        "a measure that is not a number "
         "in some pairs names the count "
         "of pairs it has.",
     ]
@@ -278,23 +353,15 @@ def comparison_markdown(comparison: dict[str, Any], base_label: str, new_label: 
         ]
     sources = dict(SOURCES)
     for source, section in comparison["sources"].items():
-        lines += [
-            "",
-            f"## {sources.get(source, source)} ({_count(section['cases'], 'case')}, {_count(section['pairs'], 'pair')})",
-            "",
-            "| measure | base | new | difference | better / worse |",
-            "|---|---|---|---|---|",
-        ]
-        for key, row in section["measures"].items():
-            digits = 1 if "count_error" in key else 3
-            difference = f"{row['difference']:+.{digits}f} +- {_number(row['standard_error'], digits)}"
-            name = (
-                names[key]
-                if row["pairs"] == section["pairs"]
-                else f"{names[key]} ({_count(row['pairs'], 'pair')})"
-            )
-            lines.append(
-                f"| {name} | {_number(row['base'], digits)} | {_number(row['new'], digits)} | "
-                f"{difference} | {row['new_better']} / {row['new_worse']} |"
-            )
+        heading = f"{sources.get(source, source)} ({_count(section['cases'], 'case')}, {_count(section['pairs'], 'pair')})"
+        lines += _measure_table(heading, section, names)
+    long_range = comparison.get("long_range")
+    if long_range is not None and "unpaired" in long_range:
+        lines += ["", f"The long completions are not compared: {long_range['unpaired']}."]
+    elif long_range is not None:
+        heading = (
+            f"long completions, {_number(long_range['below_mm'], 0)} mm below each cervical scan "
+            f"({_count(long_range['cases'], 'case')}, {_count(long_range['pairs'], 'pair')})"
+        )
+        lines += _measure_table(heading, long_range, names)
     return "\n".join(lines) + "\n"

@@ -314,24 +314,34 @@ def subjects_line(choice: dict[str, Any]) -> str:
 
 
 def long_range_table(long_range: dict[str, Any]) -> list[str]:
-    """Canal reach of the long completions (`long_range`): per case, every draw and the mean."""
+    """The long completions (`long_range`): per case, every draw's canal reach and the brightness at its window
+    joins, and the means."""
     below, last = _fmt(long_range["below_mm"], 0), _fmt(long_range["last_mm"], 0)
+    band = _fmt(long_range.get("join_band_mm"), 0)
     lines = [
-        f"## Long completions: canal reach {below} mm below each cervical scan (mm, mid-slice, the model's default "
+        f"## Long completions: {below} mm below each cervical scan (mid-slice canal reach in mm; the model's default "
         "setting, no truth)",
         "",
-        f"| case | seeds | on the scan's range | mean | on its last {last} mm's range | mean |",
-        "|---|---|---|---|---|---|",
+        f"Brightness at a window join: the mean of the first {band} mm a later window makes alone over that of the "
+        f"{band} mm above the rows it makes again (1 = no step; each draw's joins from the top, separated by /).",
+        "",
+        f"| case | seeds | canal reach on the scan's range | mean | on its last {last} mm's range | mean "
+        "| brightness at the window joins | mean |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in long_range["cases"]:
         whole, last_range = row["reach_mm"], row["reach_last_mm"]
+        joins = row.get("join_brightness", [])
+        ratios = [ratio for draw in joins for ratio in draw]
         lines.append(
             f"| {row['case']} | {', '.join(map(str, row['seeds']))} | {', '.join(_fmt(v, 0) for v in whole)} | "
             f"{_fmt(float(np.mean(whole)), 0)} | {', '.join(_fmt(v, 0) for v in last_range)} | "
-            f"{_fmt(float(np.mean(last_range)), 0)} |"
+            f"{_fmt(float(np.mean(last_range)), 0)} | {', '.join(' / '.join(_fmt(v, 2) for v in draw) for draw in joins)} | "
+            f"{_fmt(float(np.nanmean(ratios)) if np.isfinite(ratios).any() else None, 2)} |"
         )
     lines.append(
-        f"| all | | | {_fmt(long_range['mean_reach_mm'], 0)} | | {_fmt(long_range['mean_reach_last_mm'], 0)} |"
+        f"| all | | | {_fmt(long_range['mean_reach_mm'], 0)} | | {_fmt(long_range['mean_reach_last_mm'], 0)} | "
+        f"largest step {_fmt(long_range.get('largest_join_step_of_all'), 2)} | {_fmt(long_range.get('mean_join_brightness'), 2)} |"
     )
     return lines
 
