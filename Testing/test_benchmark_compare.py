@@ -283,7 +283,10 @@ def test_long_completions_pair_by_case_and_seed():
     # nearer to 1 is better: 1.3 -> 1.1 better, 1.1 -> 0.8 worse; b's NaN leaves its pair out
     assert step["pairs"] == 2 and (step["new_better"], step["new_worse"]) == (1, 1)
     text = comparison_markdown(comparison, "v1", "v2")
-    assert "## long completions, 300 mm below each cervical scan (2 cases, 3 pairs)" in text
+    assert (
+        "## long completions, 300 mm below each cervical scan, at each model's default setting (2 cases, 3 pairs)"
+        in text
+    )
     assert "| canal reach (mm) | 100 | 175 | +75 +- 25 | 2 / 0 |" in text
     assert (
         "| brightness at the window joins (the largest step) (2 pairs) | 1.20 | 0.95 | -0.25 +- – | 1 / 1 |"
@@ -296,9 +299,22 @@ def test_long_completions_of_other_lengths_or_of_one_run_are_not_paired():
     base = document(rows, long_range=long_range([("a", [0], [100.0], [1.3])]))
     longer = document(rows, long_range=long_range([("a", [0], [100.0], [1.3])], below_mm=400.0))
     text = comparison_markdown(compare_runs(base, longer, "ours"), "v1", "v2")
-    assert "The long completions are not compared: the runs completed 300.0 and 400.0 mm below." in text
+    assert "The long completions are not compared: the runs completed 300 and 400 mm below." in text
     only_base = compare_runs(base, document(rows), "ours")
     assert only_base["long_range"] == {
         "unpaired": "only one run completed the cervical scans far below (--long-inferior)"
     }
     assert "long_range" not in compare_runs(document(rows), document(rows), "ours")
+
+
+def test_a_join_step_is_judged_either_way_alike():
+    """1.25 and 0.8 are the same step; 1.3 -> 0.8 is a smaller one, a join gone black the largest."""
+    rows = [{"case": "a", "seed": 1, "ssim": 0.5}]
+
+    def verdict(base_step: float, new_step: float) -> tuple[int, int]:
+        base = document(rows, long_range=long_range([("a", [0], [0.0], [base_step])]))
+        new = document(rows, long_range=long_range([("a", [0], [0.0], [new_step])]))
+        step = compare_runs(base, new, "ours")["long_range"]["measures"]["largest_join_step"]
+        return step["new_better"], step["new_worse"]
+
+    assert verdict(1.25, 0.8) == (0, 0) and verdict(1.3, 0.8) == (1, 0) and verdict(0.9, 0.0) == (0, 1)

@@ -11,10 +11,10 @@ from scipy import ndimage
 from test_benchmark_command import phantom_bids
 
 from conftest import oblique_affine, predicting_bundle, synthetic_scan
+from fovcompletion.benchmark.brightness_steps import farthest_from_one
 from fovcompletion.benchmark.cases import hide_rows
 from fovcompletion.benchmark.long_range import (
     LAST_MM,
-    farthest_from_one,
     join_brightness,
     last_rows,
     long_reach_mm,
@@ -91,7 +91,7 @@ def test_the_window_joins_are_where_each_later_window_begins_its_own_rows(window
     canvas's padding (one value across each row), from the join on; and a later window changes the earlier one's
     rows only over the rows it makes again, just above its join."""
     scan = Volume(synthetic_scan((5, 60, 30)), oblique_affine(angle_deg=0.0))  # 1 mm, the model's axis order
-    joins, made_again = window_joins(scan, read_metadata(windowed_bundle), 100.0, 5)
+    joins = window_joins(scan, read_metadata(windowed_bundle), 100.0, 5, 32.0)
     previews, events = [], []
     result = complete(
         scan,
@@ -99,6 +99,7 @@ def test_the_window_joins_are_where_each_later_window_begins_its_own_rows(window
         slices=5,
         steps=2,
         extend_inferior_mm=100.0,
+        window_overlap_mm=32.0,
         preview=lambda volume: previews.append(volume.array) or "p.nii",
         preview_every=1,
         progress=events.append,
@@ -107,27 +108,30 @@ def test_the_window_joins_are_where_each_later_window_begins_its_own_rows(window
     assert (
         len(joins) == windows - 1 >= 2 and len(previews) == windows
     )  # one preview per window (after step 1)
-    assert made_again == 16  # the default 32 mm cross-fade, capped at half of a 32 mm context, in 1 mm rows
-    for window, join in enumerate(joins):
+    # 32 mm asked, capped at half of the 32 mm context: 8 rows of 2 mm, 16 output rows of 1 mm
+    assert all(own - again == 16 for again, own in joins)
+    for window, (again, own) in enumerate(joins):
         during = previews[window]
         flat = during.max(axis=(0, 2)) == during.min(axis=(0, 2))
-        assert flat[join + 1 :].all() and not flat[join - 2]  # row `join` itself is half this window's
-        later = previews[window + 1]
-        assert np.array_equal(later[:, : join - made_again - 1], result.image[:, : join - made_again - 1])
-        assert not np.array_equal(
-            later[:, join - made_again + 2 : join], result.image[:, join - made_again + 2 : join]
-        )
+        # row `own` itself is three quarters the later window's (0.25 of a canvas row past the edge)
+        assert flat[own + 1 :].all() and not flat[own - 2]
+        later, final = previews[window + 1], result.image
+        assert np.array_equal(later[:, : again - 1], final[:, : again - 1])  # the earlier window's own rows
+        assert not np.array_equal(later[:, again + 2 : own], final[:, again + 2 : own])  # made again
 
 
 def test_the_brightness_at_a_join_compares_the_later_windows_own_rows_with_the_earlier_windows_own():
     slab = np.full((3, 120, 20), 100.0)
     slab[:, 50:70] = np.linspace(100, 400, 20)[None, :, None]  # the rows made again: a ramp, not compared
     slab[:, 70:] = 150.0  # the later window's own rows, from the join at row 70
-    assert join_brightness(slab, [70], 20, 16) == pytest.approx([1.5])
-    assert join_brightness(np.full((3, 120, 20), 7.0), [40, 90], 8, 16) == pytest.approx([1.0, 1.0])
-    ends_early = join_brightness(slab, [20, 110], 8, 16)  # a band above the image's top or past its end
+    assert join_brightness(slab, [(50, 70)], 16) == pytest.approx([1.5])
+    assert join_brightness(np.full((3, 120, 20), 7.0), [(32, 40), (82, 90)], 16) == pytest.approx([1.0, 1.0])
+    ends_early = join_brightness(
+        slab, [(12, 20), (102, 110)], 16
+    )  # a band above the image's top or past its end
     assert np.isnan(ends_early).all()
-    assert farthest_from_one([1.25, 0.7, float("nan")]) == 0.7 and farthest_from_one([1.3, 0.8]) == 1.3
+    assert farthest_from_one([1.25, 0.7, float("nan"), None]) == 0.7 and farthest_from_one([1.3, 0.8]) == 1.3
+    assert farthest_from_one([1.9, 0.0]) == 0.0  # a band gone black is the largest step
     assert np.isnan(farthest_from_one([]))
 
 
@@ -195,7 +199,7 @@ def test_the_long_range_table_gives_every_draw_and_the_means():
                 "seeds": [0, 1],
                 "reach_mm": [20.0, 100.0],
                 "reach_last_mm": [60.0, 100.0],
-                "join_brightness": [[1.2, float("nan")], [1.0, 1.0]],
+                "join_brightness": [[1.2, None], [1.0, 1.0]],  # None: results.json's NaN
             },
         ],
         "mean_reach_mm": 105.0,

@@ -365,7 +365,7 @@ def resolve_sampler(options: SamplerOptions, metadata: BundleMetadata) -> Sample
     return replace(options, guidance=1.0)
 
 
-def _native_grid(slab: PreparedSlab, layout: CanvasLayout, extend_mm: tuple[float, float]) -> tuple:
+def native_grid(slab: PreparedSlab, layout: CanvasLayout, extend_mm: tuple[float, float]) -> tuple:
     """Rows/cols of the output on the scan's own in-plane grid, and where they fall on the mosaic."""
     spacing = slab.native_spacing
     above = int(np.ceil(extend_mm[0] / spacing[1] - 1e-6))
@@ -476,7 +476,7 @@ def complete(
     )
     feather_px = feather_mm / metadata.canvas.spacing_mm[0]
     overlap_px = crossfade_rows(layout, window_overlap_mm, metadata.canvas.spacing_mm[0])
-    above, native_rows, mosaic_rows, mosaic_cols = _native_grid(
+    above, native_rows, mosaic_rows, mosaic_cols = native_grid(
         slab, layout, (extend_superior_mm, extend_inferior_mm)
     )
     known_native = slab.normalised_native()

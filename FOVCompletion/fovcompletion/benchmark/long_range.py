@@ -23,10 +23,12 @@ from ..canal import canal_reach_mm
 from ..errors import InputError
 from ..image_io import Volume
 from ..layout import crossfade_rows, plan_layout
-from ..pipeline import DEFAULT_WINDOW_OVERLAP_MM, complete
+from ..pipeline import DEFAULT_WINDOW_OVERLAP_MM, complete, native_grid
 from ..preprocess import prepare_slab
 from ..regions import scale_unit, visible_range
+from .aggregate import finite_mean
 from .appearance import SEAM_BAND_MM
+from .brightness_steps import farthest_from_one
 from .cases import Case
 
 LAST_MM = 64.0  # the scan's last rows whose range the second reach is read on: the hidden length of a case
@@ -57,42 +59,40 @@ def long_reach_mm(
 
 
 def window_joins(
-    volume: Volume, metadata: BundleMetadata, below_mm: float, slices: int
-) -> tuple[list[int], int]:
+    volume: Volume, metadata: BundleMetadata, below_mm: float, slices: int, overlap_mm: float
+) -> list[tuple[int, int]]:
     """Where the windows of a completion `below_mm` below the scan meet, as rows of its output (the scan's rows
-    first): the first row each later window makes alone, and how many rows above it that window makes again and
-    cross-fades into the earlier one's (at the engine's default overlap)."""
+    first), with the engine's own map from its canvas to the output (`pipeline.native_grid`): per later window, the
+    first row it makes again and cross-fades into the earlier one's (`overlap_mm`, as `complete` takes it) and the
+    first row it makes alone."""
     slab = prepare_slab(volume, metadata, slices)
     layout = plan_layout(metadata, slab.model.shape[1], slab.model.shape[2], 0.0, below_mm)
-    step, offset = float(slab.model_to_native[1, 1]), float(slab.model_to_native[1, 3])
+    _, _, mosaic_rows, _ = native_grid(slab, layout, (0.0, below_mm))
+    made_again = crossfade_rows(layout, overlap_mm, metadata.canvas.spacing_mm[0])
+
+    def first_row_below(edge: float) -> int:
+        """The first output row at or below a canvas row edge (canvas rows counted from the scan's first)."""
+        return int(np.searchsorted(mosaic_rows, edge - layout.top))
+
     # The windows move down from the scan: each later one's own rows begin where the one before it ended, at the
-    # edge between model rows end - 1 and end; the first output row below that edge is its first.
+    # edge between canvas rows end - 1 and end, and it makes again the `made_again` rows above that edge.
     ends = [start + layout.window_height for start in layout.window_starts[:-1]]
-    rows = slab.native.shape[1] + int(np.ceil(below_mm / slab.native_spacing[1] - 1e-6))
-    joins = [int(np.ceil(offset + step * (end - 0.5))) for end in ends]
-    made_again = crossfade_rows(layout, DEFAULT_WINDOW_OVERLAP_MM, metadata.canvas.spacing_mm[0]) * step
-    return [join for join in joins if join < rows], int(round(made_again))
+    joins = [(first_row_below(end - made_again - 0.5), first_row_below(end - 0.5)) for end in ends]
+    return [(again, own) for again, own in joins if own < len(mosaic_rows)]
 
 
-def join_brightness(image: np.ndarray, joins: list[int], made_again: int, band_rows: int) -> list[float]:
-    """Per window join, the mean of the later window's first `band_rows` own rows over that of the `band_rows` rows
-    above those it made again (the earlier window's own): 1 = no step where one window takes over from the other.
-    Over every slice and column of `image` (slices, S-I rows, A-P cols): a change in the tissue in front of the spine
-    is as visible as one in the canal. NaN where a band falls outside the image."""
+def join_brightness(image: np.ndarray, joins: list[tuple[int, int]], band_rows: int) -> list[float]:
+    """Per window join (`window_joins`), the mean of the later window's first `band_rows` own rows over that of the
+    `band_rows` rows above those it made again (the earlier window's own): 1 = no step where one window takes over
+    from the other. Over every slice and column of `image` (slices, S-I rows, A-P cols): a change in the tissue in
+    front of the spine is as visible as one in the canal. NaN where a band falls outside the image."""
     image = np.asarray(image, dtype=np.float64)
     ratios = []
-    for join in joins:
-        first_above = join - made_again - band_rows
-        above, below = image[:, max(first_above, 0) : join - made_again], image[:, join : join + band_rows]
-        usable = first_above >= 0 and below.shape[1] == band_rows and above.mean() > 0
+    for again, own in joins:
+        above, below = image[:, max(again - band_rows, 0) : again], image[:, own : own + band_rows]
+        usable = again >= band_rows and below.shape[1] == band_rows and above.mean() > 0
         ratios.append(float(below.mean() / above.mean()) if usable else math.nan)
     return ratios
-
-
-def farthest_from_one(ratios: Iterable[float]) -> float:
-    """The ratio with the largest step either way (1.25 and 0.8 are the same step); NaN without a finite one."""
-    finite = [ratio for ratio in ratios if math.isfinite(ratio) and ratio > 0]
-    return max(finite, key=lambda ratio: abs(math.log(ratio))) if finite else math.nan
 
 
 def long_cases(cases: Iterable[Case]) -> list[Case]:
@@ -126,7 +126,7 @@ def long_completions(
         whole = Volume(case.truth, case.affine)
         spacing = (float(case.spacing[1]), float(case.spacing[2]))
         chosen = min(slices, case.truth.shape[0])
-        joins, made_again = window_joins(whole, bundle.metadata, below_mm, chosen)
+        joins = window_joins(whole, bundle.metadata, below_mm, chosen, DEFAULT_WINDOW_OVERLAP_MM)
         band_rows = max(1, round(SEAM_BAND_MM / spacing[0]))
         reaches, steps = [], []
         for seed in seeds:
@@ -134,13 +134,14 @@ def long_completions(
                 whole,
                 model=bundle,
                 slices=chosen,
+                window_overlap_mm=DEFAULT_WINDOW_OVERLAP_MM,
                 extend_inferior_mm=below_mm,
                 seed=seed,
                 device=device,
             )
             known_rows = result.mask.any(axis=(0, 2))
             reaches.append(long_reach_mm(result.image, known_rows, spacing))
-            steps.append(join_brightness(result.image, joins, made_again, band_rows))
+            steps.append(join_brightness(result.image, joins, band_rows))
             log(
                 f"  {case.subject} {below_mm:g} mm below, seed {seed}: canal reach {reaches[-1][0]:.0f} mm "
                 f"(on the last {LAST_MM:g} mm's range {reaches[-1][1]:.0f} mm), brightness at the window joins "
@@ -152,7 +153,7 @@ def long_completions(
                 "seeds": seeds,
                 "reach_mm": [whole_range for whole_range, _ in reaches],
                 "reach_last_mm": [last_range for _, last_range in reaches],
-                "join_rows": joins,
+                "join_rows": [own for _, own in joins],
                 "join_brightness": steps,
                 "largest_join_step": [farthest_from_one(draw) for draw in steps],
             }
@@ -166,6 +167,6 @@ def long_completions(
         "mean_reach_mm": float(np.mean([value for row in per_case for value in row["reach_mm"]])),
         "mean_reach_last_mm": float(np.mean([value for row in per_case for value in row["reach_last_mm"]])),
         "join_band_mm": SEAM_BAND_MM,
-        "mean_join_brightness": float(np.nanmean(ratios)) if np.isfinite(ratios).any() else math.nan,
+        "mean_join_brightness": finite_mean(ratios),
         "largest_join_step_of_all": farthest_from_one(ratios),
     }

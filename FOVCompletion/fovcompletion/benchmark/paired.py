@@ -19,9 +19,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .brightness_steps import join_step
 from .seeds import draw_seed, draws_noise
 
-# (measure, which way is better: +1 higher, -1 lower, 0 nearer to 1), as the benchmark's tables name them.
+# (measure, which way is better: +1 higher, -1 lower, 0 nearer to 1, LOG_NEARER_ONE nearer to 1 on a log scale),
+# as the benchmark's tables name them.
+LOG_NEARER_ONE = 2  # a brightness ratio: 1.25 and 0.8 are the same step (`brightness_steps.join_step`)
 MEASURES = (
     ("ssim", "SSIM", 1),
     ("ssim_tissue", "tissue SSIM", 1),
@@ -42,7 +45,7 @@ LEVEL_MEASURES = (
 LONG_MEASURES = (
     ("reach_mm", "canal reach (mm)", 1),
     ("reach_last_mm", "canal reach on the scan's last 64 mm's range (mm)", 1),
-    ("largest_join_step", "brightness at the window joins (the largest step)", 0),
+    ("largest_join_step", "brightness at the window joins (the largest step)", LOG_NEARER_ONE),
 )
 SOURCES = (("real", "real scans"), ("phantom", "phantoms"), ("template", "templates"))
 # What two runs must share for their draws to be the same completions' counterparts.
@@ -167,8 +170,11 @@ def _value(row: dict[str, Any], key: str, levels: bool) -> float:
 
 def _better(base: float, new: float, direction: int) -> int:
     """+1 when the new value is better, -1 when worse, 0 when alike (within a millionth)."""
-    gain = abs(base - 1.0) - abs(new - 1.0) if direction == 0 else direction * (new - base)
-    return 0 if abs(gain) < 1e-6 else (1 if gain > 0 else -1)
+    if direction == LOG_NEARER_ONE:
+        gain = join_step(base) - join_step(new)
+    else:
+        gain = abs(base - 1.0) - abs(new - 1.0) if direction == 0 else direction * (new - base)
+    return 0 if math.isnan(gain) or abs(gain) < 1e-6 else (1 if gain > 0 else -1)
 
 
 def _measure(pairs: list[tuple[dict, dict]], key: str, direction: int, levels: bool) -> dict[str, Any] | None:
@@ -224,9 +230,8 @@ def _long_comparison(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any
     if not (isinstance(base_long, dict) and isinstance(new_long, dict)):
         return {"unpaired": "only one run completed the cervical scans far below (--long-inferior)"}
     if base_long.get("below_mm") != new_long.get("below_mm"):
-        return {
-            "unpaired": f"the runs completed {base_long.get('below_mm')} and {new_long.get('below_mm')} mm below"
-        }
+        lengths = [_number(run.get("below_mm"), 0) for run in (base_long, new_long)]
+        return {"unpaired": f"the runs completed {lengths[0]} and {lengths[1]} mm below"}
     base_rows, new_rows = _long_rows(base), _long_rows(new)
     pairs = [(row, new_rows[key]) for key, row in base_rows.items() if key in new_rows]
     if not pairs:
@@ -353,15 +358,16 @@ def comparison_markdown(comparison: dict[str, Any], base_label: str, new_label: 
         ]
     sources = dict(SOURCES)
     for source, section in comparison["sources"].items():
-        heading = f"{sources.get(source, source)} ({_count(section['cases'], 'case')}, {_count(section['pairs'], 'pair')})"
+        counts = f"{_count(section['cases'], 'case')}, {_count(section['pairs'], 'pair')}"
+        heading = f"{sources.get(source, source)} ({counts})"
         lines += _measure_table(heading, section, names)
     long_range = comparison.get("long_range")
     if long_range is not None and "unpaired" in long_range:
         lines += ["", f"The long completions are not compared: {long_range['unpaired']}."]
     elif long_range is not None:
         heading = (
-            f"long completions, {_number(long_range['below_mm'], 0)} mm below each cervical scan "
-            f"({_count(long_range['cases'], 'case')}, {_count(long_range['pairs'], 'pair')})"
+            f"long completions, {_number(long_range['below_mm'], 0)} mm below each cervical scan, at each model's "
+            f"default setting ({_count(long_range['cases'], 'case')}, {_count(long_range['pairs'], 'pair')})"
         )
         lines += _measure_table(heading, long_range, names)
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..image_io import write_all_or_none
 from ..regions import visible_range
-from .aggregate import summarise_run
+from .aggregate import finite_mean, summarise_run
 from .ceiling import is_ceiling
 from .metrics import boundary_pairs
 from .runner import BenchmarkRun, Method
@@ -331,17 +331,18 @@ def long_range_table(long_range: dict[str, Any]) -> list[str]:
     ]
     for row in long_range["cases"]:
         whole, last_range = row["reach_mm"], row["reach_last_mm"]
-        joins = row.get("join_brightness", [])
-        ratios = [ratio for draw in joins for ratio in draw]
+        joins = row.get("join_brightness", [])  # a join not measured is None in results.json (NaN in memory)
+        each_draw = ", ".join(" / ".join(_fmt(ratio, 2) for ratio in draw) for draw in joins)
+        joins_mean = finite_mean(ratio for draw in joins for ratio in draw)
         lines.append(
             f"| {row['case']} | {', '.join(map(str, row['seeds']))} | {', '.join(_fmt(v, 0) for v in whole)} | "
             f"{_fmt(float(np.mean(whole)), 0)} | {', '.join(_fmt(v, 0) for v in last_range)} | "
-            f"{_fmt(float(np.mean(last_range)), 0)} | {', '.join(' / '.join(_fmt(v, 2) for v in draw) for draw in joins)} | "
-            f"{_fmt(float(np.nanmean(ratios)) if np.isfinite(ratios).any() else None, 2)} |"
+            f"{_fmt(float(np.mean(last_range)), 0)} | {each_draw} | {_fmt(joins_mean, 2)} |"
         )
+    largest, mean = long_range.get("largest_join_step_of_all"), long_range.get("mean_join_brightness")
     lines.append(
         f"| all | | | {_fmt(long_range['mean_reach_mm'], 0)} | | {_fmt(long_range['mean_reach_last_mm'], 0)} | "
-        f"largest step {_fmt(long_range.get('largest_join_step_of_all'), 2)} | {_fmt(long_range.get('mean_join_brightness'), 2)} |"
+        f"largest step {_fmt(largest, 2)} | {_fmt(mean, 2)} |"
     )
     return lines
 

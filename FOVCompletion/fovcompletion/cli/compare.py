@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare two benchmark runs completion by completion (same case, same seed)",
         description="Pair every completion of NEW's method with BASE's completion of the same case and sampler "
         "seed (a method that draws no noise, such as the mirror, with each draw of its case) and report the mean difference of each measure, its standard error over cases and how "
-        "many pairs went each way, for the real scans, the phantoms and the templates. The runs must have "
+        "many pairs went each way, for the real scans, the phantoms and the templates, and for the long "
+        "completions of the cervical scans (--long-inferior) when both runs made them. The runs must have "
         "hidden the same rows with the same --seed. Compare a model at two sets of seeds (the benchmark's "
         "--seed) before trusting a difference of a few hundredths.",
     )
