@@ -271,7 +271,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="MM",
         help="also complete each real cervical scan whole, MM below its field of view, at the model's default "
-        "setting, and report how far a bright canal lasts there (canal reach in mm; no truth reaches that far)",
+        "setting, and report how far a bright canal lasts there (canal reach in mm; no truth reaches that far) "
+        "and the brightness at each window join (1 = no step where a later window takes over)",
     )
     parser.add_argument(
         "--long-draws",
