@@ -103,7 +103,7 @@ def test_generated_rows_get_the_gain_of_the_scan_edge(tiny_bundle, tmp_path, mon
     padding value in model units, so they show exactly the gain that comes back onto generated rows."""
     faded = synthetic_scan((5, 80, 32)) * coil_falloff(80)[None, :, None]
 
-    def keep_padding(self, slab, layout, feather_px, overlap_px):
+    def keep_padding(self, slab, layout, feather_px, overlap_px, match_brightness):
         return pipeline._mosaic(slab, layout, self.bundle.metadata.canvas.padding_value)[0]
 
     monkeypatch.setattr(pipeline._Completer, "sample", keep_padding)

@@ -97,6 +97,11 @@ class IntensityScaling:
             scaled = np.clip(scaled, self.spec.out_min, self.spec.out_max)
         return scaled.astype(np.float32)
 
+    def zero_level(self) -> float:
+        """The model value of no signal (scanner 0), never clipped: the point a gain scales about."""
+        unit = -self.low / (self.high - self.low)
+        return float(self.spec.out_min + unit * (self.spec.out_max - self.spec.out_min))
+
     def denormalise(self, values: np.ndarray) -> np.ndarray:
         unit = (values - self.spec.out_min) / (self.spec.out_max - self.spec.out_min)
         return (self.low + unit * (self.high - self.low)).astype(np.float32)

@@ -54,6 +54,7 @@ from .sampling import (
 )
 from .schedule import DEFAULT_CANDIDATES, guide_alone_share, guide_batch_size, unet_batch_size
 from .seam import blend_seam, crossfade_weights
+from .window_brightness import JOIN_BAND_MM, WindowRows, match_brightness_at_joins
 
 DEFAULT_FEATHER_MM = 16.0
 DEFAULT_WINDOW_OVERLAP_MM = 32.0
@@ -272,10 +273,16 @@ class _Completer:
         return made[kept]
 
     def sample(
-        self, slab: PreparedSlab, layout: CanvasLayout, feather_px: float, overlap_px: int
+        self,
+        slab: PreparedSlab,
+        layout: CanvasLayout,
+        feather_px: float,
+        overlap_px: int,
+        match_brightness: bool = True,
     ) -> np.ndarray:
         """One completed mosaic (model grid, normalised), windows in order, each conditioned on all before and
-        cross-faded over `overlap_px` rows into what the windows before it made."""
+        cross-faded over `overlap_px` rows into what the windows before it made; with `match_brightness`, each
+        later window's brightness then matched at its join (`window_brightness`)."""
         number, self._samples_drawn = self._samples_drawn, self._samples_drawn + 1  # seeds its candidates
         metadata = self.bundle.metadata
         image, known = _mosaic(slab, layout, metadata.canvas.padding_value)
@@ -284,9 +291,11 @@ class _Completer:
         scan_row = np.arange(layout.height) + layout.top  # each mosaic row's row on the scan's model grid
         requested = (scan_row >= -layout.above) & (scan_row < layout.n_rows + layout.below)
         filled = scan_rows.copy()
+        made: list[WindowRows] = []
         for index, start in enumerate(layout.window_starts):
             rows = slice(start - layout.top, start - layout.top + layout.window_height)
             keep = crossfade_weights(filled[rows], ~scan_rows[rows], overlap_px)
+            made.append(WindowRows(rows, keep, ~scan_rows[rows]))
             self._canvas = (image, rows, known[:, rows], keep, feather_px)
             image[:, rows] = self._best_window(
                 image[:, rows], known[:, rows], keep, feather_px, (number, index), scan_scale, requested[rows]
@@ -294,6 +303,9 @@ class _Completer:
             known[:, rows] = True
             filled[rows] = True
         self._canvas = None
+        if match_brightness:
+            band_rows = max(1, round(JOIN_BAND_MM / metadata.canvas.spacing_mm[0]))
+            match_brightness_at_joins(image, made, slab.scaling.zero_level(), band_rows)
         return image
 
 
@@ -396,6 +408,7 @@ def complete(
     sampler: SamplerOptions | None = None,
     feather_mm: float = DEFAULT_FEATHER_MM,
     window_overlap_mm: float = DEFAULT_WINDOW_OVERLAP_MM,
+    match_window_brightness: bool = True,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     preview: PreviewCallback | None = None,
@@ -408,7 +421,8 @@ def complete(
     at None). `cancel`: polled every step; raises `CancelledError`. `feather_mm`: how far beyond the scan the
     seam is feathered (on the generated side: the known voxels stay the input's); `window_overlap_mm`: how many
     millimetres of an earlier window's rows each later window makes again and cross-fades (0: none; at most half
-    of a window's context).
+    of a window's context); `match_window_brightness`: scale each later window's rows to the brightness of those it
+    continues at their join, easing back to its own (`window_brightness`; False: the windows as the model drew them).
     `preview`: called every `preview_every` steps with the current estimate of the result (the decoded clean
     prediction over the known part, in the output's geometry); what it returns is reported in the next
     progress event as `preview`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
@@ -524,7 +538,8 @@ def complete(
     outputs = []
     try:
         for _ in range(samples):
-            outputs.append(to_output(completer.sample(slab, layout, feather_px, overlap_px)))
+            mosaic = completer.sample(slab, layout, feather_px, overlap_px, match_window_brightness)
+            outputs.append(to_output(mosaic))
     except Exception as error:
         if is_out_of_memory(error):
             raise OutOfMemoryError(
