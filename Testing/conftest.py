@@ -71,6 +71,15 @@ def predicting_bundle(folder: Path, **options) -> Path:
     return save_bundle(folder, bundle.metadata, bundle.autoencoder, bundle.unet)
 
 
+@pytest.fixture(scope="session")
+def windowed_bundle(tmp_path_factory) -> Path:
+    """Tiny networks that predict something (a preview differs from the result), on 64 mm windows at 2 mm."""
+    canvas = CanvasSpec(shape=(32, 32), spacing_mm=(2.0, 2.0))
+    return predicting_bundle(
+        tmp_path_factory.mktemp("windows") / "bundle", canvas=canvas, name="tiny-windows"
+    )
+
+
 def synthetic_scan(shape=(9, 40, 30), seed: int = 0) -> np.ndarray:
     """A smooth, non-constant volume with a bright band (a stand-in for discs) every 12 rows."""
     rng = np.random.default_rng(seed)

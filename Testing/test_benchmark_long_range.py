@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 from test_benchmark_command import phantom_bids
 
-from conftest import oblique_affine, predicting_bundle, synthetic_scan
+from conftest import oblique_affine, synthetic_scan
 from fovcompletion.benchmark.brightness_steps import farthest_from_one
 from fovcompletion.benchmark.cases import hide_rows
 from fovcompletion.benchmark.long_range import (
@@ -21,7 +21,7 @@ from fovcompletion.benchmark.long_range import (
     window_joins,
 )
 from fovcompletion.benchmark.report import long_range_table
-from fovcompletion.bundle import CanvasSpec, read_metadata
+from fovcompletion.bundle import read_metadata
 from fovcompletion.cli import main
 from fovcompletion.image_io import Volume
 from fovcompletion.pipeline import complete
@@ -75,15 +75,6 @@ def test_a_canal_as_bright_as_the_faded_rows_it_continues_counts_on_their_range(
     slab *= fade[None, :, None]
     reach, reach_last = long_reach_mm(slab, known, SPACING)
     assert reach == 0 and reach_last == HIDDEN
-
-
-@pytest.fixture(scope="module")
-def windowed_bundle(tmp_path_factory):
-    """Tiny networks that predict something (a preview differs from the result), on 64 mm windows at 2 mm."""
-    canvas = CanvasSpec(shape=(32, 32), spacing_mm=(2.0, 2.0))
-    return predicting_bundle(
-        tmp_path_factory.mktemp("windows") / "bundle", canvas=canvas, name="tiny-windows"
-    )
 
 
 def test_the_window_joins_are_where_each_later_window_begins_its_own_rows(windowed_bundle):

@@ -1,4 +1,4 @@
-"""Brightness matched at the window joins of a long completion: on hand-made mosaics whose step is known, and end
+"""Brightness matched at the window joins of a long completion: on hand-made mosaics whose steps are known, and end
 to end with a tiny random bundle."""
 
 from __future__ import annotations
@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import oblique_affine, predicting_bundle, synthetic_scan
-from fovcompletion.bundle import CanvasSpec, read_metadata
+from conftest import oblique_affine, synthetic_scan
+from fovcompletion.bundle import IntensitySpec, read_metadata
 from fovcompletion.image_io import Volume
+from fovcompletion.intensity import IntensityScaling
 from fovcompletion.seam import crossfade_weights
 from fovcompletion.window_brightness import WindowRows, band_level, join_log_gain, match_brightness_at_joins
 
 BLACK = -1.0  # the model value of no signal
 BAND = 8  # rows either side of a join
+EASE = 40  # rows past the band over which the correction fades out
 SCAN_ROWS, WINDOW, CONTEXT, OVERLAP = 60, 120, 60, 16
-STEP = 1.3  # how much brighter than the first the second window draws, about black
+STEP = 1.3  # how much brighter than the window before it a later window draws, about black
 
 
 def tissue(rows: int, seed: int) -> np.ndarray:
@@ -28,144 +30,174 @@ def tissue(rows: int, seed: int) -> np.ndarray:
     return image
 
 
-def two_windows(step: float = STEP) -> tuple[np.ndarray, list[WindowRows]]:
-    """A mosaic made downwards from a scan: the first window continues the scan's last `CONTEXT` rows, the second
-    the first window's last `CONTEXT` rows and draws `step` times as bright; as the sampler records them."""
-    height = SCAN_ROWS + 2 * (WINDOW - CONTEXT)
+def mosaic(
+    steps: tuple[float, ...] = (STEP,), overlap: int = OVERLAP, last_own: int | None = None
+) -> tuple[np.ndarray, list[WindowRows]]:
+    """A mosaic made downwards from a scan, as the sampler records it: the first window continues the scan's last
+    `CONTEXT` rows, each later one the last `CONTEXT` rows before it and draws `steps[k]` times as bright as the one
+    before it (cross-fading `overlap` rows); the last one makes `last_own` rows alone (default: a whole window's)."""
+    own = [WINDOW - CONTEXT] * len(steps) + [last_own or WINDOW - CONTEXT]
+    height = SCAN_ROWS + sum(own)
     scan_rows = np.arange(height) < SCAN_ROWS
     image = tissue(height, seed=1)
-    filled, windows = scan_rows.copy(), []
-    for start in (SCAN_ROWS - CONTEXT, SCAN_ROWS + WINDOW - 2 * CONTEXT):
-        rows = slice(start, start + WINDOW)
-        windows.append(
-            WindowRows(rows, crossfade_weights(filled[rows], ~scan_rows[rows], OVERLAP), ~scan_rows[rows])
+    filled, windows, end, brightness = scan_rows.copy(), [], SCAN_ROWS, 1.0
+    for index, made in enumerate(own):
+        rows = slice(end + made - WINDOW, end + made)
+        window = WindowRows(
+            rows, crossfade_weights(filled[rows], ~scan_rows[rows], overlap), ~scan_rows[rows]
         )
+        if index:
+            brightness *= steps[index - 1]
+            drawn = BLACK + (tissue(WINDOW, seed=2 + index) - BLACK) * brightness
+            keep = window.keep[None, :, None]
+            image[:, rows] = keep * image[:, rows] + (1 - keep) * drawn
+        windows.append(window)
         filled[rows] = True
-    second = windows[1]
-    drawn = BLACK + (tissue(WINDOW, seed=2) - BLACK) * step
-    image[:, second.rows] = (
-        second.keep[None, :, None] * image[:, second.rows] + (1 - second.keep)[None, :, None] * drawn
-    )
+        end += made
     return image, windows
 
 
-def level_either_side(image: np.ndarray, window: WindowRows) -> tuple[float, float]:
-    """The brightness of the band above the rows the second window makes again and of its first own rows."""
+def join_rows(window: WindowRows) -> tuple[int, int]:
+    """Mosaic rows of a downward window's first row made again and first row made alone."""
     start = window.rows.start
-    again = start + int(np.argmax(window.keep < 1))
-    own = start + int(np.argmax(window.keep <= 0))
-    return (
-        band_level(image, np.arange(again - BAND, again), BLACK),
-        band_level(image, np.arange(own, own + BAND), BLACK),
+    return start + int(np.argmax(window.keep < 1)), start + int(np.argmax(window.keep <= 0))
+
+
+def step_at(image: np.ndarray, window: WindowRows, band: int = BAND) -> float:
+    """The brightness of a window's first `band` own rows over that of the band above the rows it makes again."""
+    again, own = join_rows(window)
+    return band_level(image, np.arange(own, own + band), BLACK) / band_level(
+        image, np.arange(again - BAND, again), BLACK
     )
 
 
+def matched(image: np.ndarray, windows: list[WindowRows], ease: int = EASE) -> np.ndarray:
+    copy = image.copy()
+    match_brightness_at_joins(copy, windows, BLACK, BAND, ease)
+    return copy
+
+
 def test_a_brighter_later_window_meets_the_rows_it_continues_at_their_level():
-    image, windows = two_windows()
-    before = level_either_side(image, windows[1])
-    assert before[1] / before[0] == pytest.approx(STEP, rel=0.1)  # the step the second window drew
-    matched = image.copy()
-    match_brightness_at_joins(matched, windows, BLACK, BAND)
-    after = level_either_side(matched, windows[1])
-    assert after[1] / after[0] == pytest.approx(1.0, abs=0.02)
+    image, windows = mosaic()
+    assert step_at(image, windows[1]) == pytest.approx(STEP, rel=0.1)  # the step the second window drew
+    assert step_at(matched(image, windows), windows[1]) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_only_the_later_windows_made_rows_change_and_the_correction_eases_out_to_their_far_end():
-    image, windows = two_windows()
-    matched = image.copy()
-    match_brightness_at_joins(matched, windows, BLACK, BAND)
-    second = windows[1]
-    first_made = second.rows.start + int(np.argmax(second.keep < 1))
+def test_only_the_later_windows_made_rows_change_held_over_the_band_and_eased_out_after_it():
+    image, windows = mosaic()
+    after = matched(image, windows)
+    first_made, own_row = join_rows(windows[1])
+    own = own_row - first_made  # the first row made alone, counted from the first made again
     assert np.array_equal(
-        matched[:, :first_made], image[:, :first_made]
+        after[:, :first_made], image[:, :first_made]
     )  # the scan, the first window's own rows
     body = (slice(None), slice(first_made, None), slice(8, 32))
-    gain = (matched - BLACK)[body] / (image - BLACK)[body]
+    gain = (after - BLACK)[body] / (image - BLACK)[body]
     per_row = gain.mean(axis=(0, 2))
     assert np.allclose(gain, per_row[None, :, None], rtol=1e-4)  # one gain per row, about black
-    own = second.rows.start + int(np.argmax(second.keep <= 0)) - first_made
-    assert per_row[own] == pytest.approx(
-        1 / STEP, rel=0.05
-    )  # the whole step where the window's own rows begin
-    assert np.all(np.diff(per_row[:own]) < 0) and np.all(np.diff(per_row[own:]) > 0)  # eased in, eased out
-    assert per_row[-1] == pytest.approx(1.0, abs=0.01)  # back to the window's own brightness at its far end
+    held = per_row[own : own + BAND]
+    assert np.allclose(held, held[0]) and held[0] == pytest.approx(1 / STEP, rel=0.05)  # the band matched on
+    assert np.all(np.diff(per_row[:own]) < 0)  # eased in over the cross-faded rows
+    assert np.all(np.diff(per_row[own + BAND - 1 : own + BAND + EASE]) > 0)  # then eased out
+    assert np.array_equal(
+        after[:, first_made + own + BAND + EASE :], image[:, first_made + own + BAND + EASE :]
+    )
+
+
+def test_each_window_is_matched_to_what_the_one_before_it_became():
+    """With an ease longer than a window, a correction lasts into the next window's join: the next one is matched to
+    the corrected rows, not to those the model drew."""
+    image, windows = mosaic(steps=(STEP, STEP))
+    after = matched(image, windows, ease=200)
+    assert step_at(image, windows[2]) == pytest.approx(STEP, rel=0.1)
+    assert [step_at(after, window) for window in windows[1:]] == pytest.approx([1.0, 1.0], abs=1e-3)
+
+
+def test_windows_without_a_cross_fade_are_matched_at_their_first_row():
+    image, windows = mosaic(overlap=0)
+    assert step_at(matched(image, windows), windows[1]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_last_window_shorter_than_the_band_is_matched_on_the_rows_it_makes():
+    image, windows = mosaic(steps=(STEP, STEP), last_own=3)
+    after = matched(image, windows)
+    assert step_at(image, windows[2], band=3) == pytest.approx(STEP, rel=0.1)
+    assert step_at(after, windows[2], band=3) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_a_window_that_continues_the_scan_is_left_to_the_seam():
     """The first window's seam with the scan is the feather's (and the known rows are never scaled)."""
-    image, windows = two_windows()
-    assert join_log_gain(image, windows[0], BLACK, BAND) is None
-    only_first = image.copy()
-    match_brightness_at_joins(only_first, windows[:1], BLACK, BAND)
-    assert np.array_equal(only_first, image)
+    image, windows = mosaic()
+    assert join_log_gain(image, windows[0], BLACK, BAND, EASE) is None
+    assert np.array_equal(matched(image, windows[:1]), image)
 
 
-@pytest.mark.parametrize("step", [1.0, 0.7])
-def test_no_step_no_change_and_a_dimmer_window_is_brightened(step):
-    image, windows = two_windows(step)
-    log_gain = join_log_gain(image, windows[1], BLACK, BAND)
+@pytest.mark.parametrize(("step", "gain"), [(1.0, 1.0), (0.7, 1 / 0.7), (3.0, 0.5)])
+def test_no_step_no_change_a_dimmer_window_is_brightened_and_a_jump_is_not_a_gain(step, gain):
+    """Beyond a factor of 2 a step is not a gain (a band gone black, other anatomy): it is evened only that far."""
+    image, windows = mosaic((step,))
+    log_gain = join_log_gain(image, windows[1], BLACK, BAND, EASE)
     own = int(np.argmax(windows[1].keep <= 0))
-    assert log_gain[own] == pytest.approx(-np.log(step), abs=0.05)
+    assert np.exp(log_gain[own]) == pytest.approx(gain, rel=0.05)
 
 
 def test_a_band_without_tissue_is_not_a_step():
-    image, windows = two_windows()
-    second = windows[1]
-    own = second.rows.start + int(np.argmax(second.keep <= 0))
+    image, windows = mosaic()
+    _, own = join_rows(windows[1])
     image[:, own : own + BAND] = BLACK  # the later window draws black where its own rows begin
-    assert join_log_gain(image, second, BLACK, BAND) is None
-
-
-def test_a_window_made_upwards_is_matched_at_its_lower_edge():
-    """Above the scan the windows move up: the rows a later window continues lie below its own."""
-    image, windows = two_windows()
-    flipped = [
-        WindowRows(
-            slice(image.shape[1] - w.rows.stop, image.shape[1] - w.rows.start),
-            w.keep[::-1],
-            w.generated[::-1],
-        )
-        for w in windows
-    ]
-    upwards = image[:, ::-1].copy()
-    match_brightness_at_joins(upwards, flipped, BLACK, BAND)
-    downwards = image.copy()
-    match_brightness_at_joins(downwards, windows, BLACK, BAND)
-    assert np.allclose(upwards[:, ::-1], downwards, atol=1e-6)
-
-
-def test_the_engine_matches_only_the_rows_later_windows_make(tmp_path):
-    """End to end: the same draws, matched or not; the scan and the first window's own rows are the same, the later
-    windows' rows are scaled."""
-    from fovcompletion.benchmark.long_range import window_joins
-    from fovcompletion.pipeline import complete
-
-    bundle = predicting_bundle(
-        tmp_path / "bundle", canvas=CanvasSpec(shape=(32, 32), spacing_mm=(2.0, 2.0)), name="tiny-windows"
-    )
-    scan = Volume(synthetic_scan((5, 60, 30)), oblique_affine(angle_deg=0.0))
-    joins = window_joins(scan, read_metadata(bundle), 100.0, 5, 32.0)
-    runs = [
-        complete(
-            scan, model=bundle, slices=5, steps=2, extend_inferior_mm=100.0, match_window_brightness=match
-        )
-        for match in (False, True)
-    ]
-    raw, matched = (run.image for run in runs)
-    first_again = joins[0][0]
-    assert np.array_equal(raw[:, : first_again - 1], matched[:, : first_again - 1])
-    assert not np.allclose(raw[:, joins[0][1] :], matched[:, joins[0][1] :])
+    assert join_log_gain(image, windows[1], BLACK, BAND, EASE) is None
 
 
 def test_air_below_black_counts_as_black():
     """The decoder's air undershoots black, by different amounts in different windows; the written volume clips it,
     so it is no step."""
-    image, windows = two_windows(step=1.0)
-    second = windows[1]
+    image, windows = mosaic((1.0,))
     air = np.zeros(image.shape, dtype=bool)
-    air[:, : second.rows.start + int(np.argmax(second.keep < 1)), :8] = (
-        True  # the earlier rows' air, in front
-    )
+    air[:, : join_rows(windows[1])[0], :8] = True  # the earlier rows' air, in front
     image[air] = BLACK - 0.3
-    log_gain = join_log_gain(image, second, BLACK, BAND)
-    assert abs(log_gain[int(np.argmax(second.keep <= 0))]) < 0.05
+    log_gain = join_log_gain(image, windows[1], BLACK, BAND, EASE)
+    assert abs(log_gain[int(np.argmax(windows[1].keep <= 0))]) < 0.05
+
+
+def test_a_window_made_upwards_is_matched_at_its_lower_edge():
+    """Above the scan the windows move up: the rows a later window continues lie below its own."""
+    image, windows = mosaic()
+    height = image.shape[1]
+    flipped = [
+        WindowRows(slice(height - w.rows.stop, height - w.rows.start), w.keep[::-1], w.generated[::-1])
+        for w in windows
+    ]
+    assert np.allclose(matched(image[:, ::-1].copy(), flipped)[:, ::-1], matched(image, windows), atol=1e-6)
+
+
+@pytest.mark.parametrize("low", [0.0, 40.0])
+def test_black_is_the_model_value_of_no_signal(low):
+    """The point the gain scales about: scanner 0 in model units, where the scan's lower percentile is 0 or not."""
+    scaling = IntensityScaling(low, 500.0, IntensitySpec(clip=False))
+    assert scaling.zero_level() == pytest.approx(float(scaling.normalise(np.zeros(1))[0]))
+    assert scaling.denormalise(np.float32(scaling.zero_level())) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_the_engine_matches_only_the_rows_later_windows_make(windowed_bundle):
+    """End to end: the same draws, matched or not; the scan and the first window's own rows are the same, the later
+    windows' rows are scaled."""
+    from fovcompletion.benchmark.long_range import window_joins
+    from fovcompletion.pipeline import complete
+
+    scan = Volume(synthetic_scan((5, 60, 30)), oblique_affine(angle_deg=0.0))
+    joins = window_joins(scan, read_metadata(windowed_bundle), 100.0, 5, 32.0)
+    runs = [
+        complete(
+            scan,
+            model=windowed_bundle,
+            slices=5,
+            steps=2,
+            extend_inferior_mm=100.0,
+            match_window_brightness=match,
+        )
+        for match in (False, True)
+    ]
+    raw, after = (run.image for run in runs)
+    first_again = joins[0][0]
+    assert np.array_equal(raw[:, : first_again - 1], after[:, : first_again - 1])
+    assert not np.allclose(raw[:, joins[0][1] :], after[:, joins[0][1] :])

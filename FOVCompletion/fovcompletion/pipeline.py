@@ -54,7 +54,7 @@ from .sampling import (
 )
 from .schedule import DEFAULT_CANDIDATES, guide_alone_share, guide_batch_size, unet_batch_size
 from .seam import blend_seam, crossfade_weights
-from .window_brightness import JOIN_BAND_MM, WindowRows, match_brightness_at_joins
+from .window_brightness import EASE_OUT_MM, JOIN_BAND_MM, WindowRows, match_brightness_at_joins
 
 DEFAULT_FEATHER_MM = 16.0
 DEFAULT_WINDOW_OVERLAP_MM = 32.0
@@ -291,11 +291,11 @@ class _Completer:
         scan_row = np.arange(layout.height) + layout.top  # each mosaic row's row on the scan's model grid
         requested = (scan_row >= -layout.above) & (scan_row < layout.n_rows + layout.below)
         filled = scan_rows.copy()
-        made: list[WindowRows] = []
+        windows: list[WindowRows] = []
         for index, start in enumerate(layout.window_starts):
             rows = slice(start - layout.top, start - layout.top + layout.window_height)
             keep = crossfade_weights(filled[rows], ~scan_rows[rows], overlap_px)
-            made.append(WindowRows(rows, keep, ~scan_rows[rows]))
+            windows.append(WindowRows(rows, keep, ~scan_rows[rows]))
             self._canvas = (image, rows, known[:, rows], keep, feather_px)
             image[:, rows] = self._best_window(
                 image[:, rows], known[:, rows], keep, feather_px, (number, index), scan_scale, requested[rows]
@@ -304,8 +304,10 @@ class _Completer:
             filled[rows] = True
         self._canvas = None
         if match_brightness:
-            band_rows = max(1, round(JOIN_BAND_MM / metadata.canvas.spacing_mm[0]))
-            match_brightness_at_joins(image, made, slab.scaling.zero_level(), band_rows)
+            band_rows, ease_rows = (
+                max(1, round(mm / metadata.canvas.spacing_mm[0])) for mm in (JOIN_BAND_MM, EASE_OUT_MM)
+            )
+            match_brightness_at_joins(image, windows, slab.scaling.zero_level(), band_rows, ease_rows)
         return image
 
 
@@ -424,8 +426,9 @@ def complete(
     of a window's context); `match_window_brightness`: scale each later window's rows to the brightness of those it
     continues at their join, easing back to its own (`window_brightness`; False: the windows as the model drew them).
     `preview`: called every `preview_every` steps with the current estimate of the result (the decoded clean
-    prediction over the known part, in the output's geometry); what it returns is reported in the next
-    progress event as `preview`. Raises `FOVCompletionError` subclasses with one-line messages for bad input.
+    prediction over the known part, in the output's geometry; the windows as drawn, before their brightness is
+    matched); what it returns is reported in the next progress event as `preview`. Raises `FOVCompletionError`
+    subclasses with one-line messages for bad input.
     """
     started = time.perf_counter()
     if not isinstance(image, Volume) and affine is None:
