@@ -424,7 +424,8 @@ def complete(
     seam is feathered (on the generated side: the known voxels stay the input's); `window_overlap_mm`: how many
     millimetres of an earlier window's rows each later window makes again and cross-fades (0: none; at most half
     of a window's context); `match_window_brightness`: scale each later window's rows to the brightness of those it
-    continues at their join, easing back to its own (`window_brightness`; False: the windows as the model drew them).
+    continues at their join, the correction eased out over 128 mm (`window_brightness`; False: the windows as the
+    model drew them).
     `preview`: called every `preview_every` steps with the current estimate of the result (the decoded clean
     prediction over the known part, in the output's geometry; the windows as drawn, before their brightness is
     matched); what it returns is reported in the next progress event as `preview`. Raises `FOVCompletionError`
