@@ -278,7 +278,7 @@ class _Completer:
         layout: CanvasLayout,
         feather_px: float,
         overlap_px: int,
-        match_brightness: bool = True,
+        match_brightness: bool,
     ) -> np.ndarray:
         """One completed mosaic (model grid, normalised), windows in order, each conditioned on all before and
         cross-faded over `overlap_px` rows into what the windows before it made; with `match_brightness`, each
