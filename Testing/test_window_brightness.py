@@ -12,11 +12,17 @@ from fovcompletion.bundle import IntensitySpec, read_metadata
 from fovcompletion.image_io import Volume
 from fovcompletion.intensity import IntensityScaling
 from fovcompletion.seam import crossfade_weights
-from fovcompletion.window_brightness import WindowRows, band_level, join_log_gain, match_brightness_at_joins
+from fovcompletion.window_brightness import (
+    WindowRows,
+    band_level,
+    generated_rows,
+    join_log_gain,
+    match_brightness_at_joins,
+)
 
 BLACK = -1.0  # the model value of no signal
 BAND = 8  # rows either side of a join
-EASE = 40  # rows past the band over which the correction fades out
+EASE = 24  # rows before the band over which the correction fades in
 SCAN_ROWS, WINDOW, CONTEXT, OVERLAP = 60, 120, 60, 16
 STEP = 1.3  # how much brighter than the window before it a later window draws, about black
 
@@ -71,6 +77,10 @@ def step_at(image: np.ndarray, window: WindowRows, band: int = BAND) -> float:
     )
 
 
+def generated(image: np.ndarray, windows: list[WindowRows]) -> np.ndarray:
+    return generated_rows(image.shape[1], windows)
+
+
 def matched(image: np.ndarray, windows: list[WindowRows], ease: int = EASE) -> np.ndarray:
     copy = image.copy()
     match_brightness_at_joins(copy, windows, BLACK, BAND, ease)
@@ -83,30 +93,58 @@ def test_a_brighter_later_window_meets_the_rows_it_continues_at_their_level():
     assert step_at(matched(image, windows), windows[1]) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_only_the_later_windows_made_rows_change_held_over_the_band_and_eased_out_after_it():
+def gain_per_row(after: np.ndarray, image: np.ndarray, rows: slice) -> np.ndarray:
+    """The gain about black of each row's body, checked to be one gain per row."""
+    body = (slice(None), rows, slice(8, 32))
+    gain = (after - BLACK)[body] / (image - BLACK)[body]
+    per_row = gain.mean(axis=(0, 2))
+    assert np.allclose(gain, per_row[None, :, None], rtol=1e-4)
+    return per_row
+
+
+def test_only_the_earlier_rows_change_held_over_the_band_and_eased_in_before_it():
+    """The first window's own rows are brought to the second's level, the second's own rows keep the brightness they
+    were drawn at, and the rows beyond the ease (the scan among them) are untouched."""
     image, windows = mosaic()
     after = matched(image, windows)
     first_made, own_row = join_rows(windows[1])
-    own = own_row - first_made  # the first row made alone, counted from the first made again
-    assert np.array_equal(
-        after[:, :first_made], image[:, :first_made]
-    )  # the scan, the first window's own rows
-    body = (slice(None), slice(first_made, None), slice(8, 32))
-    gain = (after - BLACK)[body] / (image - BLACK)[body]
-    per_row = gain.mean(axis=(0, 2))
-    assert np.allclose(gain, per_row[None, :, None], rtol=1e-4)  # one gain per row, about black
-    held = per_row[own : own + BAND]
-    assert np.allclose(held, held[0]) and held[0] == pytest.approx(1 / STEP, rel=0.05)  # the band matched on
-    assert np.all(np.diff(per_row[:own]) < 0)  # eased in over the cross-faded rows
-    assert np.all(np.diff(per_row[own + BAND - 1 : own + BAND + EASE]) > 0)  # then eased out
-    assert np.array_equal(
-        after[:, first_made + own + BAND + EASE :], image[:, first_made + own + BAND + EASE :]
-    )
+    band = slice(first_made - BAND, first_made)
+    assert np.array_equal(after[:, own_row:], image[:, own_row:])  # the later window as drawn
+    assert np.array_equal(after[:, :SCAN_ROWS], image[:, :SCAN_ROWS])  # the scan
+    held = gain_per_row(after, image, band)
+    assert np.allclose(held, held[0]) and held[0] == pytest.approx(STEP, rel=0.05)  # the band matched on
+    # eased out over the cross-faded rows, and in linearly over the rows before the band
+    assert np.all(np.diff(gain_per_row(after, image, slice(first_made - 1, own_row + 1))) < 0)
+    eased = gain_per_row(after, image, slice(first_made - BAND - EASE, first_made - BAND))
+    assert np.allclose(np.diff(np.log(eased)), np.log(held[0]) / (EASE + 1), rtol=1e-3)
+    assert np.array_equal(after[:, : first_made - BAND - EASE], image[:, : first_made - BAND - EASE])
 
 
-def test_each_window_is_matched_to_what_the_one_before_it_became():
-    """With an ease longer than a window, a correction lasts into the next window's join: the next one is matched to
-    the corrected rows, not to those the model drew."""
+def test_the_ease_stops_a_band_short_of_the_scan():
+    """Where fewer generated rows than the ease lie before the band, the ease is made over them: the scan and the
+    band of generated rows beside it, where the completion meets the scan, are not scaled."""
+    image, windows = mosaic()
+    first_made, _ = join_rows(windows[1])
+    room = first_made - BAND - SCAN_ROWS - BAND
+    after = matched(image, windows, ease=3 * room)
+    assert np.array_equal(after[:, : SCAN_ROWS + BAND], image[:, : SCAN_ROWS + BAND])
+    eased = gain_per_row(after, image, slice(SCAN_ROWS + BAND, first_made - BAND))
+    assert eased[0] == pytest.approx(STEP ** (1 / (room + 1)), rel=1e-3)
+    assert step_at(after, windows[1]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_no_rows_to_ease_over_no_match():
+    """A later window whose band lies within a band of the scan has nowhere to ease its step: it is left as drawn
+    rather than stepped beside the seam."""
+    image, windows = mosaic(overlap=WINDOW - CONTEXT - 2 * BAND)
+    first_made, _ = join_rows(windows[1])
+    assert first_made - BAND - SCAN_ROWS <= BAND
+    assert join_log_gain(image, windows[1], generated(image, windows), BLACK, BAND, EASE) is None
+
+
+def test_each_window_is_matched_to_what_the_one_after_it_became():
+    """With an ease longer than a window, the last join's correction reaches back over the join before it: that join
+    is matched on the corrected rows, not on those the model drew."""
     image, windows = mosaic(steps=(STEP, STEP))
     after = matched(image, windows, ease=200)
     assert step_at(image, windows[2]) == pytest.approx(STEP, rel=0.1)
@@ -128,24 +166,24 @@ def test_a_last_window_shorter_than_the_band_is_matched_on_the_rows_it_makes():
 def test_a_window_that_continues_the_scan_is_left_to_the_seam():
     """The first window's seam with the scan is the feather's (and the known rows are never scaled)."""
     image, windows = mosaic()
-    assert join_log_gain(image, windows[0], BLACK, BAND, EASE) is None
+    assert join_log_gain(image, windows[0], generated(image, windows), BLACK, BAND, EASE) is None
     assert np.array_equal(matched(image, windows[:1]), image)
 
 
-@pytest.mark.parametrize(("step", "gain"), [(1.0, 1.0), (0.7, 1 / 0.7), (3.0, 0.5)])
-def test_no_step_no_change_a_dimmer_window_is_brightened_and_a_jump_is_not_a_gain(step, gain):
+@pytest.mark.parametrize(("step", "gain"), [(1.0, 1.0), (0.7, 0.7), (3.0, 2.0)])
+def test_no_step_no_change_before_a_dimmer_window_dimmed_and_a_jump_is_not_a_gain(step, gain):
     """Beyond a factor of 2 a step is not a gain (a band gone black, other anatomy): it is evened only that far."""
     image, windows = mosaic((step,))
-    log_gain = join_log_gain(image, windows[1], BLACK, BAND, EASE)
-    own = int(np.argmax(windows[1].keep <= 0))
-    assert np.exp(log_gain[own]) == pytest.approx(gain, rel=0.05)
+    log_gain = join_log_gain(image, windows[1], generated(image, windows), BLACK, BAND, EASE)
+    first_made, _ = join_rows(windows[1])
+    assert np.exp(log_gain[first_made - 1]) == pytest.approx(gain, rel=0.05)
 
 
 def test_a_band_without_tissue_is_not_a_step():
     image, windows = mosaic()
     _, own = join_rows(windows[1])
     image[:, own : own + BAND] = BLACK  # the later window draws black where its own rows begin
-    assert join_log_gain(image, windows[1], BLACK, BAND, EASE) is None
+    assert join_log_gain(image, windows[1], generated(image, windows), BLACK, BAND, EASE) is None
 
 
 def test_air_below_black_counts_as_black():
@@ -155,8 +193,8 @@ def test_air_below_black_counts_as_black():
     air = np.zeros(image.shape, dtype=bool)
     air[:, : join_rows(windows[1])[0], :8] = True  # the earlier rows' air, in front
     image[air] = BLACK - 0.3
-    log_gain = join_log_gain(image, windows[1], BLACK, BAND, EASE)
-    assert abs(log_gain[int(np.argmax(windows[1].keep <= 0))]) < 0.05
+    log_gain = join_log_gain(image, windows[1], generated(image, windows), BLACK, BAND, EASE)
+    assert abs(log_gain[join_rows(windows[1])[0] - 1]) < 0.05
 
 
 def test_a_window_made_upwards_is_matched_at_its_lower_edge():
@@ -178,9 +216,9 @@ def test_black_is_the_model_value_of_no_signal(low):
     assert scaling.denormalise(np.float32(scaling.zero_level())) == pytest.approx(0.0, abs=1e-3)
 
 
-def test_the_engine_matches_only_the_rows_later_windows_make(windowed_bundle):
-    """End to end: the same draws, matched or not; the scan and the first window's own rows are the same, the later
-    windows' rows are scaled."""
+def test_the_engine_scales_only_the_rows_before_the_last_window(windowed_bundle):
+    """End to end: the same draws, matched or not; the scan and the last window's own rows are the same, the
+    earlier windows' rows are scaled."""
     from fovcompletion.benchmark.long_range import window_joins
     from fovcompletion.pipeline import complete
 
@@ -198,6 +236,9 @@ def test_the_engine_matches_only_the_rows_later_windows_make(windowed_bundle):
         for match in (False, True)
     ]
     raw, after = (run.image for run in runs)
-    first_again = joins[0][0]
-    assert np.array_equal(raw[:, : first_again - 1], after[:, : first_again - 1])
-    assert not np.allclose(raw[:, joins[0][1] :], after[:, joins[0][1] :])
+    scan_rows = scan.array.shape[1]
+    last_own = joins[-1][1] + 1  # one row past the join: the output interpolates
+    assert len(joins) > 1
+    assert np.array_equal(raw[:, :scan_rows], after[:, :scan_rows])
+    assert np.array_equal(raw[:, last_own:], after[:, last_own:])
+    assert not np.allclose(raw[:, scan_rows : joins[-1][0]], after[:, scan_rows : joins[-1][0]])

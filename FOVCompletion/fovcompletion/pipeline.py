@@ -54,7 +54,7 @@ from .sampling import (
 )
 from .schedule import DEFAULT_CANDIDATES, guide_alone_share, guide_batch_size, unet_batch_size
 from .seam import blend_seam, crossfade_weights
-from .window_brightness import EASE_OUT_MM, JOIN_BAND_MM, WindowRows, match_brightness_at_joins
+from .window_brightness import EASE_MM, JOIN_BAND_MM, WindowRows, match_brightness_at_joins
 
 DEFAULT_FEATHER_MM = 16.0
 DEFAULT_WINDOW_OVERLAP_MM = 32.0
@@ -281,8 +281,8 @@ class _Completer:
         match_brightness: bool,
     ) -> np.ndarray:
         """One completed mosaic (model grid, normalised), windows in order, each conditioned on all before and
-        cross-faded over `overlap_px` rows into what the windows before it made; with `match_brightness`, each
-        later window's brightness then matched at its join (`window_brightness`)."""
+        cross-faded over `overlap_px` rows into what the windows before it made; with `match_brightness`, the
+        rows before each join then brought to the later window's brightness (`window_brightness`)."""
         number, self._samples_drawn = self._samples_drawn, self._samples_drawn + 1  # seeds its candidates
         metadata = self.bundle.metadata
         image, known = _mosaic(slab, layout, metadata.canvas.padding_value)
@@ -305,7 +305,7 @@ class _Completer:
         self._canvas = None
         if match_brightness:
             band_rows, ease_rows = (
-                max(1, round(mm / metadata.canvas.spacing_mm[0])) for mm in (JOIN_BAND_MM, EASE_OUT_MM)
+                max(1, round(mm / metadata.canvas.spacing_mm[0])) for mm in (JOIN_BAND_MM, EASE_MM)
             )
             match_brightness_at_joins(image, windows, slab.scaling.zero_level(), band_rows, ease_rows)
         return image
@@ -423,9 +423,9 @@ def complete(
     at None). `cancel`: polled every step; raises `CancelledError`. `feather_mm`: how far beyond the scan the
     seam is feathered (on the generated side: the known voxels stay the input's); `window_overlap_mm`: how many
     millimetres of an earlier window's rows each later window makes again and cross-fades (0: none; at most half
-    of a window's context); `match_window_brightness`: scale each later window's rows to the brightness of those it
-    continues at their join, the correction eased out over 128 mm (`window_brightness`; False: the windows as the
-    model drew them).
+    of a window's context); `match_window_brightness`: scale the rows before each window join to the brightness of
+    the later window's first rows, the correction eased in over up to 128 mm of generated rows (never the scan's;
+    the last window as drawn; `window_brightness`; False: the windows as the model drew them).
     `preview`: called every `preview_every` steps with the current estimate of the result (the decoded clean
     prediction over the known part, in the output's geometry; the windows as drawn, before their brightness is
     matched); what it returns is reported in the next progress event as `preview`. Raises `FOVCompletionError`

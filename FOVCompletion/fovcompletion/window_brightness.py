@@ -4,10 +4,11 @@ Each later window continues the latent it is given, not the level of what an ear
 completion of a cervical scan the first window continues the scan's coil-faded edge and the later ones climb back
 towards the scan's usual brightness, one step per window (docs/training.md, "Brightness at the window joins"). The
 cross-fade spreads each step over its rows, but a step of a quarter still shows as a line across the body. As a
-panorama stitcher compensates each image's gain, the engine scales each later window's rows about black so that
-they meet the rows they continue at the same mean brightness, and eases the correction out over the next
-`EASE_OUT_MM`: the step is gone, the slow climb is partly kept, and no window is sampled differently (the gain is
-applied once every window is made, so each is conditioned on exactly what it would be without it).
+panorama stitcher compensates each image's gain, the engine scales the rows before each join about black so that
+they meet the later window at its own mean brightness, and eases the correction in over up to `EASE_MM` of the
+generated rows before the join (never into the scan): the step is gone, the climb is kept as a slope, the last
+window keeps the brightness it was drawn at (the farthest from the fade), and no window is sampled differently
+(the gain is applied once every window is made, so each is conditioned on exactly what it would be without it).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 JOIN_BAND_MM = 16.0  # rows either side of a join whose brightness is compared
-# How far past the matched band the correction fades out: about the rows a window makes alone, far slower than the
+# How far before the matched band the correction fades in: about the rows a window makes alone, far slower than the
 # eye reads a step (a coil's fade changes as much over a similar length).
-EASE_OUT_MM = 128.0
+EASE_MM = 128.0
 RATIO_LIMITS = (0.5, 2.0)  # larger steps are not a gain: a band gone black or a different anatomy
 
 
@@ -44,13 +45,24 @@ def band_level(image: np.ndarray, rows: np.ndarray, black: float) -> float:
     return float(np.maximum(image[:, rows] - black, 0.0).mean())
 
 
+def generated_rows(height: int, windows: list[WindowRows]) -> np.ndarray:
+    """Which of a mosaic's `height` rows the windows made (the rest are the scan's, never scaled)."""
+    generated = np.zeros(height, dtype=bool)
+    for window in windows:
+        generated[window.rows] |= window.generated
+    return generated
+
+
 def join_log_gain(
-    image: np.ndarray, window: WindowRows, black: float, band_rows: int, ease_rows: int
+    image: np.ndarray, window: WindowRows, generated: np.ndarray, black: float, band_rows: int, ease_rows: int
 ) -> np.ndarray | None:
-    """Per row of `window`, the log gain that brings its rows to the level of the rows it continues: the whole
-    step over the first `band_rows` it makes alone (the band it is matched on; fewer where it makes fewer), eased
-    in over the rows it cross-fades (by its share of them) and eased out linearly over the next `ease_rows`; None
-    where the rows it continues are the scan's (the first window) or a band holds no tissue."""
+    """Per mosaic row, the log gain that brings the rows before `window`'s join to the level of the first
+    `band_rows` it makes alone (fewer where it makes fewer): the whole step over the `band_rows` it continues, by
+    the earlier content's share over the rows it makes again and cross-fades, eased in linearly over the
+    `ease_rows` generated rows before the band (fewer where the scan comes sooner: the scan and the `band_rows`
+    generated rows beside it, where the completion meets the scan, are never scaled); None where the rows it
+    continues are the scan's (the first window: its seam is the feather's), a band holds no tissue or no rows are
+    left to ease over."""
     kept = window.keep >= 1.0
     made = ~kept
     if not kept.any() or not made.any():
@@ -69,24 +81,32 @@ def join_log_gain(
     if not (earlier > 0 and later > 0):
         return None
     step = math.log(float(np.clip(later / earlier, *RATIO_LIMITS)))
-    past_band = np.arange(order.size) - (own_from + after.size)
-    ease_out = np.clip(1.0 - (past_band + 1) / (ease_rows + 1), 0.0, 1.0)
-    weight = np.empty(order.size, dtype=np.float64)
-    weight[order] = (1.0 - window.keep[order]) * ease_out
-    return -step * weight
+    mosaic_row = np.arange(image.shape[1])[window.rows]
+    weight = np.zeros(image.shape[1], dtype=np.float64)
+    weight[mosaic_row[before]] = 1.0
+    made_again = order[first_made:own_from]
+    weight[mosaic_row[made_again]] = window.keep[made_again]
+    farthest = mosaic_row[before[0]]  # the band's row farthest from the join; the ease lies beyond it
+    beyond = np.arange(farthest - 1, -1, -1) if downwards else np.arange(farthest + 1, image.shape[1])
+    room = beyond.size if generated[beyond].all() else int(np.argmin(generated[beyond])) - band_rows
+    ease = min(ease_rows, room)
+    if ease < 1:
+        return None
+    weight[beyond[:ease]] = 1.0 - np.arange(1, ease + 1) / (ease + 1)
+    return step * weight
 
 
 def match_brightness_at_joins(
     image: np.ndarray, windows: list[WindowRows], black: float, band_rows: int, ease_rows: int
 ) -> None:
-    """Scale each later window's rows of a completed mosaic (slices, S-I rows, A-P cols; in place), in the order
-    they were made (each matched to what the one before it became), about `black` (the model value of no signal)
-    by `join_log_gain`."""
-    for window in windows:
-        log_gain = join_log_gain(image, window, black, band_rows, ease_rows)
+    """Scale the rows before each join of a completed mosaic (slices, S-I rows, A-P cols; in place) about `black`
+    (the model value of no signal) by `join_log_gain`, the last window's join first: each earlier window is
+    brought to what the one after it became, and the last keeps the brightness it was drawn at."""
+    generated = generated_rows(image.shape[1], windows)
+    for window in reversed(windows):
+        log_gain = join_log_gain(image, window, generated, black, band_rows, ease_rows)
         if log_gain is None:
             continue
-        changed = log_gain != 0  # the rows kept whole stay exactly as they are
-        rows = np.arange(image.shape[1])[window.rows][changed]
-        gain = np.exp(log_gain[changed])[None, :, None].astype(image.dtype)
+        rows = np.flatnonzero(log_gain)  # the rows left whole stay exactly as they are
+        gain = np.exp(log_gain[rows])[None, :, None].astype(image.dtype)
         image[:, rows] = black + (image[:, rows] - black) * gain
