@@ -134,11 +134,11 @@ def test_the_ease_stops_a_band_short_of_the_scan():
 
 
 def test_no_rows_to_ease_over_no_match():
-    """A later window whose band lies within a band of the scan has nowhere to ease its step: it is left as drawn
-    rather than stepped beside the seam."""
-    image, windows = mosaic(overlap=WINDOW - CONTEXT - 2 * BAND)
+    """A later window whose band lies within two bands of the scan has too few rows to ease its step over: it is
+    left as drawn rather than stepped next to the seam."""
+    image, windows = mosaic(overlap=WINDOW - CONTEXT - 2 * BAND - 4)
     first_made, _ = join_rows(windows[1])
-    assert first_made - BAND - SCAN_ROWS <= BAND
+    assert 0 < first_made - BAND - SCAN_ROWS - BAND < BAND  # a few rows to ease over: too few
     assert join_log_gain(image, windows[1], generated(image, windows), BLACK, BAND, EASE) is None
 
 
@@ -156,11 +156,15 @@ def test_windows_without_a_cross_fade_are_matched_at_their_first_row():
     assert step_at(matched(image, windows), windows[1]) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_a_last_window_shorter_than_the_band_is_matched_on_the_rows_it_makes():
+def test_a_last_window_shorter_than_the_band_is_brought_to_the_rows_before_it():
+    """Its few rows cannot set the level of a whole window before it: it is matched to that window instead, which
+    keeps its own rows as drawn."""
     image, windows = mosaic(steps=(STEP, STEP), last_own=3)
     after = matched(image, windows)
     assert step_at(image, windows[2], band=3) == pytest.approx(STEP, rel=0.1)
     assert step_at(after, windows[2], band=3) == pytest.approx(1.0, abs=1e-3)
+    second_own, last_again = join_rows(windows[1])[1], join_rows(windows[2])[0]
+    assert np.array_equal(after[:, second_own:last_again], image[:, second_own:last_again])
 
 
 def test_a_window_that_continues_the_scan_is_left_to_the_seam():
@@ -197,15 +201,19 @@ def test_air_below_black_counts_as_black():
     assert abs(log_gain[join_rows(windows[1])[0] - 1]) < 0.05
 
 
-def test_a_window_made_upwards_is_matched_at_its_lower_edge():
-    """Above the scan the windows move up: the rows a later window continues lie below its own."""
+@pytest.mark.parametrize("ease", [EASE, 200])
+def test_a_window_made_upwards_is_matched_at_its_lower_edge(ease):
+    """Above the scan the windows move up: the rows a later window continues lie below its own (with a long ease,
+    it stops a band short of the scan there too)."""
     image, windows = mosaic()
     height = image.shape[1]
     flipped = [
         WindowRows(slice(height - w.rows.stop, height - w.rows.start), w.keep[::-1], w.generated[::-1])
         for w in windows
     ]
-    assert np.allclose(matched(image[:, ::-1].copy(), flipped)[:, ::-1], matched(image, windows), atol=1e-6)
+    upwards = matched(image[:, ::-1].copy(), flipped, ease)[:, ::-1]
+    assert np.allclose(upwards, matched(image, windows, ease), atol=1e-6)
+    assert np.array_equal(upwards[:, : SCAN_ROWS + BAND], image[:, : SCAN_ROWS + BAND])
 
 
 @pytest.mark.parametrize("low", [0.0, 40.0])
@@ -223,22 +231,23 @@ def test_the_engine_scales_only_the_rows_before_the_last_window(windowed_bundle)
     from fovcompletion.pipeline import complete
 
     scan = Volume(synthetic_scan((5, 60, 30)), oblique_affine(angle_deg=0.0))
-    joins = window_joins(scan, read_metadata(windowed_bundle), 100.0, 5, 32.0)
+    joins = window_joins(scan, read_metadata(windowed_bundle), 120.0, 5, 32.0)
     runs = [
         complete(
             scan,
             model=windowed_bundle,
             slices=5,
             steps=2,
-            extend_inferior_mm=100.0,
+            extend_inferior_mm=120.0,  # the last window makes more than a band alone
             match_window_brightness=match,
         )
         for match in (False, True)
     ]
     raw, after = (run.image for run in runs)
-    scan_rows = scan.array.shape[1]
+    scan_rows = scan.array.shape[1]  # 1 mm rows; the output writes the scan's own voxels back
     last_own = joins[-1][1] + 1  # one row past the join: the output interpolates
     assert len(joins) > 1
-    assert np.array_equal(raw[:, :scan_rows], after[:, :scan_rows])
+    kept = scan_rows + 15  # the 16 mm beside the scan, less a row the output interpolates
+    assert np.array_equal(raw[:, :kept], after[:, :kept])
     assert np.array_equal(raw[:, last_own:], after[:, last_own:])
     assert not np.allclose(raw[:, scan_rows : joins[-1][0]], after[:, scan_rows : joins[-1][0]])

@@ -60,9 +60,12 @@ def join_log_gain(
     `band_rows` it makes alone (fewer where it makes fewer): the whole step over the `band_rows` it continues, by
     the earlier content's share over the rows it makes again and cross-fades, eased in linearly over the
     `ease_rows` generated rows before the band (fewer where the scan comes sooner: the scan and the `band_rows`
-    generated rows beside it, where the completion meets the scan, are never scaled); None where the rows it
-    continues are the scan's (the first window: its seam is the feather's), a band holds no tissue or no rows are
-    left to ease over."""
+    generated rows beside it, where the completion meets the scan, are never scaled). A last window that makes
+    fewer rows than the band is too short to set the level of the rows before it: it is brought to theirs instead
+    (it is the last of its direction, so no other join moves). None where the rows it continues are the scan's
+    (the first window: its seam is the feather's), a band holds no tissue, or fewer than `band_rows` rows are left
+    to ease over (a scan shorter than a window's context, extended both ways): a step squeezed into a few rows
+    would be a line of its own."""
     kept = window.keep >= 1.0
     made = ~kept
     if not kept.any() or not made.any():
@@ -83,6 +86,10 @@ def join_log_gain(
     step = math.log(float(np.clip(later / earlier, *RATIO_LIMITS)))
     mosaic_row = np.arange(image.shape[1])[window.rows]
     weight = np.zeros(image.shape[1], dtype=np.float64)
+    if after.size < band_rows:
+        later_rows = order[first_made:]
+        weight[mosaic_row[later_rows]] = 1.0 - window.keep[later_rows]
+        return -step * weight
     weight[mosaic_row[before]] = 1.0
     made_again = order[first_made:own_from]
     weight[mosaic_row[made_again]] = window.keep[made_again]
@@ -90,7 +97,7 @@ def join_log_gain(
     beyond = np.arange(farthest - 1, -1, -1) if downwards else np.arange(farthest + 1, image.shape[1])
     room = beyond.size if generated[beyond].all() else int(np.argmin(generated[beyond])) - band_rows
     ease = min(ease_rows, room)
-    if ease < 1:
+    if ease < band_rows:
         return None
     weight[beyond[:ease]] = 1.0 - np.arange(1, ease + 1) / (ease + 1)
     return step * weight
