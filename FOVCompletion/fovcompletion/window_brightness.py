@@ -7,8 +7,9 @@ cross-fade spreads each step over its rows, but a step of a quarter still shows 
 panorama stitcher compensates each image's gain, the engine scales the rows before each join about black so that
 they meet the later window at its own mean brightness, and eases the correction in over up to `EASE_MM` of the
 generated rows before the join (never into the scan): the step is gone, the climb is kept as a slope, the last
-window keeps the brightness it was drawn at (the farthest from the fade), and no window is sampled differently
-(the gain is applied once every window is made, so each is conditioned on exactly what it would be without it).
+window keeps the brightness it was drawn at (the farthest from the fade; unless it makes too few rows to set it),
+and no window is sampled differently (the gain is applied once every window is made, so each is conditioned on
+exactly what it would be without it).
 """
 
 from __future__ import annotations
